@@ -1,0 +1,1 @@
+"""daimon_node package."""
