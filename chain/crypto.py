@@ -28,9 +28,14 @@ def sha256(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
 
+def address_bytes(pubkey: bytes) -> bytes:
+    """The first 20 bytes of SHA-256(public key): how state keys accounts."""
+    return sha256(pubkey)[:ADDRESS_BYTES]
+
+
 def address_of(pubkey: bytes) -> str:
-    """Hex of the first 20 bytes of SHA-256(public key)."""
-    return sha256(pubkey)[:ADDRESS_BYTES].hex()
+    """The address as users see it: hex of ``address_bytes``."""
+    return address_bytes(pubkey).hex()
 
 
 def signing_message(domain: bytes, chain_id: bytes, body: bytes) -> bytes:
@@ -87,6 +92,10 @@ class KeyPair:
     @property
     def address(self) -> str:
         return address_of(self.public_key)
+
+    @property
+    def address_bytes(self) -> bytes:
+        return address_bytes(self.public_key)
 
     def sign(self, message: bytes) -> bytes:
         return self._key.sign(message)  # type: ignore[attr-defined,no-any-return]

@@ -1,0 +1,58 @@
+"""Protocol constants, grouped as in a spec table. Units in comments.
+
+Per-problem parameters (periods, bonds, limits) live in the problem proposal;
+these are the fixed limits every node shares.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- Misc ---------------------------------------------------------------------
+PPB: Final[int] = 1_000_000_000  # parts per billion: 1.0
+HASH_SIZE: Final[int] = 32  # bytes, SHA-256
+PUBKEY_SIZE: Final[int] = 32  # bytes, Ed25519
+SIGNATURE_SIZE: Final[int] = 64  # bytes, Ed25519
+ADDRESS_SIZE: Final[int] = 20  # bytes
+ZERO_HASH: Final[bytes] = b"\x00" * HASH_SIZE
+MASK_LABEL: Final[int] = 0xFF  # byte written at an ambiguous position in masked labels
+
+# --- Size limits (decoding rejects anything larger) -------------------------------
+MAX_NAME_BYTES: Final[int] = 128
+MAX_SYMBOL_BYTES: Final[int] = 12
+MAX_DTYPE_BYTES: Final[int] = 16
+MAX_SHAPE_DIMS: Final[int] = 8
+MAX_COMMITTERS: Final[int] = 64
+MAX_GENESIS_ALLOCATIONS: Final[int] = 1024
+MAX_TUPLES: Final[int] = 16  # test tuples per problem
+MAX_EMBEDDING_DIM: Final[int] = 4096  # n
+MAX_LABELS: Final[int] = 1_000_000  # m, m_h: one byte per label
+MAX_CLASSES: Final[int] = 255  # labels are bytes; 0xFF is the mask
+MAX_AMBIGUOUS: Final[int] = 100_000
+MAX_VOTES_PER_BLOCK: Final[int] = 256
+MAX_TXS_PER_BLOCK: Final[int] = 4096
+MAX_PEER_ID_BYTES: Final[int] = 128
+MAX_SALT_BYTES: Final[int] = 64
+MAX_PROBLEM_DATA_BYTES: Final[int] = 1024
+
+# --- Time parameters ---------------------------------------------------------------
+MIN_PERIOD_SECONDS: Final[int] = 1  # T_p, T_b lower bound
+MAX_PERIOD_SECONDS: Final[int] = 10 * 365 * 24 * 3600
+
+# --- Rewards and penalties -------------------------------------------------------------
+VOTE_SLASH_DIVISOR: Final[int] = 2  # a vote for a PoI that fails settlement loses bond / 2
+MAX_REWARD_A: Final[int] = 64
+
+# --- Domain tags for signatures ---------------------------------------------------------
+DOMAIN_PROPOSAL: Final[bytes] = b"daimon/proposal/v1"
+DOMAIN_TUPLE: Final[bytes] = b"daimon/tuple/v1"
+DOMAIN_POI: Final[bytes] = b"daimon/poi/v1"
+DOMAIN_VOTE: Final[bytes] = b"daimon/vote/v1"
+DOMAIN_REVEAL: Final[bytes] = b"daimon/reveal/v1"
+DOMAIN_TX: Final[bytes] = b"daimon/tx/v1"
+DOMAIN_HEADER: Final[bytes] = b"daimon/header/v1"
+DOMAIN_SEASON_REVEAL: Final[bytes] = b"daimon/season-reveal/v1"
+
+# --- Block kinds -----------------------------------------------------------------
+KIND_PROBLEM: Final[int] = 0
+KIND_IMPROVEMENT: Final[int] = 1

@@ -1,0 +1,504 @@
+"""Chain state: a flat key-value map of canonical records, with an incremental root.
+
+State is a map ``key -> canonical bytes`` so that it is stored, diffed and
+hashed the same way everywhere. Typed records and ``get_*``/``set_*`` module
+functions sit on top (execution-specs style).
+
+``State.copy()`` is cheap: writes go to a new top layer over frozen lower
+layers (merged once they pass ``MAX_LAYERS``), so ``apply_block`` can return a
+new state while the old one stays valid for fork choice.
+
+The state root is a fixed-shape Merkle tree over 4096 buckets keyed by the
+first 12 bits of ``H(key)``; a bucket hashes its sorted ``(H(key), H(value))``
+leaves. A block rehashes only the buckets it touched and their 3 ancestors, so
+the cost per block follows the changes, not the size of the state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, Iterator, TypeVar
+
+from . import constants as C
+from .codec import Bytes, ListOf, Optional_, Schema, SInt, Struct, schema
+from .crypto import sha256
+from .errors import DecodeError
+from .types import (
+    ADDRESS,
+    AMOUNT,
+    HASH,
+    U32,
+    U64,
+    Anchor,
+    OfferService,
+    ProblemParams,
+    Proposal,
+    SealedHoldout,
+    TestTuple,
+)
+
+R = TypeVar("R", bound=Schema)
+
+# ---------------------------------------------------------------------------
+# Records
+# ---------------------------------------------------------------------------
+
+
+@schema
+@dataclass(frozen=True)
+class Account(Schema):
+    balance: int  # spendable base units
+    locked: int  # base units that are not spendable (bonds, unvested rewards)
+    nonce: int
+
+    FIELDS = (("balance", AMOUNT), ("locked", AMOUNT), ("nonce", U64))
+
+
+EMPTY_ACCOUNT: Final[Account] = Account(0, 0, 0)
+
+
+@schema
+@dataclass(frozen=True)
+class DigestRecord(Schema):
+    owner: bytes  # address
+    height: int  # block that registered it
+
+    FIELDS = (("owner", ADDRESS), ("height", U64))
+
+
+@schema
+@dataclass(frozen=True)
+class Bond(Schema):
+    amount: int
+    since_height: int  # votes count from blocks after this one
+    unbond_period: int  # 0 while active; else the period from which it may be withdrawn
+
+    FIELDS = (("amount", AMOUNT), ("since_height", U64), ("unbond_period", U32))
+
+
+@schema
+@dataclass(frozen=True)
+class BestModel(Schema):
+    digest: bytes
+    owner: bytes  # address
+    height: int  # block that settled it
+    d_ppb: tuple[int, ...]  # its distance per tuple
+
+    FIELDS = (("digest", HASH), ("owner", ADDRESS), ("height", U64), ("d_ppb", ListOf(U32, C.MAX_TUPLES)))
+
+
+@schema
+@dataclass(frozen=True)
+class PendingAnchor(Schema):
+    """An anchored PoI awaiting its reveal in the next period."""
+
+    anchor: Anchor
+    height: int
+    period: int
+    improver_bond: int  # locked from the improver at anchoring
+
+    FIELDS = (
+        ("anchor", Struct(Anchor)),
+        ("height", U64),
+        ("period", U32),
+        ("improver_bond", AMOUNT),
+    )
+
+
+@schema
+@dataclass(frozen=True)
+class LockedReward(Schema):
+    """A reward minted locked in a season; it vests or burns when the holdout opens."""
+
+    address: bytes
+    amount: int
+    settlement_height: int
+
+    FIELDS = (("address", ADDRESS), ("amount", AMOUNT), ("settlement_height", U64))
+
+
+@schema
+@dataclass(frozen=True)
+class SeasonImprovement(Schema):
+    """An improvement settled in the current season, with its holdout predictions."""
+
+    digest: bytes
+    owner: bytes
+    settlement_height: int
+    d_ppb: tuple[int, ...]
+    holdout_labels: bytes
+    holdout_ambiguous: tuple[int, ...]
+
+    FIELDS = (
+        ("digest", HASH),
+        ("owner", ADDRESS),
+        ("settlement_height", U64),
+        ("d_ppb", ListOf(U32, C.MAX_TUPLES)),
+        ("holdout_labels", Bytes(max_len=C.MAX_LABELS)),
+        ("holdout_ambiguous", ListOf(U32, C.MAX_AMBIGUOUS)),
+    )
+
+
+@schema
+@dataclass(frozen=True)
+class Season(Schema):
+    index: int  # 0-based
+    start_period: int  # first competition period of the season
+    holdout: SealedHoldout | None
+    improvements: tuple[SeasonImprovement, ...]
+    locked: tuple[LockedReward, ...]
+    confirmed_error_ppb: int  # holdout error of the last confirmed model (PPB = none yet)
+
+    FIELDS = (
+        ("index", U32),
+        ("start_period", U32),
+        ("holdout", Optional_(Struct(SealedHoldout))),
+        ("improvements", ListOf(Struct(SeasonImprovement), 4096)),
+        ("locked", ListOf(Struct(LockedReward), 1 << 16)),
+        ("confirmed_error_ppb", U32),
+    )
+
+
+@schema
+@dataclass(frozen=True)
+class ChainMeta(Schema):
+    """What changes with every block: height, head, distances, best models, pending work."""
+
+    height: int
+    period: int
+    d_c: tuple[int, ...]
+    confirmed_d_c: tuple[int, ...]
+    provisional: BestModel | None
+    confirmed: BestModel | None
+    pending: PendingAnchor | None
+    season: Season | None
+    burned: int  # base units burned so far
+    minted: int  # base units minted so far (genesis excluded)
+
+    FIELDS = (
+        ("height", U64),
+        ("period", U32),
+        ("d_c", ListOf(U32, C.MAX_TUPLES)),
+        ("confirmed_d_c", ListOf(U32, C.MAX_TUPLES)),
+        ("provisional", Optional_(Struct(BestModel))),
+        ("confirmed", Optional_(Struct(BestModel))),
+        ("pending", Optional_(Struct(PendingAnchor))),
+        ("season", Optional_(Struct(Season))),
+        ("burned", AMOUNT),
+        ("minted", AMOUNT),
+    )
+
+
+@schema
+@dataclass(frozen=True)
+class ProblemRecord(Schema):
+    proposal: Proposal
+    tuples: tuple[TestTuple, ...]
+    contributor: bytes  # address whose bond backs the holdout
+
+    FIELDS = (
+        ("proposal", Struct(Proposal)),
+        ("tuples", ListOf(Struct(TestTuple), C.MAX_TUPLES)),
+        ("contributor", ADDRESS),
+    )
+
+    @property
+    def params(self) -> ProblemParams:
+        return self.proposal.params
+
+    @property
+    def chain_id(self) -> bytes:
+        return self.proposal.chain_id
+
+
+@schema
+@dataclass(frozen=True)
+class Offer(Schema):
+    offer: OfferService
+    height: int
+
+    FIELDS = (("offer", Struct(OfferService)), ("height", U64))
+
+
+@schema
+@dataclass(frozen=True)
+class Reputation(Schema):
+    score: int
+    up: int
+    down: int
+
+    FIELDS = (("score", SInt(64)), ("up", U64), ("down", U64))
+
+
+@schema
+@dataclass(frozen=True)
+class RatingMark(Schema):
+    period: int  # last period the rater rated the target
+
+    FIELDS = (("period", U32),)
+
+
+# Key namespaces (one byte each)
+KEY_META: Final[bytes] = b"m"
+KEY_PROBLEM: Final[bytes] = b"p"
+PREFIX_ACCOUNT: Final[bytes] = b"a"
+PREFIX_DIGEST: Final[bytes] = b"g"
+PREFIX_BOND: Final[bytes] = b"v"
+PREFIX_OFFER: Final[bytes] = b"o"
+PREFIX_REPUTATION: Final[bytes] = b"r"
+PREFIX_RATING: Final[bytes] = b"q"
+
+# ---------------------------------------------------------------------------
+# The root: a fixed 16-ary Merkle tree over 4096 buckets
+# ---------------------------------------------------------------------------
+BUCKET_BITS: Final[int] = 12
+FANOUT: Final[int] = 16
+LEVELS: Final[int] = 3  # 4096 -> 256 -> 16 -> root
+EMPTY: Final[bytes] = C.ZERO_HASH
+
+
+class RootTree:
+    """Bucket leaves and internal node hashes; copies share untouched buckets."""
+
+    __slots__ = ("buckets", "levels", "dirty")
+
+    def __init__(self) -> None:
+        self.buckets: dict[int, dict[bytes, bytes]] = {}
+        # levels[0]: 4096 bucket hashes; levels[1]: 256; levels[2]: 16
+        self.levels: list[list[bytes]] = [[EMPTY] * (FANOUT ** (LEVELS - i)) for i in range(LEVELS)]
+        self.dirty: set[int] = set()
+
+    def copy(self) -> "RootTree":
+        other = RootTree.__new__(RootTree)
+        other.buckets = dict(self.buckets)
+        other.levels = [list(level) for level in self.levels]
+        other.dirty = set(self.dirty)
+        return other
+
+    def put(self, key: bytes, value: bytes | None) -> None:
+        kh = sha256(key)
+        index = int.from_bytes(kh[:2], "big") >> (16 - BUCKET_BITS)
+        bucket = dict(self.buckets.get(index, {}))  # copy on write
+        if value is None:
+            bucket.pop(kh, None)
+        else:
+            bucket[kh] = sha256(value)
+        if bucket:
+            self.buckets[index] = bucket
+        else:
+            self.buckets.pop(index, None)
+        self.dirty.add(index)
+
+    def root(self) -> bytes:
+        if self.dirty:
+            self._rehash()
+        return sha256(b"".join(self.levels[LEVELS - 1]))
+
+    def _rehash(self) -> None:
+        touched = self.dirty
+        for index in touched:
+            bucket = self.buckets.get(index)
+            self.levels[0][index] = (
+                sha256(b"".join(k + v for k, v in sorted(bucket.items()))) if bucket else EMPTY
+            )
+        for level in range(1, LEVELS):
+            touched = {i // FANOUT for i in touched}
+            below = self.levels[level - 1]
+            for i in touched:
+                kids = below[i * FANOUT : (i + 1) * FANOUT]
+                self.levels[level][i] = EMPTY if all(k == EMPTY for k in kids) else sha256(b"".join(kids))
+        self.dirty = set()
+
+
+# ---------------------------------------------------------------------------
+# The state map
+# ---------------------------------------------------------------------------
+_DELETED: Final = None
+MAX_LAYERS: Final[int] = 16
+
+
+class State:
+    """A key-value view: a mutable top layer over frozen lower layers."""
+
+    __slots__ = ("_layers", "_top", "_tree", "head")
+
+    def __init__(self, entries: dict[bytes, bytes] | None = None, head: bytes = C.ZERO_HASH) -> None:
+        # The hash of the last applied block: outside the root, which that block commits to.
+        self.head = head
+        self._layers: list[dict[bytes, bytes | None]] = []
+        self._top: dict[bytes, bytes | None] = {}
+        self._tree = RootTree()
+        for key, value in (entries or {}).items():
+            self.put(key, value)
+
+    def copy(self) -> "State":
+        """A new state over this one; later writes to either do not affect the other."""
+        other = State.__new__(State)
+        layers = self._layers + ([self._top] if self._top else [])
+        if len(layers) > MAX_LAYERS:
+            layers = [_merge(layers)]
+        self._layers = list(layers)
+        self._top = {}
+        other._layers = list(layers)
+        other._top = {}
+        other._tree = self._tree.copy()
+        other.head = self.head
+        return other
+
+    def get(self, key: bytes) -> bytes | None:
+        if key in self._top:
+            return self._top[key]
+        for layer in reversed(self._layers):
+            if key in layer:
+                return layer[key]
+        return None
+
+    def put(self, key: bytes, value: bytes | None) -> None:
+        """Set ``key`` (``None`` deletes it)."""
+        self._top[key] = value
+        self._tree.put(key, value)
+
+    def changes(self) -> dict[bytes, bytes | None]:
+        """Writes since the last ``copy()``: the diff a block made."""
+        return dict(self._top)
+
+    def items(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        merged = _merge(self._layers + [self._top])
+        for key in sorted(merged):
+            value = merged[key]
+            if key.startswith(prefix) and value is not None:
+                yield key, value
+
+    @property
+    def root(self) -> bytes:
+        return self._tree.root()
+
+
+def _merge(layers: list[dict[bytes, bytes | None]]) -> dict[bytes, bytes | None]:
+    merged: dict[bytes, bytes | None] = {}
+    for layer in layers:
+        merged.update(layer)
+    return {k: v for k, v in merged.items() if v is not None}
+
+
+# ---------------------------------------------------------------------------
+# Typed access
+# ---------------------------------------------------------------------------
+def _get(state: State, key: bytes, cls: type[R]) -> R | None:
+    raw = state.get(key)
+    if raw is None:
+        return None
+    try:
+        return cls.decode(raw)
+    except DecodeError as exc:  # state is written only by this module: corruption
+        raise RuntimeError(f"corrupt state record {key!r}: {exc}") from exc
+
+
+def get_meta(state: State) -> ChainMeta:
+    meta = _get(state, KEY_META, ChainMeta)
+    if meta is None:
+        raise LookupError("state has no chain yet")
+    return meta
+
+
+def set_meta(state: State, meta: ChainMeta) -> None:
+    state.put(KEY_META, meta.encode())
+
+
+def get_problem(state: State) -> ProblemRecord:
+    rec = _get(state, KEY_PROBLEM, ProblemRecord)
+    if rec is None:
+        raise LookupError("state has no problem yet")
+    return rec
+
+
+def set_problem(state: State, record: ProblemRecord) -> None:
+    state.put(KEY_PROBLEM, record.encode())
+
+
+def get_account(state: State, address: bytes) -> Account:
+    return _get(state, PREFIX_ACCOUNT + address, Account) or EMPTY_ACCOUNT
+
+
+def set_account(state: State, address: bytes, account: Account) -> None:
+    state.put(PREFIX_ACCOUNT + address, None if account == EMPTY_ACCOUNT else account.encode())
+
+
+def get_digest(state: State, digest: bytes) -> DigestRecord | None:
+    return _get(state, PREFIX_DIGEST + digest, DigestRecord)
+
+
+def set_digest(state: State, digest: bytes, record: DigestRecord) -> None:
+    state.put(PREFIX_DIGEST + digest, record.encode())
+
+
+def get_bond(state: State, validator: bytes) -> Bond | None:
+    return _get(state, PREFIX_BOND + validator, Bond)
+
+
+def set_bond(state: State, validator: bytes, bond: Bond | None) -> None:
+    state.put(PREFIX_BOND + validator, None if bond is None else bond.encode())
+
+
+def get_offer(state: State, address: bytes) -> Offer | None:
+    return _get(state, PREFIX_OFFER + address, Offer)
+
+
+def set_offer(state: State, address: bytes, offer: Offer) -> None:
+    state.put(PREFIX_OFFER + address, offer.encode())
+
+
+def get_reputation(state: State, address: bytes) -> Reputation:
+    return _get(state, PREFIX_REPUTATION + address, Reputation) or Reputation(0, 0, 0)
+
+
+def set_reputation(state: State, address: bytes, rep: Reputation) -> None:
+    state.put(PREFIX_REPUTATION + address, rep.encode())
+
+
+def get_rating_mark(state: State, rater: bytes, target: bytes) -> RatingMark | None:
+    return _get(state, PREFIX_RATING + rater + target, RatingMark)
+
+
+def set_rating_mark(state: State, rater: bytes, target: bytes, mark: RatingMark) -> None:
+    state.put(PREFIX_RATING + rater + target, mark.encode())
+
+
+def iter_records(state: State, prefix: bytes, cls: type[R]) -> Iterator[tuple[bytes, R]]:
+    """All records under ``prefix`` (for RPC listings; O(state size))."""
+    for key, raw in state.items(prefix):
+        yield key[len(prefix) :], cls.decode(raw)
+
+
+# Typed helpers for amounts ----------------------------------------------------
+def credit(state: State, address: bytes, amount: int, *, locked: bool = False) -> None:
+    acct = get_account(state, address)
+    if locked:
+        acct = Account(acct.balance, acct.locked + amount, acct.nonce)
+    else:
+        acct = Account(acct.balance + amount, acct.locked, acct.nonce)
+    set_account(state, address, acct)
+
+
+def lock(state: State, address: bytes, amount: int) -> bool:
+    """Move ``amount`` from spendable to locked; False if the balance is short."""
+    acct = get_account(state, address)
+    if acct.balance < amount:
+        return False
+    set_account(state, address, Account(acct.balance - amount, acct.locked + amount, acct.nonce))
+    return True
+
+
+def unlock(state: State, address: bytes, amount: int) -> None:
+    acct = get_account(state, address)
+    amount = min(amount, acct.locked)
+    set_account(state, address, Account(acct.balance + amount, acct.locked - amount, acct.nonce))
+
+
+def burn_locked(state: State, address: bytes, amount: int) -> int:
+    """Remove up to ``amount`` of ``address``'s locked funds; return what was burned."""
+    acct = get_account(state, address)
+    amount = min(amount, acct.locked)
+    set_account(state, address, Account(acct.balance, acct.locked - amount, acct.nonce))
+    return amount
+

@@ -1,0 +1,257 @@
+"""Persistent chain store over LevelDB (plyvel): the only module that touches disk.
+
+Layout of one chain's database (one-byte prefixes):
+
+    B + hash            block bytes (every block seen, canonical or not)
+    W + hash            [height, cumulative weight, parent]  (fork choice)
+    H + height(8 BE)    canonical block hash at that height
+    S + key             the head state's entries
+    U + hash            undo journal of a canonical block: [[key, old value or nil], ...]
+    h                   head hash
+
+Every block's writes (block, index, state diff, undo, head) go in one atomic
+write batch, so a process killed at any point reopens to a consistent head.
+A heavier side chain triggers a reorg: the head state is rolled back with the
+undo journals to the common ancestor and the new branch applied, all in one
+batch.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Iterator
+
+import msgpack
+import plyvel
+
+from .consensus import ChainTip, better_tip, block_weight
+from .constants import ZERO_HASH
+from .errors import ChainError, InvalidHeader
+from .state import State, get_problem
+from .transition import BlockOutcome, Env, process_block
+from .types import Block
+
+P_BLOCK: Final[bytes] = b"B"
+P_WEIGHT: Final[bytes] = b"W"
+P_HEIGHT: Final[bytes] = b"H"
+P_STATE: Final[bytes] = b"S"
+P_UNDO: Final[bytes] = b"U"
+K_HEAD: Final[bytes] = b"h"
+
+
+class StoreError(ChainError):
+    """The database is missing, locked by another process, or inconsistent."""
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """What ``import_block`` did."""
+
+    status: str  # "head" (extended), "reorg", "side" (stored, lighter), "known"
+    block_hash: bytes
+    outcome: BlockOutcome | None = None
+    reorged_out: tuple[bytes, ...] = ()
+
+
+def _height_key(height: int) -> bytes:
+    return P_HEIGHT + height.to_bytes(8, "big")
+
+
+class ChainStore:
+    """One problem chain on disk, with its head state kept in memory."""
+
+    def __init__(self, path: str | os.PathLike[str], *, sync: bool = False) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = plyvel.DB(str(self.path), create_if_missing=True)
+        except plyvel.IOError as exc:
+            raise StoreError(f"cannot open chain store {self.path}: {exc}") from None
+        self.sync = sync
+        self.state = self._load_state()
+
+    # --- opening -----------------------------------------------------------------------
+    def _load_state(self) -> State:
+        head = self.db.get(K_HEAD)
+        entries = {k[1:]: v for k, v in self.db.iterator(prefix=P_STATE)}
+        state = State(entries, head=head or ZERO_HASH)
+        state.copy()  # freeze the loaded entries as a base layer
+        return state
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> "ChainStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- reads -------------------------------------------------------------------------
+    @property
+    def head(self) -> bytes:
+        return self.state.head
+
+    @property
+    def height(self) -> int:
+        if self.head == ZERO_HASH:
+            return -1
+        return self._weight(self.head)[0]
+
+    def has_block(self, block_hash: bytes) -> bool:
+        return self.db.get(P_BLOCK + block_hash) is not None
+
+    def get_block_bytes(self, block_hash: bytes) -> bytes | None:
+        return self.db.get(P_BLOCK + block_hash)  # type: ignore[no-any-return]
+
+    def get_block(self, block_hash: bytes) -> Block | None:
+        raw = self.get_block_bytes(block_hash)
+        return None if raw is None else Block.decode(raw)
+
+    def canonical_hash(self, height: int) -> bytes | None:
+        if height < 0:
+            return None
+        return self.db.get(_height_key(height))  # type: ignore[no-any-return]
+
+    def get_block_by_height(self, height: int) -> Block | None:
+        h = self.canonical_hash(height)
+        return None if h is None else self.get_block(h)
+
+    def iter_canonical(self, start: int = 0, count: int | None = None) -> Iterator[bytes]:
+        """Canonical block bytes from ``start`` (for sync)."""
+        end = self.height + 1 if count is None else min(self.height + 1, start + count)
+        for height in range(max(0, start), end):
+            h = self.canonical_hash(height)
+            if h is None:
+                return
+            raw = self.get_block_bytes(h)
+            if raw is not None:
+                yield raw
+
+    def tip(self) -> ChainTip:
+        height, weight, _ = self._weight(self.head)
+        return ChainTip(weight=weight, head=self.head, height=height)
+
+    def _weight(self, block_hash: bytes) -> tuple[int, int, bytes]:
+        raw = self.db.get(P_WEIGHT + block_hash)
+        if raw is None:
+            raise StoreError(f"no weight record for block {block_hash.hex()[:16]}")
+        height, weight, parent = msgpack.unpackb(raw)
+        return height, weight, parent
+
+    # --- writes ------------------------------------------------------------------------
+    def import_block(self, block: Block, env: Env) -> ImportResult:
+        """Validate and store ``block``; move the head if its chain is heavier.
+
+        Raises an ``InvalidBlock`` subclass for an invalid block, ``MissingContent``
+        when content is missing (the caller defers), and ``InvalidHeader`` for an
+        unknown parent (the caller syncs the gap).
+        """
+        block_hash = block.hash
+        if self.has_block(block_hash):
+            return ImportResult("known", block_hash)
+        header = block.header
+        if header.parent == self.head:
+            outcome = process_block(self.state, block, env)
+            weight = (self.tip().weight if self.head != ZERO_HASH else 0) + self._block_weight(outcome.state, block)
+            self._write_extension(block, outcome.state, weight)
+            self.state = outcome.state
+            return ImportResult("head", block_hash, outcome)
+        if header.parent != ZERO_HASH and not self.has_block(header.parent):
+            raise InvalidHeader("unknown parent", parent=header.parent)
+        return self._import_side(block, env)
+
+    def _block_weight(self, state: State, block: Block) -> int:
+        params = get_problem(state).params
+        return block_weight(params, block.header.period, block.header.committer)
+
+    def _write_extension(self, block: Block, new_state: State, weight: int) -> None:
+        block_hash = block.hash
+        changes = new_state.changes()
+        undo = [[k, self.state.get(k)] for k in changes]
+        with self.db.write_batch(transaction=True, sync=self.sync) as wb:
+            wb.put(P_BLOCK + block_hash, block.encode())
+            wb.put(P_WEIGHT + block_hash, msgpack.packb([block.header.height, weight, block.header.parent]))
+            wb.put(_height_key(block.header.height), block_hash)
+            wb.put(P_UNDO + block_hash, msgpack.packb(undo))
+            for key, value in changes.items():
+                if value is None:
+                    wb.delete(P_STATE + key)
+                else:
+                    wb.put(P_STATE + key, value)
+            wb.put(K_HEAD, block_hash)
+
+    def _import_side(self, block: Block, env: Env) -> ImportResult:
+        """Store a block off the head; reorg onto its branch if that branch is heavier."""
+        parent_height, parent_weight, _ = self._weight(block.header.parent)
+        params = get_problem(self.state).params
+        weight = parent_weight + block_weight(params, block.header.period, block.header.committer)
+        candidate = ChainTip(weight=weight, head=block.hash, height=block.header.height)
+        if better_tip(self.tip(), candidate) is not candidate:
+            # Lighter: keep it (cheap header checks happen when it becomes relevant).
+            with self.db.write_batch(transaction=True, sync=self.sync) as wb:
+                wb.put(P_BLOCK + block.hash, block.encode())
+                wb.put(P_WEIGHT + block.hash, msgpack.packb([block.header.height, weight, block.header.parent]))
+            return ImportResult("side", block.hash)
+        return self._reorg(block, weight, env)
+
+    def _branch_to_canonical(self, block: Block) -> tuple[list[Block], bytes]:
+        """Blocks from the fork point (exclusive) to ``block`` (inclusive), and the fork point."""
+        branch = [block]
+        parent = block.header.parent
+        while True:
+            height, _, grand = self._weight(parent)
+            if self.canonical_hash(height) == parent:
+                break
+            side = self.get_block(parent)
+            if side is None:
+                raise StoreError(f"missing side block {parent.hex()[:16]}")
+            branch.append(side)
+            parent = grand
+        branch.reverse()
+        return branch, parent
+
+    def _reorg(self, block: Block, weight: int, env: Env) -> ImportResult:
+        branch, fork = self._branch_to_canonical(block)
+        fork_height = self._weight(fork)[0]
+        # Roll the head state back to the fork point with the undo journals.
+        entries = {k[1:]: v for k, v in self.db.iterator(prefix=P_STATE)}
+        removed: list[bytes] = []
+        for height in range(self.height, fork_height, -1):
+            h = self.canonical_hash(height)
+            assert h is not None
+            for key, old in msgpack.unpackb(self.db.get(P_UNDO + h)):
+                if old is None:
+                    entries.pop(key, None)
+                else:
+                    entries[key] = old
+            removed.append(h)
+        base = State(entries, head=fork)
+        # Apply the new branch; any invalid block aborts before anything is written.
+        state = base
+        w = self._weight(fork)[1]
+        outcome = None
+        with self.db.write_batch(transaction=True, sync=self.sync) as wb:
+            for height in range(fork_height + 1, self.height + 1):
+                wb.delete(_height_key(height))
+            for b in branch:
+                outcome = process_block(state, b, env)
+                w += self._block_weight(outcome.state, b)
+                changes = outcome.state.changes()
+                wb.put(P_BLOCK + b.hash, b.encode())
+                wb.put(P_WEIGHT + b.hash, msgpack.packb([b.header.height, w, b.header.parent]))
+                wb.put(_height_key(b.header.height), b.hash)
+                wb.put(P_UNDO + b.hash, msgpack.packb([[k, state.get(k)] for k in changes]))
+                state = outcome.state
+            final_entries = dict(state.items())
+            for key in set(entries) | set(final_entries):
+                value = final_entries.get(key)
+                if value is None:
+                    wb.delete(P_STATE + key)
+                elif entries.get(key) != value:
+                    wb.put(P_STATE + key, value)
+            wb.put(K_HEAD, block.hash)
+        self.state = state
+        return ImportResult("reorg", block.hash, outcome, tuple(removed))

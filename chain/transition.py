@@ -1,0 +1,584 @@
+"""The state transition: ``apply_block(state, block, env) -> state`` (DESIGN §5).
+
+It reads like the consensus-specs' ``state_transition``: validate the header,
+process the body in the fixed order (transactions; settlement of the previous
+anchor; season reveal; anchor of this period's PoI), then check the state root.
+Each rule is one ``if ...: raise Invalid*(...)`` carrying the bad values. The
+input state is never modified. ``env`` supplies content by id (DEL artifacts),
+which is deterministic because content is addressed by its hash; a missing
+artifact raises ``MissingContent`` so the node defers rather than rejects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+from del_embed.integer import IntegerDEL, IntegerDELError, distance_ppb, f_int, integer_del_from_bytes
+
+from . import constants as C
+from .consensus import may_commit
+from .crypto import address_bytes as address_of, sha256
+from .errors import (
+    InvalidAnchor,
+    InvalidBody,
+    InvalidHeader,
+    InvalidProblem,
+    InvalidSettlement,
+    InvalidSignature,
+    InvalidStateRoot,
+    InvalidTransaction,
+    MissingContent,
+)
+from .labels import labels_hash, labels_to_array, masked_digest
+from .rewards import improvement_reward, validator_reward
+from .season import is_open_season, process_new_holdout, process_season_reveal, record_season_improvement
+from .signing import is_valid_signature
+from .state import (
+    Account,
+    BestModel,
+    Bond,
+    ChainMeta,
+    DigestRecord,
+    Offer,
+    PendingAnchor,
+    ProblemRecord,
+    RatingMark,
+    Reputation,
+    Season,
+    State,
+    burn_locked,
+    credit,
+    get_account,
+    get_bond,
+    get_digest,
+    get_meta,
+    get_problem,
+    get_rating_mark,
+    get_reputation,
+    lock,
+    set_account,
+    set_bond,
+    set_digest,
+    set_meta,
+    set_offer,
+    set_problem,
+    set_rating_mark,
+    set_reputation,
+    unlock,
+)
+from .types import (
+    Anchor,
+    Block,
+    BlockHeader,
+    ImprovementBody,
+    NewHoldout,
+    OfferService,
+    PoI,
+    ProblemBody,
+    ProblemParams,
+    Rate,
+    RegisterDigest,
+    RegisterValidator,
+    Reveal,
+    Transaction,
+    Transfer,
+    WithdrawBond,
+    body_hash,
+)
+
+
+# ---------------------------------------------------------------------------
+# Environment: content by id
+# ---------------------------------------------------------------------------
+@dataclass
+class Env:
+    """Content lookup for the transition; caches parsed DEL artifacts by id."""
+
+    get_content: Callable[[bytes], bytes | None]
+    _dels: dict[bytes, IntegerDEL] = field(default_factory=dict)
+
+    def load_del(self, content_id: bytes) -> IntegerDEL:
+        cached = self._dels.get(content_id)
+        if cached is not None:
+            return cached
+        data = self.get_content(content_id)
+        if data is None or hashlib.sha256(data).digest() != content_id:
+            raise MissingContent(content_id)
+        model = integer_del_from_bytes(data)
+        self._dels[content_id] = model
+        return model
+
+
+def memory_env(contents: dict[bytes, bytes] | None = None) -> Env:
+    store = dict(contents or {})
+    return Env(get_content=store.get)
+
+
+# ---------------------------------------------------------------------------
+# What a block did, for logs, RPC and the demo
+# ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Settlement:
+    poi_hash: bytes
+    improver: bytes  # address
+    outcome: str  # "settled" | "failed" | "void"
+    distances: tuple[int, ...] = ()
+    improver_reward: int = 0
+    validator_rewards: tuple[tuple[bytes, int], ...] = ()
+    slashed: int = 0
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class BlockOutcome:
+    state: State
+    settlement: Settlement | None = None
+    anchored: bytes | None = None  # PoI hash
+    fees: int = 0
+    season: str = ""
+
+
+# ---------------------------------------------------------------------------
+# Entry points
+# ---------------------------------------------------------------------------
+def apply_block(state: State, block: Block, env: Env) -> State:
+    """Return the state after ``block``; raise an ``InvalidBlock`` subclass if it is invalid."""
+    return process_block(state, block, env).state
+
+
+def process_block(state: State, block: Block, env: Env) -> BlockOutcome:
+    header = block.header
+    if header.body_hash != body_hash(block.body):
+        raise InvalidBody("body hash differs from the header", header=header.body_hash)
+    outcome = execute_block(state, header, block.body, env)
+    if outcome.state.root != header.state_root:
+        raise InvalidStateRoot("state root mismatch", header=header.state_root, computed=outcome.state.root)
+    if not is_valid_signature(header, header.chain_id):
+        raise InvalidHeader("bad committer signature", committer=header.committer)
+    outcome.state.head = header.hash
+    return outcome
+
+
+def execute_block(state: State, header: BlockHeader, body: ProblemBody | ImprovementBody, env: Env) -> BlockOutcome:
+    """Everything but the root and signature checks (committers use it to build blocks)."""
+    if isinstance(body, ProblemBody):
+        if header.kind != C.KIND_PROBLEM:
+            raise InvalidBody("problem body under a non-problem header", kind=header.kind)
+        return process_problem_block(state, header, body, env)
+    if header.kind != C.KIND_IMPROVEMENT:
+        raise InvalidBody("improvement body under a non-improvement header", kind=header.kind)
+    return process_improvement_block(state, header, body, env)
+
+
+# ---------------------------------------------------------------------------
+# Problem block (height 0)
+# ---------------------------------------------------------------------------
+def validate_params(params: ProblemParams) -> None:
+    if not params.committers:
+        raise InvalidProblem("a problem needs at least one committer")
+    if len(set(params.committers)) != len(params.committers):
+        raise InvalidProblem("committers repeat")
+    if not C.MIN_PERIOD_SECONDS <= params.t_p <= C.MAX_PERIOD_SECONDS:
+        raise InvalidProblem("T_p out of range", t_p=params.t_p)
+    if not C.MIN_PERIOD_SECONDS <= params.t_b <= C.MAX_PERIOD_SECONDS:
+        raise InvalidProblem("T_b out of range", t_b=params.t_b)
+    if not 2 <= params.num_classes <= C.MAX_CLASSES:
+        raise InvalidProblem("number of classes out of range", num_classes=params.num_classes)
+    if not 1 <= params.reward_a <= C.MAX_REWARD_A:
+        raise InvalidProblem("reward parameter a out of range", a=params.reward_a)
+    if params.delta_ppb >= C.PPB:
+        raise InvalidProblem("delta must be below 1", delta_ppb=params.delta_ppb)
+    if not 1 <= params.max_votes <= C.MAX_VOTES_PER_BLOCK:
+        raise InvalidProblem("max votes per block out of range", max_votes=params.max_votes)
+    if params.unbonding_periods < 2:
+        raise InvalidProblem("unbonding must last at least 2 periods", unbonding=params.unbonding_periods)
+    if params.max_ambiguous > C.MAX_AMBIGUOUS:
+        raise InvalidProblem("max_ambiguous too large", max_ambiguous=params.max_ambiguous)
+
+
+def check_tuple(tup, params: ProblemParams, env: Env) -> IntegerDEL:  # type: ignore[no-untyped-def]
+    try:
+        model = env.load_del(tup.del_id)
+    except IntegerDELError as exc:
+        raise InvalidProblem(f"DEL artifact is malformed: {exc}", del_id=tup.del_id) from None
+    if model.m != tup.m or model.num_classes != params.num_classes:
+        raise InvalidProblem("DEL artifact does not fit its tuple", m=tup.m, del_m=model.m)
+    if len(tup.y_t) != model.n:
+        raise InvalidProblem("y_t length differs from the DEL's n", len_y=len(tup.y_t), n=model.n)
+    return model
+
+
+def process_problem_block(state: State, header: BlockHeader, body: ProblemBody, env: Env) -> BlockOutcome:
+    proposal = body.proposal
+    params = proposal.params
+    chain_id = proposal.chain_id
+    # Verify header
+    if state.get(b"m") is not None:
+        raise InvalidHeader("a problem block must start a chain", height=header.height)
+    if header.chain_id != chain_id:
+        raise InvalidHeader("chain id is not the proposal's hash", chain_id=header.chain_id)
+    if header.height != 0 or header.parent != C.ZERO_HASH or header.period != 0:
+        raise InvalidHeader("problem block must be height 0, period 0, no parent", height=header.height)
+    if not may_commit(params, 0, header.committer, header.timestamp):
+        raise InvalidHeader("problem block committed before T_p ended or by a non-committer",
+                            timestamp=header.timestamp, committer=header.committer)
+    # Verify proposal and tuples
+    if not is_valid_signature(proposal, C.ZERO_HASH):
+        raise InvalidSignature("bad proposal signature")
+    if not is_valid_signature(proposal.first_tuple, C.ZERO_HASH):
+        raise InvalidSignature("bad first test tuple signature")
+    validate_params(params)
+    for tup in body.extra_tuples:
+        if not is_valid_signature(tup, chain_id):
+            raise InvalidSignature("bad test tuple signature")
+    tuples = (proposal.first_tuple, *body.extra_tuples)
+    for tup in tuples:
+        check_tuple(tup, params, env)
+    if proposal.holdout is not None and params.season_periods == 0:
+        raise InvalidProblem("a sealed holdout needs a season length")
+    new = state.copy()
+    for alloc in params.genesis:
+        credit(new, alloc.address, alloc.amount)
+    creator = address_of(proposal.creator)
+    if proposal.holdout is not None and not lock(new, creator, params.contributor_bond):
+        raise InvalidProblem("the creator cannot lock the contributor bond", bond=params.contributor_bond)
+    set_problem(new, ProblemRecord(proposal=proposal, tuples=tuples, contributor=creator))
+    d_c = tuple(C.PPB for _ in tuples)
+    season = None
+    if params.season_periods:
+        season = Season(0, 1, proposal.holdout, (), (), C.PPB)
+    set_meta(new, ChainMeta(0, 0, d_c, d_c, None, None, None, season, 0, 0))
+    return BlockOutcome(state=new)
+
+
+# ---------------------------------------------------------------------------
+# Improvement block
+# ---------------------------------------------------------------------------
+def process_improvement_block(state: State, header: BlockHeader, body: ImprovementBody, env: Env) -> BlockOutcome:
+    problem = get_problem(state)
+    meta = get_meta(state)
+    validate_improvement_header(problem, meta, state.head, header)
+    new = state.copy()
+    fees = process_transactions(new, problem, header, body.transactions)
+    settlement = process_settlement(new, problem, header, body.settlement, env)
+    season_note = process_season_reveal(new, problem, header, body.season_reveal)
+    anchored = process_anchor(new, problem, header, body.anchor)
+    meta = get_meta(new)
+    set_meta(new, replace(meta, height=header.height, period=header.period))
+    return BlockOutcome(state=new, settlement=settlement, anchored=anchored, fees=fees, season=season_note)
+
+
+def validate_improvement_header(problem: ProblemRecord, meta: ChainMeta, head: bytes, header: BlockHeader) -> None:
+    params = problem.params
+    if header.chain_id != problem.chain_id:
+        raise InvalidHeader("wrong chain id", chain_id=header.chain_id)
+    if header.height != meta.height + 1:
+        raise InvalidHeader("wrong height", height=header.height, expected=meta.height + 1)
+    if header.parent != head:
+        raise InvalidHeader("wrong parent", parent=header.parent, head=head)
+    if header.period <= meta.period:
+        raise InvalidHeader("period does not advance", period=header.period, last=meta.period)
+    if not may_commit(params, header.period, header.committer, header.timestamp):
+        raise InvalidHeader("committer may not commit this period at this time",
+                            committer=header.committer, period=header.period, timestamp=header.timestamp)
+
+
+# --- transactions ---------------------------------------------------------------
+def process_transactions(state: State, problem: ProblemRecord, header: BlockHeader, txs: tuple[Transaction, ...]) -> int:
+    fees = 0
+    for index, tx in enumerate(txs):
+        try:
+            fees += process_transaction(state, problem, header, tx)
+        except InvalidTransaction as exc:
+            raise InvalidTransaction(f"tx {index}: {exc}") from None
+    if fees:
+        credit(state, address_of(header.committer), fees)
+    return fees
+
+
+def process_transaction(state: State, problem: ProblemRecord, header: BlockHeader, tx: Transaction) -> int:
+    """Apply one tx; return its fee (credited to the committer by the caller)."""
+    if tx.chain_id != problem.chain_id:
+        raise InvalidTransaction("tx for another chain", chain_id=tx.chain_id)
+    if not is_valid_signature(tx, problem.chain_id):
+        raise InvalidTransaction("bad tx signature", sender=tx.sender)
+    sender = address_of(tx.sender)
+    acct = get_account(state, sender)
+    if tx.nonce != acct.nonce:
+        raise InvalidTransaction("wrong nonce", nonce=tx.nonce, expected=acct.nonce)
+    if acct.balance < tx.fee:
+        raise InvalidTransaction("balance below fee", balance=acct.balance, fee=tx.fee)
+    set_account(state, sender, Account(acct.balance - tx.fee, acct.locked, acct.nonce + 1))
+    payload = tx.payload
+    if isinstance(payload, Transfer):
+        process_transfer(state, sender, payload)
+    elif isinstance(payload, RegisterDigest):
+        process_register_digest(state, sender, header, payload)
+    elif isinstance(payload, RegisterValidator):
+        process_register_validator(state, problem, tx.sender, header)
+    elif isinstance(payload, WithdrawBond):
+        process_withdraw_bond(state, problem, tx.sender, header)
+    elif isinstance(payload, OfferService):
+        set_offer(state, sender, Offer(payload, header.height))
+    elif isinstance(payload, Rate):
+        process_rate(state, sender, header, payload)
+    elif isinstance(payload, NewHoldout):
+        process_new_holdout(state, problem, sender, header, payload)
+    return tx.fee
+
+
+def process_transfer(state: State, sender: bytes, payload: Transfer) -> None:
+    acct = get_account(state, sender)
+    if acct.balance < payload.amount:
+        raise InvalidTransaction("balance below amount", balance=acct.balance, amount=payload.amount)
+    set_account(state, sender, Account(acct.balance - payload.amount, acct.locked, acct.nonce))
+    credit(state, payload.to, payload.amount)
+
+
+def process_register_digest(state: State, sender: bytes, header: BlockHeader, payload: RegisterDigest) -> None:
+    if get_digest(state, payload.digest) is not None:
+        raise InvalidTransaction("digest already registered", digest=payload.digest)
+    set_digest(state, payload.digest, DigestRecord(owner=sender, height=header.height))
+
+
+def process_register_validator(state: State, problem: ProblemRecord, validator: bytes, header: BlockHeader) -> None:
+    if get_bond(state, validator) is not None:
+        raise InvalidTransaction("validator already bonded", validator=validator)
+    amount = problem.params.validator_bond
+    if not lock(state, address_of(validator), amount):
+        raise InvalidTransaction("balance below the validator bond", bond=amount)
+    set_bond(state, validator, Bond(amount=amount, since_height=header.height, unbond_period=0))
+
+
+def process_withdraw_bond(state: State, problem: ProblemRecord, validator: bytes, header: BlockHeader) -> None:
+    bond = get_bond(state, validator)
+    if bond is None:
+        raise InvalidTransaction("no bond to withdraw", validator=validator)
+    if bond.unbond_period == 0:
+        set_bond(state, validator, replace(bond, unbond_period=header.period + problem.params.unbonding_periods))
+        return
+    if header.period < bond.unbond_period:
+        raise InvalidTransaction("bond still unbonding", until=bond.unbond_period, period=header.period)
+    unlock(state, address_of(validator), bond.amount)
+    set_bond(state, validator, None)
+
+
+def process_rate(state: State, rater: bytes, header: BlockHeader, payload: Rate) -> None:
+    if payload.target == rater:
+        raise InvalidTransaction("cannot rate oneself")
+    acct = get_account(state, rater)
+    if acct.balance + acct.locked == 0:
+        raise InvalidTransaction("only holders may rate")
+    mark = get_rating_mark(state, rater, payload.target)
+    if mark is not None and mark.period == header.period:
+        raise InvalidTransaction("already rated this target this period", target=payload.target)
+    set_rating_mark(state, rater, payload.target, RatingMark(header.period))
+    rep = get_reputation(state, payload.target)
+    up, down = (rep.up + 1, rep.down) if payload.score > 0 else (rep.up, rep.down + 1)
+    set_reputation(state, payload.target, Reputation(rep.score + payload.score, up, down))
+
+
+# --- settlement of the previous anchor -------------------------------------------
+def process_settlement(state: State, problem: ProblemRecord, header: BlockHeader, reveal: Reveal | None, env: Env) -> Settlement | None:
+    meta = get_meta(state)
+    pending = meta.pending
+    if pending is None:
+        if reveal is not None:
+            raise InvalidSettlement("a reveal with nothing anchored")
+        return None
+    poi = pending.anchor.poi
+    set_meta(state, replace(meta, pending=None))
+    if reveal is None or header.period != pending.period + 1:
+        if reveal is not None:
+            raise InvalidSettlement("reveal outside the period after its anchor", period=header.period, anchored=pending.period)
+        burn(state, address_of(poi.prover), pending.improver_bond)
+        return Settlement(poi.hash, address_of(poi.prover), "void", slashed=pending.improver_bond, reason="not revealed")
+    # Verify the reveal belongs to the pending PoI
+    if reveal.chain_id != problem.chain_id or reveal.poi_hash != poi.hash:
+        raise InvalidSettlement("reveal for another PoI", poi_hash=reveal.poi_hash)
+    if reveal.prover != poi.prover:
+        raise InvalidSettlement("reveal not by the prover", prover=reveal.prover)
+    if not is_valid_signature(reveal, problem.chain_id):
+        raise InvalidSettlement("bad reveal signature")
+    if labels_hash(reveal.labels) != poi.labels_hash:
+        raise InvalidSettlement("revealed labels do not hash to the PoI's commitment")
+    failure, distances = check_revealed_labels(problem, meta, poi, reveal, env)
+    if failure:
+        return fail_settlement(state, problem, pending, failure)
+    return pay_settlement(state, problem, header, pending, reveal, distances)
+
+
+def check_revealed_labels(problem: ProblemRecord, meta: ChainMeta, poi: PoI, reveal: Reveal, env: Env) -> tuple[str, tuple[int, ...]]:
+    """Return ``(failure reason or "", distances)`` for a reveal matching its commitment."""
+    params = problem.params
+    holdout = meta.season.holdout if meta.season is not None else None
+    sizes = [t.m for t in problem.tuples] + ([holdout.m_h] if holdout is not None else [])
+    if len(reveal.labels) != len(sizes) or len(poi.ambiguous) != len(sizes) or len(poi.ys) != len(problem.tuples):
+        return "wrong number of label vectors", ()
+    for vec, size, amb in zip(reveal.labels, sizes, poi.ambiguous):
+        if len(vec) != size:
+            return "label vector of the wrong length", ()
+        if vec and max(vec) >= params.num_classes:
+            return "label outside the classes", ()
+        for a in amb:
+            if a.index >= size or vec[a.index] != a.label:
+                return "ambiguous label differs from the revealed one", ()
+    distances = []
+    for i, tup in enumerate(problem.tuples):
+        y = f_int(env.load_del(tup.del_id), labels_to_array(reveal.labels[i]))
+        if y != poi.ys[i]:
+            return f"f_int of tuple {i} differs from the proof", ()
+        d = distance_ppb(y, tup.y_t)
+        if not d < meta.d_c[i] - params.delta_ppb:
+            return f"tuple {i} does not beat d_c - delta", ()
+        distances.append(d)
+    return "", tuple(distances)
+
+
+def vote_order_key(parent: bytes, validator: bytes) -> bytes:
+    """The vote lottery: positions follow ``H(parent || pk_V)``."""
+    return sha256(parent + validator)
+
+
+def pay_settlement(state: State, problem: ProblemRecord, header: BlockHeader, pending: PendingAnchor, reveal: Reveal, distances: tuple[int, ...]) -> Settlement:
+    params = problem.params
+    meta = get_meta(state)
+    poi = pending.anchor.poi
+    improver = address_of(poi.prover)
+    rewards = [
+        improvement_reward(d, dc, params.reward_a, params.reward_scale)
+        for d, dc in zip(distances, meta.d_c)
+    ]
+    reward = sum(rewards) // len(rewards)
+    locked = meta.season is not None and meta.season.holdout is not None
+    unlock(state, improver, pending.improver_bond)
+    credit(state, improver, reward, locked=locked)
+    paid: list[tuple[bytes, int]] = []
+    matching = [
+        v for v in pending.anchor.votes
+        if v.labels_digest == masked_digest(v.validator, reveal.labels, poi.ambiguous)
+    ]
+    matching.sort(key=lambda v: vote_order_key(poi.parent, v.validator))
+    for position, vote in enumerate(matching, start=1):
+        amount = validator_reward(reward, position)
+        credit(state, address_of(vote.validator), amount, locked=locked)
+        paid.append((address_of(vote.validator), amount))
+    minted = reward + sum(a for _, a in paid)
+    best = BestModel(poi.model_digest, improver, header.height, distances)
+    meta = replace(meta, d_c=distances, provisional=best, minted=meta.minted + minted)
+    if locked:
+        meta = record_season_improvement(meta, best, reveal, poi, improver, reward, paid)
+    else:
+        meta = replace(meta, confirmed=best, confirmed_d_c=distances)
+    set_meta(state, meta)
+    return Settlement(poi.hash, improver, "settled", distances, reward, tuple(paid))
+
+
+def fail_settlement(state: State, problem: ProblemRecord, pending: PendingAnchor, reason: str) -> Settlement:
+    """The PoI's own commitment is false: burn the improver bond and slash its voters."""
+    poi = pending.anchor.poi
+    slashed = burn(state, address_of(poi.prover), pending.improver_bond)
+    for vote in pending.anchor.votes:
+        bond = get_bond(state, vote.validator)
+        if bond is None:
+            continue
+        cut = bond.amount // C.VOTE_SLASH_DIVISOR
+        slashed += burn(state, address_of(vote.validator), cut)
+        set_bond(state, vote.validator, replace(bond, amount=bond.amount - cut))
+    return Settlement(poi.hash, address_of(poi.prover), "failed", slashed=slashed, reason=reason)
+
+
+def burn(state: State, address: bytes, amount: int) -> int:
+    burned = burn_locked(state, address, amount)
+    meta = get_meta(state)
+    set_meta(state, replace(meta, burned=meta.burned + burned))
+    return burned
+
+
+# --- anchor ---------------------------------------------------------------------------
+def process_anchor(state: State, problem: ProblemRecord, header: BlockHeader, anchor: Anchor | None) -> bytes | None:
+    if anchor is None:
+        return None
+    params = problem.params
+    poi = anchor.poi
+    meta = get_meta(state)
+    validate_poi(state, problem, meta, header, poi)
+    validate_votes(state, problem, header, poi, anchor)
+    improver = address_of(poi.prover)
+    if not lock(state, improver, params.improver_bond):
+        raise InvalidAnchor("improver cannot lock its bond", bond=params.improver_bond)
+    pending = PendingAnchor(anchor, header.height, header.period, params.improver_bond)
+    set_meta(state, replace(get_meta(state), pending=pending))
+    return poi.hash
+
+
+def validate_poi(state: State, problem: ProblemRecord, meta: ChainMeta, header: BlockHeader, poi: PoI) -> None:
+    params = problem.params
+    if poi.chain_id != problem.chain_id:
+        raise InvalidAnchor("PoI for another chain", chain_id=poi.chain_id)
+    if poi.period != header.period:
+        raise InvalidAnchor("PoI for another period", poi_period=poi.period, period=header.period)
+    if poi.parent != header.parent:
+        raise InvalidAnchor("PoI built on another parent", parent=poi.parent)
+    if not is_open_season(meta, header.period, params.season_periods):
+        raise InvalidAnchor("no open season with a sealed holdout", period=header.period)
+    if not is_valid_signature(poi, problem.chain_id):
+        raise InvalidAnchor("bad PoI signature", prover=poi.prover)
+    record = get_digest(state, poi.model_digest)
+    if record is None or record.owner != address_of(poi.prover):
+        raise InvalidAnchor("model digest not registered by the prover", digest=poi.model_digest)
+    if record.height >= header.height:
+        raise InvalidAnchor("model digest registered in this block", digest=poi.model_digest)
+    if len(poi.ys) != len(problem.tuples):
+        raise InvalidAnchor("PoI has the wrong number of embeddings", ys=len(poi.ys))
+    for y, tup in zip(poi.ys, problem.tuples):
+        if len(y) != len(tup.y_t):
+            raise InvalidAnchor("PoI embedding of the wrong length", length=len(y))
+    holdout = meta.season.holdout if meta.season is not None else None
+    expected_sets = len(problem.tuples) + (1 if holdout is not None else 0)
+    if len(poi.ambiguous) != expected_sets:
+        raise InvalidAnchor("PoI has the wrong number of ambiguous sets", sets=len(poi.ambiguous))
+    total = sum(len(s) for s in poi.ambiguous)
+    if total > params.max_ambiguous:
+        raise InvalidAnchor("too many ambiguous positions", count=total, limit=params.max_ambiguous)
+    for amb in poi.ambiguous:
+        indices = [a.index for a in amb]
+        if any(b <= a for a, b in zip(indices, indices[1:])):
+            raise InvalidAnchor("ambiguous positions not strictly increasing")
+
+
+def validate_votes(state: State, problem: ProblemRecord, header: BlockHeader, poi: PoI, anchor: Anchor) -> None:
+    params = problem.params
+    if not anchor.votes:
+        raise InvalidAnchor("an anchored PoI needs at least one vote")
+    if len(anchor.votes) > params.max_votes:
+        raise InvalidAnchor("too many votes", votes=len(anchor.votes), limit=params.max_votes)
+    poi_hash = poi.hash
+    seen: set[bytes] = set()
+    for vote in anchor.votes:
+        if vote.validator in seen:
+            raise InvalidAnchor("duplicate vote", validator=vote.validator)
+        seen.add(vote.validator)
+        if vote.chain_id != problem.chain_id or vote.period != poi.period:
+            raise InvalidAnchor("vote for another chain or period", period=vote.period)
+        if vote.poi_hash != poi_hash or vote.parent != poi.parent:
+            raise InvalidAnchor("vote bound to another PoI or parent", poi_hash=vote.poi_hash)
+        bond = get_bond(state, vote.validator)
+        if bond is None or bond.unbond_period != 0 or bond.since_height >= header.height:
+            raise InvalidAnchor("vote from a validator not bonded in an earlier block", validator=vote.validator)
+        if not is_valid_signature(vote, problem.chain_id):
+            raise InvalidAnchor("bad vote signature", validator=vote.validator)
+
+
+__all__ = [
+    "Env",
+    "memory_env",
+    "apply_block",
+    "process_block",
+    "execute_block",
+    "BlockOutcome",
+    "Settlement",
+    "vote_order_key",
+]
