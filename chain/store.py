@@ -217,7 +217,8 @@ class ChainStore:
         branch, fork = self._branch_to_canonical(block)
         fork_height = self._weight(fork)[0]
         # Roll the head state back to the fork point with the undo journals.
-        entries = {k[1:]: v for k, v in self.db.iterator(prefix=P_STATE)}
+        on_disk = {k[1:]: v for k, v in self.db.iterator(prefix=P_STATE)}
+        entries = dict(on_disk)
         removed: list[bytes] = []
         for height in range(self.height, fork_height, -1):
             h = self.canonical_hash(height)
@@ -246,11 +247,11 @@ class ChainStore:
                 wb.put(P_UNDO + b.hash, msgpack.packb([[k, state.get(k)] for k in changes]))
                 state = outcome.state
             final_entries = dict(state.items())
-            for key in set(entries) | set(final_entries):
+            for key in set(on_disk) | set(final_entries):
                 value = final_entries.get(key)
                 if value is None:
                     wb.delete(P_STATE + key)
-                elif entries.get(key) != value:
+                elif on_disk.get(key) != value:
                     wb.put(P_STATE + key, value)
             wb.put(K_HEAD, block.hash)
         self.state = state
