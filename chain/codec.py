@@ -125,6 +125,8 @@ class ListOf(Generic[T]):
     def to_obj(self, value: tuple[T, ...]) -> list[Any]:
         if not isinstance(value, (tuple, list)) or len(value) > self.max_len:
             raise DecodeError(f"expected a list of at most {self.max_len} items")
+        if isinstance(self.item, (UInt, SInt)):
+            return list(self._check_ints(value))
         return [self.item.to_obj(v) for v in value]
 
     def from_obj(self, obj: Any) -> tuple[T, ...]:
@@ -132,7 +134,20 @@ class ListOf(Generic[T]):
             raise DecodeError(f"expected a list, got {type(obj).__name__}")
         if len(obj) > self.max_len:
             raise DecodeError(f"list of {len(obj)} items exceeds the limit of {self.max_len}")
+        if isinstance(self.item, (UInt, SInt)):
+            return tuple(self._check_ints(obj))
         return tuple(self.item.from_obj(v) for v in obj)
+
+    def _check_ints(self, values: Any) -> Any:
+        """Fast path for integer lists (embeddings): one pass of builtins, same rules."""
+        if not values:
+            return values
+        if not all(type(v) is int for v in values):
+            raise DecodeError("expected a list of integers")
+        low, high = (0, self.item.limit) if isinstance(self.item, UInt) else (self.item.low, self.item.high)
+        if min(values) < low or max(values) >= high:
+            raise DecodeError("integer in list out of range")
+        return values
 
 
 class Optional_(Generic[T]):

@@ -320,11 +320,13 @@ MAX_LAYERS: Final[int] = 16
 class State:
     """A key-value view: a mutable top layer over frozen lower layers."""
 
-    __slots__ = ("_layers", "_top", "_tree", "head")
+    __slots__ = ("_layers", "_top", "_tree", "head", "_decoded", "_unencoded")
 
     def __init__(self, entries: dict[bytes, bytes] | None = None, head: bytes = C.ZERO_HASH) -> None:
         # The hash of the last applied block: outside the root, which that block commits to.
         self.head = head
+        self._decoded: dict[bytes, object] = {}  # key -> decoded record (immutable), for reads
+        self._unencoded: dict[bytes, Schema] = {}  # records set but not yet encoded
         self._layers: list[dict[bytes, bytes | None]] = []
         self._top: dict[bytes, bytes | None] = {}
         self._tree = RootTree()
@@ -333,6 +335,7 @@ class State:
 
     def copy(self) -> "State":
         """A new state over this one; later writes to either do not affect the other."""
+        self._flush()
         other = State.__new__(State)
         layers = self._layers + ([self._top] if self._top else [])
         if len(layers) > MAX_LAYERS:
@@ -343,9 +346,13 @@ class State:
         other._top = {}
         other._tree = self._tree.copy()
         other.head = self.head
+        other._decoded = dict(self._decoded)
+        other._unencoded = {}
         return other
 
     def get(self, key: bytes) -> bytes | None:
+        if key in self._unencoded:
+            self._flush()
         if key in self._top:
             return self._top[key]
         for layer in reversed(self._layers):
@@ -355,14 +362,35 @@ class State:
 
     def put(self, key: bytes, value: bytes | None) -> None:
         """Set ``key`` (``None`` deletes it)."""
+        self._decoded.pop(key, None)
+        self._unencoded.pop(key, None)
         self._top[key] = value
         self._tree.put(key, value)
 
+    def put_record(self, key: bytes, record: Schema) -> None:
+        """Set ``key`` to a record; it is encoded once, when bytes or the root are needed.
+
+        A block sets the chain meta record several times; only the last is encoded.
+        """
+        self._unencoded[key] = record
+        self._decoded[key] = record
+
+    def _flush(self) -> None:
+        if not self._unencoded:
+            return
+        pending, self._unencoded = self._unencoded, {}
+        for key, record in pending.items():
+            value = record.encode()
+            self._top[key] = value
+            self._tree.put(key, value)
+
     def changes(self) -> dict[bytes, bytes | None]:
         """Writes since the last ``copy()``: the diff a block made."""
+        self._flush()
         return dict(self._top)
 
     def items(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        self._flush()
         merged = _merge(self._layers + [self._top])
         for key in sorted(merged):
             value = merged[key]
@@ -371,6 +399,7 @@ class State:
 
     @property
     def root(self) -> bytes:
+        self._flush()
         return self._tree.root()
 
 
@@ -385,11 +414,16 @@ def _merge(layers: list[dict[bytes, bytes | None]]) -> dict[bytes, bytes | None]
 # Typed access
 # ---------------------------------------------------------------------------
 def _get(state: State, key: bytes, cls: type[R]) -> R | None:
+    cached = state._decoded.get(key)
+    if type(cached) is cls:
+        return cached  # type: ignore[return-value]
     raw = state.get(key)
     if raw is None:
         return None
     try:
-        return cls.decode(raw)
+        record = cls.decode(raw)
+        state._decoded[key] = record
+        return record
     except DecodeError as exc:  # state is written only by this module: corruption
         raise RuntimeError(f"corrupt state record {key!r}: {exc}") from exc
 
@@ -402,7 +436,7 @@ def get_meta(state: State) -> ChainMeta:
 
 
 def set_meta(state: State, meta: ChainMeta) -> None:
-    state.put(KEY_META, meta.encode())
+    state.put_record(KEY_META, meta)
 
 
 def get_problem(state: State) -> ProblemRecord:
@@ -413,7 +447,7 @@ def get_problem(state: State) -> ProblemRecord:
 
 
 def set_problem(state: State, record: ProblemRecord) -> None:
-    state.put(KEY_PROBLEM, record.encode())
+    state.put_record(KEY_PROBLEM, record)
 
 
 def get_account(state: State, address: bytes) -> Account:
@@ -421,7 +455,10 @@ def get_account(state: State, address: bytes) -> Account:
 
 
 def set_account(state: State, address: bytes, account: Account) -> None:
-    state.put(PREFIX_ACCOUNT + address, None if account == EMPTY_ACCOUNT else account.encode())
+    if account == EMPTY_ACCOUNT:
+        state.put(PREFIX_ACCOUNT + address, None)
+    else:
+        state.put_record(PREFIX_ACCOUNT + address, account)
 
 
 def get_digest(state: State, digest: bytes) -> DigestRecord | None:
@@ -437,7 +474,10 @@ def get_bond(state: State, validator: bytes) -> Bond | None:
 
 
 def set_bond(state: State, validator: bytes, bond: Bond | None) -> None:
-    state.put(PREFIX_BOND + validator, None if bond is None else bond.encode())
+    if bond is None:
+        state.put(PREFIX_BOND + validator, None)
+    else:
+        state.put_record(PREFIX_BOND + validator, bond)
 
 
 def get_offer(state: State, address: bytes) -> Offer | None:

@@ -9,6 +9,7 @@ chain id (see ``chain.signing``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, ClassVar, Final, Union
 
 from . import constants as C
@@ -192,7 +193,7 @@ class Proposal(Schema):
     DOMAIN: ClassVar[bytes] = C.DOMAIN_PROPOSAL
     SIGNER: ClassVar[str] = "creator"
 
-    @property
+    @cached_property
     def chain_id(self) -> bytes:
         return sha256(self.encode())
 
@@ -248,7 +249,7 @@ class PoI(Schema):
     DOMAIN: ClassVar[bytes] = C.DOMAIN_POI
     SIGNER: ClassVar[str] = "prover"
 
-    @property
+    @cached_property
     def hash(self) -> bytes:
         return sha256(self.encode())
 
@@ -457,7 +458,7 @@ class Transaction(Schema):
     DOMAIN: ClassVar[bytes] = C.DOMAIN_TX
     SIGNER: ClassVar[str] = "sender"
 
-    @property
+    @cached_property
     def hash(self) -> bytes:
         return sha256(self.encode())
 
@@ -533,7 +534,7 @@ class BlockHeader(Schema):
     DOMAIN: ClassVar[bytes] = C.DOMAIN_HEADER
     SIGNER: ClassVar[str] = "committer"
 
-    @property
+    @cached_property
     def hash(self) -> bytes:
         return sha256(self.encode())
 

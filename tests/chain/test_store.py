@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import textwrap
@@ -57,7 +58,7 @@ def test_invalid_block_leaves_store_untouched(tmp_path: Path) -> None:
             store.import_block(block, d.env)
         root = store.state.root
         last = d.blocks[-1]
-        bad = Block(last.header.__class__(**{**last.header.__dict__, "state_root": b"\x01" * 32}), last.body)
+        bad = Block(dataclasses.replace(last.header, state_root=b"\x01" * 32), last.body)
         with pytest.raises(InvalidStateRoot):
             store.import_block(bad, d.env)
         assert store.state.root == root and store.head == d.blocks[-2].hash
