@@ -1,1 +1,38 @@
-"""p2p package."""
+"""libp2p transport of a DaiMoN node: validated gossip, block sync, content exchange.
+
+The node uses ``P2PNode`` and the types below; it never imports libp2p itself.
+See docs/p2p.md.
+"""
+
+from p2p.abc import GossipMessage, Handler, INetwork, PeerStats, SyncHead, SyncProvider, ValidationResult, Validator
+from p2p.errors import (
+    ConfigError,
+    ContentError,
+    ContentHashMismatch,
+    ContentNotFound,
+    ContentPinned,
+    ContentTooLarge,
+    DialError,
+    FrameTooLarge,
+    MessageTooLarge,
+    NoPeers,
+    NotSubscribed,
+    P2PError,
+    PeerBanned,
+    ProtocolViolation,
+    RequestTimeout,
+    SyncError,
+)
+from p2p.host import peer_id_from_seed
+from p2p.node import P2PConfig, P2PNode
+from p2p.store import ContentStore, content_id
+from p2p.topics import PROBLEMS_TOPIC, chain_topic, chain_topics, topic_kind
+
+__all__ = [
+    "ConfigError", "ContentError", "ContentHashMismatch", "ContentNotFound", "ContentPinned",
+    "ContentStore", "ContentTooLarge", "DialError", "FrameTooLarge", "GossipMessage", "Handler",
+    "INetwork", "MessageTooLarge", "NoPeers", "NotSubscribed", "P2PConfig", "P2PError", "P2PNode",
+    "PROBLEMS_TOPIC", "PeerBanned", "PeerStats", "ProtocolViolation", "RequestTimeout", "SyncError",
+    "SyncHead", "SyncProvider", "ValidationResult", "Validator", "chain_topic", "chain_topics",
+    "content_id", "peer_id_from_seed", "topic_kind",
+]

@@ -1,0 +1,267 @@
+"""``/daimon/content/1``: content by id (SHA-256 of the bytes), streamed in chunks.
+
+Request (one control frame): ``["have", cid]`` -> ``["ok", size]`` | ``["missing"]``;
+``["get", cid, offset]`` -> ``["ok", size]`` then exactly ``size - offset`` raw
+bytes, then the server closes its side.
+
+The client writes arriving bytes to a temp file in the store while hashing them,
+refuses to go past the announced size or the caller's cap, and commits only if
+the hash matches. If a peer stops mid-way, the next peer is asked from the same
+offset (hash state and partial file carry over); if the final hash is wrong, the
+peers that supplied bytes are penalised and the fetch restarts from zero with
+the peers not yet tried.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import trio
+from libp2p.abc import IHost, INetStream
+from libp2p.custom_types import TProtocol
+from libp2p.network.stream.exceptions import StreamEOF, StreamError
+from libp2p.peer.id import ID
+
+from p2p.errors import (
+    ContentError,
+    ContentHashMismatch,
+    ContentNotFound,
+    ContentTooLarge,
+    P2PError,
+    ProtocolViolation,
+    RequestTimeout,
+)
+from p2p.framing import expect_bytes, expect_int, read_control, write_control
+from p2p.peers import WEIGHT_BAD_CONTENT, WEIGHT_PROTOCOL, PeerBook
+from p2p.store import ContentStore, PartialWrite
+
+log = logging.getLogger(__name__)
+
+CONTENT_PROTOCOL = TProtocol("/daimon/content/1")
+MAX_CONTENT = 2**40
+CHUNK = 1 << 20
+
+
+class ContentService:
+    """Serves the local store and fetches missing content from peers."""
+
+    def __init__(
+        self,
+        host: IHost,
+        book: PeerBook,
+        store: ContentStore,
+        *,
+        open_timeout_s: float = 10.0,
+        stall_timeout_s: float = 15.0,
+        max_concurrent_serves: int = 8,
+        on_ban: Callable[[str], None] | None = None,
+    ) -> None:
+        self.host = host
+        self.book = book
+        self.store = store
+        self.open_timeout_s = open_timeout_s
+        self.stall_timeout_s = stall_timeout_s
+        self.on_ban = on_ban
+        self._serving = trio.Semaphore(max_concurrent_serves)
+        host.set_stream_handler(CONTENT_PROTOCOL, self._handle)
+
+    # -- server -------------------------------------------------------------
+    async def _handle(self, stream: INetStream) -> None:
+        peer = stream.muxed_conn.peer_id.to_base58()
+        if self.book.is_banned(peer):
+            await _reset(stream)
+            return
+        try:
+            with trio.fail_after(self.open_timeout_s):
+                req = await read_control(stream)
+            if self._serving.value == 0:
+                with trio.fail_after(self.open_timeout_s):
+                    await write_control(stream, ["busy"])
+            else:
+                async with self._serving:
+                    await self._serve(stream, peer, req)
+            with trio.fail_after(self.open_timeout_s):
+                await stream.close()
+        except ProtocolViolation as exc:
+            log.info("content request from %s broke the protocol: %s", peer, exc)
+            if self.book.penalise(peer, WEIGHT_PROTOCOL) and self.on_ban is not None:
+                self.on_ban(peer)
+            await _reset(stream)
+        except (StreamError, trio.TooSlowError) as exc:
+            log.debug("content serve to %s ended: %r", peer, exc)
+            await _reset(stream)
+
+    async def _serve(self, stream: INetStream, peer: str, req: list[object]) -> None:
+        op = req[0]
+        if op not in ("have", "get") or len(req) != (2 if op == "have" else 3):
+            raise ProtocolViolation(f"bad content request {op!r}")
+        cid = expect_bytes(req[1], "content_id", length=32)
+        if not self.store.has(cid):
+            with trio.fail_after(self.open_timeout_s):
+                await write_control(stream, ["missing"])
+            return
+        size = self.store.size(cid)
+        with trio.fail_after(self.open_timeout_s):
+            await write_control(stream, ["ok", size])
+        if op == "have":
+            return
+        offset = expect_int(req[2], "offset", 0, size)
+        with self.store.open(cid) as f:
+            f.seek(offset)
+            sent = 0
+            while chunk := f.read(CHUNK):
+                # A reader that stops reading fills the Yamux window and blocks us;
+                # the stall timeout frees this slot instead of waiting forever.
+                with trio.fail_after(self.stall_timeout_s):
+                    await stream.write(chunk)
+                sent += len(chunk)
+        self.book.record(peer).content_sent += sent
+
+    # -- client -------------------------------------------------------------
+    async def fetch(self, cid: bytes, max_bytes: int, peers: Sequence[str] | None = None) -> Path:
+        """Get ``cid`` into the store (no-op if present); returns the object's path.
+
+        Raises ``ContentTooLarge`` if the content is bigger than ``max_bytes``,
+        ``ContentNotFound`` if no peer has it, ``ContentError`` if every holder failed.
+        """
+        if len(cid) != 32:
+            raise ValueError("content id must be 32 bytes")
+        if self.store.has(cid):
+            size = self.store.size(cid)
+            if size > max_bytes:
+                raise ContentTooLarge(size, max_bytes)
+            return self.store.path(cid)
+        candidates = list(peers) if peers is not None else self.book.connected_peers()
+        partial: PartialWrite | None = None
+        size: int | None = None
+        contributors: list[str] = []
+        too_large: int | None = None
+        failures: list[str] = []
+        mismatch = False
+        try:
+            for peer in candidates:
+                if self.book.is_banned(peer):
+                    continue
+                if partial is None:
+                    partial = self.store.begin(cid, max_bytes)
+                    size, contributors = None, []
+                try:
+                    size = await self._download(peer, cid, partial, size, max_bytes)
+                except ContentNotFound:
+                    continue
+                except ContentTooLarge as exc:
+                    too_large = exc.size
+                    continue
+                except (P2PError, StreamError) as exc:
+                    failures.append(f"{peer}: {exc}")
+                    if partial.offset > 0:
+                        contributors.append(peer)
+                    continue
+                contributors.append(peer)
+                try:
+                    return partial.commit()
+                except ContentHashMismatch as exc:
+                    failures.append(f"{', '.join(contributors)}: {exc}")
+                    mismatch = True
+                    for p in set(contributors):
+                        if self.book.penalise(p, WEIGHT_BAD_CONTENT) and self.on_ban is not None:
+                            self.on_ban(p)
+                    partial = None
+        finally:
+            if partial is not None and not self.store.has(cid):
+                partial.abort()
+        if mismatch:
+            raise ContentHashMismatch(f"fetch of {cid.hex()} failed: {'; '.join(failures)[:500]}")
+        if failures:
+            raise ContentError(f"fetch of {cid.hex()} failed: {'; '.join(failures)[:500]}")
+        if too_large is not None:
+            raise ContentTooLarge(too_large, max_bytes)
+        raise ContentNotFound(f"no peer of {len(candidates)} has {cid.hex()}")
+
+    async def have(self, peer: str, cid: bytes) -> int | None:
+        """Ask ``peer`` whether it has ``cid``; its size, or None."""
+        stream = await self._open(peer)
+        try:
+            with trio.fail_after(self.open_timeout_s):
+                await write_control(stream, ["have", cid])
+                reply = await read_control(stream)
+            if reply[0] == "missing":
+                return None
+            if reply[0] != "ok" or len(reply) != 2:
+                raise ProtocolViolation(f"unexpected content reply {reply[0]!r}")
+            return expect_int(reply[1], "size", 0, MAX_CONTENT)
+        except trio.TooSlowError as exc:
+            raise RequestTimeout(f"have? to {peer} timed out") from exc
+        finally:
+            await _reset(stream)
+
+    async def _open(self, peer: str) -> INetStream:
+        try:
+            with trio.fail_after(self.open_timeout_s):
+                return await self.host.new_stream(ID.from_base58(peer), [CONTENT_PROTOCOL])
+        except trio.TooSlowError as exc:
+            raise RequestTimeout(f"opening a content stream to {peer} timed out") from exc
+        except Exception as exc:
+            raise ContentError(f"cannot open a content stream to {peer}: {exc}") from exc
+
+    async def _download(
+        self, peer: str, cid: bytes, partial: PartialWrite, expected: int | None, max_bytes: int
+    ) -> int:
+        """Continue ``partial`` from ``peer``; returns the content size once all bytes are in."""
+        stream = await self._open(peer)
+        clean = False
+        try:
+            with trio.fail_after(self.open_timeout_s):
+                await write_control(stream, ["get", cid, partial.offset])
+                reply = await read_control(stream)
+            if reply[0] == "missing":
+                raise ContentNotFound(cid.hex())
+            if reply[0] != "ok" or len(reply) != 2:
+                raise ProtocolViolation(f"unexpected content reply {reply[0]!r}")
+            size = expect_int(reply[1], "size", 0, MAX_CONTENT)
+            if size > max_bytes:
+                raise ContentTooLarge(size, max_bytes)
+            if expected is not None and size != expected:
+                raise ProtocolViolation(f"peer says {size} bytes, another said {expected}")
+            if size < partial.offset:
+                raise ProtocolViolation(f"peer says {size} bytes, we already hold {partial.offset}")
+            before = partial.offset
+            while partial.offset < size:
+                with trio.fail_after(self.stall_timeout_s):
+                    try:
+                        chunk = await stream.read(min(CHUNK, size - partial.offset))
+                    except StreamEOF:
+                        chunk = b""
+                if not chunk:
+                    raise ContentError(f"{peer} stopped after {partial.offset} of {size} bytes")
+                partial.write(chunk)
+            self.book.record(peer).content_received += partial.offset - before
+            clean = True
+            return size
+        except trio.TooSlowError as exc:
+            raise RequestTimeout(f"content stream from {peer} stalled") from exc
+        except ProtocolViolation:
+            if self.book.penalise(peer, WEIGHT_PROTOCOL) and self.on_ban is not None:
+                self.on_ban(peer)
+            raise
+        finally:
+            # We read exactly `size` bytes; anything the peer sends after is ignored.
+            await _reset(stream) if not clean else await _close(stream)
+
+
+async def _reset(stream: INetStream) -> None:
+    with trio.move_on_after(1.0):
+        try:
+            await stream.reset()
+        except Exception:
+            pass
+
+
+async def _close(stream: INetStream) -> None:
+    with trio.move_on_after(1.0):
+        try:
+            await stream.close()
+        except Exception:
+            pass

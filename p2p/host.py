@@ -1,0 +1,198 @@
+"""The libp2p host: identity, listening, bootstrap dialling with backoff, bans.
+
+Wraps ``libp2p.new_host`` (TCP + Noise + Yamux, the 0.8.1 defaults, which
+interoperate with go/js libp2p) and keeps the peer book in step with the
+connections the swarm reports.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import multiaddr
+import trio
+from libp2p import new_host
+from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.crypto.keys import KeyPair
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
+
+from p2p.errors import ConfigError, DialError, PeerBanned
+from p2p.peers import PeerBook
+
+log = logging.getLogger(__name__)
+
+SEED_LEN = 32
+
+
+def key_pair_from_seed(seed: bytes) -> KeyPair:
+    """The node's Ed25519 key pair from its persisted 32-byte seed."""
+    if len(seed) != SEED_LEN:
+        raise ConfigError(f"node key seed must be {SEED_LEN} bytes, got {len(seed)}")
+    return create_new_key_pair(seed)
+
+
+def peer_id_from_seed(seed: bytes) -> str:
+    """The peer id (base58, ``12D3KooW...``) a seed gives, without starting a host."""
+    return ID.from_pubkey(key_pair_from_seed(seed).public_key).to_base58()
+
+
+def parse_listen_addr(addr: str) -> multiaddr.Multiaddr:
+    """Parse a listen multiaddr such as ``/ip4/0.0.0.0/tcp/4001``."""
+    try:
+        maddr = multiaddr.Multiaddr(addr)
+    except Exception as exc:  # multiaddr raises several unrelated types
+        raise ConfigError(f"bad listen address {addr!r}: {exc}") from exc
+    if "tcp" not in [p.name for p in maddr.protocols()]:
+        raise ConfigError(f"listen address {addr!r} has no /tcp/ part")
+    return maddr
+
+
+def parse_peer_addr(addr: str) -> PeerInfo:
+    """Parse a bootstrap multiaddr that ends in ``/p2p/<peer id>``."""
+    try:
+        return info_from_p2p_addr(multiaddr.Multiaddr(addr))
+    except Exception as exc:
+        raise ConfigError(f"bad peer address {addr!r} (needs /p2p/<id>): {exc}") from exc
+
+
+class _ConnectionWatcher(INotifee):
+    """Mirrors swarm connection events into the peer book; flags banned inbound peers."""
+
+    def __init__(self, book: PeerBook, to_close: trio.MemorySendChannel[ID]) -> None:
+        self._book = book
+        self._to_close = to_close
+
+    async def connected(self, network: INetwork, conn: INetConn) -> None:
+        peer = conn.muxed_conn.peer_id
+        pid = peer.to_base58()
+        self._book.set_connected(pid, True)
+        if self._book.is_banned(pid):
+            try:  # closing inside the swarm's own callback would re-enter it
+                self._to_close.send_nowait(peer)
+            except (trio.WouldBlock, trio.ClosedResourceError):
+                log.warning("ban queue full; %s stays until the next sweep", pid)
+
+    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        peer = conn.muxed_conn.peer_id
+        if not network.get_connections(peer):
+            self._book.set_connected(peer.to_base58(), False)
+
+    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def listen(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def listen_close(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        await trio.lowlevel.checkpoint()
+
+
+class HostService:
+    """Owns the libp2p host; keeps bootstrap peers connected and banned peers out."""
+
+    def __init__(
+        self,
+        seed: bytes,
+        listen_addr: str,
+        bootstrap: Sequence[str],
+        book: PeerBook,
+        *,
+        dial_timeout_s: float = 10.0,
+        maintain_interval_s: float = 1.0,
+    ) -> None:
+        self.book = book
+        self.listen_maddr = parse_listen_addr(listen_addr)
+        self.bootstrap = [(a, parse_peer_addr(a)) for a in bootstrap]
+        self.dial_timeout_s = dial_timeout_s
+        self.maintain_interval_s = maintain_interval_s
+        self.host: IHost = new_host(key_pair=key_pair_from_seed(seed))
+        self.peer_id = self.host.get_id().to_base58()
+        self._to_close_send, self._to_close_recv = trio.open_memory_channel[ID](256)
+        self.host.get_network().register_notifee(_ConnectionWatcher(book, self._to_close_send))
+        self._dialing: set[str] = set()
+
+    def listen_addrs(self) -> list[str]:
+        """Our addresses with ``/p2p/<id>``."""
+        return [str(a) for a in self.host.get_addrs()]
+
+    def connected_peers(self) -> list[str]:
+        return [p.to_base58() for p in self.host.get_connected_peers()]
+
+    async def dial(self, addr: str | PeerInfo) -> str:
+        """Connect to a peer (no-op if connected); returns its id. Bounded by ``dial_timeout_s``."""
+        info = parse_peer_addr(addr) if isinstance(addr, str) else addr
+        pid = info.peer_id.to_base58()
+        if self.book.is_banned(pid):
+            raise PeerBanned(pid, self.book.banned_for(pid))
+        if pid == self.peer_id:
+            raise DialError("refusing to dial ourselves")
+        try:
+            with trio.fail_after(self.dial_timeout_s):
+                await self.host.connect(info)
+        except trio.TooSlowError as exc:
+            raise DialError(f"dial {pid} timed out after {self.dial_timeout_s} s") from exc
+        except Exception as exc:  # swarm raises SwarmException, OpenConnectionError, OSError...
+            raise DialError(f"dial {pid} failed: {exc}") from exc
+        for a in info.addrs:
+            self.book.seen(pid, str(a))
+        return pid
+
+    def forget_addrs(self, peer: str) -> None:
+        """Drop a peer's addresses from the peerstore.
+
+        libp2p's swarm runs an ``AutoConnector`` that re-dials any peerstore entry
+        with addresses (after a 60 s back-off); clearing them keeps a banned peer
+        from being re-dialled behind our back.
+        """
+        try:
+            self.host.get_peerstore().clear_addrs(ID.from_base58(peer))
+        except Exception as exc:
+            log.debug("clear addrs of %s: %s", peer, exc)
+
+    async def disconnect(self, peer: str) -> None:
+        """Close every connection to ``peer`` (best effort, bounded)."""
+        with trio.move_on_after(self.dial_timeout_s):
+            try:
+                await self.host.disconnect(ID.from_base58(peer))
+            except Exception as exc:
+                log.debug("disconnect %s: %s", peer, exc)
+        self.book.set_connected(peer, False)
+
+    async def run_maintenance(self) -> None:
+        """Forever: close banned peers' connections, re-dial bootstrap peers with backoff."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._close_banned)
+            while True:
+                for addr, info in self.bootstrap:
+                    pid = info.peer_id.to_base58()
+                    if (
+                        pid in self._dialing
+                        or self.book.is_connected(pid)
+                        or self.book.is_banned(pid)
+                        or not self.book.may_dial(addr)
+                    ):
+                        continue
+                    self._dialing.add(pid)
+                    nursery.start_soon(self._dial_bootstrap, addr, info)
+                await trio.sleep(self.maintain_interval_s)
+
+    async def _dial_bootstrap(self, addr: str, info: PeerInfo) -> None:
+        pid = info.peer_id.to_base58()
+        try:
+            await self.dial(info)
+            self.book.dial_succeeded(addr)
+        except (DialError, PeerBanned) as exc:
+            delay = self.book.dial_failed(addr)
+            log.info("bootstrap %s unreachable (%s); retry in %.1f s", pid, exc, delay)
+        finally:
+            self._dialing.discard(pid)
+
+    async def _close_banned(self) -> None:
+        async for peer in self._to_close_recv:
+            await self.disconnect(peer.to_base58())

@@ -1,0 +1,206 @@
+"""``P2PNode``: the one object the node uses to reach the network.
+
+It composes the host, gossip, sync and content services and runs them in one
+trio nursery. Nothing outside ``p2p/`` needs to import libp2p.
+
+Usage::
+
+    node = P2PNode(P2PConfig(seed=key_seed, listen_addr="/ip4/0.0.0.0/tcp/4001",
+                             bootstrap=[...], content_dir=data_dir / "content"),
+                   sync_provider=my_chain_view)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.run)          # returns once listening
+        await node.subscribe(chain_topic(cid, "blocks"), on_block, validate_block)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from p2p.abc import Handler, INetwork, PeerStats, SyncHead, SyncProvider, Validator
+from p2p.content import ContentService
+from p2p.errors import DialError
+from p2p.gossip import GossipService
+from p2p.host import HostService
+from p2p.peers import PeerBook
+from p2p.store import ContentStore
+from p2p.sync import SyncService
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class P2PConfig:
+    """Network settings of one node (all durations in seconds, sizes in bytes)."""
+
+    seed: bytes  # the node's persisted 32-byte Ed25519 seed
+    content_dir: Path  # where the content store lives
+    listen_addr: str = "/ip4/127.0.0.1/tcp/0"
+    bootstrap: Sequence[str] = ()  # multiaddrs ending in /p2p/<peer id>; give 3+ (no hub)
+    topic_caps: dict[str, int] = field(default_factory=dict)  # overrides of topics.DEFAULT_TOPIC_CAPS
+    content_max_total_bytes: int | None = None
+    # misbehaviour
+    ban_threshold: float = 5.0  # penalty units (one REJECT = 1) before a ban
+    ban_s: float = 600.0
+    penalty_half_life_s: float = 60.0
+    # dialling
+    dial_timeout_s: float = 10.0
+    backoff_base_s: float = 1.0
+    backoff_max_s: float = 60.0
+    maintain_interval_s: float = 1.0
+    # gossip
+    validate_timeout_s: float = 5.0
+    max_pending_per_topic: int = 256
+    pending_ttl_s: float = 120.0
+    heartbeat_interval_s: int = 1
+    # streams
+    request_timeout_s: float = 15.0
+    sync_max_batch: int = 64
+    sync_max_item_bytes: int = 2 * 1024 * 1024
+    content_stall_timeout_s: float = 15.0
+
+
+class P2PNode(INetwork):
+    """The network service of a DaiMoN node."""
+
+    def __init__(self, config: P2PConfig, *, sync_provider: SyncProvider | None = None,
+                 store: ContentStore | None = None) -> None:
+        self.config = config
+        self.book = PeerBook(
+            ban_threshold=config.ban_threshold,
+            ban_s=config.ban_s,
+            penalty_half_life_s=config.penalty_half_life_s,
+            backoff_base_s=config.backoff_base_s,
+            backoff_max_s=config.backoff_max_s,
+        )
+        self.store = store or ContentStore(config.content_dir, config.content_max_total_bytes)
+        self.hosting = HostService(
+            config.seed, config.listen_addr, config.bootstrap, self.book,
+            dial_timeout_s=config.dial_timeout_s, maintain_interval_s=config.maintain_interval_s,
+        )
+        host = self.hosting.host
+        self.gossip = GossipService(
+            host, self.book, topic_caps=config.topic_caps,
+            validate_timeout_s=config.validate_timeout_s,
+            max_pending_per_topic=config.max_pending_per_topic, pending_ttl_s=config.pending_ttl_s,
+            heartbeat_interval_s=config.heartbeat_interval_s, on_ban=self._on_ban,
+        )
+        self.sync = SyncService(
+            host, self.book, sync_provider, max_batch=config.sync_max_batch,
+            max_item_bytes=config.sync_max_item_bytes, request_timeout_s=config.request_timeout_s,
+            on_ban=self._on_ban,
+        )
+        self.content = ContentService(
+            host, self.book, self.store, open_timeout_s=config.request_timeout_s,
+            stall_timeout_s=config.content_stall_timeout_s, on_ban=self._on_ban,
+        )
+        self._bans: trio.MemorySendChannel[str] | None = None
+
+    @property
+    def peer_id(self) -> str:
+        return self.hosting.peer_id
+
+    # -- lifecycle ----------------------------------------------------------
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen, join the mesh, keep peers connected; until cancelled."""
+        ban_send, ban_recv = trio.open_memory_channel[str](256)
+        self._bans = ban_send
+        async with self.hosting.host.run(listen_addrs=[self.hosting.listen_maddr]):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self.gossip.run)
+                nursery.start_soon(self.hosting.run_maintenance)
+                nursery.start_soon(self._enforce_bans, ban_recv)
+                task_status.started()
+                await trio.sleep_forever()
+
+    def listen_addrs(self) -> list[str]:
+        return self.hosting.listen_addrs()
+
+    async def connect(self, addr: str) -> str:
+        """Dial one peer now (besides the bootstrap list); returns its peer id."""
+        return await self.hosting.dial(addr)
+
+    # -- gossip -------------------------------------------------------------
+    async def subscribe(self, topic: str, handler: Handler, validator: Validator | None = None,
+                        max_size: int | None = None) -> None:
+        await self.gossip.subscribe(topic, handler, validator, max_size)
+
+    async def publish(self, topic: str, data: bytes) -> bytes:
+        return await self.gossip.publish(topic, data)
+
+    async def rejudge(self, topic: str | None = None) -> int:
+        return await self.gossip.rejudge(topic)
+
+    def pending_count(self, topic: str) -> int:
+        """How many deferred messages of ``topic`` wait for ``rejudge``."""
+        return self.gossip.pending_count(topic)
+
+    def mesh_peers(self, topic: str) -> list[str]:
+        return self.gossip.mesh_peers(topic)
+
+    def topic_peers(self, topic: str) -> list[str]:
+        return self.gossip.topic_peers(topic)
+
+    # -- sync ---------------------------------------------------------------
+    async def request_head(self, peer: str, chain_id: bytes) -> SyncHead | None:
+        return await self.sync.request_head(peer, chain_id)
+
+    async def request_blocks(self, peer: str | None, chain_id: bytes, start: int, count: int) -> list[bytes]:
+        return await self.sync.request_range(peer, "blocks", chain_id, start, count)
+
+    async def request_headers(self, peer: str | None, chain_id: bytes, start: int, count: int) -> list[bytes]:
+        return await self.sync.request_range(peer, "headers", chain_id, start, count)
+
+    # -- content ------------------------------------------------------------
+    async def fetch_content(self, content_id: bytes, max_bytes: int,
+                            peers: Sequence[str] | None = None) -> Path:
+        return await self.content.fetch(content_id, max_bytes, peers)
+
+    async def content_size_at(self, peer: str, content_id: bytes) -> int | None:
+        """Ask one peer whether it has ``content_id`` (its size) or not (None)."""
+        return await self.content.have(peer, content_id)
+
+    # -- peers ----------------------------------------------------------------
+    def peers(self) -> list[PeerStats]:
+        return self.book.stats()
+
+    def peer_count(self) -> int:
+        return len(self.hosting.connected_peers())
+
+    def connected_peers(self) -> list[str]:
+        return self.hosting.connected_peers()
+
+    def ban(self, peer: str, seconds: float | None = None) -> None:
+        """Ban a peer by hand (operator command): disconnect and refuse it for ``seconds``."""
+        self.book.ban(peer, seconds)
+        self._on_ban(peer)
+
+    # -- internals ----------------------------------------------------------
+    def _on_ban(self, peer: str) -> None:
+        """Called synchronously wherever a ban is decided; the work happens in ``_enforce_bans``."""
+        self.gossip.blacklist(peer)
+        self.hosting.forget_addrs(peer)
+        if self._bans is not None:
+            try:
+                self._bans.send_nowait(peer)
+            except trio.WouldBlock:
+                log.warning("ban queue full; %s will be dropped on its next connect", peer)
+
+    async def _enforce_bans(self, bans: trio.MemoryReceiveChannel[str]) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._lift_expired_bans)
+            async for peer in bans:
+                nursery.start_soon(self.hosting.disconnect, peer)
+
+    async def _lift_expired_bans(self) -> None:
+        while True:
+            await trio.sleep(self.config.maintain_interval_s)
+            self.gossip.unblacklist_expired()
+
+
+__all__ = ["DialError", "P2PConfig", "P2PNode"]

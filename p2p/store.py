@@ -1,0 +1,238 @@
+"""On-disk content store: files named by the hex SHA-256 of their bytes, with pins.
+
+Layout under ``root``::
+
+    objects/<hex id>     complete, hash-checked content (read-only once written)
+    tmp/                 partial downloads and writes in progress
+    pins.json            {"<hex id>": "<reason>", ...}, replaced atomically
+
+Every write goes to ``tmp/`` first and is renamed into ``objects/`` only after its
+hash matched, so a crash never leaves a wrong or half file under an id. Pins record
+what the chain needs to stay verifiable (paper §VIII) and survive restarts;
+``delete`` and ``collect_garbage`` never remove a pinned object.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from p2p.errors import ContentHashMismatch, ContentNotFound, ContentPinned, ContentTooLarge
+
+ID_LEN = 32
+
+
+def content_id(data: bytes) -> bytes:
+    """The id of ``data``: its SHA-256."""
+    return hashlib.sha256(data).digest()
+
+
+def _check_id(cid: bytes) -> str:
+    if not isinstance(cid, bytes) or len(cid) != ID_LEN:
+        raise ValueError(f"content id must be {ID_LEN} bytes")
+    return cid.hex()
+
+
+class PartialWrite:
+    """A content object being received: temp file plus running hash.
+
+    Resumable: ``offset`` says how many bytes are in; a download that broke off can
+    continue from there with another peer, the hash state carries over.
+    """
+
+    def __init__(self, store: "ContentStore", cid: bytes, max_bytes: int) -> None:
+        self.store = store
+        self.cid = cid
+        self.max_bytes = max_bytes
+        fd, name = tempfile.mkstemp(prefix=cid.hex()[:16] + ".", suffix=".part", dir=store.tmp_dir)
+        self.path = Path(name)
+        self._file: BinaryIO = os.fdopen(fd, "wb")
+        self._hash = hashlib.sha256()
+        self.offset = 0
+
+    def write(self, chunk: bytes) -> None:
+        """Append ``chunk``; refuses to grow past ``max_bytes``."""
+        if self.offset + len(chunk) > self.max_bytes:
+            raise ContentTooLarge(self.offset + len(chunk), self.max_bytes)
+        self._file.write(chunk)
+        self._hash.update(chunk)
+        self.offset += len(chunk)
+
+    def commit(self) -> Path:
+        """Check the hash and move the file into ``objects/``; returns its final path."""
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        if self._hash.digest() != self.cid:
+            self.path.unlink(missing_ok=True)
+            raise ContentHashMismatch(f"received {self.offset} bytes that do not hash to {self.cid.hex()}")
+        final = self.store.path(self.cid)
+        os.replace(self.path, final)
+        return final
+
+    def abort(self) -> None:
+        """Drop the partial file."""
+        if not self._file.closed:
+            self._file.close()
+        self.path.unlink(missing_ok=True)
+
+
+class ContentStore:
+    """A directory of content-addressed files, with pinning and a total-size cap."""
+
+    def __init__(self, root: Path | str, max_total_bytes: int | None = None) -> None:
+        self.root = Path(root)
+        self.objects_dir = self.root / "objects"
+        self.tmp_dir = self.root / "tmp"
+        self.pins_path = self.root / "pins.json"
+        self.max_total_bytes = max_total_bytes
+        self.objects_dir.mkdir(parents=True, exist_ok=True)
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        for stale in self.tmp_dir.iterdir():  # left by a crash; never valid content
+            stale.unlink(missing_ok=True)
+        self._pins: dict[str, str] = self._load_pins()
+
+    # -- reading ----------------------------------------------------------
+    def path(self, cid: bytes) -> Path:
+        """Where object ``cid`` lives (whether or not it exists)."""
+        return self.objects_dir / _check_id(cid)
+
+    def has(self, cid: bytes) -> bool:
+        return self.path(cid).is_file()
+
+    def size(self, cid: bytes) -> int:
+        """Size in bytes of a stored object."""
+        try:
+            return self.path(cid).stat().st_size
+        except FileNotFoundError as exc:
+            raise ContentNotFound(cid.hex()) from exc
+
+    def get(self, cid: bytes, max_bytes: int | None = None) -> bytes:
+        """The whole object in memory (for small objects; large ones: ``open``)."""
+        size = self.size(cid)
+        if max_bytes is not None and size > max_bytes:
+            raise ContentTooLarge(size, max_bytes)
+        return self.path(cid).read_bytes()
+
+    def open(self, cid: bytes) -> BinaryIO:
+        """Open a stored object for reading."""
+        try:
+            return open(self.path(cid), "rb")
+        except FileNotFoundError as exc:
+            raise ContentNotFound(cid.hex()) from exc
+
+    def ids(self) -> Iterator[bytes]:
+        """Ids of all stored objects."""
+        for p in self.objects_dir.iterdir():
+            if len(p.name) == 2 * ID_LEN:
+                yield bytes.fromhex(p.name)
+
+    def total_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.objects_dir.iterdir())
+
+    def verify(self, cid: bytes) -> bool:
+        """Re-hash a stored object (detects disk corruption)."""
+        h = hashlib.sha256()
+        with self.open(cid) as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        return h.digest() == cid
+
+    # -- writing ----------------------------------------------------------
+    def put(self, data: bytes) -> bytes:
+        """Store ``data``; returns its id (idempotent)."""
+        cid = content_id(data)
+        if not self.has(cid):
+            self._reserve(len(data))
+            w = PartialWrite(self, cid, len(data))
+            try:
+                w.write(data)
+                w.commit()
+            except BaseException:
+                w.abort()
+                raise
+        return cid
+
+    def put_file(self, src: Path | str) -> bytes:
+        """Copy a file into the store, hashing as it goes; returns its id."""
+        h = hashlib.sha256()
+        with open(src, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        cid = h.digest()
+        if not self.has(cid):
+            size = Path(src).stat().st_size
+            self._reserve(size)
+            w = PartialWrite(self, cid, size)
+            try:
+                with open(src, "rb") as f:
+                    while chunk := f.read(1 << 20):
+                        w.write(chunk)
+                w.commit()
+            except BaseException:
+                w.abort()
+                raise
+        return cid
+
+    def begin(self, cid: bytes, max_bytes: int) -> PartialWrite:
+        """Start receiving object ``cid`` of at most ``max_bytes``."""
+        _check_id(cid)
+        self._reserve(max_bytes)
+        return PartialWrite(self, cid, max_bytes)
+
+    def _reserve(self, size: int) -> None:
+        if self.max_total_bytes is not None and self.total_bytes() + size > self.max_total_bytes:
+            raise ContentTooLarge(self.total_bytes() + size, self.max_total_bytes)
+
+    def delete(self, cid: bytes) -> None:
+        """Remove an unpinned object."""
+        if cid.hex() in self._pins:
+            raise ContentPinned(f"{cid.hex()} is pinned ({self._pins[cid.hex()]})")
+        self.path(cid).unlink(missing_ok=True)
+
+    def collect_garbage(self) -> int:
+        """Delete every unpinned object; returns bytes freed."""
+        freed = 0
+        for cid in list(self.ids()):
+            if cid.hex() not in self._pins:
+                freed += self.size(cid)
+                self.path(cid).unlink(missing_ok=True)
+        return freed
+
+    # -- pins -------------------------------------------------------------
+    def pin(self, cid: bytes, reason: str = "") -> None:
+        """Keep ``cid`` (it need not be present yet: pinning first, fetching after is fine)."""
+        self._pins[_check_id(cid)] = reason
+        self._save_pins()
+
+    def unpin(self, cid: bytes) -> None:
+        if self._pins.pop(_check_id(cid), None) is not None:
+            self._save_pins()
+
+    def is_pinned(self, cid: bytes) -> bool:
+        return _check_id(cid) in self._pins
+
+    def pins(self) -> dict[bytes, str]:
+        return {bytes.fromhex(k): v for k, v in self._pins.items()}
+
+    def _load_pins(self) -> dict[str, str]:
+        try:
+            raw = json.loads(self.pins_path.read_text())
+        except FileNotFoundError:
+            return {}
+        if not isinstance(raw, dict):
+            raise ValueError(f"{self.pins_path} is not a JSON object")
+        return {str(k): str(v) for k, v in raw.items()}
+
+    def _save_pins(self) -> None:
+        fd, name = tempfile.mkstemp(prefix="pins.", dir=self.tmp_dir)
+        with os.fdopen(fd, "w") as f:
+            json.dump(self._pins, f, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(name, self.pins_path)
