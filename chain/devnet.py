@@ -103,15 +103,19 @@ class Devnet:
     """Builds and applies blocks for one problem chain, period by period."""
 
     cfg: DevnetConfig = field(default_factory=DevnetConfig)
+    truth_labels: np.ndarray | None = None  # x_t; random when not given
 
     def __post_init__(self) -> None:
         cfg = self.cfg
         rng = np.random.default_rng(cfg.seed)
+        if self.truth_labels is not None:
+            cfg.m = len(self.truth_labels)
         self.creator = KeyPair.from_label("creator")
         self.committer_keys = [KeyPair.from_label(f"committer-{i}") for i in range(cfg.committers)]
         self.validator_keys = [KeyPair.from_label(f"validator-{i}") for i in range(cfg.validators)]
         self.improver_keys = [KeyPair.from_label(f"improver-{i}") for i in range(4)]
-        self.truth = rng.integers(0, cfg.num_classes, cfg.m)
+        self.truth = (np.asarray(self.truth_labels, dtype=np.int64) if self.truth_labels is not None
+                      else rng.integers(0, cfg.num_classes, cfg.m))
         self.del_model = random_del(cfg.m, cfg.num_classes, cfg.n, cfg.hidden, cfg.seed)
         del_bytes = integer_del_to_bytes(self.del_model)
         z_bytes = rng.integers(0, 256, cfg.m * 8, dtype=np.uint8).tobytes()  # stand-in inputs Z
