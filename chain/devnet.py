@@ -22,7 +22,7 @@ from .labels import array_to_labels, labels_hash, masked_digest
 from .season import holdout_commitment
 from .signing import EMPTY_SIGNATURE, sign
 from .state import State, get_account, get_meta
-from .transition import BlockOutcome, Env, memory_env
+from .transition import BlockOutcome, BlockReceipt, Env, memory_env
 from .types import (
     Allocation,
     Ambiguous,
@@ -148,7 +148,7 @@ class Devnet:
         self.params = params
         self.chain_id = self.proposal.chain_id
         self.blocks: list[Block] = []
-        self.outcomes: list[BlockOutcome] = []
+        self.receipts: list[BlockReceipt] = []  # per block; states are not kept (memory)
         self.state = State()
         self.nonces: dict[bytes, int] = {}
         self.period = 0
@@ -176,7 +176,7 @@ class Devnet:
 
     def _accept(self, block: Block, outcome: BlockOutcome) -> Block:
         self.blocks.append(block)
-        self.outcomes.append(outcome)
+        self.receipts.append(outcome.receipt)
         self.state = outcome.state
         self.period = block.header.period
         return block

@@ -132,12 +132,23 @@ class Settlement:
 
 
 @dataclass(frozen=True)
-class BlockOutcome:
-    state: State
+class BlockReceipt:
+    """What a block did, without the state (cheap to keep for every block)."""
+
     settlement: Settlement | None = None
     anchored: bytes | None = None  # PoI hash
     fees: int = 0
     season: str = ""
+
+
+@dataclass(frozen=True)
+class BlockOutcome:
+    state: State
+    receipt: BlockReceipt = field(default_factory=BlockReceipt)
+
+    @property
+    def settlement(self) -> Settlement | None:
+        return self.receipt.settlement
 
 
 # ---------------------------------------------------------------------------
@@ -267,7 +278,7 @@ def process_improvement_block(state: State, header: BlockHeader, body: Improveme
     anchored = process_anchor(new, problem, header, body.anchor)
     meta = get_meta(new)
     set_meta(new, replace(meta, height=header.height, period=header.period))
-    return BlockOutcome(state=new, settlement=settlement, anchored=anchored, fees=fees, season=season_note)
+    return BlockOutcome(new, BlockReceipt(settlement, anchored, fees, season_note))
 
 
 def validate_improvement_header(problem: ProblemRecord, meta: ChainMeta, head: bytes, header: BlockHeader) -> None:
@@ -579,6 +590,7 @@ __all__ = [
     "process_block",
     "execute_block",
     "BlockOutcome",
+    "BlockReceipt",
     "Settlement",
     "vote_order_key",
 ]

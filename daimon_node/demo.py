@@ -91,13 +91,13 @@ def run(data_dir: Path, console: Console) -> None:
     table = Table(title="blocks")
     for col in ("height", "period", "committer", "txs", "anchored PoI", "votes", "settlement", "distance d", "improver reward"):
         table.add_column(col)
-    for block, outcome in zip(d.blocks, d.outcomes):
+    for block, receipt in zip(d.blocks, d.receipts):
         h = block.header
         body = block.body
         if not isinstance(body, ImprovementBody):
             table.add_row("0", "0", short(h.committer), "-", "problem block", "-", "-", "-", "-")
             continue
-        s = outcome.settlement
+        s = receipt.settlement
         table.add_row(
             str(h.height), str(h.period), short(h.committer), str(len(body.transactions)),
             short(body.anchor.poi.hash) if body.anchor else "",
