@@ -13,8 +13,11 @@ import argparse
 import json
 import logging
 import struct
+import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -180,3 +183,76 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+class ProcessNode:
+    """Controller of one ``python -m p2p.testnode`` child process (tests, benchmarks).
+
+    Use ``async with ProcessNode.spawn(...) as node``: the child is killed on exit
+    whatever happened. Commands are sent one at a time and each waits for its reply
+    under ``timeout_s``.
+    """
+
+    def __init__(self, proc: trio.Process, timeout_s: float) -> None:
+        self.proc = proc
+        self.timeout_s = timeout_s
+        self._buf = b""
+        self._next_id = 0
+        self._lock = trio.Lock()
+        self.peer_id = ""
+        self.addrs: list[str] = []
+
+    @classmethod
+    def spawn(
+        cls, seed: bytes, content_dir: Path, *, topics: Sequence[str] = (), extra: Sequence[str] = (),
+        stderr_path: Path | None = None, timeout_s: float = 30.0,
+    ) -> AbstractAsyncContextManager["ProcessNode"]:
+        @asynccontextmanager
+        async def _run() -> AsyncIterator[ProcessNode]:
+            argv = [sys.executable, "-m", "p2p.testnode", "--seed-hex", seed.hex(), "--content-dir", str(content_dir)]
+            for t in topics:
+                argv += ["--topic", t]
+            argv += list(extra)
+            err = open(stderr_path, "wb") if stderr_path else subprocess.DEVNULL
+            proc = await trio.lowlevel.open_process(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
+                cwd=str(Path(__file__).resolve().parent.parent),
+            )
+            node = cls(proc, timeout_s)
+            try:
+                ready = await node._read_json()
+                node.peer_id, node.addrs = ready["peer_id"], ready["addrs"]
+                yield node
+            finally:
+                proc.kill()
+                with trio.move_on_after(5):
+                    await proc.wait()
+                if stderr_path:
+                    err.close()  # type: ignore[union-attr]
+
+        return _run()
+
+    async def _read_json(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        with trio.fail_after(self.timeout_s):
+            while b"\n" not in self._buf:
+                chunk = await self.proc.stdout.receive_some(65536)
+                if not chunk:
+                    raise RuntimeError(f"test node exited (rc={self.proc.poll()})")
+                self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        return json.loads(line)
+
+    async def call(self, cmd: str, **kwargs: Any) -> dict[str, Any]:
+        """Send one command and return its reply; raises ``RuntimeError`` on a failed command."""
+        async with self._lock:
+            self._next_id += 1
+            assert self.proc.stdin is not None
+            await self.proc.stdin.send_all((json.dumps({"cmd": cmd, "id": self._next_id, **kwargs}) + "\n").encode())
+            while True:
+                reply = await self._read_json()
+                if reply.get("id") == self._next_id:
+                    break
+        if not reply["ok"]:
+            raise RuntimeError(reply["error"])
+        return reply

@@ -1,0 +1,282 @@
+"""p2p benchmark: gossip latency/loss on a 4-process mesh, content throughput.
+
+Run: ``.venv/bin/python benchmarks/p2p_bench.py`` (about a minute). It prints, from
+one run:
+
+- gossip: 1,000 messages of 1 KB published at 100/s in total (round-robin over 4
+  node processes, each connected to the other 3), delivery latency p50/p99 over
+  all 3,000 expected deliveries and how many were lost; next to the round trip
+  of 1 KB over a raw TCP echo between two processes;
+- content: MB/s to fetch a 50 MB object over ``/daimon/content/1`` (into the
+  receiver's store, hash-checked, fsynced), next to a bare py-libp2p stream of
+  the same bytes (memory to memory) and a raw TCP socket copy.
+
+Targets (issue 5): gossip p99 <= 50 ms with 0 lost; content >= 80% of bare libp2p.
+Latencies use wall-clock timestamps; every process is on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import trio
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from p2p import chain_topic  # noqa: E402
+from p2p.testnode import ProcessNode  # noqa: E402
+
+TOPIC = chain_topic(b"\xbe" * 32, "votes")
+N_NODES = 4
+N_MSGS = 1000
+RATE = 100.0
+MSG_SIZE = 1024
+CONTENT_BYTES = 50 * 1024 * 1024
+CHUNK = 1 << 20
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+# -- raw TCP ------------------------------------------------------------------
+def tcp_echo_server() -> None:
+    srv = socket.create_server(("127.0.0.1", 0))
+    print(srv.getsockname()[1], flush=True)
+    conn, _ = srv.accept()
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    while data := conn.recv(65536):
+        conn.sendall(data)
+
+
+def tcp_send_server(nbytes: int) -> None:
+    srv = socket.create_server(("127.0.0.1", 0))
+    print(srv.getsockname()[1], flush=True)
+    conn, _ = srv.accept()
+    block = os.urandom(CHUNK)
+    sent = 0
+    while sent < nbytes:
+        n = min(CHUNK, nbytes - sent)
+        conn.sendall(block[:n])
+        sent += n
+    conn.close()
+
+
+def spawn_self(*args: str) -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen([sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    return proc, int(proc.stdout.readline())
+
+
+def bench_tcp_echo(rounds: int = 1000) -> list[float]:
+    proc, port = spawn_self("--tcp-echo-server")
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            msg = b"x" * MSG_SIZE
+            rtts = []
+            for _ in range(rounds):
+                t0 = time.perf_counter()
+                s.sendall(msg)
+                got = 0
+                while got < MSG_SIZE:
+                    got += len(s.recv(65536))
+                rtts.append((time.perf_counter() - t0) * 1e3)
+            return rtts
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def bench_tcp_copy(nbytes: int) -> float:
+    proc, port = spawn_self("--tcp-send-server", str(nbytes))
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            buf = bytearray(CHUNK)
+            got = 0
+            t0 = time.perf_counter()
+            while got < nbytes:
+                n = s.recv_into(buf)
+                if not n:
+                    break
+                got += n
+            dt = time.perf_counter() - t0
+        assert got == nbytes, (got, nbytes)
+        return nbytes / dt / 1e6
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+# -- bare libp2p stream -----------------------------------------------------------
+BARE_PROTOCOL = "/bench/bare/1"
+
+
+def bare_libp2p_server(nbytes: int) -> None:
+    import multiaddr
+    from libp2p import new_host
+    from libp2p.crypto.ed25519 import create_new_key_pair
+
+    async def main() -> None:
+        host = new_host(key_pair=create_new_key_pair(b"\x55" * 32))
+        block = os.urandom(CHUNK)
+
+        async def handler(stream) -> None:  # type: ignore[no-untyped-def]
+            await stream.read(1)
+            sent = 0
+            while sent < nbytes:
+                n = min(CHUNK, nbytes - sent)
+                await stream.write(block[:n])
+                sent += n
+            await stream.close()
+
+        host.set_stream_handler(BARE_PROTOCOL, handler)
+        async with host.run(listen_addrs=[multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
+            print(json.dumps(str(host.get_addrs()[0])), flush=True)
+            await trio.sleep_forever()
+
+    trio.run(main)
+
+
+async def bench_bare_libp2p(nbytes: int) -> float:
+    import multiaddr
+    from libp2p import new_host
+    from libp2p.crypto.ed25519 import create_new_key_pair
+    from libp2p.network.stream.exceptions import StreamEOF
+    from libp2p.peer.peerinfo import info_from_p2p_addr
+
+    proc = subprocess.Popen([sys.executable, __file__, "--bare-server", str(nbytes)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        addr = json.loads(proc.stdout.readline())
+        host = new_host(key_pair=create_new_key_pair(b"\x66" * 32))
+        async with host.run(listen_addrs=[multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
+            info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
+            with trio.fail_after(30):
+                await host.connect(info)
+                t0 = time.perf_counter()
+                stream = await host.new_stream(info.peer_id, [BARE_PROTOCOL])
+                await stream.write(b"g")
+                got = 0
+                while got < nbytes:
+                    try:
+                        chunk = await stream.read(min(CHUNK, nbytes - got))
+                    except StreamEOF:
+                        break
+                    if not chunk:
+                        break
+                    got += len(chunk)
+                dt = time.perf_counter() - t0
+            assert got == nbytes, (got, nbytes)
+            await stream.close()
+        return nbytes / dt / 1e6
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+# -- p2p package -------------------------------------------------------------------
+async def bench_gossip(tmp: Path) -> tuple[list[float], int]:
+    async with AsyncExitStack() as stack:
+        nodes: list[ProcessNode] = []
+        for i in range(N_NODES):
+            nodes.append(await stack.enter_async_context(ProcessNode.spawn(
+                bytes([0x10 + i]) * 32, tmp / f"g{i}", topics=[TOPIC],
+                extra=[a for n in nodes for a in ("--bootstrap", n.addrs[0])],
+                stderr_path=tmp / f"g{i}.log", timeout_s=60)))
+        with trio.fail_after(60):
+            for n in nodes:
+                while len((await n.call("mesh", topic=TOPIC))["mesh"]) < N_NODES - 1:
+                    await trio.sleep(0.1)
+        start_at = time.time() + 1.0
+        async with trio.open_nursery() as nursery:
+            for i, n in enumerate(nodes):
+                nursery.start_soon(lambda n=n, i=i: n.call(
+                    "bench_publish", topic=TOPIC, count=N_MSGS, rate=RATE, size=MSG_SIZE,
+                    offset=i, stride=N_NODES, start_at=start_at))
+        expected = N_MSGS * (N_NODES - 1)
+        lat: list[float] = []
+        with trio.move_on_after(5):  # drain: stop early once everything arrived
+            while True:
+                lat = [x for n in nodes for x in (await n.call("latencies"))["latencies_ms"]]
+                if len(lat) >= expected:
+                    break
+                await trio.sleep(0.2)
+        return lat, expected - len(lat)
+
+
+async def bench_content(tmp: Path, nbytes: int, trials: int) -> list[float]:
+    async with AsyncExitStack() as stack:
+        a = await stack.enter_async_context(ProcessNode.spawn(b"\x21" * 32, tmp / "ca", stderr_path=tmp / "ca.log", timeout_s=120))
+        b = await stack.enter_async_context(ProcessNode.spawn(b"\x22" * 32, tmp / "cb", stderr_path=tmp / "cb.log", timeout_s=120))
+        await b.call("connect", addr=a.addrs[0])
+        rates = []
+        for t in range(trials):
+            src = tmp / f"blob{t}"
+            src.write_bytes(os.urandom(nbytes))
+            cid = (await a.call("put_file", path=str(src)))["cid"]
+            src.unlink()
+            reply = await b.call("fetch", cid=cid, max_bytes=nbytes, peers=[a.peer_id])
+            rates.append(nbytes / reply["seconds"] / 1e6)
+            Path(reply["path"]).unlink()
+        return rates
+
+
+async def main_async(trials: int) -> None:
+    print(f"p2p benchmark  (python {sys.version.split()[0]}, {os.cpu_count()} cores; other load on the box adds noise)")
+    rtts = bench_tcp_echo()
+    with tempfile.TemporaryDirectory() as d:
+        lat, lost = await bench_gossip(Path(d))
+    print(f"\n== gossip: {N_NODES} processes, full mesh, {N_MSGS} x {MSG_SIZE} B at {RATE:.0f}/s (round-robin publishers)")
+    if lat:
+        print(f"  gossip delivery   p50 {statistics.median(lat):7.2f} ms   p99 {pct(lat, 0.99):7.2f} ms   "
+              f"max {max(lat):7.2f} ms   delivered {len(lat)}/{len(lat) + lost}   lost {lost}")
+    else:
+        print(f"  gossip delivery   nothing delivered, lost {lost}")
+    print(f"  raw TCP echo RTT  p50 {statistics.median(rtts):7.3f} ms   p99 {pct(rtts, 0.99):7.3f} ms   (1 KB, 1000 round trips)")
+    print(f"  target: p99 <= 50 ms and 0 lost -> {'MET' if lat and pct(lat, 0.99) <= 50 and lost == 0 else 'NOT MET'}")
+
+    with tempfile.TemporaryDirectory() as d:
+        content = await bench_content(Path(d), CONTENT_BYTES, trials)
+    bare = [await bench_bare_libp2p(CONTENT_BYTES) for _ in range(trials)]
+    tcp = [bench_tcp_copy(CONTENT_BYTES) for _ in range(trials)]
+    mb = CONTENT_BYTES / 1e6
+    print(f"\n== content: {mb:.0f} MB object, {trials} trials each (best / all)")
+    print(f"  /daimon/content/1 {max(content):7.1f} MB/s   {[round(x, 1) for x in content]}   (to disk, SHA-256 checked, fsync)")
+    print(f"  bare libp2p stream{max(bare):7.1f} MB/s   {[round(x, 1) for x in bare]}   (memory to memory, Noise + Yamux)")
+    print(f"  raw TCP copy      {max(tcp):7.1f} MB/s   {[round(x, 1) for x in tcp]}")
+    ratio = max(content) / max(bare)
+    print(f"  content / bare libp2p = {ratio:.0%}  target >= 80% -> {'MET' if ratio >= 0.8 else 'NOT MET'}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--trials", type=int, default=3)
+    p.add_argument("--tcp-echo-server", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--tcp-send-server", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--bare-server", type=int, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.tcp_echo_server:
+        tcp_echo_server()
+    elif args.tcp_send_server:
+        tcp_send_server(args.tcp_send_server)
+    elif args.bare_server:
+        bare_libp2p_server(args.bare_server)
+    else:
+        trio.run(main_async, args.trials)
+
+
+if __name__ == "__main__":
+    main()
