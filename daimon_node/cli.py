@@ -49,6 +49,10 @@ def keys_show(
 
 
 # --- command groups from other modules are attached below -------------------
+from .cli_model import app as model_app  # noqa: E402
+app.add_typer(model_app, name="model")
+from .cli_problem import app as problem_app  # noqa: E402
+app.add_typer(problem_app, name="problem")
 
 
 def main() -> None:

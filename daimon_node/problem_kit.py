@@ -1,0 +1,476 @@
+"""The problem contributor's kit: dataset in, signed problem proposal out (DESIGN §1, §4).
+
+``create_problem`` splits a labelled dataset into
+
+- a *train* split, published for improvers (``train_x.npy``, ``train_y.npy``);
+- the *test* inputs ``Z`` (published, content-addressed) whose labels ``x_t``
+  stay hidden: only ``y_t = f_int(x_t)`` is published, in the test tuple;
+- optionally a *holdout* ``Z_h`` whose labels ``x_h`` are sealed by
+  ``H(salt || x_h)`` in the proposal and opened at the end of a season.
+
+It builds the DEL for ``x_t`` (trained with ``del_embed`` when ``del_steps > 0``,
+otherwise an untrained MLP initialised as a random projection of the one-hot
+labels, DESIGN §9's baseline), signs the test tuple and the proposal, and
+writes a problem directory:
+
+    problem.json    human-readable summary (ids in hex, parameters, file names)
+    proposal.bin    the proposal's canonical bytes (its SHA-256 is the chain id)
+    <hex sha256>    each content file (Z, DEL, Z_h) named by its content id
+    train_x.npy, train_y.npy
+
+The secrets (``x_t``, ``x_h`` and the salt) go to a separate private file,
+mode 0600, never into the published directory. ``load_problem`` reads a
+problem directory back, checking every content file against its id, and
+``np.load`` never unpickles (``allow_pickle=False``): the files come from peers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+
+from chain.constants import ZERO_HASH
+from chain.crypto import KeyPair
+from chain.errors import DecodeError
+from chain.labels import array_to_labels
+from chain.season import holdout_commitment
+from chain.signing import EMPTY_SIGNATURE, is_valid_signature, sign
+from chain.types import Allocation, InputSpec, ProblemParams, Proposal, SealedHoldout, TestTuple
+from del_embed.integer import IntegerDEL, IntegerDELError, f_int, integer_del_from_bytes
+
+from .errors import DaimonError
+
+PROBLEM_FILE: Final[str] = "problem.json"
+PROPOSAL_FILE: Final[str] = "proposal.bin"
+TRAIN_X_FILE: Final[str] = "train_x.npy"
+TRAIN_Y_FILE: Final[str] = "train_y.npy"
+DATASETS: Final[tuple[str, ...]] = ("digits",)
+SPLIT_SEED: Final[int] = 0
+
+
+class ProblemKitError(DaimonError):
+    """A dataset, a parameter or a problem directory is unusable."""
+
+
+# ---------------------------------------------------------------------------
+# Datasets and splits
+# ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Dataset:
+    """Inputs ``x`` (N, ...) as float32, labels ``y`` (N,) in 0..C-1, and the value range."""
+
+    name: str
+    x: np.ndarray
+    y: np.ndarray
+    num_classes: int
+    value_low: int
+    value_high: int
+
+
+def load_dataset(name: str) -> Dataset:
+    """A bundled, offline dataset by name (scikit-learn's digits: 1,797 8x8 images, values 0..16)."""
+    if name != "digits":
+        raise ProblemKitError(f"unknown dataset {name!r}; available: {', '.join(DATASETS)}")
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return Dataset("digits", d.data.astype(np.float32), d.target.astype(np.int64), 10, 0, 16)
+
+
+@dataclass(frozen=True)
+class Split:
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    holdout_x: np.ndarray | None
+    holdout_y: np.ndarray | None
+
+
+def split_dataset(ds: Dataset, *, test_fraction: float = 0.3, holdout_fraction: float = 0.0, seed: int = SPLIT_SEED) -> Split:
+    """A seeded permutation cut into test, holdout and train (in that order).
+
+    The same dataset, fractions and seed always give the same split, so the
+    examples (``daimon_node.examples``) can train on exactly the published train split.
+    """
+    n = len(ds.y)
+    if not (0.0 < test_fraction <= 1.0 and 0.0 <= holdout_fraction < 1.0 and test_fraction + holdout_fraction <= 1.0):
+        raise ProblemKitError(f"bad split fractions test={test_fraction} holdout={holdout_fraction}")
+    perm = np.random.default_rng(seed).permutation(n)
+    n_test = int(round(test_fraction * n))
+    n_hold = int(round(holdout_fraction * n))
+    if n_test < 1 or (holdout_fraction > 0 and n_hold < 1):
+        raise ProblemKitError("the split leaves an empty test or holdout set")
+    test, hold, train = perm[:n_test], perm[n_test : n_test + n_hold], perm[n_test + n_hold :]
+    return Split(
+        ds.x[train], ds.y[train], ds.x[test], ds.y[test],
+        ds.x[hold] if n_hold else None, ds.y[hold] if n_hold else None,
+    )
+
+
+# ---------------------------------------------------------------------------
+# The DEL for x_t
+# ---------------------------------------------------------------------------
+def random_projection_del(x_t: np.ndarray, num_classes: int, *, n: int = 256, seed: int = 0) -> bytes:
+    """An untrained DEL artifact: the MLP set up to compute a random projection of one-hot(x).
+
+    ``W1`` is Gaussian (n x m*C); ``b1`` is each unit's worst-case |pre-activation|
+    so ReLU never clips, for any input; ``W2`` is the identity and ``b2 = -b1``,
+    so the output is exactly ``W1 onehot(x)`` up to quantisation. By
+    Johnson–Lindenstrauss ``1 - cos`` then tracks the label error (DESIGN §9:
+    MAE 0.0018 below 5% error on FashionMNIST). It needs no torch.
+    """
+    from del_embed.artifact import build_artifact, to_bytes
+
+    m = int(len(x_t))
+    rng = np.random.default_rng(seed)
+    w1 = rng.standard_normal((n, m * num_classes)) / np.sqrt(m)
+    b1 = np.abs(w1).reshape(n, m, num_classes).max(axis=2).sum(axis=1) + 1.0
+    w2 = np.eye(n)
+    b2 = -b1
+    config = {"m": m, "num_classes": num_classes, "hidden": n, "n": n, "encoding": "onehot",
+              "weight_bits": 12, "kind": "random-projection", "seed": seed}
+    art = build_artifact({"w1": w1, "b1": b1, "w2": w2, "b2": b2}, config, {"steps_done": 0})
+    return to_bytes(art)
+
+
+def trained_del(x_t: np.ndarray, num_classes: int, *, steps: int, seed: int = 0, max_seconds: float = 0.0) -> bytes:
+    """A DEL trained on GENERATEDATA(x_t) by ``del_embed`` (imports torch: the ``train`` extra)."""
+    try:
+        from del_embed.artifact import to_bytes
+        from del_embed.model import DELConfig
+        from del_embed.train import train_artifact
+    except ImportError as exc:
+        raise ProblemKitError(f"training a DEL needs torch (pip install '.[train]'): {exc}") from None
+    cfg = DELConfig(m=int(len(x_t)), num_classes=num_classes, steps=steps, seed=seed, max_seconds=max_seconds)
+    art, _ = train_artifact(np.asarray(x_t, dtype=np.int64), cfg)
+    return to_bytes(art)
+
+
+# ---------------------------------------------------------------------------
+# Problem parameters
+# ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ProblemOptions:
+    """Everything ``create_problem`` needs besides data and keys; defaults suit a local testnet."""
+
+    name: str = "digits"
+    token_symbol: str = "DIG"
+    decimals: int = 18
+    t_p: int = 60
+    t_b: int = 60
+    grace: int = 30
+    delta_ppb: int = 1_000_000  # an improvement must beat d_c by 0.1%
+    reward_a: int = 3
+    reward_scale: int = 10**18
+    committers: tuple[bytes, ...] = ()  # empty: the creator alone
+    validator_bond: int = 10**18
+    improver_bond: int = 10**17
+    contributor_bond: int = 10**18
+    tie_margin_ppb: int = 100_000  # top-two probability gap of 1e-4
+    max_ambiguous: int | None = None  # None: 1% of all labelled positions
+    max_model_bytes: int = 16 * 2**20
+    max_infer_ms: int = 10_000
+    max_votes: int = 16
+    unbonding_periods: int = 2
+    season_periods: int = 4  # used only with a holdout
+    reveal_window: int = 2
+    holdout_margin_ppb: int = 0
+    consistency_ppb: int = 100_000_000
+    genesis: tuple[tuple[bytes, int], ...] = ()  # (address, amount); empty: the creator gets 1000 tokens
+    t0: int | None = None  # None: now
+    del_steps: int = 0  # 0: untrained random-projection DEL
+    del_n: int = 256
+    del_max_seconds: float = 0.0
+    seed: int = 0
+
+
+def build_params(opts: ProblemOptions, ds: Dataset, creator: KeyPair, m: int, m_h: int) -> ProblemParams:
+    """``ProblemParams`` from options, filling defaults that depend on the data and the creator."""
+    genesis = opts.genesis or ((creator.address_bytes, 1000 * 10**opts.decimals),)
+    return ProblemParams(
+        name=opts.name,
+        input_spec=InputSpec(tuple(int(d) for d in ds.x.shape[1:]), str(ds.x.dtype), ds.value_low, ds.value_high, 1),
+        num_classes=ds.num_classes,
+        token_symbol=opts.token_symbol,
+        decimals=opts.decimals,
+        t_p=opts.t_p,
+        t_b=opts.t_b,
+        grace=opts.grace,
+        delta_ppb=opts.delta_ppb,
+        reward_a=opts.reward_a,
+        reward_scale=opts.reward_scale,
+        committers=opts.committers or (creator.public_key,),
+        validator_bond=opts.validator_bond,
+        improver_bond=opts.improver_bond,
+        contributor_bond=opts.contributor_bond,
+        tie_margin_ppb=opts.tie_margin_ppb,
+        max_ambiguous=opts.max_ambiguous if opts.max_ambiguous is not None else max(1, (m + m_h) // 100),
+        max_model_bytes=opts.max_model_bytes,
+        max_infer_ms=opts.max_infer_ms,
+        max_votes=opts.max_votes,
+        unbonding_periods=opts.unbonding_periods,
+        season_periods=opts.season_periods if m_h else 0,
+        reveal_window=opts.reveal_window,
+        holdout_margin_ppb=opts.holdout_margin_ppb,
+        consistency_ppb=opts.consistency_ppb,
+        genesis=tuple(Allocation(a, v) for a, v in genesis),
+        t0=int(time.time()) if opts.t0 is None else opts.t0,
+    )
+
+
+# ---------------------------------------------------------------------------
+# Writing and reading a problem directory
+# ---------------------------------------------------------------------------
+def npy_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
+    return buf.getvalue()
+
+
+def load_npy(data: bytes) -> np.ndarray:
+    """Parse npy bytes from anyone: no pickles, numeric dtypes only."""
+    try:
+        arr = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise ProblemKitError(f"malformed npy content: {exc}") from None
+    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "fiu":
+        raise ProblemKitError("npy content must be a numeric array")
+    return arr
+
+
+def content_id(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What PROVE and VERIFY need of a problem: the proposal, its tuples and their content.
+
+    ``tuples`` may hold test tuples beyond the proposal's first (added during
+    T_p); ``holdout`` is the sealed holdout in force (the season's), if any.
+    """
+
+    proposal: Proposal
+    tuples: tuple[TestTuple, ...]
+    dels: tuple[IntegerDEL, ...]
+    z: tuple[np.ndarray, ...]
+    holdout: SealedHoldout | None = None
+    z_h: np.ndarray | None = None
+
+    @property
+    def params(self) -> ProblemParams:
+        return self.proposal.params
+
+    @property
+    def chain_id(self) -> bytes:
+        return self.proposal.chain_id
+
+    def inputs(self) -> list[tuple[bytes, np.ndarray]]:
+        """(content id, array) of every input set a model is run on: tuples' Z, then Z_h."""
+        out = [(t.z_id, z) for t, z in zip(self.tuples, self.z)]
+        if self.holdout is not None and self.z_h is not None:
+            out.append((self.holdout.z_h_id, self.z_h))
+        return out
+
+    def sizes(self) -> list[int]:
+        return [t.m for t in self.tuples] + ([self.holdout.m_h] if self.holdout is not None else [])
+
+
+@dataclass(frozen=True)
+class CreatedProblem:
+    problem: Problem
+    directory: Path
+    secret_path: Path
+    split: Split
+
+
+def create_problem(
+    out_dir: Path,
+    creator: KeyPair,
+    *,
+    dataset: Dataset | str = "digits",
+    test_fraction: float = 0.3,
+    holdout_fraction: float = 0.0,
+    opts: ProblemOptions | None = None,
+    secret_path: Path | None = None,
+) -> CreatedProblem:
+    """Split, build the DEL, sign tuple and proposal, and write the problem directory.
+
+    ``secret_path`` (default ``<out_dir>.secret.json``, beside, not inside, the
+    published directory) receives ``x_t``, ``x_h`` and the salt with mode 0600.
+    """
+    opts = opts or ProblemOptions()
+    ds = load_dataset(dataset) if isinstance(dataset, str) else dataset
+    split = split_dataset(ds, test_fraction=test_fraction, holdout_fraction=holdout_fraction, seed=opts.seed)
+    out_dir = Path(out_dir)
+    if (out_dir / PROPOSAL_FILE).exists():
+        raise ProblemKitError(f"{out_dir} already holds a problem; refusing to overwrite it")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    x_t = split.test_y
+    if opts.del_steps > 0:
+        del_bytes = trained_del(x_t, ds.num_classes, steps=opts.del_steps, seed=opts.seed, max_seconds=opts.del_max_seconds)
+    else:
+        del_bytes = random_projection_del(x_t, ds.num_classes, n=opts.del_n, seed=opts.seed)
+    del_model = integer_del_from_bytes(del_bytes)
+    z_bytes = npy_bytes(split.test_x)
+    contents = {content_id(z_bytes): z_bytes, content_id(del_bytes): del_bytes}
+    m = len(x_t)
+    tup = sign(TestTuple(content_id(z_bytes), content_id(del_bytes), m, f_int(del_model, x_t),
+                         creator.public_key, EMPTY_SIGNATURE), creator)
+    holdout = None
+    salt = b""
+    if split.holdout_x is not None and split.holdout_y is not None:
+        salt = secrets.token_bytes(32)
+        zh_bytes = npy_bytes(split.holdout_x)
+        contents[content_id(zh_bytes)] = zh_bytes
+        holdout = SealedHoldout(content_id(zh_bytes), len(split.holdout_y),
+                                holdout_commitment(salt, array_to_labels(split.holdout_y)))
+    params = build_params(opts, ds, creator, m, holdout.m_h if holdout else 0)
+    proposal = sign(Proposal(params, tup, holdout, creator.public_key, EMPTY_SIGNATURE), creator)
+    for cid, data in contents.items():
+        (out_dir / cid.hex()).write_bytes(data)
+    (out_dir / TRAIN_X_FILE).write_bytes(npy_bytes(split.train_x))
+    (out_dir / TRAIN_Y_FILE).write_bytes(npy_bytes(split.train_y))
+    (out_dir / PROPOSAL_FILE).write_bytes(proposal.encode())
+    summary = problem_summary(proposal, del_model)
+    summary["dataset"] = {"name": ds.name, "train": len(split.train_y), "test": m,
+                          "holdout": holdout.m_h if holdout else 0, "split_seed": opts.seed}
+    (out_dir / PROBLEM_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    secret = Path(secret_path) if secret_path is not None else out_dir.with_name(out_dir.name + ".secret.json")
+    write_private_json(secret, {
+        "chain_id": proposal.chain_id.hex(),
+        "x_t": array_to_labels(x_t).hex(),
+        "x_h": array_to_labels(split.holdout_y).hex() if split.holdout_y is not None else None,
+        "salt": salt.hex() if holdout else None,
+    })
+    problem = Problem(proposal, (tup,), (del_model,), (split.test_x,), holdout, split.holdout_x)
+    return CreatedProblem(problem, out_dir, secret, split)
+
+
+def write_private_json(path: Path, obj: dict[str, Any]) -> None:
+    """Write a secret file created with mode 0600 (never readable by others, even briefly)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def problem_summary(proposal: Proposal, del_model: IntegerDEL | None = None) -> dict[str, Any]:
+    """A JSON-ready view of a proposal: hex for bytes, every parameter by name."""
+    p = proposal.params
+    params: dict[str, Any] = {}
+    for name, _ in ProblemParams.FIELDS:
+        v = getattr(p, name)
+        if name == "input_spec":
+            v = {"shape": list(v.shape), "dtype": v.dtype, "range": [v.range_num_low, v.range_num_high, v.range_den]}
+        elif name == "committers":
+            v = [c.hex() for c in v]
+        elif name == "genesis":
+            v = [{"address": a.address.hex(), "amount": str(a.amount)} for a in v]
+        elif name in ("reward_scale", "validator_bond", "improver_bond", "contributor_bond"):
+            v = str(v)
+        params[name] = v
+    tup = proposal.first_tuple
+    out: dict[str, Any] = {
+        "chain_id": proposal.chain_id.hex(),
+        "creator": proposal.creator.hex(),
+        "params": params,
+        "tuples": [{"z_id": tup.z_id.hex(), "del_id": tup.del_id.hex(), "m": tup.m, "y_t_len": len(tup.y_t)}],
+        "holdout": None,
+        "files": {"proposal": PROPOSAL_FILE, "train_x": TRAIN_X_FILE, "train_y": TRAIN_Y_FILE},
+    }
+    if del_model is not None:
+        out["del"] = {"m": del_model.m, "hidden": del_model.hidden, "n": del_model.n,
+                      "encoding": del_model.encoding, "kind": del_model.config.get("kind", "trained")}
+    if proposal.holdout is not None:
+        h = proposal.holdout
+        out["holdout"] = {"z_h_id": h.z_h_id.hex(), "m_h": h.m_h, "commitment": h.commitment.hex()}
+    return out
+
+
+def read_content(directory: Path, cid: bytes) -> bytes:
+    path = Path(directory) / cid.hex()
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ProblemKitError(f"content {cid.hex()[:16]} is missing from {directory}") from None
+    if content_id(data) != cid:
+        raise ProblemKitError(f"content file {path.name[:16]} does not match its id")
+    return data
+
+
+def load_problem(directory: Path) -> Problem:
+    """Read and check a problem directory: signatures, content ids, and that Z fits its tuple."""
+    directory = Path(directory)
+    try:
+        proposal = Proposal.decode((directory / PROPOSAL_FILE).read_bytes())
+    except FileNotFoundError:
+        raise ProblemKitError(f"no {PROPOSAL_FILE} in {directory}; run 'daimon-node problem create'") from None
+    except DecodeError as exc:
+        raise ProblemKitError(f"{directory / PROPOSAL_FILE} is malformed: {exc}") from None
+    if not is_valid_signature(proposal, ZERO_HASH) or not is_valid_signature(proposal.first_tuple, ZERO_HASH):
+        raise ProblemKitError(f"{directory / PROPOSAL_FILE} carries a bad signature")
+    params = proposal.params
+    tup = proposal.first_tuple
+    try:
+        del_model = integer_del_from_bytes(read_content(directory, tup.del_id))
+    except IntegerDELError as exc:
+        raise ProblemKitError(f"DEL artifact is malformed: {exc}") from None
+    if del_model.m != tup.m or del_model.num_classes != params.num_classes or del_model.n != len(tup.y_t):
+        raise ProblemKitError("DEL artifact does not fit its test tuple")
+    z = check_inputs(load_npy(read_content(directory, tup.z_id)), tup.m, params.input_spec)
+    z_h = None
+    if proposal.holdout is not None:
+        z_h = check_inputs(load_npy(read_content(directory, proposal.holdout.z_h_id)), proposal.holdout.m_h, params.input_spec)
+    return Problem(proposal, (tup,), (del_model,), (z,), proposal.holdout, z_h)
+
+
+def check_inputs(z: np.ndarray, m: int, spec: InputSpec) -> np.ndarray:
+    """``Z`` must hold ``m`` inputs of the spec's shape and dtype."""
+    if z.shape != (m, *spec.shape) or str(z.dtype) != spec.dtype:
+        raise ProblemKitError(f"inputs are {z.dtype}{list(z.shape)}, expected {spec.dtype}{[m, *spec.shape]}")
+    return z
+
+
+def load_train_split(directory: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The published train split of a problem directory (for improvers)."""
+    directory = Path(directory)
+    try:
+        x = load_npy((directory / TRAIN_X_FILE).read_bytes())
+        y = load_npy((directory / TRAIN_Y_FILE).read_bytes())
+    except FileNotFoundError as exc:
+        raise ProblemKitError(f"{directory} has no train split: {exc.filename}") from None
+    if x.ndim < 2 or y.shape != (len(x),):
+        raise ProblemKitError(f"train split shapes {x.shape} and {y.shape} do not fit")
+    return x, y.astype(np.int64)
+
+
+def read_secret(path: Path) -> dict[str, Any]:
+    """The contributor's private file: ``x_t``, ``x_h`` (numpy arrays) and ``salt`` (bytes)."""
+    obj = json.loads(Path(path).read_text())
+    return {
+        "chain_id": bytes.fromhex(obj["chain_id"]),
+        "x_t": np.frombuffer(bytes.fromhex(obj["x_t"]), dtype=np.uint8).astype(np.int64),
+        "x_h": None if obj["x_h"] is None else np.frombuffer(bytes.fromhex(obj["x_h"]), dtype=np.uint8).astype(np.int64),
+        "salt": None if obj["salt"] is None else bytes.fromhex(obj["salt"]),
+    }
+
+
+__all__ = [
+    "Dataset", "Split", "Problem", "ProblemOptions", "CreatedProblem", "ProblemKitError",
+    "load_dataset", "split_dataset", "random_projection_del", "trained_del", "build_params",
+    "create_problem", "load_problem", "load_train_split", "read_secret", "problem_summary",
+    "npy_bytes", "load_npy",
+]

@@ -1,0 +1,271 @@
+"""The model sandbox: hostile ONNX models fail with typed errors, in bounded time, and the node lives on."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from daimon_node.errors import DaimonError
+from daimon_node.sandbox import (
+    BadModel,
+    BadModelOutput,
+    ModelCrashed,
+    ModelMemoryError,
+    ModelTimeout,
+    ModelTooLarge,
+    Sandbox,
+    SandboxError,
+    SandboxLimits,
+    array_from_blob,
+)
+
+N, F, C = 50, 64, 10
+KEY = b"z" * 32
+MAX_BYTES = 10**7
+
+
+# ---------------------------------------------------------------------------
+# Models built from pure ONNX operators
+# ---------------------------------------------------------------------------
+def _model(nodes: list, outputs: list, initializers: list = ()) -> bytes:  # type: ignore[type-arg]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, F])], outputs, initializer=list(initializers)
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def good_model(seed: int = 0) -> bytes:
+    """softmax(x W): a valid (N, C) float32 score tensor."""
+    w = np.random.default_rng(seed).standard_normal((F, C)).astype(np.float32) / 8
+    return _model(
+        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Softmax", ["h"], ["y"], axis=1)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, C])],
+        [numpy_helper.from_array(w, "w")],
+    )
+
+
+def forever_model() -> bytes:
+    """A Loop with a trip count of 2^62 whose state depends on the input (no constant folding)."""
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("Add", ["v_in", "one"], ["v_out"])],
+        "body",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("v_in", TensorProto.FLOAT, []),
+        ],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []), helper.make_tensor_value_info("v_out", TensorProto.FLOAT, [])],
+        initializer=[numpy_helper.from_array(np.array(1.0, np.float32), "one")],
+    )
+    return _model(
+        [
+            helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+            helper.make_node("Loop", ["trips", "cond", "s"], ["y"], body=body),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])],
+        [numpy_helper.from_array(np.array(2**62, np.int64), "trips"), numpy_helper.from_array(np.array(True), "cond")],
+    )
+
+
+def huge_alloc_model() -> bytes:
+    """ConstantOfShape to 50,000 x 50,000 float32 = 10 GB, shape derived from the input."""
+    return _model(
+        [
+            helper.make_node("Shape", ["x"], ["xs"]),
+            helper.make_node("Mul", ["xs", "zero"], ["z"]),
+            helper.make_node("Add", ["z", "big"], ["shape"]),
+            helper.make_node("ConstantOfShape", ["shape"], ["y"], value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, None])],
+        [numpy_helper.from_array(np.array([0, 0], np.int64), "zero"), numpy_helper.from_array(np.array([50_000, 50_000], np.int64), "big")],
+    )
+
+
+def wrong_shape_model() -> bytes:
+    """Returns the (N, 64) input as its 'scores'."""
+    return _model([helper.make_node("Identity", ["x"], ["y"])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, F])])
+
+
+def int_output_model() -> bytes:
+    """Returns (N, C) int64 'scores'."""
+    return _model(
+        [helper.make_node("Slice", ["x", "s", "e", "a"], ["h"]), helper.make_node("Cast", ["h"], ["y"], to=TensorProto.INT64)],
+        [helper.make_tensor_value_info("y", TensorProto.INT64, [None, C])],
+        [numpy_helper.from_array(np.array([0], np.int64), n) for n in ("s", "a")] + [numpy_helper.from_array(np.array([C], np.int64), "e")],
+    )
+
+
+def nan_model() -> bytes:
+    """(N, C) scores that are all NaN: log of -1."""
+    return _model(
+        [
+            helper.make_node("Slice", ["x", "s", "e", "a"], ["h"]),
+            helper.make_node("Mul", ["h", "zero"], ["z"]),
+            helper.make_node("Sub", ["z", "one"], ["m"]),
+            helper.make_node("Log", ["m"], ["y"]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, C])],
+        [numpy_helper.from_array(np.array([0], np.int64), n) for n in ("s", "a")]
+        + [numpy_helper.from_array(np.array([C], np.int64), "e"), numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+           numpy_helper.from_array(np.array(1.0, np.float32), "one")],
+    )
+
+
+def external_data_model() -> bytes:
+    """An initializer whose bytes would come from a file on the validator's disk."""
+    w = onnx.TensorProto()
+    w.name, w.data_type = "w", TensorProto.UINT8
+    w.dims.extend([4])
+    w.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", "/etc/hostname"), ("offset", "0"), ("length", "4")):
+        entry = w.external_data.add()
+        entry.key, entry.value = key, value
+    return _model([helper.make_node("Cast", ["w"], ["y"], to=TensorProto.FLOAT)],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])], [w])
+
+
+@pytest.fixture(scope="module")
+def z() -> np.ndarray:
+    return np.random.default_rng(1).uniform(0, 16, (N, F)).astype(np.float32)
+
+
+@pytest.fixture()
+def sandbox():  # type: ignore[no-untyped-def]
+    with Sandbox(SandboxLimits(memory_bytes=1 << 30, wall_seconds=3.0, startup_seconds=60.0)) as sb:
+        sb.start()
+        yield sb
+
+
+def run(sb: Sandbox, model: bytes, z: np.ndarray, **kw) -> list[np.ndarray]:  # type: ignore[no-untyped-def]
+    return sb.run(model, [(KEY, z)], num_classes=C, max_model_bytes=MAX_BYTES, **kw)
+
+
+def assert_recovers(sb: Sandbox, z: np.ndarray) -> None:
+    """After a failure the same Sandbox runs a good model correctly (restarting if needed)."""
+    (scores,) = run(sb, good_model(), z)
+    w = numpy_helper.to_array(onnx.load_from_string(good_model()).graph.initializer[0])
+    h = z.astype(np.float64) @ w
+    ref = np.exp(h - h.max(axis=1, keepdims=True))
+    ref /= ref.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(scores, ref, rtol=1e-4, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------
+# Tests
+# ---------------------------------------------------------------------------
+@pytest.mark.timeout(60)
+def test_good_model_scores_on_a_warm_worker(sandbox: Sandbox, z: np.ndarray) -> None:
+    pid = sandbox.pid
+    assert pid is not None and pid != os.getpid()
+    assert sandbox.cold_start_seconds is not None and sandbox.cold_start_seconds > 0
+    assert_recovers(sandbox, z)
+    (again,) = run(sandbox, good_model(), z)
+    assert again.shape == (N, C) and again.dtype == np.float32
+    assert sandbox.pid == pid  # the same warm worker served both runs
+    assert sandbox.start() == 0.0  # already warm: no cold start
+
+
+@pytest.mark.timeout(60)
+def test_several_inputs_in_one_run(sandbox: Sandbox, z: np.ndarray) -> None:
+    out = sandbox.run(good_model(), [(KEY, z), (b"h" * 32, z[:7])], num_classes=C, max_model_bytes=MAX_BYTES)
+    assert [o.shape for o in out] == [(N, C), (7, C)]
+    np.testing.assert_array_equal(out[0][:7], out[1])
+
+
+@pytest.mark.timeout(30)
+def test_invalid_oversized_model_is_never_loaded(z: np.ndarray) -> None:
+    sb = Sandbox()
+    model = good_model()
+    with pytest.raises(ModelTooLarge) as info:
+        sb.run(model, [(KEY, z)], num_classes=C, max_model_bytes=len(model) - 1)
+    assert info.value.size == len(model) and info.value.limit == len(model) - 1
+    assert sb.pid is None  # rejected before any worker was started
+    sb.close()
+
+
+@pytest.mark.timeout(60)
+def test_invalid_model_that_loops_forever_times_out(sandbox: Sandbox, z: np.ndarray) -> None:
+    t0 = time.monotonic()
+    with pytest.raises(ModelTimeout):
+        run(sandbox, forever_model(), z, wall_seconds=1.5)
+    assert time.monotonic() - t0 < 10
+    assert_recovers(sandbox, z)
+    assert sandbox.restarts == 1
+
+
+@pytest.mark.timeout(60)
+def test_invalid_model_past_its_cpu_budget_dies_of_sigxcpu(z: np.ndarray) -> None:
+    with Sandbox(SandboxLimits(wall_seconds=30.0, cpu_seconds=1.0)) as sb:
+        t0 = time.monotonic()
+        with pytest.raises(ModelTimeout, match="CPU"):
+            run(sb, forever_model(), z)
+        assert time.monotonic() - t0 < 30
+        assert_recovers(sb, z)
+
+
+@pytest.mark.timeout(60)
+def test_invalid_model_allocating_10_gb_hits_the_memory_limit(sandbox: Sandbox, z: np.ndarray) -> None:
+    t0 = time.monotonic()
+    with pytest.raises(ModelMemoryError):
+        run(sandbox, huge_alloc_model(), z)
+    assert time.monotonic() - t0 < 10
+    assert_recovers(sandbox, z)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "make, error",
+    [(wrong_shape_model, BadModelOutput), (int_output_model, BadModelOutput), (nan_model, BadModelOutput)],
+    ids=["wrong_shape", "int_scores", "nan_scores"],
+)
+def test_invalid_output(sandbox: Sandbox, z: np.ndarray, make, error) -> None:  # type: ignore[no-untyped-def]
+    pid = sandbox.pid
+    with pytest.raises(error):
+        run(sandbox, make(), z)
+    assert_recovers(sandbox, z)
+    assert sandbox.pid == pid  # a bad output does not cost the warm worker
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("model", [b"\x08\x07 not an onnx model" * 10, external_data_model()], ids=["garbage", "external_data"])
+def test_invalid_model_bytes_are_a_bad_model(sandbox: Sandbox, z: np.ndarray, model: bytes) -> None:
+    with pytest.raises(BadModel):
+        run(sandbox, model, z)
+    assert_recovers(sandbox, z)
+
+
+@pytest.mark.timeout(60)
+def test_invalid_worker_killed_mid_run_is_a_crash(sandbox: Sandbox, z: np.ndarray) -> None:
+    pid = sandbox.pid
+    assert pid is not None
+    killer = threading.Timer(0.5, os.kill, (pid, signal.SIGSEGV))
+    killer.start()
+    try:
+        with pytest.raises(ModelCrashed, match="SIGSEGV"):
+            run(sandbox, forever_model(), z, wall_seconds=20.0)
+    finally:
+        killer.cancel()
+    assert_recovers(sandbox, z)
+
+
+def test_errors_are_daimon_errors() -> None:
+    for cls in (ModelTooLarge, ModelTimeout, ModelMemoryError, ModelCrashed, BadModel, BadModelOutput):
+        assert issubclass(cls, SandboxError) and issubclass(cls, DaimonError)
+
+
+def test_invalid_frames_are_refused_not_unpickled() -> None:
+    with pytest.raises(ValueError, match="not allowed"):
+        array_from_blob({"dtype": "object", "shape": [1]}, b"\x80\x04K\x01.")
+    with pytest.raises(ValueError, match="do not hold"):
+        array_from_blob({"dtype": "float32", "shape": [2, 2]}, b"\x00" * 12)
+    arr = array_from_blob({"dtype": "float32", "shape": [2, 2]}, np.arange(4, dtype=np.float32).tobytes())
+    assert arr.tolist() == [[0, 1], [2, 3]]
