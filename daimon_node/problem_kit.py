@@ -45,7 +45,7 @@ from chain.labels import array_to_labels
 from chain.season import holdout_commitment
 from chain.signing import EMPTY_SIGNATURE, is_valid_signature, sign
 from chain.types import Allocation, InputSpec, ProblemParams, Proposal, SealedHoldout, TestTuple
-from del_embed.integer import IntegerDEL, IntegerDELError, f_int, integer_del_from_bytes
+from del_embed.integer import IntegerDEL, IntegerDELError, f_int, integer_del_from_bytes, integer_del_to_bytes, quantize
 
 from .errors import DaimonError
 
@@ -127,20 +127,16 @@ def random_projection_del(x_t: np.ndarray, num_classes: int, *, n: int = 256, se
     so ReLU never clips, for any input; ``W2`` is the identity and ``b2 = -b1``,
     so the output is exactly ``W1 onehot(x)`` up to quantisation. By
     Johnson–Lindenstrauss ``1 - cos`` then tracks the label error (DESIGN §9:
-    MAE 0.0018 below 5% error on FashionMNIST). It needs no torch.
+    MAE 0.0018 below 5% error on FashionMNIST). It needs no torch, and its float
+    weights are not stored: the seed in the config regenerates them.
     """
-    from del_embed.artifact import build_artifact, to_bytes
-
     m = int(len(x_t))
     rng = np.random.default_rng(seed)
     w1 = rng.standard_normal((n, m * num_classes)) / np.sqrt(m)
     b1 = np.abs(w1).reshape(n, m, num_classes).max(axis=2).sum(axis=1) + 1.0
-    w2 = np.eye(n)
-    b2 = -b1
-    config = {"m": m, "num_classes": num_classes, "hidden": n, "n": n, "encoding": "onehot",
-              "weight_bits": 12, "kind": "random-projection", "seed": seed}
-    art = build_artifact({"w1": w1, "b1": b1, "w2": w2, "b2": b2}, config, {"steps_done": 0})
-    return to_bytes(art)
+    integer = quantize(w1, b1, np.eye(n), -b1, m=m, num_classes=num_classes, encoding="onehot", weight_bits=12,
+                       config={"kind": "random-projection", "seed": seed})
+    return integer_del_to_bytes(integer)
 
 
 def trained_del(x_t: np.ndarray, num_classes: int, *, steps: int, seed: int = 0, max_seconds: float = 0.0) -> bytes:
