@@ -1,0 +1,315 @@
+"""The RPC surface: what the node implements (``RpcBackend``), the method table, result shapes.
+
+Conventions, chosen once so that every method follows them:
+
+- Backend methods are ``async def``: the node may await its mempool, store or peers
+  without blocking the server, and a method that needs no await costs one coroutine.
+- Params reach the backend already validated and decoded: chain ids, hashes and
+  addresses as ``bytes`` of the exact size, raw payloads as ``bytes``, numbers as
+  ``int``. The dispatcher does this from the ``METHODS`` table before the backend
+  runs, so the node never parses hex or checks types itself.
+- Results are JSON-friendly: bytes as ``0x``-prefixed lowercase hex; counts, heights,
+  periods and timestamps as JSON numbers; token amounts as decimal strings because
+  they reach 2^128 and JSON numbers lose precision above 2^53. ``None`` becomes ``null``.
+- Failures are the typed errors of ``daimon_node.rpc.errors``: ``NotFound`` for an
+  unknown chain (a missing block is ``None``, as in Ethereum's API), ``Rejected(reason)``
+  for a submission the node refuses, ``Unavailable`` while the node cannot answer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from typing import Any, Final, Literal, NotRequired, Protocol, TypedDict, runtime_checkable
+
+from .errors import InvalidParams
+
+
+# --- Result shapes ---------------------------------------------------------------------
+class ProblemSummary(TypedDict):
+    """One entry of ``daimon_listProblems``."""
+
+    chain: str  # 0x + 32-byte chain id
+    name: str
+    height: int  # head height, -1 before the Problem block
+    head: str  # 0x + head block hash
+
+
+class Balance(TypedDict):
+    """``daimon_getBalance``: both amounts are decimal strings of base units."""
+
+    spendable: str
+    locked: str  # bonds (validator, improver, contributor), including unbonding
+
+
+class BestModel(TypedDict):
+    """``daimon_bestModel``: the best settled model of a chain."""
+
+    model_digest: str  # 0x + 32 bytes
+    prover: str  # 0x + 32-byte public key
+    distance_ppb: int  # mean distance d_c in parts per billion
+    period: int
+    height: int  # block that settled it
+
+
+class PeriodInfo(TypedDict):
+    """``daimon_period``: where the chain's clock is now (seconds since the epoch)."""
+
+    period: int  # 0 is T_p; 1, 2, ... are competition periods of length T_b
+    start: int
+    end: int
+    remaining: float  # seconds until ``end``, >= 0
+
+
+class SyncStatus(TypedDict):
+    """One chain being synced (``daimon_syncing`` returns a list of these, or ``False``)."""
+
+    chain: str
+    current: int
+    highest: int
+
+
+class ChainHead(TypedDict):
+    chain: str
+    height: int
+    head: str
+
+
+class NodeInfo(TypedDict):
+    """``daimon_nodeInfo``; ``/health`` reads ``healthy``, ``peers`` and ``chains``."""
+
+    version: str
+    peer_id: str
+    peers: int
+    healthy: bool  # False makes /health answer 503
+    chains: list[ChainHead]
+    reason: NotRequired[str]  # why unhealthy, shown by /health
+
+
+class Offer(TypedDict):
+    """One entry of ``daimon_getOffers``: a model runner's inference offer."""
+
+    provider: str  # 0x + 20-byte address
+    price: str  # decimal base units
+    peer_id: str
+    model_digest: str
+
+
+class Reputation(TypedDict):
+    """``daimon_getReputation``."""
+
+    address: str
+    score: int  # sum of the ratings received
+    ratings: int  # how many ratings
+
+
+# --- The backend ---------------------------------------------------------------------
+@runtime_checkable
+class RpcBackend(Protocol):
+    """What the node implements for the RPC server. See the module docstring for conventions."""
+
+    async def list_problems(self) -> list[ProblemSummary]: ...
+
+    async def get_problem(self, chain: bytes) -> dict[str, Any]:
+        """The problem's proposal (params, first tuple, holdout, creator) as JSON, plus ``chain``."""
+        ...
+
+    async def block_number(self, chain: bytes) -> int: ...
+
+    async def get_block_by_number(self, chain: bytes, number: int) -> dict[str, Any] | None:
+        """Canonical block at ``number`` as ``block_to_json`` renders it, or None."""
+        ...
+
+    async def get_block_by_hash(self, chain: bytes, block_hash: bytes) -> dict[str, Any] | None: ...
+
+    async def get_balance(self, chain: bytes, address: bytes) -> Balance: ...
+
+    async def get_nonce(self, chain: bytes, address: bytes) -> int:
+        """The next nonce the account must use (pending transactions included if the node counts them)."""
+        ...
+
+    async def best_model(self, chain: bytes) -> BestModel | None: ...
+
+    async def period(self, chain: bytes) -> PeriodInfo: ...
+
+    async def send_raw_transaction(self, chain: bytes, raw: bytes) -> str:
+        """Admit an encoded ``Transaction`` to the mempool; returns its hash (hex) or raises ``Rejected``."""
+        ...
+
+    async def submit_proof(self, chain: bytes, raw: bytes) -> str:
+        """Admit an encoded ``PoI``; returns its hash (hex) or raises ``Rejected``."""
+        ...
+
+    async def submit_vote(self, chain: bytes, raw: bytes) -> str:
+        """Admit an encoded ``Vote``; returns SHA-256 of its encoding (hex) or raises ``Rejected``."""
+        ...
+
+    async def submit_reveal(self, chain: bytes, raw: bytes) -> str:
+        """Admit an encoded ``Reveal``; returns SHA-256 of its encoding (hex) or raises ``Rejected``."""
+        ...
+
+    async def peer_count(self) -> int: ...
+
+    async def syncing(self) -> Literal[False] | list[SyncStatus]: ...
+
+    async def node_info(self) -> NodeInfo: ...
+
+    async def get_offers(self, chain: bytes) -> list[Offer]: ...
+
+    async def get_reputation(self, chain: bytes, address: bytes) -> Reputation: ...
+
+
+# --- Param validation ------------------------------------------------------------------
+_HEX_RE: Final = re.compile(r"0x(?:[0-9a-fA-F]{2})*")
+MAX_UINT64: Final[int] = (1 << 64) - 1
+
+
+@dataclass(frozen=True)
+class Hex:
+    """A ``0x`` hex string decoded to bytes; ``size`` fixes the decoded length."""
+
+    size: int | None = None
+
+    def parse(self, name: str, value: Any) -> bytes:
+        if type(value) is not str:
+            raise InvalidParams(f"{name}: expected a 0x-prefixed hex string, got {_json_type(value)}")
+        if _HEX_RE.fullmatch(value) is None:
+            raise InvalidParams(f"{name}: not an even-length 0x-prefixed hex string: {value[:24]!r}")
+        if self.size is not None and len(value) != 2 + 2 * self.size:
+            raise InvalidParams(f"{name}: expected {self.size} bytes, got {(len(value) - 2) // 2}")
+        return bytes.fromhex(value[2:])
+
+    def describe(self) -> str:
+        return f"hex, {self.size} bytes" if self.size is not None else "hex bytes"
+
+
+@dataclass(frozen=True)
+class UInt:
+    """A JSON integer in ``0..high`` (booleans and floats are refused)."""
+
+    high: int = MAX_UINT64
+
+    def parse(self, name: str, value: Any) -> int:
+        if type(value) is not int:
+            raise InvalidParams(f"{name}: expected an integer, got {_json_type(value)}")
+        if not 0 <= value <= self.high:
+            raise InvalidParams(f"{name}: {value} is outside 0..{self.high}")
+        return value
+
+    def describe(self) -> str:
+        return f"integer 0..{self.high}"
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {bool: "boolean", int: "number", float: "number", str: "string", list: "array",
+            dict: "object"}.get(type(value), type(value).__name__)
+
+
+CHAIN: Final = Hex(32)
+HASH: Final = Hex(32)
+ADDRESS: Final = Hex(20)
+RAW: Final = Hex()
+BLOCK_NUMBER: Final = UInt()
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    kind: Hex | UInt
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One RPC method: the backend attribute it calls and its params in order."""
+
+    backend_name: str
+    params: tuple[Param, ...] = ()
+
+    @property
+    def rpc_name(self) -> str:
+        return rpc_method_name(self.backend_name)
+
+
+def rpc_method_name(backend_name: str) -> str:
+    """``block_number`` -> ``daimon_blockNumber``."""
+    head, *rest = backend_name.split("_")
+    return "daimon_" + head + "".join(w.capitalize() for w in rest)
+
+
+_C, _A = Param("chain", CHAIN), Param("address", ADDRESS)
+METHODS: Final[dict[str, MethodSpec]] = {
+    spec.rpc_name: spec
+    for spec in (
+        MethodSpec("list_problems"),
+        MethodSpec("get_problem", (_C,)),
+        MethodSpec("block_number", (_C,)),
+        MethodSpec("get_block_by_number", (_C, Param("number", BLOCK_NUMBER))),
+        MethodSpec("get_block_by_hash", (_C, Param("block_hash", HASH))),
+        MethodSpec("get_balance", (_C, _A)),
+        MethodSpec("get_nonce", (_C, _A)),
+        MethodSpec("best_model", (_C,)),
+        MethodSpec("period", (_C,)),
+        MethodSpec("send_raw_transaction", (_C, Param("raw", RAW))),
+        MethodSpec("submit_proof", (_C, Param("raw", RAW))),
+        MethodSpec("submit_vote", (_C, Param("raw", RAW))),
+        MethodSpec("submit_reveal", (_C, Param("raw", RAW))),
+        MethodSpec("peer_count"),
+        MethodSpec("syncing"),
+        MethodSpec("node_info"),
+        MethodSpec("get_offers", (_C,)),
+        MethodSpec("get_reputation", (_C, _A)),
+    )
+}
+
+# Subscriptions over WebSocket: ``daimon_subscribe`` params are ``[topic, chain]``.
+SUBSCRIPTION_TOPICS: Final[tuple[str, ...]] = ("newHeads", "proofs", "votes")
+
+
+# --- Rendering chain objects --------------------------------------------------------
+def hex0x(data: bytes) -> str:
+    """Bytes as the RPC writes them."""
+    return "0x" + data.hex()
+
+
+def to_json(value: Any) -> Any:
+    """A ``chain.types`` object (or a value inside one) as JSON-friendly data.
+
+    Walks each schema's ``FIELDS`` so the rendering follows the canonical encoding:
+    bytes become 0x-hex, ``Amount`` fields decimal strings, tuples lists; nested
+    payloads and bodies carry their class name as ``type``; objects with a ``hash``
+    (blocks, transactions, proofs, votes) include it.
+    """
+    if isinstance(value, bytes):
+        return hex0x(value)
+    if isinstance(value, (tuple, list)):
+        return [to_json(v) for v in value]
+    if dataclasses.is_dataclass(value) and hasattr(value, "FIELDS"):
+        from chain.codec import Amount  # the chain package is a sibling; imported lazily
+
+        out: dict[str, Any] = {}
+        if hasattr(type(value), "KIND"):
+            out["type"] = type(value).__name__
+        for name, codec in value.FIELDS:
+            field = getattr(value, name)
+            out[name] = str(field) if isinstance(codec, Amount) else to_json(field)
+        block_hash = getattr(value, "hash", None)
+        if isinstance(block_hash, bytes):
+            out["hash"] = hex0x(block_hash)
+        return out
+    return value
+
+
+def block_to_json(block: Any) -> dict[str, Any]:
+    """A ``chain.types.Block`` as ``daimon_getBlockBy*`` returns it: ``header``, ``body``, ``hash``."""
+    rendered: dict[str, Any] = to_json(block)
+    return rendered
+
+
+__all__ = [
+    "RpcBackend", "ProblemSummary", "Balance", "BestModel", "PeriodInfo", "SyncStatus", "ChainHead",
+    "NodeInfo", "Offer", "Reputation", "Hex", "UInt", "Param", "MethodSpec", "METHODS",
+    "SUBSCRIPTION_TOPICS", "rpc_method_name", "hex0x", "to_json", "block_to_json",
+]

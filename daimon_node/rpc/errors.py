@@ -1,0 +1,126 @@
+"""Typed JSON-RPC errors: the one place where an exception class meets its wire code.
+
+The backend raises these (``NotFound``, ``Rejected``, ``InvalidParams``...) and the
+dispatcher turns them into JSON-RPC error objects; the client turns error objects
+back into the same classes, so ``except NotFound`` works on both sides of the wire.
+Every other exception a backend raises is a bug: the dispatcher logs it and
+answers -32603 without leaking a traceback.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Final
+
+from daimon_node.errors import DaimonError
+
+# --- JSON-RPC 2.0 standard codes -------------------------------------------------
+PARSE_ERROR: Final[int] = -32700  # body is not JSON
+INVALID_REQUEST: Final[int] = -32600  # JSON, but not a request object (or batch too large)
+METHOD_NOT_FOUND: Final[int] = -32601
+INVALID_PARAMS: Final[int] = -32602
+INTERNAL_ERROR: Final[int] = -32603  # unexpected exception in the node
+
+# --- Server-defined codes (-32000..-32099) -----------------------------------------
+NOT_FOUND: Final[int] = -32001  # unknown chain, account, block or subscription
+REJECTED: Final[int] = -32002  # the node refuses a transaction, proof, vote or reveal
+UNAVAILABLE: Final[int] = -32003  # the node cannot answer now (starting, syncing)
+
+
+class RpcError(DaimonError):
+    """A JSON-RPC error: ``code``, a one-line ``message`` and optional JSON ``data``."""
+
+    CODE: ClassVar[int] = INTERNAL_ERROR
+
+    def __init__(self, message: str, *, code: int | None = None, data: Any = None) -> None:
+        super().__init__(message)
+        self.code: int = self.CODE if code is None else code
+        self.message: str = message
+        self.data: Any = data
+
+    def __str__(self) -> str:
+        return f"{self.message} (code {self.code})"
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``error`` member of a JSON-RPC response."""
+        err: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.data is not None:
+            err["data"] = self.data
+        return err
+
+
+class ParseError(RpcError):
+    """The request body is not valid JSON (or not UTF-8)."""
+
+    CODE = PARSE_ERROR
+
+
+class InvalidRequest(RpcError):
+    """Valid JSON that is not a JSON-RPC 2.0 request, or a batch over the size cap."""
+
+    CODE = INVALID_REQUEST
+
+
+class MethodNotFound(RpcError):
+    """No such method in the ``daimon_`` namespace (or not on this transport)."""
+
+    CODE = METHOD_NOT_FOUND
+
+
+class InvalidParams(RpcError):
+    """Wrong number, names, types or shapes of params; raised before the backend runs."""
+
+    CODE = INVALID_PARAMS
+
+
+class InternalError(RpcError):
+    """The node failed unexpectedly; details are in the node's log, not on the wire."""
+
+    CODE = INTERNAL_ERROR
+
+
+class NotFound(RpcError):
+    """The chain, block, account or subscription asked for does not exist."""
+
+    CODE = NOT_FOUND
+
+
+class Rejected(RpcError):
+    """The node refuses a submitted transaction, proof, vote or reveal; ``reason`` says why."""
+
+    CODE = REJECTED
+
+    def __init__(self, reason: str, *, code: int | None = None, data: Any = None) -> None:
+        super().__init__(f"rejected: {reason}", code=code, data={"reason": reason} if data is None else data)
+        self.reason: str = reason
+
+
+class Unavailable(RpcError):
+    """The node cannot answer this now (still starting, or syncing the chain asked for)."""
+
+    CODE = UNAVAILABLE
+
+
+_BY_CODE: Final[dict[int, type[RpcError]]] = {
+    cls.CODE: cls
+    for cls in (ParseError, InvalidRequest, MethodNotFound, InvalidParams, InternalError, NotFound, Unavailable)
+}
+
+
+def error_from_json(err: Any) -> RpcError:
+    """Rebuild the typed error from a JSON-RPC ``error`` object (used by the client)."""
+    if not isinstance(err, dict) or not isinstance(err.get("code"), int):
+        return InternalError(f"malformed error object from server: {err!r:.200}")
+    code, message, data = err["code"], str(err.get("message", "")), err.get("data")
+    if code == REJECTED:
+        reason = data.get("reason") if isinstance(data, dict) else None
+        return Rejected(str(reason) if reason is not None else message, data=data)
+    cls = _BY_CODE.get(code, RpcError)
+    return cls(message, code=code, data=data)
+
+
+__all__ = [
+    "PARSE_ERROR", "INVALID_REQUEST", "METHOD_NOT_FOUND", "INVALID_PARAMS", "INTERNAL_ERROR",
+    "NOT_FOUND", "REJECTED", "UNAVAILABLE",
+    "RpcError", "ParseError", "InvalidRequest", "MethodNotFound", "InvalidParams", "InternalError",
+    "NotFound", "Rejected", "Unavailable", "error_from_json",
+]

@@ -1,0 +1,237 @@
+"""The JSON-RPC dispatcher without sockets: JSON-RPC 2.0 rules, validation, typed errors, metrics."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from chain.devnet import Devnet, DevnetConfig
+from chain.types import RegisterValidator
+from daimon_node.rpc import errors as E
+from daimon_node.rpc.api import METHODS, RpcBackend, rpc_method_name
+from daimon_node.rpc.dispatcher import Dispatcher, DispatchLimits
+from daimon_node.rpc.memory import MemoryBackend
+
+DEVNET = Devnet(DevnetConfig(m=50))
+DEVNET.start()
+DEVNET.commit()
+CHAIN = "0x" + DEVNET.chain_id.hex()
+ADDR = "0x" + DEVNET.validator_keys[0].address_bytes.hex()
+
+
+class FailingBackend(MemoryBackend):
+    """``peer_count`` hits a bug; ``syncing`` returns something JSON cannot encode."""
+
+    async def peer_count(self) -> int:
+        raise RuntimeError("secret internal detail")
+
+    async def syncing(self) -> Any:
+        return {b"bytes": object()}
+
+
+def make(limits: DispatchLimits = DispatchLimits(), backend: MemoryBackend | None = None) -> Dispatcher:
+    return Dispatcher(backend or FailingBackend.from_devnet(DEVNET), limits=limits)
+
+
+async def call(d: Dispatcher, payload: Any) -> Any:
+    raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    reply = await d.handle(raw)
+    return None if reply is None else json.loads(reply)
+
+
+def req(method: str, params: Any = None, id_: Any = 1) -> dict[str, Any]:
+    msg: dict[str, Any] = {"jsonrpc": "2.0", "id": id_, "method": method}
+    if params is not None:
+        msg["params"] = params
+    return msg
+
+
+def error_code(reply: Any) -> int:
+    return int(reply["error"]["code"])
+
+
+# --- method table ---------------------------------------------------------------------
+def test_method_names_are_camel_case_of_backend_methods() -> None:
+    assert rpc_method_name("block_number") == "daimon_blockNumber"
+    assert rpc_method_name("send_raw_transaction") == "daimon_sendRawTransaction"
+    protocol_methods = {n for n, _ in inspect.getmembers(RpcBackend, inspect.iscoroutinefunction)
+                        if not n.startswith("_")}
+    assert protocol_methods == {spec.backend_name for spec in METHODS.values()}
+    for spec in METHODS.values():  # params in the table match the Protocol's signature
+        sig = inspect.signature(getattr(RpcBackend, spec.backend_name))
+        assert [p for p in sig.parameters if p != "self"] == [p.name for p in spec.params]
+
+
+def test_memory_backend_implements_the_protocol() -> None:
+    assert isinstance(MemoryBackend(), RpcBackend)
+
+
+# --- success ------------------------------------------------------------------------
+async def test_positional_and_named_params() -> None:
+    d = make()
+    assert (await call(d, req("daimon_blockNumber", [CHAIN])))["result"] == 1
+    assert (await call(d, req("daimon_blockNumber", {"chain": CHAIN})))["result"] == 1
+    reply = await call(d, req("daimon_getBalance", {"address": ADDR, "chain": CHAIN}, id_="abc"))
+    assert reply == {"jsonrpc": "2.0", "id": "abc",
+                     "result": {"spendable": str(DEVNET.balance(DEVNET.validator_keys[0])[0]), "locked": "0"}}
+
+
+async def test_amounts_are_decimal_strings_beyond_2_53() -> None:
+    problem = (await call(make(), req("daimon_getProblem", [CHAIN])))["result"]
+    amount = problem["params"]["genesis"][0]["amount"]
+    assert amount == str(DEVNET.cfg.genesis_amount) and int(amount) > 2**53
+
+
+async def test_notification_gets_no_response_but_runs() -> None:
+    backend = MemoryBackend.from_devnet(DEVNET)
+    d = make(backend=backend)
+    tx = DEVNET.tx(DEVNET.improver_keys[3], RegisterValidator())
+    assert await d.handle(json.dumps({"jsonrpc": "2.0", "method": "daimon_sendRawTransaction",
+                                      "params": [CHAIN, "0x" + tx.encode().hex()]}).encode()) is None
+    assert tx.hash in backend.chains[DEVNET.chain_id].mempool
+
+
+# --- standard error codes -----------------------------------------------------------------
+@pytest.mark.parametrize("body", [b"{", b"not json", b"\xff\xfe", b"[" * 100_000])
+async def test_parse_error(body: bytes) -> None:
+    reply = await call(make(), body)
+    assert error_code(reply) == E.PARSE_ERROR and reply["id"] is None
+
+
+@pytest.mark.parametrize("payload", [
+    1, "x", None, {"id": 1, "method": "daimon_peerCount"},  # no jsonrpc
+    {"jsonrpc": "1.0", "id": 1, "method": "daimon_peerCount"},
+    {"jsonrpc": "2.0", "id": 1, "method": 5},
+    {"jsonrpc": "2.0", "id": 1, "method": "daimon_peerCount", "params": 3},
+    {"jsonrpc": "2.0", "id": [1], "method": "daimon_peerCount"},  # id must be scalar
+])
+async def test_invalid_request(payload: Any) -> None:
+    assert error_code(await call(make(), payload)) == E.INVALID_REQUEST
+
+
+async def test_method_not_found() -> None:
+    d = make()
+    reply = await call(d, req("daimon_noSuchThing"))
+    assert error_code(reply) == E.METHOD_NOT_FOUND and reply["id"] == 1
+    assert error_code(await call(d, req("eth_blockNumber"))) == E.METHOD_NOT_FOUND
+    reply = await call(d, req("daimon_subscribe", ["newHeads", CHAIN]))
+    assert error_code(reply) == E.METHOD_NOT_FOUND and "WebSocket" in reply["error"]["message"]
+
+
+@pytest.mark.parametrize("method,params,fragment", [
+    ("daimon_blockNumber", [], "takes 1 params"),
+    ("daimon_blockNumber", [CHAIN, 1], "takes 1 params"),
+    ("daimon_blockNumber", ["0x1234"], "expected 32 bytes"),
+    ("daimon_blockNumber", [CHAIN[2:]], "0x-prefixed"),  # no 0x
+    ("daimon_blockNumber", [CHAIN + "0"], "0x-prefixed"),  # odd length
+    ("daimon_blockNumber", ["0x" + "zz" * 32], "0x-prefixed"),  # not hex
+    ("daimon_blockNumber", [7], "got number"),
+    ("daimon_getBlockByNumber", [CHAIN, -1], "outside"),
+    ("daimon_getBlockByNumber", [CHAIN, 2**64], "outside"),
+    ("daimon_getBlockByNumber", [CHAIN, True], "got boolean"),
+    ("daimon_getBlockByNumber", [CHAIN, 1.5], "got number"),
+    ("daimon_getBlockByNumber", [CHAIN, "1"], "got string"),
+    ("daimon_getBalance", [CHAIN, "0x" + "00" * 32], "expected 20 bytes"),
+    ("daimon_getBalance", {"chain": CHAIN}, "missing params ['address']"),
+    ("daimon_getBalance", {"chain": CHAIN, "address": ADDR, "extra": 1}, "unknown params ['extra']"),
+])
+async def test_invalid_params(method: str, params: Any, fragment: str) -> None:
+    reply = await call(make(), req(method, params))
+    assert error_code(reply) == E.INVALID_PARAMS
+    assert fragment in reply["error"]["message"]
+
+
+async def test_internal_error_hides_details_and_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    d = make()
+    with caplog.at_level(logging.ERROR, logger="daimon.rpc"):
+        reply = await call(d, req("daimon_peerCount"))
+    assert reply["error"] == {"code": E.INTERNAL_ERROR, "message": "internal error"}
+    assert "secret" not in json.dumps(reply)
+    assert "secret internal detail" in caplog.text
+    assert error_code(await call(d, req("daimon_syncing"))) == E.INTERNAL_ERROR  # unserialisable result
+    assert (await call(d, req("daimon_blockNumber", [CHAIN])))["result"] == 1  # still serving
+
+
+async def test_server_defined_codes() -> None:
+    d = make()
+    reply = await call(d, req("daimon_blockNumber", ["0x" + "ab" * 32]))
+    assert error_code(reply) == E.NOT_FOUND and "unknown chain" in reply["error"]["message"]
+    reply = await call(d, req("daimon_submitProof", [CHAIN, "0xdeadbeef"]))
+    assert error_code(reply) == E.REJECTED
+    assert reply["error"]["data"]["reason"].startswith("cannot decode PoI")
+
+
+# --- batches ------------------------------------------------------------------------------
+async def test_batch_mixed_keeps_ids_and_skips_notifications() -> None:
+    replies = await call(make(), [
+        req("daimon_blockNumber", [CHAIN], id_=1),
+        {"jsonrpc": "2.0", "method": "daimon_blockNumber", "params": [CHAIN]},  # notification
+        req("daimon_nope", id_=2),
+        7,
+        req("daimon_getBlockByNumber", [CHAIN, 99], id_=3),
+    ])
+    assert [r["id"] for r in replies] == [1, 2, None, 3]
+    assert replies[0]["result"] == 1
+    assert error_code(replies[1]) == E.METHOD_NOT_FOUND
+    assert error_code(replies[2]) == E.INVALID_REQUEST
+    assert replies[3] == {"jsonrpc": "2.0", "id": 3, "result": None}  # missing block: null
+
+
+async def test_empty_batch_is_one_invalid_request() -> None:
+    reply = await call(make(), [])
+    assert isinstance(reply, dict) and error_code(reply) == E.INVALID_REQUEST
+
+
+async def test_all_notification_batch_has_no_response() -> None:
+    note = {"jsonrpc": "2.0", "method": "daimon_blockNumber", "params": [CHAIN]}
+    assert await call(make(), [note, note]) is None
+
+
+async def test_batch_and_request_size_caps() -> None:
+    d = make(DispatchLimits(max_request_bytes=2000, max_batch=3))
+    reply = await call(d, [req("daimon_blockNumber", [CHAIN], id_=i) for i in range(4)])
+    assert isinstance(reply, dict) and error_code(reply) == E.INVALID_REQUEST
+    assert "limit of 3" in reply["error"]["message"]
+    assert len(await call(d, [req("daimon_blockNumber", [CHAIN], id_=i) for i in range(3)])) == 3
+    reply = await call(d, req("daimon_submitProof", [CHAIN, "0x" + "00" * 1000]))
+    assert error_code(reply) == E.INVALID_REQUEST and "exceeds the limit" in reply["error"]["message"]
+
+
+# --- metrics ----------------------------------------------------------------------------
+async def test_counters_and_latency_histogram() -> None:
+    d = make()
+    for _ in range(3):
+        await call(d, req("daimon_blockNumber", [CHAIN]))
+    await call(d, req("daimon_nope"))
+    await call(d, b"{")
+    families = {f.name: f for f in text_string_to_metric_families(d.metrics.render().decode())}
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in families.values() for s in f.samples}
+    assert samples[("daimon_rpc_requests_total", (("method", "daimon_blockNumber"),))] == 3
+    assert samples[("daimon_rpc_requests_total", (("method", "unknown"),))] == 1
+    assert samples[("daimon_rpc_errors_total", (("code", "-32601"),))] == 1
+    assert samples[("daimon_rpc_errors_total", (("code", "-32700"),))] == 1
+    assert samples[("daimon_rpc_request_duration_seconds_count", (("method", "daimon_blockNumber"),))] == 3
+    assert samples[("daimon_rpc_request_duration_seconds_bucket",
+                    (("le", "+Inf"), ("method", "daimon_blockNumber")))] == 3
+
+
+def test_registry_get_or_create_and_conflicts() -> None:
+    d = make()
+    g = d.metrics.gauge("daimon_height", "head height", ["chain"])
+    assert d.metrics.gauge("daimon_height", "head height", ["chain"]) is g
+    with pytest.raises(ValueError):
+        d.metrics.counter("daimon_height")
+
+
+def test_error_from_json_round_trips_typed_errors() -> None:
+    for err in (E.NotFound("x"), E.InvalidParams("y"), E.Rejected("bad nonce"), E.ParseError("z")):
+        back = E.error_from_json(json.loads(json.dumps(err.to_json())))
+        assert type(back) is type(err) and back.code == err.code and back.message == err.message
+    assert E.error_from_json({"code": 12, "message": "m"}).code == 12
+    assert isinstance(E.error_from_json("junk"), E.InternalError)
