@@ -31,7 +31,7 @@ from .constants import ZERO_HASH
 from .errors import ChainError, InvalidHeader
 from .state import State, get_problem
 from .transition import BlockOutcome, Env, process_block
-from .types import Block
+from .types import Block, ProblemBody
 
 P_BLOCK: Final[bytes] = b"B"
 P_WEIGHT: Final[bytes] = b"W"
@@ -135,6 +135,9 @@ class ChainStore:
         return ChainTip(weight=weight, head=self.head, height=height)
 
     def _weight(self, block_hash: bytes) -> tuple[int, int, bytes]:
+        """``(height, cumulative weight, parent)``; the zero hash is 'before genesis'."""
+        if block_hash == ZERO_HASH:
+            return -1, 0, ZERO_HASH
         raw = self.db.get(P_WEIGHT + block_hash)
         if raw is None:
             raise StoreError(f"no weight record for block {block_hash.hex()[:16]}")
@@ -185,9 +188,8 @@ class ChainStore:
 
     def _import_side(self, block: Block, env: Env) -> ImportResult:
         """Store a block off the head; reorg onto its branch if that branch is heavier."""
-        parent_height, parent_weight, _ = self._weight(block.header.parent)
-        params = get_problem(self.state).params
-        weight = parent_weight + block_weight(params, block.header.period, block.header.committer)
+        _, parent_weight, _ = self._weight(block.header.parent)
+        weight = parent_weight + self._side_block_weight(block)
         candidate = ChainTip(weight=weight, head=block.hash, height=block.header.height)
         if better_tip(self.tip(), candidate) is not candidate:
             # Lighter: keep it (cheap header checks happen when it becomes relevant).
@@ -197,11 +199,19 @@ class ChainStore:
             return ImportResult("side", block.hash)
         return self._reorg(block, weight, env)
 
+    def _side_block_weight(self, block: Block) -> int:
+        """Weight from the block's own proposal (a rival Problem block) or the chain's."""
+        if isinstance(block.body, ProblemBody):
+            params = block.body.proposal.params
+        else:
+            params = get_problem(self.state).params
+        return block_weight(params, block.header.period, block.header.committer)
+
     def _branch_to_canonical(self, block: Block) -> tuple[list[Block], bytes]:
         """Blocks from the fork point (exclusive) to ``block`` (inclusive), and the fork point."""
         branch = [block]
         parent = block.header.parent
-        while True:
+        while parent != ZERO_HASH:
             height, _, grand = self._weight(parent)
             if self.canonical_hash(height) == parent:
                 break

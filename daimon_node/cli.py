@@ -49,10 +49,18 @@ def keys_show(
 
 
 # --- command groups from other modules are attached below -------------------
+from .cli_start import start  # noqa: E402
+
+app.command()(start)
+from .cli_testnet import testnet  # noqa: E402
+
+app.command()(testnet)
 from .cli_model import app as model_app  # noqa: E402
 app.add_typer(model_app, name="model")
 from .cli_problem import app as problem_app  # noqa: E402
 app.add_typer(problem_app, name="problem")
+from .cli_del import app as del_app  # noqa: E402
+app.add_typer(del_app, name="del")
 
 
 def main() -> None:

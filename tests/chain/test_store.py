@@ -164,3 +164,24 @@ def test_kill_9_mid_import_reopens_consistent(tmp_path: Path) -> None:
         for block in d.blocks[height + 1 :]:
             store.import_block(block, d.env)
         assert store.state.root == d.state.root
+
+
+def test_rival_problem_blocks_in_turn_wins(tmp_path: Path) -> None:
+    """Two committers seal the Problem block; the in-turn one (weight 2) becomes the head."""
+    from chain.builder import build_problem_block
+    from chain.consensus import in_turn_committer, period_end
+
+    d = Devnet(DevnetConfig())
+    params = d.proposal.params
+    in_turn = d.committer_for(0)
+    other = next(k for k in d.committer_keys if k.public_key != in_turn_committer(params, 0))
+    late, _ = build_problem_block(d.proposal, other, period_end(params, 0) + params.grace, d.env)
+    on_time, _ = build_problem_block(d.proposal, in_turn, period_end(params, 0), d.env)
+    with ChainStore(tmp_path / "db") as store:
+        assert store.import_block(late, d.env).status == "head"
+        result = store.import_block(on_time, d.env)
+        assert result.status == "reorg" and result.reorged_out == (late.hash,)
+        assert store.head == on_time.hash and store.height == 0
+        assert store.import_block(late, d.env).status == "known"
+    with ChainStore(tmp_path / "db") as store:
+        assert store.head == on_time.hash

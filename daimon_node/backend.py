@@ -1,0 +1,289 @@
+"""The node's side of JSON-RPC: ``NodeBackend`` answers ``daimon_*`` from the live node.
+
+Reads come from the chains' head states and stores; submissions go through the
+same mempool checks as gossip and are then gossiped, so a client's transaction
+or proof is treated exactly like a peer's. Node events (new heads, proofs,
+votes) reach WebSocket subscribers through the server's event hub, and the
+node's counters are exported on ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, Literal
+
+import trio
+
+from chain.consensus import period_end, period_of, period_start
+from chain.errors import DecodeError
+from chain.state import (
+    PREFIX_OFFER,
+    Offer as OfferRecord,
+    get_account,
+    get_meta,
+    get_reputation,
+    iter_records,
+)
+from chain.types import Block, ImprovementBody, PoI, ProblemBody, Reveal, Transaction, Vote
+from .chains import ChainHandle
+from .mempool import Verdict
+from .rpc.api import (
+    Balance,
+    BestModel,
+    NodeInfo,
+    Offer,
+    PeriodInfo,
+    ProblemSummary,
+    Reputation,
+    SyncStatus,
+    hex0x,
+)
+from .rpc.errors import NotFound, Rejected
+from .rpc.events import EventHub
+from .rpc.metrics import MetricsRegistry
+from .rpc.server import RpcServer, ServerConfig
+
+if TYPE_CHECKING:
+    from .node import Node
+
+VERSION = "0.1.0"
+
+
+def block_json(block: Block) -> dict[str, Any]:
+    """A block as JSON: header fields, and a readable body (hex for the raw objects)."""
+    h = block.header
+    out: dict[str, Any] = {
+        "hash": hex0x(block.hash),
+        "chain": hex0x(h.chain_id),
+        "height": h.height,
+        "parent": hex0x(h.parent),
+        "kind": "problem" if h.kind == 0 else "improvement",
+        "period": h.period,
+        "timestamp": h.timestamp,
+        "committer": hex0x(h.committer),
+        "body_hash": hex0x(h.body_hash),
+        "state_root": hex0x(h.state_root),
+        "signature": hex0x(h.signature),
+    }
+    body = block.body
+    if isinstance(body, ProblemBody):
+        out["problem"] = {"name": body.proposal.params.name, "tuples": 1 + len(body.extra_tuples)}
+    elif isinstance(body, ImprovementBody):
+        out["transactions"] = [hex0x(tx.hash) for tx in body.transactions]
+        out["settlement"] = hex0x(body.settlement.poi_hash) if body.settlement else None
+        out["season_reveal"] = body.season_reveal.season if body.season_reveal else None
+        if body.anchor is not None:
+            poi = body.anchor.poi
+            out["anchor"] = {
+                "poi": hex0x(poi.hash), "prover": hex0x(poi.prover), "model_digest": hex0x(poi.model_digest),
+                "votes": [hex0x(v.validator) for v in body.anchor.votes],
+            }
+        else:
+            out["anchor"] = None
+    return out
+
+
+class NodeBackend:
+    """Implements ``daimon_node.rpc.api.RpcBackend`` over a running ``Node``."""
+
+    def __init__(self, node: "Node") -> None:
+        self.node = node
+
+    def _chain(self, chain: bytes) -> ChainHandle:
+        handle = self.node.chains.get(chain)
+        if handle is None:
+            raise NotFound(f"unknown chain {chain.hex()}")
+        return handle
+
+    def _started(self, chain: bytes) -> ChainHandle:
+        handle = self._chain(chain)
+        if not handle.started:
+            raise NotFound(f"chain {chain.hex()[:16]} has no Problem block yet")
+        return handle
+
+    async def list_problems(self) -> list[ProblemSummary]:
+        return [
+            ProblemSummary(chain=hex0x(h.chain_id), name=h.proposal.params.name,
+                           height=h.store.height, head=hex0x(h.store.head))
+            for h in self.node.chains.chains.values()
+        ]
+
+    async def get_problem(self, chain: bytes) -> dict[str, Any]:
+        from .problem_kit import problem_summary
+
+        handle = self._chain(chain)
+        summary = problem_summary(handle.proposal)
+        summary["height"] = handle.store.height
+        if handle.started:
+            meta = get_meta(handle.state)
+            summary["d_c_ppb"] = list(meta.d_c)
+            summary["minted"] = str(meta.minted)
+            summary["burned"] = str(meta.burned)
+            season = meta.season
+            if season is not None:
+                summary["season"] = {
+                    "index": season.index, "start_period": season.start_period,
+                    "sealed": season.holdout is not None, "improvements": len(season.improvements),
+                    "locked_rewards": str(sum(e.amount for e in season.locked)),
+                    "confirmed_error_ppb": season.confirmed_error_ppb,
+                }
+        return summary
+
+    async def block_number(self, chain: bytes) -> int:
+        return self._chain(chain).store.height
+
+    async def get_block_by_number(self, chain: bytes, number: int) -> dict[str, Any] | None:
+        block = self._chain(chain).store.get_block_by_height(number)
+        return None if block is None else block_json(block)
+
+    async def get_block_by_hash(self, chain: bytes, block_hash: bytes) -> dict[str, Any] | None:
+        block = self._chain(chain).store.get_block(block_hash)
+        return None if block is None else block_json(block)
+
+    async def get_balance(self, chain: bytes, address: bytes) -> Balance:
+        acct = get_account(self._started(chain).state, address)
+        return Balance(spendable=str(acct.balance), locked=str(acct.locked))
+
+    async def get_nonce(self, chain: bytes, address: bytes) -> int:
+        """The next nonce to use: after the account's included and pooled transactions."""
+        handle = self._started(chain)
+        nonce = get_account(handle.state, address).nonce
+        from chain.crypto import address_bytes
+
+        pooled = [t.nonce for t in handle.mempool.txs.values() if address_bytes(t.sender) == address and t.nonce >= nonce]
+        return max(pooled) + 1 if pooled else nonce
+
+    async def best_model(self, chain: bytes) -> BestModel | None:
+        handle = self._started(chain)
+        meta = get_meta(handle.state)
+        best = meta.provisional
+        if best is None:
+            return None
+        block = handle.store.get_block_by_height(best.height)
+        return BestModel(
+            model_digest=hex0x(best.digest), prover=hex0x(best.owner),
+            distance_ppb=sum(best.d_ppb) // len(best.d_ppb),
+            period=block.header.period if block else 0, height=best.height,
+        )
+
+    async def period(self, chain: bytes) -> PeriodInfo:
+        params = self._chain(chain).proposal.params
+        now = self.node.now()
+        k = max(0, period_of(params, int(now)))
+        end = period_end(params, k)
+        return PeriodInfo(period=k, start=period_start(params, k), end=end, remaining=max(0.0, end - now))
+
+    async def _submit(self, handle: ChainHandle, verdict: Verdict, what: str, reason: str) -> None:
+        if verdict is Verdict.REJECT:
+            self.node.metrics.rpc_rejected += 1
+            raise Rejected(f"{what} rejected: {reason}")
+
+    async def send_raw_transaction(self, chain: bytes, raw: bytes) -> str:
+        handle = self._started(chain)
+        tx = self._decode(Transaction, raw, "transaction")
+        verdict = await self.node.submit_tx(handle, tx)
+        await self._submit(handle, verdict, "transaction", self._last_reason(handle))
+        return hex0x(tx.hash)
+
+    async def submit_proof(self, chain: bytes, raw: bytes) -> str:
+        handle = self._started(chain)
+        poi = self._decode(PoI, raw, "PoI")
+        verdict = handle.mempool.add_poi(poi, handle.state, self.node.now())
+        await self._submit(handle, verdict, "PoI", self._last_reason(handle))
+        if verdict is Verdict.ACCEPT:
+            await self.node.publish_proof(handle, raw)
+        return hex0x(poi.hash)
+
+    async def submit_vote(self, chain: bytes, raw: bytes) -> str:
+        handle = self._started(chain)
+        vote = self._decode(Vote, raw, "vote")
+        verdict = handle.mempool.add_vote(vote, handle.state, self.node.now())
+        await self._submit(handle, verdict, "vote", self._last_reason(handle))
+        if verdict is Verdict.ACCEPT:
+            await self.node.publish_vote(handle, raw)
+        return hex0x(vote.poi_hash)
+
+    async def submit_reveal(self, chain: bytes, raw: bytes) -> str:
+        handle = self._started(chain)
+        reveal = self._decode(Reveal, raw, "reveal")
+        verdict = handle.mempool.add_reveal(reveal, handle.state)
+        await self._submit(handle, verdict, "reveal", self._last_reason(handle))
+        if verdict is Verdict.ACCEPT:
+            await self.node._publish(f"/daimon/{chain.hex()}/proofs", raw)
+        return hex0x(reveal.poi_hash)
+
+    def _decode(self, cls: type, raw: bytes, what: str) -> Any:
+        try:
+            return cls.decode(raw)  # type: ignore[attr-defined]
+        except DecodeError as exc:
+            self.node.metrics.rpc_rejected += 1
+            raise Rejected(f"malformed {what}: {exc}") from None
+
+    @staticmethod
+    def _last_reason(handle: ChainHandle) -> str:
+        reasons = handle.mempool.reasons
+        return max(reasons, key=lambda k: reasons[k]) if reasons else "invalid"
+
+    async def peer_count(self) -> int:
+        return self.node.p2p.peer_count()
+
+    async def syncing(self) -> Literal[False] | list[SyncStatus]:
+        return False if not self.node.sync_targets else [
+            SyncStatus(chain=hex0x(c), current=cur, highest=hi) for c, (cur, hi) in self.node.sync_targets.items()
+        ]
+
+    async def node_info(self) -> NodeInfo:
+        chains = [{"chain": hex0x(h.chain_id), "height": h.store.height, "head": hex0x(h.store.head)}
+                  for h in self.node.chains.chains.values()]
+        return NodeInfo(version=VERSION, peer_id=self.node.p2p.peer_id, peers=self.node.p2p.peer_count(),
+                        healthy=True, chains=chains)  # type: ignore[typeddict-item]
+
+    async def get_offers(self, chain: bytes) -> list[Offer]:
+        state = self._started(chain).state
+        return [
+            Offer(provider=hex0x(addr), price=str(rec.offer.price), peer_id=rec.offer.peer_id.decode(errors="replace"),
+                  model_digest=hex0x(rec.offer.model_digest))
+            for addr, rec in iter_records(state, PREFIX_OFFER, OfferRecord)
+        ]
+
+    async def get_reputation(self, chain: bytes, address: bytes) -> Reputation:
+        rep = get_reputation(self._started(chain).state, address)
+        return Reputation(address=hex0x(address), score=rep.score, ratings=rep.up + rep.down)
+
+
+def register_metrics(node: "Node", metrics: MetricsRegistry) -> None:
+    """Node gauges read at scrape time, and the gossip verdict counters."""
+    metrics.gauge("daimon_peers", "Connected peers", function=lambda: float(node.p2p.peer_count()))
+    metrics.gauge("daimon_chains", "Chains followed", function=lambda: float(len(node.chains.chains)))
+    metrics.gauge("daimon_uptime_seconds", "Seconds since start", function=lambda: time.time() - node.started_at)
+    metrics.gauge("daimon_rpc_rejected", "Submissions refused over RPC",
+                  function=lambda: float(node.metrics.rpc_rejected))
+
+
+def chain_gauges(node: "Node", metrics: MetricsRegistry) -> None:
+    height = metrics.gauge("daimon_height", "Head height per chain", ["chain"])
+    best = metrics.gauge("daimon_best_distance_ppb", "Best distance d_c (mean) per chain", ["chain"])
+    gossip = metrics.gauge("daimon_gossip_messages", "Gossip messages by kind and verdict", ["kind", "verdict"])
+    verify = metrics.gauge("daimon_verify_seconds_last", "Wall time of the last VERIFY")
+    for handle in node.chains.chains.values():
+        label = handle.chain_id.hex()[:16]
+        height.labels(label).set(handle.store.height)
+        if handle.started:
+            d_c = get_meta(handle.state).d_c
+            best.labels(label).set(sum(d_c) / len(d_c))
+    for (kind, verdict), count in node.metrics.gossip.items():
+        gossip.labels(kind, verdict).set(count)
+    if node.metrics.verify_seconds:
+        verify.set(node.metrics.verify_seconds[-1])
+
+
+async def start_rpc(node: "Node", nursery: trio.Nursery) -> int:
+    """Start the RPC server in ``nursery``; wire node events and metrics; return the port."""
+    metrics = MetricsRegistry()
+    events = EventHub(metrics=metrics)
+    server = RpcServer(NodeBackend(node), config=ServerConfig(), events=events, metrics=metrics)
+    register_metrics(node, metrics)
+    node.subscribers.append(lambda event, chain, payload: events.publish(event, chain, payload))
+    node.periodic.append(lambda: chain_gauges(node, metrics))
+    port: int = await nursery.start(server.serve, node.config.rpc.host, node.config.rpc.port)
+    return port

@@ -1,0 +1,71 @@
+"""``daimon-node start``: run the daemon until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from pathlib import Path
+from typing import Optional
+
+import trio
+import typer
+
+from .config import NodeConfig, load_config
+
+
+def configure_logging(level: str, log_file: Path | None = None) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    if log_file is not None:
+        handlers = [logging.FileHandler(log_file)]
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=handlers,
+        force=True,
+    )
+    for noisy in ("libp2p", "multiaddr", "async_service"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+async def run_until_signal(config: NodeConfig) -> None:
+    """Run the node; a first SIGINT/SIGTERM stops it cleanly (stores closed, sandbox ended)."""
+    from .node import Node
+
+    node = Node(config)
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run)
+
+            async def stop_on_signal() -> None:
+                async for sig in signals:
+                    logging.getLogger(__name__).info("received %s; shutting down", signal.Signals(sig).name)
+                    nursery.cancel_scope.cancel()
+                    return
+
+            nursery.start_soon(stop_on_signal)
+
+
+def start(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config (see configs/)."),
+    data_dir: Optional[Path] = typer.Option(None, "--dir", "-d", help="Override node.data_dir."),
+    listen: Optional[str] = typer.Option(None, help="Override p2p.listen (a multiaddr)."),
+    bootstrap: Optional[list[str]] = typer.Option(None, help="Add a bootstrap peer multiaddr (repeatable)."),
+    rpc_port: Optional[int] = typer.Option(None, help="Override rpc.port (0 = any free port)."),
+    committer: Optional[bool] = typer.Option(None, "--committer/--no-committer", help="Override roles.committer.enabled."),
+    validator: Optional[bool] = typer.Option(None, "--validator/--no-validator", help="Override roles.validator.enabled."),
+    log_level: Optional[str] = typer.Option(None, help="Override node.log_level."),
+    log_file: Optional[Path] = typer.Option(None, help="Write logs to this file instead of stderr."),
+) -> None:
+    """Start the node daemon: p2p, chain sync, enabled roles and JSON-RPC."""
+    overrides = {
+        "node.data_dir": str(data_dir) if data_dir else None,
+        "p2p.listen": listen,
+        "p2p.bootstrap": list(bootstrap) if bootstrap else None,
+        "rpc.port": rpc_port,
+        "roles.committer.enabled": committer,
+        "roles.validator.enabled": validator,
+        "node.log_level": log_level,
+    }
+    cfg = load_config(config, overrides)
+    configure_logging(cfg.node.log_level, log_file)
+    trio.run(run_until_signal, cfg)

@@ -1,0 +1,176 @@
+"""The block committer's choices (DESIGN §5), as functions of state, pool, clock and key.
+
+At the end of period k the in-turn committer (any listed one after the grace
+time) seals block k: the transactions that still execute, the reveal settling
+the pending anchor, and this period's PoI with the most valid unique votes.
+Every candidate is checked by running the real transition on a scratch copy of
+the state, so a committer never signs a block the network would reject.
+Periods with nothing to do are skipped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from chain import constants as C
+from chain.builder import build_improvement_block, build_problem_block
+from chain.consensus import in_turn_committer, period_end, period_of
+from chain.crypto import KeyPair
+from chain.errors import ChainError
+from chain.signing import EMPTY_SIGNATURE
+from chain.state import State, get_meta, get_problem
+from chain.transition import Env, process_anchor, process_transaction
+from chain.types import Anchor, Block, BlockHeader, PoI, Proposal, Reveal, Transaction
+
+from .mempool import Mempool
+
+
+@dataclass(frozen=True)
+class CommitPlan:
+    """Which period to seal now, and whether in turn."""
+
+    period: int
+    in_turn: bool
+    timestamp: int
+
+
+def plan_commit(state: State, keys: KeyPair, now: float) -> CommitPlan | None:
+    """The period this committer may seal at ``now``, if any."""
+    problem = get_problem(state)
+    params = problem.params
+    if keys.public_key not in params.committers:
+        return None
+    meta = get_meta(state)
+    k = period_of(params, int(now)) - 1  # the last period that has ended
+    if k <= meta.period:
+        return None
+    end = period_end(params, k)
+    in_turn = in_turn_committer(params, k) == keys.public_key
+    if not in_turn and now < end + params.grace:
+        return None
+    return CommitPlan(period=k, in_turn=in_turn, timestamp=max(int(now), end))
+
+
+def _stub_header(state: State, plan: CommitPlan, keys: KeyPair) -> BlockHeader:
+    meta = get_meta(state)
+    return BlockHeader(get_problem(state).chain_id, meta.height + 1, state.head, C.KIND_IMPROVEMENT,
+                       plan.period, plan.timestamp, keys.public_key, C.ZERO_HASH, C.ZERO_HASH, EMPTY_SIGNATURE)
+
+
+def select_transactions(state: State, pool: Mempool, header: BlockHeader, limit: int = C.MAX_TXS_PER_BLOCK) -> list[Transaction]:
+    """Pending transactions that execute in order on top of ``state``."""
+    scratch = state.copy()
+    problem = get_problem(scratch)
+    chosen = []
+    for tx in pool.pending_txs(state):
+        if len(chosen) >= limit:
+            break
+        trial = scratch.copy()
+        try:
+            process_transaction(trial, problem, header, tx)
+        except ChainError:
+            continue
+        scratch = trial
+        chosen.append(tx)
+    return chosen
+
+
+def select_settlement(state: State, pool: Mempool, period: int) -> Reveal | None:
+    pending = get_meta(state).pending
+    if pending is None or period != pending.period + 1:
+        return None
+    return pool.reveals.get(pending.anchor.poi.hash)
+
+
+def select_anchor(state: State, pool: Mempool, header: BlockHeader) -> Anchor | None:
+    """This period's PoI with the most votes that pass the chain's own anchor checks."""
+    problem = get_problem(state)
+    params = problem.params
+    candidates: list[tuple[int, bytes, Anchor]] = []
+    for poi in pool.pois.get(header.period, {}).values():
+        if poi.parent != header.parent:
+            continue
+        votes = [v for v in pool.votes.get(poi.hash, {}).values() if v.parent == poi.parent and v.period == poi.period]
+        votes.sort(key=lambda v: v.validator)
+        anchor = _largest_valid_anchor(state, problem, header, poi, votes[: params.max_votes])
+        if anchor is not None:
+            candidates.append((len(anchor.votes), poi.hash, anchor))
+    if not candidates:
+        return None
+    # Most votes; ties by the lowest PoI hash, so honest committers agree.
+    candidates.sort(key=lambda c: (-c[0], c[1]))
+    return candidates[0][2]
+
+
+def _largest_valid_anchor(state: State, problem, header: BlockHeader, poi: PoI, votes: list) -> Anchor | None:  # type: ignore[no-untyped-def]
+    """Drop votes the chain would refuse (one at a time) until the anchor is valid."""
+    votes = list(votes)
+    while votes:
+        anchor = Anchor(poi, tuple(votes))
+        trial = state.copy()
+        try:
+            process_anchor(trial, problem, header, anchor)
+            return anchor
+        except ChainError as exc:
+            bad = exc.values.get("validator") if hasattr(exc, "values") else None
+            if bad is None:
+                return None  # the PoI itself is not anchorable
+            votes = [v for v in votes if v.validator != bad]
+    return None
+
+
+def build_block(state: State, pool: Mempool, keys: KeyPair, now: float, env: Env) -> Block | None:
+    """Seal the next block if this committer may and there is something to do."""
+    plan = plan_commit(state, keys, now)
+    if plan is None:
+        return None
+    header = _stub_header(state, plan, keys)
+    txs = select_transactions(state, pool, header)
+    settlement = select_settlement(state, pool, plan.period)
+    # The anchor is checked on the state after this block's transactions and settlement.
+    after = state.copy()
+    problem = get_problem(after)
+    for tx in txs:
+        process_transaction(after, problem, header, tx)
+    anchor = select_anchor(_after_settlement(after, header, settlement, env), pool, header)
+    meta = get_meta(state)
+    season_reveal = None
+    if meta.season is not None:
+        season_reveal = pool.season_reveals.get(meta.season.index)
+    if not txs and settlement is None and anchor is None and meta.pending is None and season_reveal is None:
+        return None  # nothing to do: skip the period
+    try:
+        block, _ = build_improvement_block(
+            state, keys, period=plan.period, timestamp=plan.timestamp, env=env,
+            transactions=txs, settlement=settlement, season_reveal=season_reveal, anchor=anchor)
+    except ChainError:
+        # The season reveal is the only part not pre-checked; retry without it.
+        block, _ = build_improvement_block(
+            state, keys, period=plan.period, timestamp=plan.timestamp, env=env,
+            transactions=txs, settlement=settlement, anchor=anchor)
+    return block
+
+
+def _after_settlement(state: State, header: BlockHeader, settlement: Reveal | None, env: Env) -> State:
+    from chain.transition import process_settlement
+
+    trial = state.copy()
+    try:
+        process_settlement(trial, get_problem(trial), header, settlement, env)
+    except ChainError:
+        trial = state.copy()
+        process_settlement(trial, get_problem(trial), header, None, env)
+    return trial
+
+
+def build_problem(proposal: Proposal, keys: KeyPair, now: float, env: Env) -> Block | None:
+    """The Problem block, once T_p has ended, by the in-turn committer of period 0 (or any after grace)."""
+    params = proposal.params
+    if keys.public_key not in params.committers:
+        return None
+    end = period_end(params, 0)
+    in_turn = in_turn_committer(params, 0) == keys.public_key
+    if now < end or (not in_turn and now < end + params.grace):
+        return None
+    block, _ = build_problem_block(proposal, keys, max(int(now), end), env)
+    return block

@@ -1,0 +1,180 @@
+"""Pending transactions, proofs, votes and reveals of one chain: bounded and deduplicated.
+
+Every ``add_*`` checks what can be checked against the head state now (chain,
+signature, nonce window, bonds, registrations, period window) and returns a
+``Verdict``: ``ACCEPT`` (kept, relay it), ``REJECT`` (invalid: penalise the
+sender), ``IGNORE`` (duplicate, stale or over a cap: drop quietly). The
+committer re-checks everything by executing the block, so the pool only has to
+keep garbage out, not be the last word.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Final
+
+from chain.consensus import is_in_window, period_of
+from chain.crypto import address_bytes
+from chain.labels import labels_hash
+from chain.signing import is_valid_signature
+from chain.state import State, get_account, get_bond, get_digest, get_meta, get_problem
+from chain.types import PoI, Reveal, SeasonReveal, Transaction, Vote
+
+MAX_TXS: Final[int] = 10_000
+MAX_TXS_PER_SENDER: Final[int] = 64
+NONCE_WINDOW: Final[int] = 64
+MAX_POIS_PER_PERIOD: Final[int] = 64
+MAX_VOTES_PER_POI: Final[int] = 256
+
+
+class Verdict(enum.Enum):
+    ACCEPT = "accept"
+    REJECT = "reject"
+    IGNORE = "ignore"
+
+
+@dataclass
+class Mempool:
+    """The pools of one chain; keys are hashes, values are decoded objects."""
+
+    chain_id: bytes
+    clock_drift_s: float = 2.0
+    txs: "OrderedDict[bytes, Transaction]" = field(default_factory=OrderedDict)
+    pois: dict[int, dict[bytes, PoI]] = field(default_factory=dict)  # period -> hash -> PoI
+    votes: dict[bytes, dict[bytes, Vote]] = field(default_factory=dict)  # PoI hash -> validator -> Vote
+    reveals: dict[bytes, Reveal] = field(default_factory=dict)  # PoI hash -> Reveal
+    season_reveals: dict[int, SeasonReveal] = field(default_factory=dict)
+    reasons: dict[str, int] = field(default_factory=dict)  # rejection reasons, for metrics
+
+    def _reject(self, reason: str) -> Verdict:
+        self.reasons[reason] = self.reasons.get(reason, 0) + 1
+        return Verdict.REJECT
+
+    # --- transactions ----------------------------------------------------------------
+    def add_tx(self, tx: Transaction, state: State) -> Verdict:
+        if tx.hash in self.txs:
+            return Verdict.IGNORE
+        if tx.chain_id != self.chain_id:
+            return self._reject("tx_wrong_chain")
+        if not is_valid_signature(tx, self.chain_id):
+            return self._reject("tx_bad_signature")
+        acct = get_account(state, address_bytes(tx.sender))
+        if tx.nonce < acct.nonce:
+            return Verdict.IGNORE  # already included
+        if tx.nonce >= acct.nonce + NONCE_WINDOW:
+            return self._reject("tx_nonce_too_far")
+        if tx.fee > acct.balance:
+            return self._reject("tx_fee_above_balance")
+        if sum(1 for t in self.txs.values() if t.sender == tx.sender) >= MAX_TXS_PER_SENDER:
+            return Verdict.IGNORE
+        if len(self.txs) >= MAX_TXS:
+            self.txs.popitem(last=False)
+        self.txs[tx.hash] = tx
+        return Verdict.ACCEPT
+
+    def pending_txs(self, state: State) -> list[Transaction]:
+        """Transactions not yet included, ordered by sender then nonce."""
+        out = []
+        for tx in self.txs.values():
+            if tx.nonce >= get_account(state, address_bytes(tx.sender)).nonce:
+                out.append(tx)
+        return sorted(out, key=lambda t: (t.sender, t.nonce))
+
+    # --- proofs, votes, reveals ---------------------------------------------------------
+    def add_poi(self, poi: PoI, state: State, now: float) -> Verdict:
+        params = get_problem(state).params
+        if poi.hash in self.pois.get(poi.period, {}):
+            return Verdict.IGNORE
+        if poi.chain_id != self.chain_id:
+            return self._reject("poi_wrong_chain")
+        if not is_in_window(params, poi.period, int(now), int(self.clock_drift_s)):
+            return Verdict.IGNORE  # stale or early: not provably invalid
+        if not is_valid_signature(poi, self.chain_id):
+            return self._reject("poi_bad_signature")
+        record = get_digest(state, poi.model_digest)
+        if record is None or record.owner != address_bytes(poi.prover):
+            return self._reject("poi_digest_not_registered")
+        bucket = self.pois.setdefault(poi.period, {})
+        if len(bucket) >= MAX_POIS_PER_PERIOD:
+            return Verdict.IGNORE
+        bucket[poi.hash] = poi
+        return Verdict.ACCEPT
+
+    def find_poi(self, poi_hash: bytes) -> PoI | None:
+        for bucket in self.pois.values():
+            if poi_hash in bucket:
+                return bucket[poi_hash]
+        return None
+
+    def add_vote(self, vote: Vote, state: State, now: float) -> Verdict:
+        params = get_problem(state).params
+        votes = self.votes.setdefault(vote.poi_hash, {})
+        if vote.validator in votes:
+            return Verdict.IGNORE
+        if vote.chain_id != self.chain_id:
+            return self._reject("vote_wrong_chain")
+        if not is_in_window(params, vote.period, int(now), int(self.clock_drift_s)):
+            return Verdict.IGNORE
+        if not is_valid_signature(vote, self.chain_id):
+            return self._reject("vote_bad_signature")
+        bond = get_bond(state, vote.validator)
+        if bond is None or bond.unbond_period != 0:
+            return self._reject("vote_not_bonded")
+        if len(votes) >= MAX_VOTES_PER_POI:
+            return Verdict.IGNORE
+        votes[vote.validator] = vote
+        return Verdict.ACCEPT
+
+    def add_reveal(self, reveal: Reveal, state: State) -> Verdict:
+        if reveal.poi_hash in self.reveals:
+            return Verdict.IGNORE
+        if reveal.chain_id != self.chain_id:
+            return self._reject("reveal_wrong_chain")
+        if not is_valid_signature(reveal, self.chain_id):
+            return self._reject("reveal_bad_signature")
+        pending = get_meta(state).pending
+        poi = pending.anchor.poi if pending is not None and pending.anchor.poi.hash == reveal.poi_hash else self.find_poi(reveal.poi_hash)
+        if poi is None:
+            return Verdict.IGNORE  # not anchored (yet) as far as we know
+        if poi.prover != reveal.prover or labels_hash(reveal.labels) != poi.labels_hash:
+            return self._reject("reveal_mismatch")
+        self.reveals[reveal.poi_hash] = reveal
+        return Verdict.ACCEPT
+
+    def add_season_reveal(self, reveal: SeasonReveal, state: State) -> Verdict:
+        if reveal.season in self.season_reveals:
+            return Verdict.IGNORE
+        problem = get_problem(state)
+        if reveal.chain_id != self.chain_id or address_bytes(reveal.contributor) != problem.contributor:
+            return self._reject("season_reveal_not_contributor")
+        if not is_valid_signature(reveal, self.chain_id):
+            return self._reject("season_reveal_bad_signature")
+        self.season_reveals[reveal.season] = reveal
+        return Verdict.ACCEPT
+
+    # --- upkeep -----------------------------------------------------------------------
+    def prune(self, state: State, now: float) -> None:
+        """Drop what the head made stale: included txs, proofs of ended periods."""
+        params = get_problem(state).params
+        current = period_of(params, int(now))
+        for h, tx in list(self.txs.items()):
+            if tx.nonce < get_account(state, address_bytes(tx.sender)).nonce:
+                del self.txs[h]
+        for period in [p for p in self.pois if p < current - 2]:
+            for poi_hash in self.pois.pop(period):
+                self.votes.pop(poi_hash, None)
+                self.reveals.pop(poi_hash, None)
+        meta = get_meta(state)
+        if meta.season is not None:
+            for season in [s for s in self.season_reveals if s < meta.season.index]:
+                del self.season_reveals[season]
+
+    def sizes(self) -> dict[str, int]:
+        return {
+            "txs": len(self.txs),
+            "pois": sum(len(b) for b in self.pois.values()),
+            "votes": sum(len(v) for v in self.votes.values()),
+            "reveals": len(self.reveals),
+        }

@@ -1,0 +1,263 @@
+"""The roles a node may play (DESIGN §1): contributor, improver, validator, committer.
+
+Each role is a small state machine stepped by the node's tick loop; it reads the
+chain's head state and pool, and acts through the ``RoleContext`` (gossip,
+content, local import). Model runs happen in the sandbox worker on a thread, so
+the trio loop stays responsive.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import trio
+
+from chain.consensus import period_end, period_of, period_start
+from chain.crypto import KeyPair
+from chain.errors import ChainError, MissingContent
+from chain.state import get_account, get_bond, get_digest, get_meta, get_problem
+from chain.types import PoI, RegisterDigest, RegisterValidator, Transaction
+from del_embed.integer import integer_del_from_bytes
+from p2p import ContentStore
+
+from .chains import ChainHandle
+from .committer import build_block, build_problem
+from .mempool import Verdict
+from .poi import Proof, model_digest, prove, verify
+from .problem_kit import Problem, load_npy
+from .sandbox import Sandbox, SandboxError
+
+log = logging.getLogger(__name__)
+
+MAX_FETCH_ATTEMPTS = 5
+
+
+class RoleContext(Protocol):
+    keys: KeyPair
+    content: ContentStore
+    sandbox: Sandbox
+
+    def now(self) -> float: ...
+
+    async def submit_tx(self, handle: ChainHandle, tx: Transaction) -> Verdict: ...
+
+    async def publish_block(self, handle: ChainHandle, block_bytes: bytes) -> None: ...
+
+    async def publish_proof(self, handle: ChainHandle, data: bytes) -> None: ...
+
+    async def publish_vote(self, handle: ChainHandle, data: bytes) -> None: ...
+
+    async def fetch_content(self, content_id: bytes, max_bytes: int) -> bytes: ...
+
+
+def problem_view(handle: ChainHandle, content: ContentStore) -> Problem:
+    """What PROVE and VERIFY need, read from the chain's state and the content store."""
+    state = handle.state
+    record = get_problem(state)
+    meta = get_meta(state)
+    dels = tuple(integer_del_from_bytes(content.get(t.del_id)) for t in record.tuples)
+    z = tuple(load_npy(content.get(t.z_id)) for t in record.tuples)
+    holdout = meta.season.holdout if meta.season is not None else None
+    z_h = load_npy(content.get(holdout.z_h_id)) if holdout is not None else None
+    return Problem(record.proposal, record.tuples, dels, z, holdout, z_h)
+
+
+def next_tx(ctx: RoleContext, handle: ChainHandle, payload, fee: int = 0) -> Transaction:  # type: ignore[no-untyped-def]
+    """A signed tx with the next nonce after our pending ones."""
+    from chain.builder import make_transaction
+
+    nonce = get_account(handle.state, ctx.keys.address_bytes).nonce
+    pending = [t.nonce for t in handle.mempool.txs.values() if t.sender == ctx.keys.public_key and t.nonce >= nonce]
+    if pending:
+        nonce = max(pending) + 1
+    return make_transaction(ctx.keys, handle.chain_id, nonce, payload, fee)
+
+
+# ---------------------------------------------------------------------------
+# Committer
+# ---------------------------------------------------------------------------
+async def step_committer(ctx: RoleContext, handle: ChainHandle) -> None:
+    now = ctx.now()
+    try:
+        if not handle.started:
+            block = build_problem(handle.proposal, ctx.keys, now, handle.env)
+        else:
+            block = build_block(handle.state, handle.mempool, ctx.keys, now, handle.env)
+    except MissingContent as exc:
+        log.debug("cannot commit yet: %s", exc)  # the node is still fetching the problem's content
+        return
+    if block is not None:
+        await ctx.publish_block(handle, block.encode())
+
+
+# ---------------------------------------------------------------------------
+# Validator
+# ---------------------------------------------------------------------------
+@dataclass
+class ValidatorRole:
+    """Bonds once, then verifies every PoI of the current period and votes for the good ones."""
+
+    bond_sent_period: int = -10
+    seen: set[bytes] = field(default_factory=set)
+    attempts: dict[bytes, int] = field(default_factory=dict)  # PoI hash -> content fetch attempts
+    verified: int = 0
+    failed: int = 0
+    last_error: str = ""
+
+    async def step(self, ctx: RoleContext, handle: ChainHandle) -> None:
+        if not handle.started:
+            return
+        state = handle.state
+        params = get_problem(state).params
+        period = period_of(params, int(ctx.now()))
+        if get_bond(state, ctx.keys.public_key) is None:
+            if period - self.bond_sent_period >= 3:  # resend if it was not included
+                self.bond_sent_period = period
+                await ctx.submit_tx(handle, next_tx(ctx, handle, RegisterValidator()))
+            return
+        for poi in list(handle.mempool.pois.get(period, {}).values()):
+            if poi.hash in self.seen:
+                continue
+            self.seen.add(poi.hash)
+            await self.check(ctx, handle, poi)
+
+    async def check(self, ctx: RoleContext, handle: ChainHandle, poi: PoI) -> None:
+        params = get_problem(handle.state).params
+        try:
+            model = await ctx.fetch_content(poi.model_digest, params.max_model_bytes)
+        except Exception as exc:  # not (yet) reachable: retry on a later tick, a few times
+            tries = self.attempts.get(poi.hash, 0) + 1
+            self.attempts[poi.hash] = tries
+            if tries < MAX_FETCH_ATTEMPTS:
+                self.seen.discard(poi.hash)
+            log.info("model of PoI %s not fetched (try %d): %s", poi.hash.hex()[:12], tries, exc)
+            return
+        try:
+            problem = problem_view(handle, ctx.content)
+            d_c = get_meta(handle.state).d_c
+            verdict = await trio.to_thread.run_sync(
+                lambda: verify(poi, model, problem, ctx.keys, sandbox=ctx.sandbox, d_c=d_c))
+        except Exception as exc:  # every failure of a peer's model or proof is its problem, not ours
+            self.failed += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.info("PoI %s not endorsed: %s", poi.hash.hex()[:12], self.last_error)
+            return
+        self.verified += 1
+        await ctx.publish_vote(handle, verdict.vote.encode())
+
+
+# ---------------------------------------------------------------------------
+# Improver
+# ---------------------------------------------------------------------------
+@dataclass
+class ImproverRole:
+    """Competes with its models in order: register, prove, reveal; next model once settled."""
+
+    models: list[Path]
+    index: int = 0
+    register_sent_period: int = -10
+    proof: Proof | None = None
+    proof_period: int = -1
+    revealed: set[bytes] = field(default_factory=set)
+    status: str = "idle"
+    results: list[str] = field(default_factory=list)
+
+    def current_model(self) -> bytes | None:
+        if self.index >= len(self.models):
+            return None
+        return self.models[self.index].read_bytes()
+
+    async def step(self, ctx: RoleContext, handle: ChainHandle) -> None:
+        if not handle.started:
+            return
+        await self._reveal_if_anchored(ctx, handle)
+        model = self.current_model()
+        if model is None:
+            self.status = "done"
+            return
+        state = handle.state
+        params = get_problem(state).params
+        meta = get_meta(state)
+        now = ctx.now()
+        period = period_of(params, int(now))
+        digest = model_digest(model)
+        record = get_digest(state, digest)
+        if record is None:
+            if period - self.register_sent_period >= 3:
+                self.register_sent_period = period
+                ctx.content.put(model)
+                ctx.content.pin(digest, "own model")
+                await ctx.submit_tx(handle, next_tx(ctx, handle, RegisterDigest(digest)))
+                self.status = "registering"
+            return
+        if record.owner != ctx.keys.address_bytes:
+            self.results.append(f"{self.models[self.index].name}: digest registered by someone else")
+            self.index += 1
+            return
+        if meta.provisional is not None and meta.provisional.digest == digest:
+            self.results.append(f"{self.models[self.index].name}: settled, d={meta.provisional.d_ppb}")
+            self.index += 1
+            self.proof = None
+            return
+        if meta.pending is not None and meta.pending.anchor.poi.model_digest == digest:
+            return  # anchored; the reveal goes out next period
+        # Prove once per period, on the head after the previous period's block (or after grace).
+        if self.proof_period == period or period < 1:
+            return
+        head_ready = meta.period >= period - 1 or now >= period_start(params, period) + params.grace
+        if not head_ready or now >= period_end(params, period) - 0.1 * params.t_b:
+            return
+        problem = problem_view(handle, ctx.content)
+        try:
+            proof = await trio.to_thread.run_sync(
+                lambda: prove(model, problem, ctx.keys, period=period, parent=state.head, sandbox=ctx.sandbox))
+        except (SandboxError, ChainError, ValueError) as exc:
+            self.results.append(f"{self.models[self.index].name}: cannot prove: {exc}")
+            self.index += 1
+            return
+        if any(d >= dc - params.delta_ppb for d, dc in zip(proof.distances, meta.d_c)):
+            self.results.append(f"{self.models[self.index].name}: not better than the best (d={proof.distances})")
+            self.index += 1
+            return
+        self.proof = proof
+        self.proof_period = period
+        self.status = f"proved for period {period}"
+        await ctx.publish_proof(handle, proof.poi.encode())
+
+    async def _reveal_if_anchored(self, ctx: RoleContext, handle: ChainHandle) -> None:
+        pending = get_meta(handle.state).pending
+        if self.proof is None or pending is None or pending.anchor.poi.hash != self.proof.poi.hash:
+            return
+        if self.proof.poi.hash in self.revealed:
+            return
+        params = get_problem(handle.state).params
+        if period_of(params, int(ctx.now())) != pending.period + 1:
+            return
+        self.revealed.add(self.proof.poi.hash)
+        self.status = "revealed"
+        await ctx.publish_proof(handle, self.proof.reveal.encode())
+
+
+# ---------------------------------------------------------------------------
+# Contributor
+# ---------------------------------------------------------------------------
+@dataclass
+class ContributorRole:
+    """Serves the problem's content and republishes the proposal while it is young."""
+
+    problem_dir: Path
+    last_publish: float = 0.0
+
+    def load_content(self, content: ContentStore) -> list[bytes]:
+        ids = []
+        for path in self.problem_dir.iterdir():
+            name = path.name
+            if len(name) == 64 and all(c in "0123456789abcdef" for c in name):
+                cid = content.put(path.read_bytes())
+                content.pin(cid, "contributed problem")
+                ids.append(cid)
+        return ids
+

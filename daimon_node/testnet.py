@@ -1,0 +1,167 @@
+"""A local multi-node testnet on 127.0.0.1: keys, a genesis problem, configs, processes.
+
+``prepare_testnet`` writes everything a testnet needs into one directory:
+``node<i>/`` data dirs with keys, a digits problem (node 0 contributes it; the
+first three nodes commit in turn; every node gets genesis funds), example
+models for the improvers, and one TOML config per node whose bootstrap list
+names three other nodes (py-libp2p's gossip needs several peers per node, not
+a hub). ``Testnet`` starts the nodes as separate OS processes and stops them
+with SIGTERM (then SIGKILL after a bound).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import tomli_w
+
+from chain.crypto import KeyPair
+
+from .errors import DaimonError
+from .keystore import init_data_dir, load_key
+
+
+class TestnetError(DaimonError):
+    """The testnet directory or its processes are not usable."""
+
+    __test__ = False
+
+
+@dataclass
+class TestnetPlan:
+    directory: Path
+    configs: list[Path]
+    keys: list[KeyPair]
+    problem_dir: Path
+    chain_id: bytes
+    rpc_ports: list[int]
+    p2p_ports: list[int]
+    models: dict[str, Path] = field(default_factory=dict)
+
+    __test__ = False
+
+
+def _roles(i: int, n: int, models: dict[str, Path]) -> dict[str, object]:
+    """Node 0 contributes; nodes 0-2 commit; nodes 1 and 2 improve; everyone validates."""
+    improver_models: list[str] = []
+    if i == 1:
+        improver_models = [str(models["weak"])]
+    elif i == 2:
+        improver_models = [str(models["linear"])]
+    if i == 1 and n == 2:
+        improver_models = [str(models["weak"]), str(models["linear"])]
+    return {
+        "contributor": {"enabled": False, "problem_dir": ""},
+        "improver": {"enabled": bool(improver_models), "models": improver_models, "chain": ""},
+        "validator": {"enabled": True},
+        "committer": {"enabled": i < 3},
+    }
+
+
+def prepare_testnet(
+    directory: Path,
+    nodes: int = 4,
+    *,
+    t_p: int = 20,
+    t_b: int = 8,
+    grace: int = 4,
+    base_port: int = 47000,
+    start_delay: int = 5,
+    holdout_fraction: float = 0.0,
+) -> TestnetPlan:
+    """Write keys, a genesis problem, example models and configs for ``nodes`` nodes."""
+    from p2p import peer_id_from_seed
+
+    from .examples import write_examples
+    from .problem_kit import ProblemOptions, create_problem, load_train_split
+
+    if nodes < 2:
+        raise TestnetError("a testnet needs at least 2 nodes")
+    directory = Path(directory)
+    if (directory / "testnet.toml").exists():
+        raise TestnetError(f"{directory} already holds a testnet; use another --dir or remove it")
+    directory.mkdir(parents=True, exist_ok=True)
+    keys = [init_data_dir(directory / f"node{i}", exist_ok=True) for i in range(nodes)]
+    committers = tuple(k.public_key for k in keys[: min(3, nodes)])
+    opts = ProblemOptions(
+        name="digits-testnet", t_p=t_p, t_b=t_b, grace=grace, committers=committers,
+        genesis=tuple((k.address_bytes, 1000 * 10**18) for k in keys),
+        t0=int(time.time()) + start_delay, max_infer_ms=30_000,
+    )
+    created = create_problem(directory / "problem", keys[0], opts=opts, holdout_fraction=holdout_fraction)
+    x_train, y_train = load_train_split(created.directory)
+    models = write_examples(directory / "models", x_train, y_train, created.problem.params.num_classes)
+    p2p_ports = [base_port + i for i in range(nodes)]
+    rpc_ports = [base_port + 100 + i for i in range(nodes)]
+    addrs = [f"/ip4/127.0.0.1/tcp/{p}/p2p/{peer_id_from_seed(k.seed)}" for p, k in zip(p2p_ports, keys)]
+    configs = []
+    for i in range(nodes):
+        # Dial the (up to) three nodes started before: links are two-way, so every node ends
+        # with several peers, and no pair dials each other at once (a simultaneous open).
+        peers = [addrs[j] for j in range(max(0, i - 3), i)]
+        roles = _roles(i, nodes, models)
+        if i == 0:
+            roles["contributor"] = {"enabled": True, "problem_dir": str(created.directory)}
+        cfg = {
+            "node": {"data_dir": str(directory / f"node{i}"), "log_level": "info"},
+            "p2p": {"listen": f"/ip4/127.0.0.1/tcp/{p2p_ports[i]}", "bootstrap": peers},
+            "rpc": {"enabled": True, "host": "127.0.0.1", "port": rpc_ports[i]},
+            "chain": {"follow": ["*"], "clock_drift_s": 2.0},
+            "roles": roles,
+        }
+        path = directory / f"node{i}.toml"
+        path.write_text(tomli_w.dumps(cfg))
+        configs.append(path)
+        # Every node knows the proposal from the start (gossip reaches only nodes already up).
+        proposals = directory / f"node{i}" / "proposals"
+        proposals.mkdir(parents=True, exist_ok=True)
+        (proposals / f"{created.problem.chain_id.hex()}.bin").write_bytes(created.problem.proposal.encode())
+    (directory / "testnet.toml").write_text(tomli_w.dumps({
+        "nodes": nodes, "chain_id": created.problem.chain_id.hex(), "rpc_ports": rpc_ports, "p2p_ports": p2p_ports,
+    }))
+    return TestnetPlan(directory, configs, keys, created.directory, created.problem.chain_id, rpc_ports, p2p_ports, models)
+
+
+@dataclass
+class Testnet:
+    """The node processes of a prepared testnet."""
+
+    plan: TestnetPlan
+    procs: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    __test__ = False
+
+    def start_node(self, i: int) -> None:
+        log = self.plan.directory / f"node{i}" / "node.log"
+        cmd = [sys.executable, "-m", "daimon_node.cli", "start", "--config", str(self.plan.configs[i]),
+               "--log-file", str(log)]
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.procs[i] = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(log.with_suffix(".err"), "ab"), env=env)
+
+    def start(self) -> None:
+        for i in range(len(self.plan.configs)):
+            self.start_node(i)
+
+    def stop_node(self, i: int, *, kill: bool = False, timeout: float = 20.0) -> None:
+        proc = self.procs.pop(i, None)
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=timeout)
+
+    def stop(self) -> None:
+        for i in list(self.procs):
+            self.stop_node(i)
+
+    def alive(self) -> list[int]:
+        return [i for i, p in self.procs.items() if p.poll() is None]
