@@ -165,6 +165,12 @@ def run_python(port: int, body: str, duration: int, connections: int) -> tuple[f
     return len(lat) / duration, lat[int(0.99 * (len(lat) - 1))] * 1e3, ""
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU of ``pid`` (Linux /proc): what the server spent, whatever else runs."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=int, default=8)
@@ -202,8 +208,12 @@ def main() -> None:
             avg = os.getloadavg()
             print(f"server: h11 + trio, ChainStore (LevelDB) at height {info['height']}; "
                   f"cores: {os.cpu_count()}; load average before: {avg[0]:.2f} {avg[1]:.2f} {avg[2]:.2f}")
+            cpu_before = process_cpu_seconds(server.pid)
             rps, p99, errors = load(port, body, args.duration, args.connections)
+            cpu_per_request = (process_cpu_seconds(server.pid) - cpu_before) / (rps * args.duration)
             print(f"daimon_blockNumber via {tool}: {rps:,.0f} req/s, p99 {p99:.2f} ms {errors}".rstrip())
+            print(f"server CPU per request: {cpu_per_request * 1e6:.0f} us, i.e. about "
+                  f"{1 / cpu_per_request:,.0f} req/s for each core the server gets to itself")
         finally:
             server.terminate()
             server.wait(timeout=10)
