@@ -58,6 +58,9 @@ class P2PConfig:
     max_pending_per_topic: int = 256
     pending_ttl_s: float = 120.0
     heartbeat_interval_s: int = 1
+    # GossipSub mesh degree (D, D_low, D_high); libp2p's usual (6, 4, 12). In a network
+    # smaller than D every peer is in the mesh and each message arrives once per peer.
+    gossip_degree: tuple[int, int, int] = (6, 4, 12)
     # streams
     request_timeout_s: float = 15.0
     sync_max_batch: int = 64
@@ -88,7 +91,8 @@ class P2PNode(INetwork):
             host, self.book, topic_caps=config.topic_caps,
             validate_timeout_s=config.validate_timeout_s,
             max_pending_per_topic=config.max_pending_per_topic, pending_ttl_s=config.pending_ttl_s,
-            heartbeat_interval_s=config.heartbeat_interval_s, on_ban=self._on_ban,
+            heartbeat_interval_s=config.heartbeat_interval_s, degree=config.gossip_degree[0],
+            degree_low=config.gossip_degree[1], degree_high=config.gossip_degree[2], on_ban=self._on_ban,
         )
         self.sync = SyncService(
             host, self.book, sync_provider, max_batch=config.sync_max_batch,

@@ -151,6 +151,7 @@ async def main_async(args: argparse.Namespace) -> None:
         listen_addr=args.listen,
         bootstrap=args.bootstrap,
         ban_threshold=args.ban_threshold,
+        gossip_degree=tuple(int(x) for x in args.gossip_degree.split(",")),  # type: ignore[arg-type]
     )
     node = P2PNode(config, sync_provider=SyntheticChain(chain_id, args.chain_height))
     driver = Driver(node, args.reject_prefix.encode() if args.reject_prefix else None)
@@ -175,6 +176,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--chain-id-hex", default="00" * 32)
     p.add_argument("--chain-height", type=int, default=-1)
     p.add_argument("--ban-threshold", type=float, default=5.0)
+    p.add_argument("--gossip-degree", default="6,4,12", help="D,D_low,D_high")
     p.add_argument("--log-level", default="WARNING")
     args = p.parse_args(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr)
