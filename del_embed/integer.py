@@ -41,6 +41,8 @@ OUTPUT_SCALE: Final[int] = 1 << 14  # a unit vector's entries are scaled to this
 ARTIFACT_VERSION: Final[int] = 1
 ENCODINGS: Final[tuple[str, ...]] = ("value", "onehot")
 MAX_WEIGHT_BITS: Final[int] = 16  # |quantised weight| < 2^15, keeps int64 sums exact
+MAX_BIAS_BITS: Final[int] = 48  # |quantised bias| < 2^47: biases live on the sums' scale
+INT64_SAFE: Final[int] = 1 << 62  # every intermediate's worst case must stay below this
 MASKED: Final[int] = -1  # label value at an ambiguous (masked) position
 
 
@@ -52,8 +54,11 @@ class IntegerDELError(ValueError):
 class IntegerDEL:
     """Quantised weights of one DEL; the object ``f_int`` evaluates.
 
-    Weights are int64 numpy arrays with ``|w| < 2^15``; ``shift1`` is the right
-    shift applied to the hidden layer so the second layer's sums stay small.
+    Weights are int64 numpy arrays with ``|w| < 2^15``, biases ``|b| < 2^47``
+    (a bias lives on the scale of its layer's sums, not of its weights);
+    ``shift1`` is the right shift applied to the hidden layer so the second
+    layer's sums stay small. ``check_integer_del`` proves from the weights alone
+    that no int64 intermediate of ``f_int`` can overflow, for any input.
     """
 
     m: int
@@ -97,17 +102,51 @@ def check_integer_del(model: IntegerDEL) -> None:
         "w2": (model.n, model.hidden),
         "b2": (model.n,),
     }
-    limit = 1 << (MAX_WEIGHT_BITS - 1)
     for name, shape in expected.items():
         arr = getattr(model, name)
         if not isinstance(arr, np.ndarray) or arr.dtype != np.int64:
             raise IntegerDELError(f"DEL tensor {name} must be an int64 array")
         if arr.shape != shape:
             raise IntegerDELError(f"DEL tensor {name} has shape {arr.shape}, expected {shape}")
-        if arr.size and int(np.abs(arr).max()) >= limit:
-            raise IntegerDELError(f"DEL tensor {name} exceeds the {MAX_WEIGHT_BITS}-bit range")
+        bits = MAX_BIAS_BITS if name.startswith("b") else MAX_WEIGHT_BITS
+        if arr.size and int(np.abs(arr).max()) >= 1 << (bits - 1):
+            raise IntegerDELError(f"DEL tensor {name} exceeds the {bits}-bit range")
     if not 0 <= model.shift1 <= 62:
         raise IntegerDELError(f"DEL shift1={model.shift1} out of range 0..62")
+    pre, out = worst_case_bounds(model)
+    if pre >= INT64_SAFE or out >= INT64_SAFE:
+        raise IntegerDELError("DEL weights could overflow int64 in f_int")
+
+
+def worst_case_bounds(model: IntegerDEL) -> tuple[int, int]:
+    """Exact upper bounds (Python ints) of |hidden pre-activation| and |output| over all inputs.
+
+    One-hot input activates one column per position, so the first layer's
+    worst case sums each position's largest |weight|, not all C of them.
+    """
+    return _worst_pre(model.w1, model.b1, model.encoding, model.m, model.num_classes), _worst_out(
+        model.w1, model.b1, model.w2, model.b2, model.encoding, model.m, model.num_classes, model.shift1
+    )
+
+
+def _worst_pre(w1: np.ndarray, b1: np.ndarray, encoding: str, m: int, num_classes: int) -> int:
+    if w1.size == 0:
+        return int(np.abs(b1).max(initial=0))
+    a = np.abs(w1)
+    if encoding == "onehot":
+        per_unit = a.reshape(a.shape[0], m, num_classes).max(axis=2).sum(axis=1)
+    else:
+        per_unit = a.sum(axis=1) * (num_classes - 1)
+    return max(int(p) + int(abs(b)) for p, b in zip(per_unit.tolist(), b1.tolist()))
+
+
+def _worst_out(
+    w1: np.ndarray, b1: np.ndarray, w2: np.ndarray, b2: np.ndarray, encoding: str, m: int, num_classes: int, shift1: int
+) -> int:
+    h_max = _worst_pre(w1, b1, encoding, m, num_classes) >> shift1
+    row = [int(v) for v in np.abs(w2).sum(axis=1).tolist()] if w2.size else [0]
+    bias = [abs(int(v)) for v in b2.tolist()] or [0]
+    return max(r * h_max + b for r, b in zip(row, bias))
 
 
 def check_labels(labels: np.ndarray, m: int, num_classes: int) -> np.ndarray:
@@ -205,38 +244,49 @@ def quantize(
     num_classes: int,
     encoding: str = "value",
     weight_bits: int = 12,
-    hidden_bits: int = 14,
+    hidden_bits: int = 30,
     config: Mapping[str, Any] | None = None,
 ) -> IntegerDEL:
     """Quantise a float MLP to an ``IntegerDEL``.
 
     Each layer gets a power-of-two scale so its largest weight uses
-    ``weight_bits`` bits; the hidden activations are shifted right so their
-    largest value over a probe input stays near ``2^hidden_bits``. ReLU and the
-    final normalisation are scale-invariant, so only relative rounding error
-    remains.
+    ``weight_bits`` bits; its bias shares the layer's scale (it may use up to
+    ``MAX_BIAS_BITS``). The hidden activations are shifted right only as far as
+    needed for their worst case over all inputs to fit ``hidden_bits`` bits and
+    for the output to fit int64, so the integer network adds no rounding beyond
+    the weights'. ReLU and the final normalisation are scale-invariant, so only
+    relative rounding error remains.
     """
     if not 2 <= weight_bits <= MAX_WEIGHT_BITS - 1:
         raise IntegerDELError(f"weight_bits must be 2..{MAX_WEIGHT_BITS - 1}")
+    if encoding not in ENCODINGS:
+        raise IntegerDELError(f"unknown DEL encoding {encoding!r}; expected one of {ENCODINGS}")
     w1 = np.asarray(w1, dtype=np.float64)
     b1 = np.asarray(b1, dtype=np.float64)
     w2 = np.asarray(w2, dtype=np.float64)
     b2 = np.asarray(b2, dtype=np.float64)
-    e1 = _pow2_exponent(max(np.abs(w1).max(initial=0.0), np.abs(b1).max(initial=0.0)), weight_bits)
+    e1 = min(
+        _pow2_exponent(np.abs(w1).max(initial=0.0), weight_bits),
+        _pow2_exponent(np.abs(b1).max(initial=0.0), MAX_BIAS_BITS - 2),
+    )
     w1q = np.round(w1 * 2.0**e1).astype(np.int64)
     b1q = np.round(b1 * 2.0**e1).astype(np.int64)
-    # Bound the hidden layer by its worst case over all inputs: |b1| + sum|w1|*max(enc).
-    max_in = (num_classes - 1) if encoding == "value" else 1
-    worst = int((np.abs(w1q).sum(axis=1) * max_in + np.abs(b1q)).max(initial=0))
+    worst = _worst_pre(w1q, b1q, encoding, m, num_classes)
     shift1 = max(0, worst.bit_length() - hidden_bits)
     # The hidden layer's integer scale is 2^(e1 - shift1); b2 must live on the same scale
     # as W2q @ h, i.e. 2^(e2 + e1 - shift1).
     e2 = _pow2_exponent(np.abs(w2).max(initial=0.0), weight_bits)
     w2q = np.round(w2 * 2.0**e2).astype(np.int64)
-    b2_scale = 2.0 ** (e2 + e1 - shift1)
-    b2q = np.clip(np.round(b2 * b2_scale), -(2**62), 2**62).astype(np.int64)
-    limit = (1 << (MAX_WEIGHT_BITS - 1)) - 1
-    b2q = np.clip(b2q, -limit, limit)
+    while True:
+        b2_scale = 2.0 ** (e2 + e1 - shift1)
+        b2q_f = np.round(b2 * b2_scale)
+        b2_fits = b2q_f.size == 0 or float(np.abs(b2q_f).max()) < 2.0 ** (MAX_BIAS_BITS - 1)
+        b2q = np.clip(b2q_f, -(2**62), 2**62).astype(np.int64)
+        if b2_fits and _worst_out(w1q, b1q, w2q, b2q, encoding, m, num_classes, shift1) < INT64_SAFE:
+            break
+        if shift1 >= 62:
+            raise IntegerDELError("cannot quantise: output bias too large for any hidden shift")
+        shift1 += 1
     cfg = dict(config or {})
     cfg.update({"weight_bits": weight_bits, "hidden_bits": hidden_bits})
     return IntegerDEL(
@@ -268,17 +318,18 @@ INT_TENSORS: Final[tuple[str, ...]] = ("int.w1", "int.b1", "int.w2", "int.b2")
 
 
 def integer_del_to_bytes(model: IntegerDEL, extra: Mapping[str, np.ndarray] | None = None) -> bytes:
-    """Serialise to safetensors bytes. Integer tensors are stored as int16/int32.
+    """Serialise to safetensors bytes. Weights are stored as int8 when they fit, else int16;
+    biases as int64 (they live on the sums' scale).
 
     ``extra`` may carry float weights for analysis; they never reach consensus.
     """
     from safetensors.numpy import save
 
     tensors: dict[str, np.ndarray] = {
-        "int.w1": model.w1.astype(np.int16),
-        "int.b1": model.b1.astype(np.int32) if model.b1.size else model.b1.astype(np.int32),
-        "int.w2": model.w2.astype(np.int16),
-        "int.b2": model.b2.astype(np.int32),
+        "int.w1": _narrowest(model.w1),
+        "int.b1": model.b1.astype(np.int64),
+        "int.w2": _narrowest(model.w2),
+        "int.b2": model.b2.astype(np.int64),
     }
     for k, v in (extra or {}).items():
         if k in tensors:
@@ -296,6 +347,13 @@ def integer_del_to_bytes(model: IntegerDEL, extra: Mapping[str, np.ndarray] | No
         "config": dict(model.config),
     }
     return save(tensors, metadata={"daimon_del": json.dumps(meta, sort_keys=True)})
+
+
+def _narrowest(w: np.ndarray) -> np.ndarray:
+    """int8 if every weight fits (halves a one-hot DEL's file), else int16."""
+    if w.size == 0 or int(np.abs(w).max()) < 128:
+        return w.astype(np.int8)
+    return w.astype(np.int16)
 
 
 def integer_del_from_bytes(data: bytes) -> IntegerDEL:
