@@ -208,6 +208,11 @@ class HostService:
 
     async def _dial_bootstrap(self, addr: str, info: PeerInfo) -> None:
         pid = info.peer_id.to_base58()
+        # The swarm refuses to dial a peer for 60 s after all its addresses failed
+        # (its "negative cache"); our backoff owns the retry schedule instead.
+        unblock = getattr(self.host.get_network(), "unblock_peer", None)
+        if unblock is not None:
+            unblock(info.peer_id)
         try:
             await self.dial(info)
             self.book.dial_succeeded(addr)
