@@ -265,7 +265,7 @@ async def main_async(trials: int) -> None:
     print(f"\n== gossip: {N_NODES} processes, each connected to the other {N_NODES - 1}; "
           f"{N_MSGS} x {MSG_SIZE} B at {RATE:.0f}/s (round-robin publishers)")
     print(f"  raw TCP echo RTT            p50 {statistics.median(rtts):8.3f} ms   p99 {pct(rtts, 0.99):8.3f} ms   (1 KB, 1000 round trips)")
-    for label, degree in (("mesh D=6 (default)", "6,4,12"), ("mesh D=2 (small net)", "2,2,2")):
+    for label, degree in (("libp2p gossip (D=6)", "6,4,12"),):
         with tempfile.TemporaryDirectory() as d:
             lat, lost, cpu_ms = await bench_gossip(Path(d), degree)
         if lat:
