@@ -168,3 +168,16 @@ def test_topic_names_and_caps() -> None:
     assert default_cap(chain_topic(cid, "blocks")) > default_cap(t)
     with pytest.raises(ValueError):
         chain_topic(b"short", "votes")
+
+
+# -- package boundary ------------------------------------------------------------
+def test_p2p_imports_no_other_package() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, p2p, p2p.testnode; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'chain', 'del_embed', 'daimon_node', 'torch'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"
