@@ -161,7 +161,13 @@ class SyncService:
             if r[0] != "ok" or len(r) != 2:
                 _raise_status(r)
             n = expect_int(r[1], "count", 0, count)
-            return [await read_bytes_frame(stream, self.max_item_bytes) for _ in range(n)]
+            items: list[bytes] = []
+            budget = self.max_response_bytes  # a lying server cannot make us hold n x item cap
+            for _ in range(n):
+                item = await read_bytes_frame(stream, min(self.max_item_bytes, budget))
+                budget -= len(item)
+                items.append(item)
+            return items
 
         req = [op, chain_id, start, count]
         if peer is not None:

@@ -8,7 +8,7 @@ import pytest
 import trio
 from libp2p.peer.id import ID
 
-from p2p import NoPeers, SyncHead, SyncProvider
+from p2p import NoPeers, ProtocolViolation, SyncHead, SyncProvider
 from p2p.framing import read_control, write_control
 from p2p.sync import SYNC_PROTOCOL
 
@@ -88,3 +88,19 @@ async def test_malformed_sync_request_penalised(tmp_path: Path) -> None:
                 await read_control(stream)  # the server resets the stream
         stat = {s.peer_id: s for s in server.peers()}[client.peer_id]
         assert stat.penalty > 0
+
+
+@pytest.mark.trio
+async def test_client_refuses_oversized_reply(tmp_path: Path) -> None:
+    async def liar(stream) -> None:  # type: ignore[no-untyped-def]
+        await read_control(stream)
+        await write_control(stream, ["ok", 2])
+        await stream.write((5_000_000).to_bytes(4, "big"))  # announces an item over the 2 MiB cap
+        await stream.close()
+
+    async with running_nodes(tmp_path, 2) as (server, client):
+        server.hosting.host.set_stream_handler(SYNC_PROTOCOL, liar)
+        await link(client, server)
+        with trio.fail_after(15), pytest.raises(ProtocolViolation):
+            await client.request_blocks(server.peer_id, CHAIN_ID, 0, 2)
+        assert {s.peer_id: s for s in client.peers()}[server.peer_id].penalty > 0
