@@ -1,10 +1,18 @@
-"""``daimon-node testnet``: N node processes on 127.0.0.1 with live progress."""
+"""``daimon-node testnet``: N node processes on 127.0.0.1 with live progress.
+
+``--prepare-only`` writes the directory and exits; with ``--docker`` the configs
+address the nodes by the static IPs of ``docker-compose.yml``'s network and name
+paths under ``/data`` (where compose mounts the directory):
+
+    daimon-node testnet --prepare-only --docker --nodes 4 --dir testnet-data
+    docker compose up
+"""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
@@ -14,6 +22,22 @@ from rich.table import Table
 from .client import RpcClient
 from .errors import DaimonError
 from .testnet import Testnet, TestnetPlan, prepare_testnet
+
+# docker-compose.yml's network: node i runs at DOCKER_SUBNET_PREFIX + str(DOCKER_FIRST_HOST + i),
+# with the prepared directory mounted at DOCKER_MOUNT, p2p on DOCKER_P2P_PORT, RPC on DOCKER_RPC_PORT.
+DOCKER_SUBNET = "172.29.0.0/24"
+DOCKER_SUBNET_PREFIX = "172.29.0."
+DOCKER_FIRST_HOST = 11
+DOCKER_MOUNT = "/data"
+DOCKER_P2P_PORT = 4001
+DOCKER_RPC_PORT = 8545
+
+
+def docker_hosts(nodes: int) -> list[str]:
+    """The static IPs of ``nodes`` containers in docker-compose.yml's network."""
+    if DOCKER_FIRST_HOST + nodes > 255:
+        raise typer.BadParameter(f"{nodes} nodes do not fit in {DOCKER_SUBNET}")
+    return [f"{DOCKER_SUBNET_PREFIX}{DOCKER_FIRST_HOST + i}" for i in range(nodes)]
 
 
 def poll_node(port: int, chain: bytes) -> dict[str, Any]:
@@ -54,16 +78,36 @@ def testnet(
     t_p: int = typer.Option(20, help="Problem-definition period T_p, seconds."),
     t_b: int = typer.Option(8, help="Competition period T_b, seconds."),
     grace: int = typer.Option(4, help="Seconds after a period ends before out-of-turn commits."),
-    base_port: int = typer.Option(47000, help="First p2p port; RPC ports start at base+100."),
+    base_port: Optional[int] = typer.Option(
+        None, help="First p2p port; RPC ports start at base+100 (default 47000; with --docker, every node's p2p port, default 4001)."),
     duration: float = typer.Option(0.0, help="Stop after this many seconds (0 = until Ctrl-C)."),
     until_height: int = typer.Option(0, help="Stop once every node reaches this height (0 = never)."),
     holdout: float = typer.Option(0.0, help="Fraction of digits kept as a sealed holdout (0 = none)."),
+    start_delay: int = typer.Option(5, help="Seconds from now to the problem's t0 (its first period)."),
+    prepare_only: bool = typer.Option(False, "--prepare-only", help="Write the directory, start nothing."),
+    docker: bool = typer.Option(
+        False, "--docker", help=f"Configs for docker-compose.yml: static IPs in {DOCKER_SUBNET}, paths under {DOCKER_MOUNT}."),
 ) -> None:
     """Start a local multi-node testnet (a digits problem, improvers, validators, rotating committers)."""
     console = Console()
+    if docker and not prepare_only:
+        raise typer.BadParameter("--docker only prepares a directory for docker compose; add --prepare-only")
     console.print(f"preparing {nodes} nodes in {data_dir} (keys, problem, example models, configs) ...")
-    plan = prepare_testnet(data_dir, nodes, t_p=t_p, t_b=t_b, grace=grace, base_port=base_port,
-                           holdout_fraction=holdout)
+    if docker:
+        plan = prepare_testnet(data_dir, nodes, t_p=t_p, t_b=t_b, grace=grace,
+                               base_port=DOCKER_P2P_PORT if base_port is None else base_port,
+                               start_delay=start_delay, holdout_fraction=holdout,
+                               hosts=docker_hosts(nodes), mount=DOCKER_MOUNT, rpc_port=DOCKER_RPC_PORT)
+    else:
+        plan = prepare_testnet(data_dir, nodes, t_p=t_p, t_b=t_b, grace=grace,
+                               base_port=47000 if base_port is None else base_port,
+                               start_delay=start_delay, holdout_fraction=holdout)
+    if prepare_only:
+        console.print(f"wrote {len(plan.configs)} node configs to {data_dir} (problem t0 in {start_delay} s)")
+        if docker:
+            console.print(f"next: DAIMON_DATA={data_dir} docker compose up  (docker-compose.yml runs 4 nodes;"
+                          f" the containers run as uid ${{DAIMON_UID:-1000}}, which must own {data_dir})")
+        return
     net = Testnet(plan)
     net.start()
     console.print(f"started; logs in {data_dir}/node<i>/node.log; Ctrl-C stops every node")

@@ -7,6 +7,12 @@ models for the improvers, and one TOML config per node whose bootstrap list
 names three other nodes (py-libp2p's gossip needs several peers per node, not
 a hub). ``Testnet`` starts the nodes as separate OS processes and stops them
 with SIGTERM (then SIGKILL after a bound).
+
+For container networks (``docker-compose.yml``) pass ``hosts`` (one static IP
+per node) and ``mount`` (where the prepared directory is mounted inside every
+container, e.g. ``/data``): nodes then listen on 0.0.0.0, bootstrap to the
+other nodes' IPs, every node uses the same p2p port (``base_port``) and RPC
+port (``rpc_port``), and every path in a config is under ``mount``.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import tomli_w
 
@@ -74,8 +80,18 @@ def prepare_testnet(
     base_port: int = 47000,
     start_delay: int = 5,
     holdout_fraction: float = 0.0,
+    hosts: list[str] | None = None,
+    mount: str | None = None,
+    rpc_port: int = 8545,
 ) -> TestnetPlan:
-    """Write keys, a genesis problem, example models and configs for ``nodes`` nodes."""
+    """Write keys, a genesis problem, example models and configs for ``nodes`` nodes.
+
+    By default every node listens on 127.0.0.1 with its own ports (p2p ``base_port + i``,
+    RPC ``base_port + 100 + i``). With ``hosts`` (node i reachable at ``hosts[i]``, e.g. a
+    container's static IP) every node listens on 0.0.0.0 at p2p ``base_port`` and RPC
+    ``rpc_port``; with ``mount``, the configs name paths under ``mount`` (the directory as
+    a container sees it) instead of ``directory``.
+    """
     from p2p import peer_id_from_seed
 
     from .examples import write_examples
@@ -83,6 +99,8 @@ def prepare_testnet(
 
     if nodes < 2:
         raise TestnetError("a testnet needs at least 2 nodes")
+    if hosts is not None and len(hosts) != nodes:
+        raise TestnetError(f"{len(hosts)} hosts given for {nodes} nodes")
     directory = Path(directory)
     if (directory / "testnet.toml").exists():
         raise TestnetError(f"{directory} already holds a testnet; use another --dir or remove it")
@@ -97,21 +115,33 @@ def prepare_testnet(
     created = create_problem(directory / "problem", keys[0], opts=opts, holdout_fraction=holdout_fraction)
     x_train, y_train = load_train_split(created.directory)
     models = write_examples(directory / "models", x_train, y_train, created.problem.params.num_classes)
-    p2p_ports = [base_port + i for i in range(nodes)]
-    rpc_ports = [base_port + 100 + i for i in range(nodes)]
-    addrs = [f"/ip4/127.0.0.1/tcp/{p}/p2p/{peer_id_from_seed(k.seed)}" for p, k in zip(p2p_ports, keys)]
+    if hosts is None:
+        p2p_ports = [base_port + i for i in range(nodes)]
+        rpc_ports = [base_port + 100 + i for i in range(nodes)]
+        ips, bind = ["127.0.0.1"] * nodes, "127.0.0.1"
+    else:
+        p2p_ports, rpc_ports = [base_port] * nodes, [rpc_port] * nodes
+        ips, bind = list(hosts), "0.0.0.0"
+    addrs = [f"/ip4/{ip}/tcp/{p}/p2p/{peer_id_from_seed(k.seed)}" for ip, p, k in zip(ips, p2p_ports, keys)]
+
+    def where(path: Path) -> str:
+        """``path`` as the node will see it (under ``mount`` when given)."""
+        if mount is None:
+            return str(path)
+        return str(PurePosixPath(mount) / Path(path).resolve().relative_to(directory.resolve()).as_posix())
+
     configs = []
     for i in range(nodes):
         # Dial the (up to) three nodes started before: links are two-way, so every node ends
         # with several peers, and no pair dials each other at once (a simultaneous open).
         peers = [addrs[j] for j in range(max(0, i - 3), i)]
-        roles = _roles(i, nodes, models)
+        roles = _roles(i, nodes, {name: Path(where(p)) for name, p in models.items()})
         if i == 0:
-            roles["contributor"] = {"enabled": True, "problem_dir": str(created.directory)}
+            roles["contributor"] = {"enabled": True, "problem_dir": where(created.directory)}
         cfg = {
-            "node": {"data_dir": str(directory / f"node{i}"), "log_level": "info"},
-            "p2p": {"listen": f"/ip4/127.0.0.1/tcp/{p2p_ports[i]}", "bootstrap": peers},
-            "rpc": {"enabled": True, "host": "127.0.0.1", "port": rpc_ports[i]},
+            "node": {"data_dir": where(directory / f"node{i}"), "log_level": "info"},
+            "p2p": {"listen": f"/ip4/{bind}/tcp/{p2p_ports[i]}", "bootstrap": peers},
+            "rpc": {"enabled": True, "host": bind, "port": rpc_ports[i]},
             "chain": {"follow": ["*"], "clock_drift_s": 2.0},
             "roles": roles,
         }
@@ -122,9 +152,14 @@ def prepare_testnet(
         proposals = directory / f"node{i}" / "proposals"
         proposals.mkdir(parents=True, exist_ok=True)
         (proposals / f"{created.problem.chain_id.hex()}.bin").write_bytes(created.problem.proposal.encode())
-    (directory / "testnet.toml").write_text(tomli_w.dumps({
+    summary: dict[str, object] = {
         "nodes": nodes, "chain_id": created.problem.chain_id.hex(), "rpc_ports": rpc_ports, "p2p_ports": p2p_ports,
-    }))
+    }
+    if hosts is not None:
+        summary["hosts"] = list(hosts)
+    if mount is not None:
+        summary["mount"] = mount
+    (directory / "testnet.toml").write_text(tomli_w.dumps(summary))
     return TestnetPlan(directory, configs, keys, created.directory, created.problem.chain_id, rpc_ports, p2p_ports, models)
 
 
