@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench install clean
+.PHONY: demo devnet test bench install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,9 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m daimon_node.demo
+
+devnet: $(STAMP)
+	$(PY) -m daimon_node.devnet_demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q -x -p no:cacheprovider

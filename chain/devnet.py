@@ -13,8 +13,10 @@ from typing import Sequence
 
 import numpy as np
 
-from del_embed.integer import IntegerDEL, f_int, integer_del_to_bytes, quantize
+from del_embed.integer import distance_ppb, f_int, integer_del_to_bytes
+from del_embed.projection import random_projection_del
 
+from . import constants as C
 from .builder import build_improvement_block, build_problem_block, make_transaction
 from .consensus import in_turn_committer, period_end
 from .crypto import KeyPair
@@ -44,18 +46,6 @@ from .types import (
 )
 
 
-def random_del(m: int, num_classes: int, n: int = 32, hidden: int = 64, seed: int = 0) -> IntegerDEL:
-    """An untrained integer DEL (one-hot input): enough to exercise the protocol."""
-    rng = np.random.default_rng(seed)
-    d_in = m * num_classes
-    w1 = rng.normal(0, 1.0, (hidden, d_in))
-    b1 = rng.normal(0, 1.0, hidden) * np.sqrt(m)
-    w2 = rng.normal(0, 1.0, (n, hidden))
-    b2 = np.zeros(n)
-    return quantize(w1, b1, w2, b2, m=m, num_classes=num_classes, encoding="onehot",
-                    config={"kind": "random-onehot", "seed": seed})
-
-
 def content_id(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
@@ -74,8 +64,7 @@ def corrupt(labels: np.ndarray, error: float, num_classes: int, seed: int) -> np
 class DevnetConfig:
     m: int = 200
     num_classes: int = 10
-    n: int = 32
-    hidden: int = 64
+    n: int = 128
     t0: int = 1_700_000_000
     t_p: int = 60
     t_b: int = 60
@@ -116,7 +105,7 @@ class Devnet:
         self.improver_keys = [KeyPair.from_label(f"improver-{i}") for i in range(4)]
         self.truth = (np.asarray(self.truth_labels, dtype=np.int64) if self.truth_labels is not None
                       else rng.integers(0, cfg.num_classes, cfg.m))
-        self.del_model = random_del(cfg.m, cfg.num_classes, cfg.n, cfg.hidden, cfg.seed)
+        self.del_model = random_projection_del(cfg.m, cfg.num_classes, n=cfg.n, seed=cfg.seed)
         del_bytes = integer_del_to_bytes(self.del_model)
         z_bytes = rng.integers(0, 256, cfg.m * 8, dtype=np.uint8).tobytes()  # stand-in inputs Z
         self.contents = {content_id(del_bytes): del_bytes, content_id(z_bytes): z_bytes}
@@ -232,9 +221,30 @@ class Devnet:
         settled = self.commit(settlement=reveal)
         return anchored, settled
 
+    def improving_labels(self, count: int, start_error: float = 0.6, seed: int = 0) -> list[np.ndarray]:
+        """``count`` label vectors, each fixing some of the last one's errors, with strictly
+        decreasing DEL distance to ``x_t`` by more than delta (so each one settles)."""
+        rng = np.random.default_rng(seed)
+        y_t = f_int(self.del_model, self.truth)
+        labels = corrupt(self.truth, start_error, self.cfg.num_classes, seed)
+        out: list[np.ndarray] = []
+        last = C.PPB
+        while len(out) < count:
+            d = distance_ppb(f_int(self.del_model, labels), y_t)
+            if d < last - self.cfg.delta_ppb:
+                out.append(labels)
+                last = d
+            wrong = np.flatnonzero(labels != self.truth)
+            if wrong.size == 0:
+                raise ValueError(f"only {len(out)} improving label vectors exist from error {start_error}")
+            fix = rng.choice(wrong, size=max(1, wrong.size // (count - len(out) + 1)), replace=False)
+            labels = labels.copy()
+            labels[fix] = self.truth[fix]
+        return out
+
     def balance(self, keys: KeyPair) -> tuple[int, int]:
         acct = get_account(self.state, keys.address_bytes)
         return acct.balance, acct.locked
 
 
-__all__ = ["Devnet", "DevnetConfig", "random_del", "corrupt", "content_id"]
+__all__ = ["Devnet", "DevnetConfig", "corrupt", "content_id"]

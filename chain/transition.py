@@ -544,9 +544,14 @@ def validate_poi(state: State, problem: ProblemRecord, meta: ChainMeta, header: 
         raise InvalidAnchor("model digest registered in this block", digest=poi.model_digest)
     if len(poi.ys) != len(problem.tuples):
         raise InvalidAnchor("PoI has the wrong number of embeddings", ys=len(poi.ys))
-    for y, tup in zip(poi.ys, problem.tuples):
+    for i, (y, tup) in enumerate(zip(poi.ys, problem.tuples)):
         if len(y) != len(tup.y_t):
             raise InvalidAnchor("PoI embedding of the wrong length", length=len(y))
+        # A PoI made before this block's settlement may no longer improve on d_c: anchoring it
+        # would make honest voters lose their bonds when it fails. Its claim is checked now.
+        d = distance_ppb(y, tup.y_t)
+        if not d < meta.d_c[i] - params.delta_ppb:
+            raise InvalidAnchor("PoI does not claim to beat d_c - delta", tuple_index=i, d=d, d_c=meta.d_c[i])
     holdout = meta.season.holdout if meta.season is not None else None
     expected_sets = len(problem.tuples) + (1 if holdout is not None else 0)
     if len(poi.ambiguous) != expected_sets:

@@ -1,140 +1,144 @@
-"""The single-process devnet demo behind ``make demo``.
+"""The multi-node demo behind ``make demo``.
 
-A contributor publishes a problem over scikit-learn's bundled digits (real
-images, real labels: x_t is the hidden test half); three improvers train real
-classifiers of rising quality and compete over several periods; validators vote;
-committers rotate. Every block is signed and applied by the consensus code,
-imported into a LevelDB store, re-opened, and the chain is printed: blocks,
-distances and balances.
+Four node processes on 127.0.0.1: node 0 contributes a problem built from
+scikit-learn's bundled digits (real images, real labels; the test labels stay
+hidden), nodes 1 and 2 improve with real classifiers of different quality
+(node 1: a weak 4-component model, then an MLP; node 2: a linear model),
+every node validates, and nodes 0–2 commit blocks in turn. The demo shows live
+progress, stops the nodes once the improvers are done (or after a bound), and
+prints the chain as node 3 stored it — re-executed from scratch — with the best
+distance per period and every balance.
 
-    python -m daimon_node.demo [--dir DIR]
+    python -m daimon_node.demo [--dir DIR] [--timeout SECONDS]
 """
 
 from __future__ import annotations
 
 import argparse
 import tempfile
+import time
+import tomllib
 from pathlib import Path
 
-import numpy as np
+import tomli_w
 from rich.console import Console
+from rich.live import Live
 from rich.table import Table
 
-from chain.crypto import KeyPair
-from chain.devnet import Devnet, DevnetConfig
-from chain.state import get_meta
-from chain.store import ChainStore
-from chain.types import Block, ImprovementBody
-from del_embed.integer import PPB, error_ppb
+from chain.consensus import in_turn_committer
+from chain.state import get_account, get_meta
+from chain.types import ImprovementBody
+
+from .cli_testnet import poll_node, progress_table
+from .replay import replay_chain
+from .testnet import Testnet, TestnetPlan, prepare_testnet
+
+NODES = 4
+T_P, T_B, GRACE = 12, 6, 3
 
 
-def train_improvers(seed: int = 0) -> tuple[np.ndarray, list[tuple[str, np.ndarray]]]:
-    """Real digits classifiers of different quality; returns x_t and their test predictions."""
-    from sklearn.datasets import load_digits
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import train_test_split
-    from sklearn.neighbors import KNeighborsClassifier
-    from sklearn.svm import SVC
-
-    digits = load_digits()
-    x_train, x_test, y_train, y_test = train_test_split(
-        digits.data, digits.target, test_size=0.5, random_state=seed, stratify=digits.target
-    )
-
-    def pool4(x: np.ndarray) -> np.ndarray:  # 8x8 -> 2x2 means: a deliberately weak input
-        return x.reshape(-1, 2, 4, 2, 4).mean(axis=(2, 4)).reshape(len(x), -1)
-
-    weak = LogisticRegression(max_iter=2000).fit(pool4(x_train), y_train).predict(pool4(x_test))
-    knn = KNeighborsClassifier(n_neighbors=1).fit(x_train[:150], y_train[:150]).predict(x_test)
-    svc = SVC(gamma=0.001).fit(x_train, y_train).predict(x_test)
-    tiny = KNeighborsClassifier(n_neighbors=1).fit(x_train[:40], y_train[:40]).predict(x_test)
-    return y_test.astype(np.int64), [
-        ("logreg-2x2 pixels", weak.astype(np.int64)),
-        ("1-NN on 150 images", knn.astype(np.int64)),
-        ("SVC full pixels", svc.astype(np.int64)),
-        ("1-NN on 40 images", tiny.astype(np.int64)),
-    ]
-
-
-def short(key: bytes) -> str:
-    return key.hex()[:8]
-
-
-def fmt_tokens(amount: int, decimals: int = 18) -> str:
-    return f"{amount / 10**decimals:,.6f}"
-
-
-def run(data_dir: Path, console: Console) -> None:
-    console.print("[bold]DaiMoN single-process devnet[/bold]: digits problem, 3 improvers, 4 validators, 3 committers")
-    truth, improvers = train_improvers()
-    d = Devnet(DevnetConfig(n=64, hidden=128, t_p=60, t_b=60), truth_labels=truth)
-    d.start()
-    d.bond_validators()
+def assign_models(plan: TestnetPlan) -> dict[int, str]:
+    """Node 1 improves twice (weak, then MLP); node 2 once (linear)."""
+    plan_models = {1: ["weak", "mlp"], 2: ["linear"]}
     names = {}
-    # The last model is worse than the best before it: it cannot beat d_c, so its
-    # settlement fails, its improver bond burns and the validators who voted for it are slashed.
-    for (name, labels), keys in zip(improvers, d.improver_keys):
-        names[keys.address] = name
-        err = error_ppb(labels, truth) / PPB
-        console.print(f"  improver {keys.address[:8]} ({name}): true test error {err:.1%}")
-        d.improve(keys, labels)
+    for i in range(NODES):
+        path = plan.configs[i]
+        cfg = tomllib.loads(path.read_text())
+        models = plan_models.get(i, [])
+        cfg["roles"]["improver"].update(enabled=bool(models), models=[str(plan.models[m]) for m in models])
+        path.write_text(tomli_w.dumps(cfg))
+        names[i] = " then ".join(models) if models else "-"
+    return names
 
-    db_path = data_dir / "chain"
-    with ChainStore(db_path) as store:
-        for block in d.blocks:
-            store.import_block(Block.decode(block.encode()), d.env)
-    with ChainStore(db_path) as store:
-        assert store.state.root == d.state.root, "reopened store differs from the devnet"
-        console.print(f"imported {store.height + 1} blocks into LevelDB at {db_path}; reopened head "
-                      f"{store.head.hex()[:16]} with the same state root")
 
-    table = Table(title="blocks")
-    for col in ("height", "period", "committer", "txs", "anchored PoI", "votes", "settlement", "distance d", "improver reward"):
+def run_network(plan: TestnetPlan, console: Console, timeout: float) -> None:
+    net = Testnet(plan)
+    net.start()
+    started = time.monotonic()
+    settled_at: float | None = None
+    try:
+        with Live(console=console, refresh_per_second=2) as live:
+            while time.monotonic() - started < timeout:
+                views = [poll_node(p, plan.chain_id) for p in plan.rpc_ports]
+                live.update(progress_table(plan, views, time.monotonic() - started))
+                best = [v.get("best") for v in views]
+                # Done once the best model is the strongest one and every node agrees on the head.
+                heads = {v.get("head") for v in views}
+                if settled_at is None and all(b is not None and b < 45_000_000 for b in best) and len(heads) == 1:
+                    settled_at = time.monotonic()
+                if settled_at is not None and time.monotonic() - settled_at > 2 * T_B:
+                    break
+                time.sleep(1.0)
+    finally:
+        net.stop()
+
+
+def print_chain(plan: TestnetPlan, console: Console, names: dict[int, str]) -> None:
+    replay = replay_chain(plan.directory / "node3", plan.chain_id)
+    index = {k.public_key: i for i, k in enumerate(plan.keys)}
+    address_index = {k.address_bytes: i for i, k in enumerate(plan.keys)}
+    params = replay.blocks[0].body.proposal.params  # type: ignore[union-attr]
+    table = Table(title="blocks (as node 3 stored them, re-executed from scratch)")
+    for col in ("height", "period", "committer", "turn", "txs", "anchored PoI (prover, votes)", "settlement", "distance d", "improver reward"):
         table.add_column(col)
-    for block, receipt in zip(d.blocks, d.receipts):
+    best_by_period: list[tuple[int, float]] = []
+    for block, receipt in zip(replay.blocks, replay.receipts):
         h = block.header
+        who = f"node {index.get(h.committer, '?')}"
+        turn = "in" if in_turn_committer(params, h.period) == h.committer else "out"
         body = block.body
         if not isinstance(body, ImprovementBody):
-            table.add_row("0", "0", short(h.committer), "-", "problem block", "-", "-", "-", "-")
+            table.add_row("0", "0", who, turn, "-", "Problem block", "", "", "")
             continue
+        anchor = ""
+        if body.anchor is not None:
+            anchor = f"{body.anchor.poi.hash.hex()[:8]} (node {index.get(body.anchor.poi.prover, '?')}, {len(body.anchor.votes)})"
         s = receipt.settlement
         table.add_row(
-            str(h.height), str(h.period), short(h.committer), str(len(body.transactions)),
-            short(body.anchor.poi.hash) if body.anchor else "",
-            str(len(body.anchor.votes)) if body.anchor else "",
+            str(h.height), str(h.period), who, turn, str(len(body.transactions)), anchor,
             f"{s.outcome} {s.reason}".strip() if s else "",
-            ",".join(f"{x / PPB:.4f}" for x in s.distances) if s else "",
-            fmt_tokens(s.improver_reward) if s and s.improver_reward else "",
+            f"{s.distances[0] / 1e9:.4f}" if s and s.distances else "",
+            f"{s.improver_reward / 10**params.decimals:.6f}" if s and s.improver_reward else "",
         )
+        if s is not None and s.outcome == "settled":
+            best_by_period.append((h.period, s.distances[0] / 1e9))
     console.print(table)
-    meta = get_meta(d.state)
-    console.print(f"best distance d_c = {meta.d_c[0] / PPB:.4f}; minted {fmt_tokens(meta.minted)} DEV, "
-                  f"burned {fmt_tokens(meta.burned)} DEV")
-    bal = Table(title="balances (DEV)")
-    for col in ("role", "address", "spendable", "locked"):
+    console.print("best distance d_c by period: " + (", ".join(f"period {k}: {d:.4f}" for k, d in best_by_period) or "none"))
+    meta = get_meta(replay.state)
+    dec = 10**params.decimals
+    console.print(f"minted {meta.minted / dec:.6f} {params.token_symbol}, burned {meta.burned / dec:.6f}")
+    bal = Table(title=f"balances ({params.token_symbol}) at height {len(replay.blocks) - 1}")
+    for col in ("node", "address", "improver models", "spendable", "locked"):
         bal.add_column(col)
-    people: list[tuple[str, KeyPair]] = (
-        [(f"improver: {names.get(k.address, '-')}", k) for k in d.improver_keys]
-        + [(f"validator {i}", k) for i, k in enumerate(d.validator_keys)]
-        + [(f"committer {i}", k) for i, k in enumerate(d.committer_keys)]
-    )
-    for role, keys in people:
-        spendable, locked = d.balance(keys)
-        bal.add_row(role, keys.address[:12], fmt_tokens(spendable), fmt_tokens(locked))
+    for addr, i in address_index.items():
+        acct = get_account(replay.state, addr)
+        bal.add_row(str(i), addr.hex()[:12], names[i], f"{acct.balance / dec:,.6f}", f"{acct.locked / dec:,.6f}")
     console.print(bal)
 
 
+def run(directory: Path, console: Console, timeout: float) -> None:
+    console.print(f"[bold]DaiMoN demo[/bold]: {NODES} nodes on 127.0.0.1, T_p={T_P}s T_b={T_B}s, data in {directory}")
+    console.print("preparing keys, the digits problem (contributor: node 0) and example models ...")
+    plan = prepare_testnet(directory, NODES, t_p=T_P, t_b=T_B, grace=GRACE, base_port=46000, start_delay=8)
+    names = assign_models(plan)
+    for i, n in names.items():
+        if n != "-":
+            console.print(f"  node {i} improves with: {n}")
+    run_network(plan, console, timeout)
+    print_chain(plan, console, names)
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description="Run the single-process DaiMoN devnet demo.")
-    ap.add_argument("--dir", type=Path, default=None, help="where to put the LevelDB store (default: a temp dir)")
+    ap = argparse.ArgumentParser(description="Run the 4-node DaiMoN demo on 127.0.0.1.")
+    ap.add_argument("--dir", type=Path, default=None, help="testnet directory to create (default: a temp dir)")
+    ap.add_argument("--timeout", type=float, default=240.0, help="stop the network after this many seconds")
     args = ap.parse_args()
-    console = Console(width=150)
+    console = Console(width=160)
     if args.dir is not None:
-        args.dir.mkdir(parents=True, exist_ok=True)
-        run(args.dir, console)
+        run(args.dir, console, args.timeout)
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            run(Path(tmp), console)
+            run(Path(tmp) / "testnet", console, args.timeout)
 
 
 if __name__ == "__main__":

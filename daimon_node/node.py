@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 TICK_S = 0.25
 SYNC_INTERVAL_S = 2.0
 SYNC_BATCH = 64
+SYNC_REQUEST_TIMEOUT_S = 20.0
 REJUDGE_INTERVAL_S = 1.0
 
 _VERDICT = {Verdict.ACCEPT: ValidationResult.ACCEPT, Verdict.REJECT: ValidationResult.REJECT,
@@ -352,40 +353,48 @@ class Node:
                     log.debug("sync of %s: %s", handle.chain_id.hex()[:12], exc)
 
     async def _sync_chain(self, handle: ChainHandle) -> None:
-        """Catch up from the heaviest peer: blocks after our height, stepping back on a fork."""
-        ours = handle.store.tip() if handle.started else None
+        """Catch up from every peer that is ahead; one failing peer does not stop the others."""
         for stats in self.p2p.peers():
             if not stats.connected:
                 continue
-            with trio.fail_after(15):
-                head = await self.p2p.request_head(stats.peer_id, handle.chain_id)
-            if head is None or (ours is not None and head.weight <= ours.weight):
-                continue
-            start = (ours.height + 1) if ours is not None else 0
-            self.sync_targets[handle.chain_id] = (start - 1, head.height)
-            for _ in range(64):  # bounded: at most 64 batches per round
-                with trio.fail_after(30):
-                    blocks = await self.p2p.request_blocks(stats.peer_id, handle.chain_id, start, SYNC_BATCH)
-                if not blocks:
-                    break
-                stepped_back = False
-                for raw in blocks:
-                    report = self.chains.import_block(handle, raw)
-                    if report.verdict is ImportVerdict.ACCEPTED:
-                        self._on_imported(handle, report)
-                    elif report.verdict is ImportVerdict.NEEDS_PARENT:
-                        start = max(0, start - SYNC_BATCH)  # a fork: fetch from further back
-                        stepped_back = True
-                        break
-                    elif report.verdict is ImportVerdict.NEEDS_CONTENT and report.missing is not None:
-                        await self._fetch_one(report.missing, 1 << 30)
+            try:
+                await self._sync_from(handle, stats.peer_id)
+            except (P2PError, trio.TooSlowError) as exc:
+                log.debug("sync of %s from %s: %s", handle.chain_id.hex()[:12], stats.peer_id[:12], exc)
+        self.sync_targets.pop(handle.chain_id, None)
+
+    async def _sync_from(self, handle: ChainHandle, peer: str) -> None:
+        """Blocks after our height from ``peer``, stepping back a batch at a time on a fork."""
+        ours = handle.store.tip() if handle.started else None
+        with trio.fail_after(SYNC_REQUEST_TIMEOUT_S):
+            head = await self.p2p.request_head(peer, handle.chain_id)
+        if head is None or (ours is not None and head.weight <= ours.weight):
+            return
+        start = (ours.height + 1) if ours is not None else 0
+        self.sync_targets[handle.chain_id] = (start - 1, head.height)
+        for _ in range(64):  # bounded: at most 64 batches per round
+            with trio.fail_after(SYNC_REQUEST_TIMEOUT_S):
+                blocks = await self.p2p.request_blocks(peer, handle.chain_id, start, SYNC_BATCH)
+            if not blocks:
+                break
+            stepped_back = False
+            for raw in blocks:
+                report = self.chains.import_block(handle, raw)
+                if report.verdict is ImportVerdict.ACCEPTED:
+                    self._on_imported(handle, report)
+                elif report.verdict is ImportVerdict.NEEDS_PARENT:
+                    if start == 0:
                         return
-                    elif report.verdict in (ImportVerdict.INVALID, ImportVerdict.FUTURE):
-                        return
-                if not stepped_back:
-                    start += len(blocks)
-                if len(blocks) < SYNC_BATCH and not stepped_back:
+                    start = max(0, start - SYNC_BATCH)  # a fork: fetch from further back
+                    stepped_back = True
                     break
-            await self.p2p.rejudge()
-            ours = handle.store.tip()
-            self.sync_targets.pop(handle.chain_id, None)
+                elif report.verdict is ImportVerdict.NEEDS_CONTENT and report.missing is not None:
+                    await self._fetch_one(report.missing, 1 << 30)
+                    return
+                elif report.verdict in (ImportVerdict.INVALID, ImportVerdict.FUTURE):
+                    return
+            if not stepped_back:
+                start += len(blocks)
+                if len(blocks) < SYNC_BATCH:
+                    break
+        await self.p2p.rejudge()

@@ -45,7 +45,8 @@ from chain.labels import array_to_labels
 from chain.season import holdout_commitment
 from chain.signing import EMPTY_SIGNATURE, is_valid_signature, sign
 from chain.types import Allocation, InputSpec, ProblemParams, Proposal, SealedHoldout, TestTuple
-from del_embed.integer import IntegerDEL, IntegerDELError, f_int, integer_del_from_bytes, integer_del_to_bytes, quantize
+from del_embed import projection
+from del_embed.integer import IntegerDEL, IntegerDELError, f_int, integer_del_from_bytes, integer_del_to_bytes
 
 from .errors import DaimonError
 
@@ -121,22 +122,8 @@ def split_dataset(ds: Dataset, *, test_fraction: float = 0.3, holdout_fraction: 
 # The DEL for x_t
 # ---------------------------------------------------------------------------
 def random_projection_del(x_t: np.ndarray, num_classes: int, *, n: int = 256, seed: int = 0) -> bytes:
-    """An untrained DEL artifact: the MLP set up to compute a random projection of one-hot(x).
-
-    ``W1`` is Gaussian (n x m*C); ``b1`` is each unit's worst-case |pre-activation|
-    so ReLU never clips, for any input; ``W2`` is the identity and ``b2 = -b1``,
-    so the output is exactly ``W1 onehot(x)`` up to quantisation. By
-    Johnson–Lindenstrauss ``1 - cos`` then tracks the label error (DESIGN §9:
-    MAE 0.0018 below 5% error on FashionMNIST). It needs no torch, and its float
-    weights are not stored: the seed in the config regenerates them.
-    """
-    m = int(len(x_t))
-    rng = np.random.default_rng(seed)
-    w1 = rng.standard_normal((n, m * num_classes)) / np.sqrt(m)
-    b1 = np.abs(w1).reshape(n, m, num_classes).max(axis=2).sum(axis=1) + 1.0
-    integer = quantize(w1, b1, np.eye(n), -b1, m=m, num_classes=num_classes, encoding="onehot", weight_bits=12,
-                       config={"kind": "random-projection", "seed": seed})
-    return integer_del_to_bytes(integer)
+    """An untrained random-projection DEL artifact for ``x_t`` (see ``del_embed.projection``)."""
+    return integer_del_to_bytes(projection.random_projection_del(int(len(x_t)), num_classes, n=n, seed=seed))
 
 
 def trained_del(x_t: np.ndarray, num_classes: int, *, steps: int, seed: int = 0, max_seconds: float = 0.0) -> bytes:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from chain.devnet import Devnet, DevnetConfig, corrupt
+from chain.devnet import Devnet, DevnetConfig
 from chain.errors import InvalidHeader, InvalidStateRoot
 from chain.state import State
 from chain.store import ChainStore
@@ -23,8 +23,8 @@ def build_devnet(improvements: int = 3, seed: int = 0) -> Devnet:
     d = Devnet(DevnetConfig(seed=seed))
     d.start()
     d.bond_validators()
-    for i in range(improvements):
-        d.improve(d.improver_keys[i % 4], corrupt(d.truth, 0.4 - 0.1 * i, 10, i))
+    for i, labels in enumerate(d.improving_labels(improvements, seed=seed)):
+        d.improve(d.improver_keys[i % 4], labels)
     return d
 
 
@@ -117,11 +117,11 @@ def _transfer(d: Devnet, amount: int):  # type: ignore[no-untyped-def]
 CHILD = textwrap.dedent(
     """
     import sys
-    from chain.devnet import Devnet, DevnetConfig, corrupt
+    from chain.devnet import Devnet, DevnetConfig
     from chain.store import ChainStore
     d = Devnet(DevnetConfig(seed=1)); d.start(); d.bond_validators()
-    for i in range(12):
-        d.improve(d.improver_keys[i % 4], corrupt(d.truth, 0.6 - 0.04 * i, 10, i))
+    for i, labels in enumerate(d.improving_labels(12, seed=1)):
+        d.improve(d.improver_keys[i % 4], labels)
     with ChainStore(sys.argv[1]) as store:
         for n, block in enumerate(d.blocks):
             store.import_block(block, d.env)
@@ -149,8 +149,8 @@ def test_kill_9_mid_import_reopens_consistent(tmp_path: Path) -> None:
     d = Devnet(DevnetConfig(seed=1))
     d.start()
     d.bond_validators()
-    for i in range(12):
-        d.improve(d.improver_keys[i % 4], corrupt(d.truth, 0.6 - 0.04 * i, 10, i))
+    for i, labels in enumerate(d.improving_labels(12, seed=1)):
+        d.improve(d.improver_keys[i % 4], labels)
     with ChainStore(db) as store:
         height = store.height
         assert 5 <= height < len(d.blocks)

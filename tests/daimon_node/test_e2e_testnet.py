@@ -1,0 +1,165 @@
+"""End to end: 4 node processes on 127.0.0.1 run the whole protocol (issue 7).
+
+Problem -> T_p -> Problem block -> register -> PoI + votes anchored -> reveal
+settled, twice, with real ONNX models; every node agrees on the head; the
+rewards equal the formula; a node killed with SIGKILL restarts and catches up;
+with the in-turn committer stopped, out-of-turn commits keep the chain live.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import tomllib
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import tomli_w
+
+from chain.builder import make_transaction
+from chain.consensus import in_turn_committer
+from chain.crypto import address_bytes
+from chain.rewards import improvement_reward, validator_reward
+from chain.types import Transfer
+from daimon_node.client import RpcClient
+from daimon_node.errors import DaimonError
+from daimon_node.problem_kit import load_problem
+from daimon_node.replay import replay_chain
+from daimon_node.testnet import Testnet, prepare_testnet
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+T_P, T_B, GRACE = 10, 6, 3
+
+
+def wait_for(what: str, predicate: Callable[[], bool], timeout: float, poll: float = 1.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def rpc(port: int) -> RpcClient:
+    return RpcClient(f"http://127.0.0.1:{port}", timeout=5.0)
+
+
+def try_call(port: int, fn: Callable[[RpcClient], Any]) -> Any:
+    try:
+        with rpc(port) as client:
+            return fn(client)
+    except (DaimonError, OSError):
+        return None
+
+
+def heads(ports: list[int], chain: str) -> list[Any]:
+    return [try_call(p, lambda c: c.get_block_by_number(chain, c.block_number(chain))) for p in ports]
+
+
+def agree(ports: list[int], chain: str, min_height: int = 0) -> bool:
+    hs = heads(ports, chain)
+    return all(h is not None for h in hs) and len({h["hash"] for h in hs}) == 1 and hs[0]["height"] >= min_height
+
+
+def configure_single_improver(directory: Path, models: dict[str, Path]) -> None:
+    """Node 1 competes with a weak then a better model; nobody else improves."""
+    for i in range(4):
+        path = directory / f"node{i}.toml"
+        cfg = tomllib.loads(path.read_text())
+        improver = cfg["roles"]["improver"]
+        if i == 1:
+            improver.update(enabled=True, models=[str(models["weak"]), str(models["linear"])])
+        else:
+            improver.update(enabled=False, models=[])
+        path.write_text(tomli_w.dumps(cfg))
+
+
+def test_four_node_testnet_runs_the_protocol(tmp_path: Path) -> None:
+    base = 40000 + (os.getpid() % 100) * 200
+    plan = prepare_testnet(tmp_path / "net", 4, t_p=T_P, t_b=T_B, grace=GRACE, base_port=base, start_delay=8)
+    configure_single_improver(plan.directory, plan.models)
+    chain = "0x" + plan.chain_id.hex()
+    ports = plan.rpc_ports
+    net = Testnet(plan)
+    net.start()
+    try:
+        # Phase 1: two improvements settle on every node.
+        def settled_twice() -> bool:
+            best = try_call(ports[0], lambda c: c.best_model(chain))
+            return best is not None and best["distance_ppb"] < 100_000_000 and agree(ports, chain)
+
+        wait_for("the Problem block on every node", lambda: agree(ports, chain, 0), 90)
+        wait_for("two settled improvements, agreed by all nodes", settled_twice, 240)
+        balances_before = {
+            i: try_call(ports[0], lambda c, k=k: c.get_balance(chain, "0x" + k.address)) for i, k in enumerate(plan.keys)
+        }
+
+        # Phase 2: SIGKILL a node, keep the chain moving, restart it: it catches up.
+        net.stop_node(3, kill=True)
+        sender = plan.keys[0]
+        nonce = try_call(ports[0], lambda c: c.get_nonce(chain, "0x" + sender.address))
+        submit_port = ports[2]  # a node that stays up in every phase
+
+        def send_transfer(amount: int) -> None:
+            """Gives the committers something to do, so periods are not skipped."""
+            nonlocal nonce
+            tx = make_transaction(sender, plan.chain_id, nonce, Transfer(plan.keys[3].address_bytes, amount))
+            if try_call(submit_port, lambda c: c.send_raw_transaction(chain, "0x" + tx.encode().hex())) is not None:
+                nonce += 1
+
+        height_at_kill = try_call(ports[0], lambda c: c.block_number(chain))
+        send_transfer(1)
+        wait_for("a new block while node 3 is down",
+                 lambda: (try_call(ports[0], lambda c: c.block_number(chain)) or 0) > height_at_kill, 60)
+        net.start_node(3)
+        wait_for("node 3 to catch up after SIGKILL", lambda: agree(ports, chain), 90)
+
+        # Phase 3: stop committer 0; blocks in its turns come out of turn from the others.
+        problem = load_problem(plan.problem_dir)
+
+        def committer_in_turn(period: int) -> bytes:
+            return in_turn_committer(problem.params, period)
+
+        net.stop_node(0)
+        live = ports[1:]
+        height_at_stop = try_call(live[0], lambda c: c.block_number(chain))
+
+        def out_of_turn_block_seen() -> bool:
+            send_transfer(2)
+            h = try_call(live[0], lambda c: c.block_number(chain)) or 0
+            for n in range(height_at_stop + 1, h + 1):
+                block = try_call(live[0], lambda c, n=n: c.get_block_by_number(chain, n))
+                if block and block["committer"] != "0x" + committer_in_turn(block["period"]).hex():
+                    return True
+            return False
+
+        wait_for("an out-of-turn block with committer 0 stopped", out_of_turn_block_seen, 120, poll=2.0)
+        wait_for("the remaining nodes to agree", lambda: agree(live, chain), 60)
+    finally:
+        net.stop()
+
+    # Rewards: replay node 1's chain and check every payment against the formula.
+    receipts = replay_chain(plan.directory / "node1", plan.chain_id).receipts
+    params = problem.params
+    d_c = [10**9]
+    paid: dict[bytes, int] = {}
+    settled = [r.settlement for r in receipts if r.settlement is not None and r.settlement.outcome == "settled"]
+    assert len(settled) >= 2, [r.settlement for r in receipts if r.settlement]
+    for s in settled:
+        expected = improvement_reward(s.distances[0], d_c[0], params.reward_a, params.reward_scale)
+        assert s.improver_reward == expected
+        assert [a for _, a in s.validator_rewards] == [validator_reward(expected, p) for p in range(1, len(s.validator_rewards) + 1)]
+        d_c = list(s.distances)
+        paid[s.improver] = paid.get(s.improver, 0) + s.improver_reward
+        for addr, amount in s.validator_rewards:
+            paid[addr] = paid.get(addr, 0) + amount
+    # The improver's balance before phase 2 = genesis + its rewards - its validator bond (locked).
+    improver = plan.keys[1]
+    bal = balances_before[1]
+    assert bal is not None
+    genesis = 1000 * 10**18
+    assert int(bal["spendable"]) + int(bal["locked"]) == genesis + paid.get(improver.address_bytes, 0)
+    assert int(bal["locked"]) == params.validator_bond
+    assert address_bytes(improver.public_key) in paid
