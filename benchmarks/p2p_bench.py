@@ -259,8 +259,16 @@ async def bench_transfers(
     return content, bare, tcp, content_cpu, bare_cpu
 
 
-async def main_async(trials: int) -> None:
-    print(f"p2p benchmark  (python {sys.version.split()[0]}, {os.cpu_count()} cores; other load on the box adds noise)")
+async def main_async(trials: int, only: str | None) -> None:
+    print(f"p2p benchmark  (python {sys.version.split()[0]}, {os.cpu_count()} cores; other load on the box adds noise; "
+          f"load average now {os.getloadavg()[0]:.1f})")
+    if only != "content":
+        await report_gossip()
+    if only != "gossip":
+        await report_content(trials)
+
+
+async def report_gossip() -> None:
     rtts = bench_tcp_echo()
     print(f"\n== gossip: {N_NODES} processes, each connected to the other {N_NODES - 1}; "
           f"{N_MSGS} x {MSG_SIZE} B at {RATE:.0f}/s (round-robin publishers)")
@@ -276,6 +284,8 @@ async def main_async(trials: int) -> None:
         else:
             print(f"  {label:<22}      nothing delivered, lost {lost}")
 
+
+async def report_content(trials: int) -> None:
     with tempfile.TemporaryDirectory() as d:
         content, bare, tcp, content_cpu, bare_cpu = await bench_transfers(Path(d), CONTENT_BYTES, trials)
     mb = CONTENT_BYTES / 1e6
@@ -295,6 +305,7 @@ async def main_async(trials: int) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--trials", type=int, default=5)
+    p.add_argument("--only", choices=["gossip", "content"], help="run one half only")
     p.add_argument("--tcp-echo-server", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--tcp-send-server", type=int, help=argparse.SUPPRESS)
     p.add_argument("--bare-server", type=int, help=argparse.SUPPRESS)
@@ -306,7 +317,7 @@ def main() -> None:
     elif args.bare_server:
         bare_libp2p_server(args.bare_server)
     else:
-        trio.run(main_async, args.trials)
+        trio.run(main_async, args.trials, args.only)
 
 
 if __name__ == "__main__":

@@ -257,12 +257,16 @@ async def _receive_into(
     the transfer time. At most ``PIPELINE_DEPTH`` batches of ~1 MiB are in flight,
     so a fast sender cannot grow our memory.
     """
-    send, recv = trio.open_memory_channel[bytes](PIPELINE_DEPTH)
+    send, recv = trio.open_memory_channel[list[bytes]](PIPELINE_DEPTH)
     stopped_at: int | None = None
+
+    def write_all(batch: list[bytes]) -> None:
+        for piece in batch:
+            partial.write(piece)
 
     async def write_batches() -> None:
         async for batch in recv:
-            await trio.to_thread.run_sync(partial.write, batch)
+            await trio.to_thread.run_sync(write_all, batch)
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(write_batches)
@@ -284,7 +288,7 @@ async def _receive_into(
                     stopped_at = pending
                 if buf and (buffered >= CHUNK or pending == size or stopped_at is not None):
                     with trio.fail_after(stall_timeout_s):
-                        await send.send(b"".join(buf))
+                        await send.send(buf)
                     buf, buffered = [], 0
                 if stopped_at is not None:
                     break
