@@ -61,6 +61,11 @@ from .cli_problem import app as problem_app  # noqa: E402
 app.add_typer(problem_app, name="problem")
 from .cli_del import app as del_app  # noqa: E402
 app.add_typer(del_app, name="del")
+from .cli_chain import rate, status, tx_app  # noqa: E402
+
+app.command()(status)
+app.command()(rate)
+app.add_typer(tx_app, name="tx")
 
 
 def main() -> None:

@@ -167,3 +167,247 @@ def verify_cmd(
         "validator": keys.address,
         "vote": str(vote_out) if vote_out is not None else verdict.vote.encode().hex(),
     })
+
+
+# --- commands that talk to a node ----------------------------------------------------------
+RpcOption = typer.Option("http://127.0.0.1:8545", "--rpc", envvar="DAIMON_RPC", help="JSON-RPC URL of a node.")
+JsonOption = typer.Option(False, "--json", help="Print one JSON document (for scripts).")
+ChainOption = typer.Option(None, "--chain", "-c", help="Problem chain id (64 hex digits or a unique 8+ digit "
+                           "prefix); default: the problem's (submit, reveal) or the node's only chain.")
+
+
+NodeDirOption = typer.Option(None, "--node-dir", help="Data directory of a node on this machine: the model is "
+                             "copied into its content store, from where validators fetch it over p2p.")
+
+
+def place_in_node_content(node_dir: Path, data: bytes) -> Path:
+    """Put ``data`` into ``node_dir``'s content store (``content/objects/<sha256>``) atomically.
+
+    Written to a temporary name in the same directory, then renamed: the node may be
+    running and serving from that directory, and it never sees a partial object.
+    """
+    import hashlib
+
+    objects = Path(node_dir) / "content" / "objects"
+    if not (Path(node_dir) / "node_key").exists():
+        raise ModelCommandError(f"{node_dir} is not a node data directory (no node_key)")
+    target = objects / hashlib.sha256(data).hexdigest()
+    if target.is_file():
+        return target
+    try:
+        objects.mkdir(parents=True, exist_ok=True)
+        tmp = objects / f".cli-{os.getpid()}.partial"
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise ModelCommandError(f"cannot write the model into {objects}: {exc.strerror}") from None
+    return target
+
+
+@app.command("register")
+def register_cmd(
+    model: Path = typer.Argument(..., help="ONNX model file."),
+    chain: Optional[str] = ChainOption,
+    key_dir: Path = KeyDirOption,
+    fee: str = typer.Option("0", "--fee", help="Fee in base units."),
+    rpc: str = RpcOption,
+    wait: bool = typer.Option(False, "--wait", help="Wait until a block includes the registration."),
+    timeout: float = typer.Option(0.0, "--timeout", help="Seconds --wait waits at most (0: three periods plus grace)."),
+    node_dir: Optional[Path] = NodeDirOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Register a model's digest on a chain (a RegisterDigest tx); its PoI may follow once a block holds it."""
+    from chain.types import RegisterDigest
+
+    from .cli_chain import connect, hex0x, parse_amount, report_sent, resolve_chain, send_transaction
+    from .poi import model_digest
+
+    data = read_file(model, "model")
+    digest = model_digest(data)
+    fee_units = parse_amount(fee, tokens=False, decimals=0, what="--fee")
+    with connect(rpc) as client:
+        chain_id = resolve_chain(client, chain)
+        params = client.get_problem(chain_id)["params"]
+        if len(data) > int(params["max_model_bytes"]):
+            raise ModelCommandError(f"{model} has {len(data)} bytes; the problem allows {params['max_model_bytes']}")
+        if node_dir is not None:
+            place_in_node_content(node_dir, data)
+        sent = send_transaction(client, chain_id, key_dir, RegisterDigest(digest), fee_units,
+                                wait=wait, timeout=timeout, params=params)
+    report_sent(sent, as_json, {"chain": hex0x(chain_id), "type": "register_digest", "model_digest": digest.hex(),
+                                "fee": str(fee_units)})
+    if not as_json:
+        typer.echo(f"model digest {digest.hex()}")
+
+
+def _wait_for_proving_slot(client: Any, chain: bytes, params: Any, deadline: float) -> tuple[int, dict[str, Any]]:
+    """Period k >= 1 and the head to build on, once the head is settled for k (as the improver role does).
+
+    The head is ready when its block is of period k-1 or later, or when the grace time
+    of period k has passed; near a period's end (last 10%) wait for the next one.
+    """
+    import time
+
+    from .cli_chain import head_block
+
+    t_b, grace = params.t_b, params.grace
+    while True:
+        info = client.period(chain)
+        k, remaining = info["period"], info["remaining"]
+        head = head_block(client, chain)
+        elapsed = t_b - remaining
+        if k >= 1 and remaining > 0.1 * t_b and (head["period"] >= k - 1 or elapsed >= grace):
+            return k, head
+        if k == 0 and time.monotonic() + remaining > deadline:
+            raise ModelCommandError(f"the chain is in T_p (problem definition) for {remaining:.0f} s more; "
+                                    "proofs start in period 1")
+        if time.monotonic() >= deadline:
+            raise ModelCommandError(f"no time to prove: period {k}, {remaining:.1f} s left, head of period "
+                                    f"{head['period']}; try again (or raise --timeout)")
+        time.sleep(min(0.5, max(0.05, remaining / 4)))
+
+
+@app.command("submit")
+def submit_cmd(
+    model: Path = typer.Argument(..., help="ONNX model file (its digest registered on the chain)."),
+    problem: Path = ProblemOption,
+    chain: Optional[str] = ChainOption,
+    key_dir: Path = KeyDirOption,
+    reveal_out: Optional[Path] = typer.Option(None, "--reveal-out", help="Where to write the Reveal (mode 0600; "
+                                              "default: MODEL.p<k>.reveal)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the PoI here."),
+    force: bool = typer.Option(False, "--force", help="Submit even if the model does not beat d_c - delta."),
+    node_dir: Optional[Path] = NodeDirOption,
+    rpc: str = RpcOption,
+    timeout: float = typer.Option(0.0, "--timeout", help="Seconds to wait for a period to prove in "
+                                  "(0: one period plus grace)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """PROVE a model for the current period on the chain's head and submit its PoI; write the Reveal for next period."""
+    import time
+
+    from .cli_chain import connect, head_block, parse_hex, resolve_chain
+    from .keystore import load_key
+    from .poi import model_digest, prove
+    from .problem_kit import load_problem
+    from .rpc.errors import Rejected
+    from .sandbox import Sandbox
+
+    keys = load_key(key_dir)
+    prob = load_problem(problem)
+    data = read_file(model, "model")
+    with connect(rpc) as client:
+        chain_id = prob.chain_id if chain is None else resolve_chain(client, chain)
+        if chain_id != prob.chain_id:
+            raise ModelCommandError(f"{problem} is the problem of chain {prob.chain_id.hex()[:16]}, "
+                                    f"not of --chain {chain_id.hex()[:16]}")
+        summary = client.get_problem(chain_id)
+        if "d_c_ppb" not in summary:
+            raise ModelCommandError(f"chain {chain_id.hex()[:16]} has no Problem block yet")
+        params = prob.proposal.params
+        deadline = time.monotonic() + (timeout if timeout > 0 else params.t_b + params.grace + 5)
+        with Sandbox() as sandbox:
+            while True:
+                k, head = _wait_for_proving_slot(client, chain_id, params, deadline)
+                proof = prove(data, prob, keys, period=k, parent=parse_hex(head["hash"], 32, "head"), sandbox=sandbox)
+                now_period = client.period(chain_id)["period"]
+                if now_period == k and head_block(client, chain_id)["hash"] == head["hash"]:
+                    break  # still the period and head the proof was built on
+                if time.monotonic() >= deadline:
+                    raise ModelCommandError("the chain moved on while proving; try again (or raise --timeout)")
+        d_c = summary["d_c_ppb"]
+        delta = params.delta_ppb
+        better = all(d < dc - delta for d, dc in zip(proof.distances, d_c))
+        if not better and not force:
+            raise ModelCommandError(
+                f"distance {', '.join(map(str, proof.distances))} ppb does not beat d_c {', '.join(map(str, d_c))} "
+                f"- delta {delta}; validators would not vote for it (--force submits anyway)")
+        if node_dir is not None:
+            place_in_node_content(node_dir, data)
+        try:
+            poi_hash = client.submit_proof(chain_id, proof.poi.encode())
+        except Rejected as exc:
+            hint = ("; register the model first ('daimon-node model register --wait') and submit once a block "
+                    "holds the registration" if "digest" in str(exc) else "")
+            raise ModelCommandError(f"{exc}{hint}") from None
+    reveal_path = reveal_out or model.with_name(f"{model.name}.p{k}.reveal")
+    write_private(reveal_path, proof.reveal.encode())
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(proof.poi.encode())
+    next_cmd = f"daimon-node model reveal {reveal_path} --chain {chain_id.hex()} --rpc {rpc}"
+    if as_json:
+        echo_json({
+            "poi_hash": poi_hash, "chain": "0x" + chain_id.hex(), "period": k, "parent": head["hash"],
+            "model_digest": model_digest(data).hex(), "distances_ppb": list(proof.distances), "d_c_ppb": d_c,
+            "improves": better, "prover": keys.address, "reveal": str(reveal_path),
+            "proof": str(out) if out is not None else None, "reveal_period": k + 1, "next": next_cmd,
+        })
+        return
+    typer.echo(poi_hash)
+    typer.echo(f"PoI for period {k} on head {head['hash'][:18]}...: distance "
+               f"{', '.join(f'{d / 1e9:.6f}' for d in proof.distances)} (d_c {', '.join(f'{d / 1e9:.6f}' for d in d_c)})")
+    typer.echo(f"reveal written to {reveal_path} (keep it private until period {k + 1})")
+    if node_dir is None:
+        typer.echo("note: validators fetch the model by digest from peers; without --node-dir (or an improver "
+                   "role serving it) none may have it", err=True)
+    typer.echo(f"if the block of period {k} anchors the PoI, publish the reveal during period {k + 1}:")
+    typer.echo(f"  {next_cmd}")
+
+
+ANCHOR_LOOKBACK = 8
+
+
+def find_anchor(client: Any, chain: bytes, poi_hash: str) -> dict[str, Any] | None:
+    """The latest of the head's last ``ANCHOR_LOOKBACK`` blocks that anchors ``poi_hash``, or None."""
+    height = client.block_number(chain)
+    for n in range(height, max(0, height - ANCHOR_LOOKBACK), -1):
+        block = client.get_block_by_number(chain, n)
+        if block is not None and (block.get("anchor") or {}).get("poi") == poi_hash:
+            return block  # type: ignore[no-any-return]
+    return None
+
+
+@app.command("reveal")
+def reveal_cmd(
+    reveal_file: Path = typer.Argument(..., help="Reveal file written by 'model submit' or 'model prove'."),
+    chain: Optional[str] = ChainOption,
+    force: bool = typer.Option(False, "--force", help="Send even if the PoI is not seen anchored in the "
+                               "previous period."),
+    rpc: str = RpcOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Publish a Reveal (the labels of an anchored PoI) during the period after its anchor."""
+    from chain.errors import DecodeError
+    from chain.types import Reveal
+
+    from .cli_chain import connect, resolve_chain
+
+    try:
+        reveal = Reveal.decode(read_file(reveal_file, "reveal"))
+    except DecodeError as exc:
+        raise ModelCommandError(f"{reveal_file} is not a Reveal: {exc}") from None
+    with connect(rpc) as client:
+        if chain is not None and resolve_chain(client, chain) != reveal.chain_id:
+            raise ModelCommandError(f"{reveal_file} is a reveal for chain {reveal.chain_id.hex()[:16]}, "
+                                    f"not for {chain[:18]}")
+        period = client.period(reveal.chain_id)["period"]
+        anchored = find_anchor(client, reveal.chain_id, "0x" + reveal.poi_hash.hex())
+        if not force:
+            if anchored is None:
+                raise ModelCommandError(f"PoI {reveal.poi_hash.hex()[:16]} is not anchored in the chain's last "
+                                        f"{ANCHOR_LOOKBACK} blocks: nothing to settle (publishing the labels early "
+                                        "would let others copy them; --force sends anyway)")
+            if period != anchored["period"] + 1:
+                when = "too early" if period <= anchored["period"] else "too late: the anchor was voided"
+                raise ModelCommandError(f"PoI {reveal.poi_hash.hex()[:16]} was anchored in period "
+                                        f"{anchored['period']}; its reveal belongs to period {anchored['period'] + 1}, "
+                                        f"now is period {period} ({when})")
+        result = client.submit_reveal(reveal.chain_id, reveal.encode())
+    if as_json:
+        echo_json({"poi_hash": result, "chain": "0x" + reveal.chain_id.hex(), "period": period,
+                   "anchored_at": None if anchored is None else anchored["height"]})
+        return
+    typer.echo(result)
+    typer.echo(f"reveal of PoI {reveal.poi_hash.hex()[:16]} sent in period {period}; the block of this period "
+               "settles it")

@@ -83,10 +83,48 @@ def create_cmd(
     }, indent=2))
 
 
+@app.command("list")
+def list_cmd(
+    rpc: str = typer.Option("http://127.0.0.1:8545", "--rpc", envvar="DAIMON_RPC", help="JSON-RPC URL of a node."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list (for scripts)."),
+) -> None:
+    """List the problem chains a node follows: chain id, name, height, head."""
+    from .cli_chain import connect, echo_json
+
+    with connect(rpc) as client:
+        problems = client.list_problems()
+    if as_json:
+        echo_json(problems)
+        return
+    if not problems:
+        typer.echo(f"the node at {rpc} follows no problem chain yet")
+        return
+    typer.echo(f"{'chain':<64}  {'height':>6}  {'head':<16}  name")
+    for p in problems:
+        head = "-" if p["height"] < 0 else p["head"][2:18]
+        typer.echo(f"{p['chain'][2:]:<64}  {p['height']:>6}  {head:<16}  {p['name']}")
+
+
 @app.command("show")
 def show_cmd(
-    directory: Path = typer.Argument(..., help="Problem directory."),
+    target: str = typer.Argument(..., metavar="CHAIN_OR_DIR", help="A chain id (64 hex digits, asked of the node "
+                                 "over --rpc) or a problem directory (checked offline)."),
+    rpc: str = typer.Option("http://127.0.0.1:8545", "--rpc", envvar="DAIMON_RPC", help="JSON-RPC URL of a node."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (a directory's summary is always JSON)."),
 ) -> None:
+    """Show a problem: a chain's live state from a node, or a problem directory's checked summary."""
+    from .cli_chain import is_chain_id
+
+    path = Path(target)
+    if path.is_dir() or not is_chain_id(target):
+        if not path.exists():
+            raise ProblemCommandError(f"{target!r} is neither a chain id (64 hex digits) nor a problem directory")
+        show_directory(path)
+        return
+    show_chain(target, rpc, as_json)
+
+
+def show_directory(directory: Path) -> None:
     """Check a problem directory (signatures, content ids) and print its summary as JSON."""
     from .problem_kit import load_problem, problem_summary
 
@@ -94,3 +132,53 @@ def show_cmd(
     summary = problem_summary(problem.proposal, problem.dels[0])
     summary["directory"] = str(directory)
     typer.echo(json.dumps(summary, indent=2))
+
+
+def show_chain(text: str, rpc: str, as_json: bool) -> None:
+    """A chain's problem over RPC, with its period, best model and (with a sealed holdout) season."""
+    from .cli_chain import connect, echo_json, format_tokens, parse_hex
+    from .rpc.errors import RpcError
+
+    chain = parse_hex(text, 32, "chain id")
+    with connect(rpc) as client:
+        summary = client.get_problem(chain)
+        extra = client.batch([("daimon_period", ["0x" + chain.hex()]), ("daimon_bestModel", ["0x" + chain.hex()])])
+    period, best = (None if isinstance(v, RpcError) else v for v in extra)
+    summary["period"] = period
+    summary["best_model"] = best
+    if summary.get("holdout") is not None:
+        season = summary.get("season")
+        summary["season_status"] = "not started" if season is None else (
+            f"season {season['index']} from period {season['start_period']}: "
+            f"{'holdout sealed' if season['sealed'] else 'holdout revealed'}, "
+            f"{season['improvements']} improvements, {season['locked_rewards']} base units of rewards locked")
+    if as_json:
+        echo_json(summary)
+        return
+    p = summary["params"]
+    decimals = int(p["decimals"])
+    typer.echo(f"problem   {p['name']}  chain {chain.hex()}")
+    typer.echo(f"creator   {summary['creator']}")
+    typer.echo(f"token     {p['token_symbol']} ({decimals} decimals)  reward_a {p['reward_a']}, "
+               f"scale {format_tokens(int(p['reward_scale']), decimals)}")
+    typer.echo(f"classes   {p['num_classes']}  input {p['input_spec']['dtype']}{p['input_spec']['shape']}")
+    typer.echo(f"periods   T_p {p['t_p']} s, T_b {p['t_b']} s, grace {p['grace']} s, delta {p['delta_ppb']} ppb")
+    typer.echo(f"tuples    " + ", ".join(f"m={t['m']}" for t in summary["tuples"]))
+    typer.echo(f"committers {len(p['committers'])}")
+    height = summary.get("height", -1)
+    typer.echo(f"height    {height if height >= 0 else '- (no Problem block yet)'}")
+    if period is not None:
+        phase = "T_p" if period["period"] == 0 else "competition"
+        typer.echo(f"period    {period['period']} ({phase}), {period['remaining']:.1f} s left")
+    if "d_c_ppb" in summary:
+        d_c = summary["d_c_ppb"]
+        typer.echo(f"d_c       {', '.join(f'{d / 1e9:.6f}' for d in d_c)}  "
+                   f"minted {format_tokens(int(summary['minted']), decimals)}, "
+                   f"burned {format_tokens(int(summary['burned']), decimals)} {p['token_symbol']}")
+    if best:
+        typer.echo(f"best      distance {best['distance_ppb'] / 1e9:.6f}, model {best['model_digest'][2:18]} by "
+                   f"{best['prover']} (height {best['height']})")
+    if summary.get("holdout") is not None:
+        typer.echo(f"holdout   m_h={summary['holdout'].get('m_h')}  {summary['season_status']}")
+    else:
+        typer.echo("holdout   none (no seasons)")
