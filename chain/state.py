@@ -139,6 +139,10 @@ class SeasonImprovement(Schema):
     )
 
 
+MAX_SEASON_IMPROVEMENTS: Final[int] = 4096  # settled improvements one season can record
+MAX_SEASON_LOCKED: Final[int] = 1 << 16  # locked reward entries one season can record
+
+
 @schema
 @dataclass(frozen=True)
 class Season(Schema):
@@ -153,8 +157,8 @@ class Season(Schema):
         ("index", U32),
         ("start_period", U32),
         ("holdout", Optional_(Struct(SealedHoldout))),
-        ("improvements", ListOf(Struct(SeasonImprovement), 4096)),
-        ("locked", ListOf(Struct(LockedReward), 1 << 16)),
+        ("improvements", ListOf(Struct(SeasonImprovement), MAX_SEASON_IMPROVEMENTS)),
+        ("locked", ListOf(Struct(LockedReward), MAX_SEASON_LOCKED)),
         ("confirmed_error_ppb", U32),
     )
 

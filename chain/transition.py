@@ -32,10 +32,12 @@ from .errors import (
     MissingContent,
 )
 from .labels import labels_hash, labels_to_array, masked_digest
-from .rewards import improvement_reward, validator_reward
+from .rewards import MAX_SCALE, improvement_reward, validator_reward
 from .season import is_open_season, process_new_holdout, process_season_reveal, record_season_improvement
 from .signing import is_valid_signature
 from .state import (
+    MAX_SEASON_IMPROVEMENTS,
+    MAX_SEASON_LOCKED,
     Account,
     BestModel,
     Bond,
@@ -207,6 +209,22 @@ def validate_params(params: ProblemParams) -> None:
         raise InvalidProblem("unbonding must last at least 2 periods", unbonding=params.unbonding_periods)
     if params.max_ambiguous > C.MAX_AMBIGUOUS:
         raise InvalidProblem("max_ambiguous too large", max_ambiguous=params.max_ambiguous)
+    if params.reward_scale > MAX_SCALE:
+        raise InvalidProblem("reward scale too large", reward_scale=params.reward_scale, limit=MAX_SCALE)
+    if params.season_periods:
+        validate_season_params(params)
+
+
+def validate_season_params(params: ProblemParams) -> None:
+    """A season must be revealable, and its bookkeeping must fit the ``Season`` record."""
+    if params.reveal_window < 1:
+        raise InvalidProblem("a season needs a reveal window of at least one period", window=params.reveal_window)
+    # at most one settlement per period (plus one anchored in the block that seals the holdout),
+    # each locking the improver's reward and one per vote
+    settlements = params.season_periods + 1
+    if settlements > MAX_SEASON_IMPROVEMENTS or settlements * (1 + params.max_votes) > MAX_SEASON_LOCKED:
+        raise InvalidProblem("season too long for its locked-reward bookkeeping",
+                             season_periods=params.season_periods, max_votes=params.max_votes)
 
 
 def check_tuple(tup, params: ProblemParams, env: Env) -> IntegerDEL:  # type: ignore[no-untyped-def]
