@@ -28,6 +28,7 @@ from del_embed.data import FASHION_MNIST_TEST_LABELS, load_labels  # noqa: E402
 from del_embed.evaluate import evaluate_del  # noqa: E402
 
 TARGET_MAE = 0.004
+DEFAULT_BATCH = 256
 TARGET_RANK = 0.97
 
 
@@ -38,11 +39,13 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--max-seconds", type=float, default=None, help="training wall-time budget (default 570)")
     p.add_argument("--steps", type=int, default=100_000, help="step cap (the time budget usually binds)")
     p.add_argument("--hidden", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None, help=f"default {DEFAULT_BATCH}")
+    p.add_argument("--lr", type=float, default=None)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--pairs", type=int, default=None, help="held-out pairs per band (default 300; quick 150)")
     p.add_argument("--attack-seconds", type=float, default=None, help="per attack run (default 45; quick 10)")
-    p.add_argument("--attacks", default="greedy", help="comma list of greedy,relaxed,inverse")
+    p.add_argument("--attacks", default="greedy,inspect", help="comma list of greedy,relaxed,inverse,inspect")
     p.add_argument("--out", type=Path, default=None, help="also save the artifact here")
     p.add_argument("--json", type=Path, default=None, help="also write all figures as JSON here")
     return p.parse_args()
@@ -71,6 +74,7 @@ def main() -> None:
     cfg = DELConfig(
         m=int(x_t.size), num_classes=num_classes_of(x_t), seed=args.seed, steps=args.steps, threads=args.threads,
         max_seconds=max_seconds, hidden=args.hidden or (64 if args.quick else DELConfig.hidden),
+        batch_size=args.batch_size or DEFAULT_BATCH, lr=args.lr or DELConfig.lr,
     )
     print(f"DEL benchmark: x_t from {source}, m={cfg.m}, C={cfg.num_classes}, hidden={cfg.hidden}, n={cfg.n}, "
           f"encoding={cfg.encoding}, batch={cfg.batch_size}, torch threads={cfg.threads}, "
@@ -85,7 +89,7 @@ def main() -> None:
 
     art, res = train_artifact(x_t, cfg, on_step=on_step)
     print(f"training: {res.steps_done} steps in {res.wall_seconds:.1f} s wall "
-          f"({res.steps_done / res.wall_seconds:.2f} steps/s); held-out loss {res.test_loss[0][1]:.5f} -> "
+          f"({res.steps_done / res.wall_seconds:.2f} steps/s), {res.cpu_seconds:.0f} s process CPU; held-out loss {res.test_loss[0][1]:.5f} -> "
           f"{res.test_loss[-1][1]:.5f}; quantised shift1={art.integer.shift1}")
     if args.out:
         print(f"artifact: {save_artifact(art, args.out)}")

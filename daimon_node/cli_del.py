@@ -167,13 +167,13 @@ def attack_cmd(
     inverse_epochs: int = typer.Option(5, "--inverse-epochs", min=1),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
-    """White-box attacks on (f, y_t): greedy, relaxed and learned inverse; JSON rows per attack."""
+    """White-box attacks on (f, y_t): greedy, relaxed, learned inverse, weight inspection; JSON rows."""
     from del_embed.bench_tables import attack_table
 
     art = _artifact(model_dir)
     x_t = _labels_for(art, labels)
     rows = attack_table(art.integer, x_t, seconds=seconds, nearby_error=nearby_error, seed=seed,
-                        methods=("greedy", "relaxed", "inverse"), inverse_epochs=inverse_epochs)
+                        methods=("greedy", "relaxed", "inverse", "inspect"), inverse_epochs=inverse_epochs)
     typer.echo(json.dumps([r for r in _rows(rows)], indent=2))
 
 

@@ -12,6 +12,7 @@ can an attacker get to y_t, and how many hidden labels does that reveal?
 - ``inverse_attack``: the paper's learned inverse g: y -> x trained on (f(x), x)
   pairs, RANDOM (uniform labels) or NEARBY (GENERATEDATA around a public
   model's predictions); returns the error of argmax g(y_t) per epoch.
+- ``inspection_attack``: reads x_t straight off W1's columns (no queries).
 - ``brute_force_p``: the paper's success probability of random guessing,
   p = I_{sin^2 beta}((n-1)/2, 1/2) with cos beta = 1 - eps.
 
@@ -99,9 +100,14 @@ def attack(
     max_rounds: int = 2_000,
     max_seconds: float = 60.0,
     candidates: int = 256,
+    max_candidates: int | None = None,
     tol: float = 1e-9,
 ) -> np.ndarray:
-    """Greedy coordinate search on d(f(x), y_t); returns the best label vector found."""
+    """Greedy coordinate search on d(f(x), y_t); returns the best label vector found.
+
+    When none of the ``candidates`` best first-order changes helps, the exact
+    evaluation widens (x4, up to ``max_candidates``, default: every single change) before giving up.
+    """
     y = unit(np.asarray(y_t, dtype=np.float64))
     x = np.asarray(start_labels, dtype=np.int64).copy()
     m, c = target.m, target.num_classes
@@ -117,13 +123,19 @@ def attack(
         cur = target.w1t[target.cols(x)] @ g  # (m,) score of each position's current column
         scores = (target.w1t @ g).reshape(m, c) - cur[:, None]
         scores[np.arange(m), x] = np.inf
-        flat = np.argpartition(scores.ravel(), candidates)[:candidates]
+        k = min(candidates, scores.size - 1)
+        flat = np.argpartition(scores.ravel(), k)[:k]
         pos, cls = np.divmod(flat, c)
         delta = target.w1t[flat] - target.w1t[pos * c + x[pos]]
-        d_cand = _raw_distance(target.out(z[None, :] + delta), y)
+        d_cand = np.concatenate([_raw_distance(target.out(z[None, :] + delta[i : i + 8192]), y)
+                                 for i in range(0, len(delta), 8192)])
         order = np.argsort(d_cand)
         if d_cand[order[0]] >= d:
-            break
+            cap = scores.size - 1 if max_candidates is None else min(max_candidates, scores.size - 1)
+            if k >= cap:
+                break
+            candidates = min(cap, candidates * 4)  # first order missed: look wider, exactly
+            continue
         # Apply the best changes at distinct positions, as many as still help jointly.
         chosen = _distinct(pos[order], d_cand[order] < d)[:apply_k]
         while True:
@@ -263,6 +275,32 @@ def _inverse_samples(rng: np.random.Generator, m: int, c: int, count: int, cente
         pos = rng.choice(m, size=v, replace=False)
         row[pos] = rng.integers(0, c, size=v)
     return out
+
+
+# ---------------------------------------------------------------------------
+# (d) weight inspection: no queries at all
+# ---------------------------------------------------------------------------
+def inspection_attack(target: Target) -> np.ndarray:
+    """Read x_t off the first layer's columns, without evaluating f once.
+
+    During training every sample in which position i is unchanged pushes the
+    row of (i, x_t_i) by the same batch gradient, so the true-class rows drift
+    together along a shared direction, and a DEL that "counts" changed positions
+    needs exactly that shared offset. Per position, centre the C rows, take the
+    top principal direction of all residuals, and pick the class that is the
+    outlier along it (the sign is chosen by which tail is more isolated).
+    Against an untrained random projection this is chance (1/C).
+    """
+    m, c = target.m, target.num_classes
+    w = target.w1t.reshape(m, c, -1)
+    r = w - w.mean(axis=1, keepdims=True)
+    flat = r.reshape(m * c, -1)
+    _, vecs = np.linalg.eigh(flat.T @ flat)
+    proj = r @ vecs[:, -1]  # (m, C)
+    srt = np.sort(proj, axis=1)
+    gap_hi = float((srt[:, -1] - srt[:, -2]).mean())
+    gap_lo = float((srt[:, 1] - srt[:, 0]).mean())
+    return (proj.argmax(axis=1) if gap_hi >= gap_lo else proj.argmin(axis=1)).astype(np.int64)
 
 
 # ---------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from .attack import (
     AttackRow,
     Target,
     attack,
+    inspection_attack,
     inverse_attack,
     nearby_start,
     random_start,
@@ -53,6 +54,8 @@ def attack_table(
     for method in methods:
         for name, (target, y, dist) in embeddings.items():
             for start_name, start in starts.items():
+                if method == "inspect" and start_name != "random":
+                    continue  # uses no start: one row per embedding (start columns: a random vector)
                 fn = _method(method, target, y, x_t, start_name, seconds, seed, inverse_epochs)
                 rows.append(run_attack_row(name, method, start_name, dist, fn, start, x_t))
     return rows
@@ -67,6 +70,8 @@ def _method(method: str, target: Target, y, x_t, start_name: str, seconds: float
     if method == "inverse":
         return lambda s: inverse_attack(target, y, x_t, None if start_name == "random" else s, epochs=epochs,
                                         seed=seed)[1]
+    if method == "inspect":
+        return lambda s: inspection_attack(target)
     raise ValueError(f"unknown attack method {method!r}")
 
 

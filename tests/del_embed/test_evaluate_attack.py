@@ -91,3 +91,12 @@ def test_reward_curve_is_zero_at_d_c_and_positive_below():
     r = reward_curve(d, 0.5)
     assert r[2] == pytest.approx(0.0, abs=1e-15)
     assert r[0] > r[1] > 0
+
+
+def test_inspection_attack_is_chance_on_the_untrained_baseline():
+    from del_embed.attack import inspection_attack
+
+    x_t = np.random.default_rng(6).integers(0, 10, size=2000)
+    guess = inspection_attack(Target.from_baseline(RandomProjection(2000, 10, 32, seed=1)))
+    assert guess.shape == x_t.shape
+    assert 0.05 < float((guess == x_t).mean()) < 0.15
