@@ -174,9 +174,11 @@ class NodeBackend:
         return PeriodInfo(period=k, start=period_start(params, k), end=end, remaining=max(0.0, end - now))
 
     async def _submit(self, handle: ChainHandle, verdict: Verdict, what: str, reason: str) -> None:
-        if verdict is Verdict.REJECT:
+        """A submission the pool did not accept is an error to the client, with the pool's reason."""
+        if verdict is not Verdict.ACCEPT:
             self.node.metrics.rpc_rejected += 1
-            raise Rejected(f"{what} rejected: {reason}")
+            word = "rejected" if verdict is Verdict.REJECT else "not accepted"
+            raise Rejected(f"{what} {word}: {reason}")
 
     async def send_raw_transaction(self, chain: bytes, raw: bytes) -> str:
         handle = self._started(chain)
@@ -206,11 +208,36 @@ class NodeBackend:
     async def submit_reveal(self, chain: bytes, raw: bytes) -> str:
         handle = self._started(chain)
         reveal = self._decode(Reveal, raw, "reveal")
-        verdict = handle.mempool.add_reveal(reveal, handle.state)
+        verdict = handle.mempool.add_reveal(reveal, handle.state, self.node.now())
         await self._submit(handle, verdict, "reveal", self._last_reason(handle))
         if verdict is Verdict.ACCEPT:
             await self.node._publish(f"/daimon/{chain.hex()}/proofs", raw)
         return hex0x(reveal.poi_hash)
+
+    async def submit_model(self, chain: bytes, raw: bytes) -> str:
+        """Keep and serve a model so validators can fetch it by digest.
+
+        Only a model whose digest is registered on chain or in a pooled RegisterDigest tx,
+        and within the problem's size limit, is stored (and pinned): the RPC cannot be used
+        to fill the node's disk with arbitrary bytes.
+        """
+        import hashlib
+
+        from chain.state import get_digest
+        from chain.types import RegisterDigest
+
+        handle = self._started(chain)
+        limit = handle.proposal.params.max_model_bytes
+        if len(raw) > limit:
+            raise Rejected(f"model of {len(raw)} bytes exceeds the problem's limit of {limit}")
+        digest = hashlib.sha256(raw).digest()
+        pooled = any(isinstance(t.payload, RegisterDigest) and t.payload.digest == digest
+                     for t in handle.mempool.txs.values())
+        if get_digest(handle.state, digest) is None and not pooled:
+            raise Rejected("register the model's digest first (daimon-node model register)")
+        self.node.content.put(raw)
+        self.node.content.pin(digest, "submitted model")
+        return hex0x(digest)
 
     def _decode(self, cls: type, raw: bytes, what: str) -> Any:
         try:
@@ -221,8 +248,7 @@ class NodeBackend:
 
     @staticmethod
     def _last_reason(handle: ChainHandle) -> str:
-        reasons = handle.mempool.reasons
-        return max(reasons, key=lambda k: reasons[k]) if reasons else "invalid"
+        return handle.mempool.last_reason or "invalid"
 
     async def peer_count(self) -> int:
         return self.node.p2p.peer_count()

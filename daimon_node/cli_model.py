@@ -176,34 +176,6 @@ ChainOption = typer.Option(None, "--chain", "-c", help="Problem chain id (64 hex
                            "prefix); default: the problem's (submit, reveal) or the node's only chain.")
 
 
-NodeDirOption = typer.Option(None, "--node-dir", help="Data directory of a node on this machine: the model is "
-                             "copied into its content store, from where validators fetch it over p2p.")
-
-
-def place_in_node_content(node_dir: Path, data: bytes) -> Path:
-    """Put ``data`` into ``node_dir``'s content store (``content/objects/<sha256>``) atomically.
-
-    Written to a temporary name in the same directory, then renamed: the node may be
-    running and serving from that directory, and it never sees a partial object.
-    """
-    import hashlib
-
-    objects = Path(node_dir) / "content" / "objects"
-    if not (Path(node_dir) / "node_key").exists():
-        raise ModelCommandError(f"{node_dir} is not a node data directory (no node_key)")
-    target = objects / hashlib.sha256(data).hexdigest()
-    if target.is_file():
-        return target
-    try:
-        objects.mkdir(parents=True, exist_ok=True)
-        tmp = objects / f".cli-{os.getpid()}.partial"
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
-    except OSError as exc:
-        raise ModelCommandError(f"cannot write the model into {objects}: {exc.strerror}") from None
-    return target
-
-
 @app.command("register")
 def register_cmd(
     model: Path = typer.Argument(..., help="ONNX model file."),
@@ -213,7 +185,6 @@ def register_cmd(
     rpc: str = RpcOption,
     wait: bool = typer.Option(False, "--wait", help="Wait until a block includes the registration."),
     timeout: float = typer.Option(0.0, "--timeout", help="Seconds --wait waits at most (0: three periods plus grace)."),
-    node_dir: Optional[Path] = NodeDirOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Register a model's digest on a chain (a RegisterDigest tx); its PoI may follow once a block holds it."""
@@ -230,8 +201,6 @@ def register_cmd(
         params = client.get_problem(chain_id)["params"]
         if len(data) > int(params["max_model_bytes"]):
             raise ModelCommandError(f"{model} has {len(data)} bytes; the problem allows {params['max_model_bytes']}")
-        if node_dir is not None:
-            place_in_node_content(node_dir, data)
         sent = send_transaction(client, chain_id, key_dir, RegisterDigest(digest), fee_units,
                                 wait=wait, timeout=timeout, params=params)
     report_sent(sent, as_json, {"chain": hex0x(chain_id), "type": "register_digest", "model_digest": digest.hex(),
@@ -277,7 +246,6 @@ def submit_cmd(
                                               "default: MODEL.p<k>.reveal)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the PoI here."),
     force: bool = typer.Option(False, "--force", help="Submit even if the model does not beat d_c - delta."),
-    node_dir: Optional[Path] = NodeDirOption,
     rpc: str = RpcOption,
     timeout: float = typer.Option(0.0, "--timeout", help="Seconds to wait for a period to prove in "
                                   "(0: one period plus grace)."),
@@ -322,9 +290,9 @@ def submit_cmd(
             raise ModelCommandError(
                 f"distance {', '.join(map(str, proof.distances))} ppb does not beat d_c {', '.join(map(str, d_c))} "
                 f"- delta {delta}; validators would not vote for it (--force submits anyway)")
-        if node_dir is not None:
-            place_in_node_content(node_dir, data)
         try:
+            # The node keeps and serves the model: validators fetch it by digest over p2p.
+            client.submit_model(chain_id, data)
             poi_hash = client.submit_proof(chain_id, proof.poi.encode())
         except Rejected as exc:
             hint = ("; register the model first ('daimon-node model register --wait') and submit once a block "
@@ -348,9 +316,6 @@ def submit_cmd(
     typer.echo(f"PoI for period {k} on head {head['hash'][:18]}...: distance "
                f"{', '.join(f'{d / 1e9:.6f}' for d in proof.distances)} (d_c {', '.join(f'{d / 1e9:.6f}' for d in d_c)})")
     typer.echo(f"reveal written to {reveal_path} (keep it private until period {k + 1})")
-    if node_dir is None:
-        typer.echo("note: validators fetch the model by digest from peers; without --node-dir (or an improver "
-                   "role serving it) none may have it", err=True)
     typer.echo(f"if the block of period {k} anchors the PoI, publish the reveal during period {k + 1}:")
     typer.echo(f"  {next_cmd}")
 

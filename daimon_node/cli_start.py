@@ -11,6 +11,7 @@ import trio
 import typer
 
 from .config import NodeConfig, load_config
+from .errors import DaimonError
 
 
 def configure_logging(level: str, log_file: Path | None = None) -> None:
@@ -68,4 +69,14 @@ def start(
     }
     cfg = load_config(config, overrides)
     configure_logging(cfg.node.log_level, log_file)
-    trio.run(run_until_signal, cfg)
+    try:
+        trio.run(run_until_signal, cfg)
+    except BaseExceptionGroup as group:
+        # A user-facing error inside the nursery arrives wrapped; surface it as one line.
+        matched, _ = group.split(DaimonError)
+        if matched is None:
+            raise
+        first: BaseException = matched
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None

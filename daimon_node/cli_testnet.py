@@ -83,7 +83,8 @@ def testnet(
     duration: float = typer.Option(0.0, help="Stop after this many seconds (0 = until Ctrl-C)."),
     until_height: int = typer.Option(0, help="Stop once every node reaches this height (0 = never)."),
     holdout: float = typer.Option(0.0, help="Fraction of digits kept as a sealed holdout (0 = none)."),
-    start_delay: int = typer.Option(5, help="Seconds from now to the problem's t0 (its first period)."),
+    start_delay: int = typer.Option(0, help="Seconds from now to the problem's t0 (0 = 10 + the number of nodes, "
+                                    "time for every node to come up before T_p counts)."),
     prepare_only: bool = typer.Option(False, "--prepare-only", help="Write the directory, start nothing."),
     docker: bool = typer.Option(
         False, "--docker", help=f"Configs for docker-compose.yml: static IPs in {DOCKER_SUBNET}, paths under {DOCKER_MOUNT}."),
@@ -92,6 +93,7 @@ def testnet(
     console = Console()
     if docker and not prepare_only:
         raise typer.BadParameter("--docker only prepares a directory for docker compose; add --prepare-only")
+    start_delay = start_delay or 10 + nodes
     console.print(f"preparing {nodes} nodes in {data_dir} (keys, problem, example models, configs) ...")
     if docker:
         plan = prepare_testnet(data_dir, nodes, t_p=t_p, t_b=t_b, grace=grace,

@@ -160,6 +160,9 @@ class RpcClient:
     def submit_reveal(self, chain: HexLike, raw: HexLike) -> str:
         return self.call("daimon_submitReveal", to_hex(chain), to_hex(raw))  # type: ignore[no-any-return]
 
+    def submit_model(self, chain: HexLike, raw: HexLike) -> str:
+        return self.call("daimon_submitModel", to_hex(chain), to_hex(raw))  # type: ignore[no-any-return]
+
     def peer_count(self) -> int:
         return self.call("daimon_peerCount")  # type: ignore[no-any-return]
 

@@ -20,7 +20,10 @@ from chain.crypto import address_bytes
 from chain.labels import labels_hash
 from chain.signing import is_valid_signature
 from chain.state import State, get_account, get_bond, get_digest, get_meta, get_problem
-from chain.types import PoI, Reveal, SeasonReveal, Transaction, Vote
+from chain.constants import KIND_IMPROVEMENT, ZERO_HASH
+from chain.errors import ChainError
+from chain.transition import process_transaction
+from chain.types import BlockHeader, PoI, Reveal, SeasonReveal, Transaction, Transfer, Vote
 
 MAX_TXS: Final[int] = 10_000
 MAX_TXS_PER_SENDER: Final[int] = 64
@@ -47,28 +50,34 @@ class Mempool:
     reveals: dict[bytes, Reveal] = field(default_factory=dict)  # PoI hash -> Reveal
     season_reveals: dict[int, SeasonReveal] = field(default_factory=dict)
     reasons: dict[str, int] = field(default_factory=dict)  # rejection reasons, for metrics
+    last_reason: str = ""  # why the last add_* call did not accept (for RPC replies)
 
     def _reject(self, reason: str) -> Verdict:
         self.reasons[reason] = self.reasons.get(reason, 0) + 1
+        self.last_reason = reason
         return Verdict.REJECT
+
+    def _ignore(self, reason: str) -> Verdict:
+        self.last_reason = reason
+        return Verdict.IGNORE
 
     # --- transactions ----------------------------------------------------------------
     def add_tx(self, tx: Transaction, state: State) -> Verdict:
         if tx.hash in self.txs:
-            return Verdict.IGNORE
+            return self._ignore("already known")
         if tx.chain_id != self.chain_id:
             return self._reject("tx_wrong_chain")
         if not is_valid_signature(tx, self.chain_id):
             return self._reject("tx_bad_signature")
         acct = get_account(state, address_bytes(tx.sender))
         if tx.nonce < acct.nonce:
-            return Verdict.IGNORE  # already included
+            return self._ignore("nonce too low (already included)")
         if tx.nonce >= acct.nonce + NONCE_WINDOW:
             return self._reject("tx_nonce_too_far")
-        if tx.fee > acct.balance:
-            return self._reject("tx_fee_above_balance")
+        if tx.fee + (tx.payload.amount if isinstance(tx.payload, Transfer) else 0) > acct.balance:
+            return self._reject("tx_cost_above_balance")
         if sum(1 for t in self.txs.values() if t.sender == tx.sender) >= MAX_TXS_PER_SENDER:
-            return Verdict.IGNORE
+            return self._ignore("too many pending txs from this sender")
         if len(self.txs) >= MAX_TXS:
             self.txs.popitem(last=False)
         self.txs[tx.hash] = tx
@@ -86,11 +95,11 @@ class Mempool:
     def add_poi(self, poi: PoI, state: State, now: float) -> Verdict:
         params = get_problem(state).params
         if poi.hash in self.pois.get(poi.period, {}):
-            return Verdict.IGNORE
+            return self._ignore("already known")
         if poi.chain_id != self.chain_id:
             return self._reject("poi_wrong_chain")
         if not is_in_window(params, poi.period, int(now), int(self.clock_drift_s)):
-            return Verdict.IGNORE  # stale or early: not provably invalid
+            return self._ignore(f"PoI for period {poi.period} outside its period")  # not provably invalid
         if not is_valid_signature(poi, self.chain_id):
             return self._reject("poi_bad_signature")
         record = get_digest(state, poi.model_digest)
@@ -98,7 +107,7 @@ class Mempool:
             return self._reject("poi_digest_not_registered")
         bucket = self.pois.setdefault(poi.period, {})
         if len(bucket) >= MAX_POIS_PER_PERIOD:
-            return Verdict.IGNORE
+            return self._ignore("too many PoIs this period")
         bucket[poi.hash] = poi
         return Verdict.ACCEPT
 
@@ -112,32 +121,37 @@ class Mempool:
         params = get_problem(state).params
         votes = self.votes.setdefault(vote.poi_hash, {})
         if vote.validator in votes:
-            return Verdict.IGNORE
+            return self._ignore("already known")
         if vote.chain_id != self.chain_id:
             return self._reject("vote_wrong_chain")
         if not is_in_window(params, vote.period, int(now), int(self.clock_drift_s)):
-            return Verdict.IGNORE
+            return self._ignore(f"vote for period {vote.period} outside its period")
         if not is_valid_signature(vote, self.chain_id):
             return self._reject("vote_bad_signature")
         bond = get_bond(state, vote.validator)
         if bond is None or bond.unbond_period != 0:
             return self._reject("vote_not_bonded")
         if len(votes) >= MAX_VOTES_PER_POI:
-            return Verdict.IGNORE
+            return self._ignore("too many votes for this PoI")
         votes[vote.validator] = vote
         return Verdict.ACCEPT
 
-    def add_reveal(self, reveal: Reveal, state: State) -> Verdict:
+    def add_reveal(self, reveal: Reveal, state: State, now: float) -> Verdict:
+        """Only the reveal of the anchored PoI, in the period after its anchor: earlier, the
+        labels would leak before validators of a competing PoI have voted."""
         if reveal.poi_hash in self.reveals:
-            return Verdict.IGNORE
+            return self._ignore("already known")
         if reveal.chain_id != self.chain_id:
             return self._reject("reveal_wrong_chain")
         if not is_valid_signature(reveal, self.chain_id):
             return self._reject("reveal_bad_signature")
         pending = get_meta(state).pending
-        poi = pending.anchor.poi if pending is not None and pending.anchor.poi.hash == reveal.poi_hash else self.find_poi(reveal.poi_hash)
-        if poi is None:
-            return Verdict.IGNORE  # not anchored (yet) as far as we know
+        if pending is None or pending.anchor.poi.hash != reveal.poi_hash:
+            return self._ignore("reveal for a PoI that is not anchored")
+        params = get_problem(state).params
+        if not is_in_window(params, pending.period + 1, int(now), int(self.clock_drift_s)):
+            return self._ignore("reveal outside the period after its anchor")
+        poi = pending.anchor.poi
         if poi.prover != reveal.prover or labels_hash(reveal.labels) != poi.labels_hash:
             return self._reject("reveal_mismatch")
         self.reveals[reveal.poi_hash] = reveal
@@ -145,7 +159,7 @@ class Mempool:
 
     def add_season_reveal(self, reveal: SeasonReveal, state: State) -> Verdict:
         if reveal.season in self.season_reveals:
-            return Verdict.IGNORE
+            return self._ignore("already known")
         problem = get_problem(state)
         if reveal.chain_id != self.chain_id or address_bytes(reveal.contributor) != problem.contributor:
             return self._reject("season_reveal_not_contributor")
@@ -162,6 +176,7 @@ class Mempool:
         for h, tx in list(self.txs.items()):
             if tx.nonce < get_account(state, address_bytes(tx.sender)).nonce:
                 del self.txs[h]
+        self.drop_unexecutable(state)
         for period in [p for p in self.pois if p < current - 2]:
             for poi_hash in self.pois.pop(period):
                 self.votes.pop(poi_hash, None)
@@ -170,6 +185,32 @@ class Mempool:
         if meta.season is not None:
             for season in [s for s in self.season_reveals if s < meta.season.index]:
                 del self.season_reveals[season]
+
+    def drop_unexecutable(self, state: State) -> None:
+        """Drop a sender's txs from the first that no longer executes on the head (its balance
+        was spent, its digest taken...): otherwise it and every later nonce would wait forever."""
+        meta = get_meta(state)
+        problem = get_problem(state)
+        header = BlockHeader(self.chain_id, meta.height + 1, state.head, KIND_IMPROVEMENT, meta.period + 1, 0,
+                             b"\x00" * 32, ZERO_HASH, ZERO_HASH, b"\x00" * 64)
+        scratch = state.copy()
+        broken: set[bytes] = set()
+        gapped: set[bytes] = set()
+        for tx in self.pending_txs(state):
+            if tx.sender in broken:
+                self.txs.pop(tx.hash, None)
+                continue
+            if tx.sender in gapped or tx.nonce != get_account(scratch, address_bytes(tx.sender)).nonce:
+                gapped.add(tx.sender)  # an earlier nonce may still arrive: keep waiting
+                continue
+            trial = scratch.copy()
+            try:
+                process_transaction(trial, problem, header, tx)
+            except ChainError:
+                broken.add(tx.sender)
+                self.txs.pop(tx.hash, None)
+                continue
+            scratch = trial
 
     def sizes(self) -> dict[str, int]:
         return {

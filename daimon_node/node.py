@@ -34,6 +34,7 @@ from p2p import (
 from .chains import ChainHandle, ChainManager, ImportVerdict, decode_proposal
 from .clock import Clock, SystemClock
 from .config import NodeConfig
+from .errors import DaimonError
 from .keystore import load_key
 from .mempool import Verdict
 from .roles import ContributorRole, ImproverRole, ValidatorRole, step_committer
@@ -46,6 +47,10 @@ SYNC_INTERVAL_S = 2.0
 SYNC_BATCH = 64
 SYNC_REQUEST_TIMEOUT_S = 20.0
 REJUDGE_INTERVAL_S = 1.0
+
+class NodeStartError(DaimonError):
+    """The node cannot start: a port is taken, the data directory is unusable..."""
+
 
 _VERDICT = {Verdict.ACCEPT: ValidationResult.ACCEPT, Verdict.REJECT: ValidationResult.REJECT,
             Verdict.IGNORE: ValidationResult.IGNORE}
@@ -158,6 +163,8 @@ class Node:
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.p2p.run)
+                if not self.p2p.listen_addrs():
+                    raise NodeStartError(f"p2p cannot listen on {self.config.p2p.listen} (address in use?)")
                 await self.p2p.subscribe(PROBLEMS_TOPIC, self._on_problem_msg, self._validate_problem)
                 for handle in list(self.chains.chains.values()):
                     await self._join(handle, nursery)
@@ -260,7 +267,7 @@ class Node:
                 self.emit("proofs", handle.chain_id, {"poi": msg.hash.hex(), "period": msg.period,
                                                       "prover": msg.prover.hex(), "digest": msg.model_digest.hex()})
         elif isinstance(msg, Reveal):
-            verdict = handle.mempool.add_reveal(msg, handle.state)
+            verdict = handle.mempool.add_reveal(msg, handle.state, self.now())
         else:
             verdict = handle.mempool.add_season_reveal(msg, handle.state)
         self.metrics.count("proof", verdict.value)

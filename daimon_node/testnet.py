@@ -78,7 +78,7 @@ def prepare_testnet(
     t_b: int = 8,
     grace: int = 4,
     base_port: int = 47000,
-    start_delay: int = 5,
+    start_delay: int = 10,
     holdout_fraction: float = 0.0,
     hosts: list[str] | None = None,
     mount: str | None = None,
@@ -95,7 +95,7 @@ def prepare_testnet(
     from p2p import peer_id_from_seed
 
     from .examples import write_examples
-    from .problem_kit import ProblemOptions, create_problem, load_train_split
+    from .problem_kit import ProblemOptions, create_problem, load_dataset, load_train_split, split_dataset
 
     if nodes < 2:
         raise TestnetError("a testnet needs at least 2 nodes")
@@ -107,14 +107,21 @@ def prepare_testnet(
     directory.mkdir(parents=True, exist_ok=True)
     keys = [init_data_dir(directory / f"node{i}", exist_ok=True) for i in range(nodes)]
     committers = tuple(k.public_key for k in keys[: min(3, nodes)])
+    # Train the example models first (on the same deterministic split the problem will make),
+    # so that t0 counts from when the testnet is ready, not from before the training.
+    dataset = load_dataset("digits")
+    split = split_dataset(dataset, holdout_fraction=holdout_fraction, seed=ProblemOptions().seed)
+    models = write_examples(directory / "models", split.train_x, split.train_y, dataset.num_classes)
     opts = ProblemOptions(
         name="digits-testnet", t_p=t_p, t_b=t_b, grace=grace, committers=committers,
         genesis=tuple((k.address_bytes, 1000 * 10**18) for k in keys),
         t0=int(time.time()) + start_delay, max_infer_ms=30_000,
     )
-    created = create_problem(directory / "problem", keys[0], opts=opts, holdout_fraction=holdout_fraction)
+    created = create_problem(directory / "problem", keys[0], opts=opts, dataset=dataset,
+                             holdout_fraction=holdout_fraction)
     x_train, y_train = load_train_split(created.directory)
-    models = write_examples(directory / "models", x_train, y_train, created.problem.params.num_classes)
+    if not (x_train.shape == split.train_x.shape and (y_train == split.train_y).all()):
+        raise TestnetError("the problem's training split differs from the one the example models used")
     if hosts is None:
         p2p_ports = [base_port + i for i in range(nodes)]
         rpc_ports = [base_port + 100 + i for i in range(nodes)]
@@ -194,9 +201,19 @@ class Testnet:
             proc.kill()
             proc.wait(timeout=timeout)
 
-    def stop(self) -> None:
-        for i in list(self.procs):
-            self.stop_node(i)
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM every node at once, then wait (SIGKILL what outlives ``timeout``)."""
+        procs = [p for p in self.procs.values() if p.poll() is None]
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=timeout)
+        self.procs.clear()
 
     def alive(self) -> list[int]:
         return [i for i, p in self.procs.items() if p.poll() is None]

@@ -145,6 +145,10 @@ class RpcBackend(Protocol):
         """Admit an encoded ``Vote``; returns SHA-256 of its encoding (hex) or raises ``Rejected``."""
         ...
 
+    async def submit_model(self, chain: bytes, raw: bytes) -> str:
+        """Store and serve an ONNX model whose digest is registered (or pooled) by anyone; its digest."""
+        ...
+
     async def submit_reveal(self, chain: bytes, raw: bytes) -> str:
         """Admit an encoded ``Reveal``; returns SHA-256 of its encoding (hex) or raises ``Rejected``."""
         ...
@@ -256,6 +260,7 @@ METHODS: Final[dict[str, MethodSpec]] = {
         MethodSpec("submit_proof", (_C, Param("raw", RAW))),
         MethodSpec("submit_vote", (_C, Param("raw", RAW))),
         MethodSpec("submit_reveal", (_C, Param("raw", RAW))),
+        MethodSpec("submit_model", (_C, Param("raw", RAW))),
         MethodSpec("peer_count"),
         MethodSpec("syncing"),
         MethodSpec("node_info"),

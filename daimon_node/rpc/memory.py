@@ -10,6 +10,8 @@ What it does not do is consensus: nothing it accepts ever lands in a block.
 
 from __future__ import annotations
 
+import hashlib
+
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -65,6 +67,7 @@ class MemoryBackend:
         self.sync_targets: dict[bytes, int] = {}  # chain -> highest height seen at peers
         self.version = version
         self.peer_id = peer_id
+        self.models: dict[bytes, bytes] = {}  # digest -> ONNX bytes (daimon_submitModel)
 
     # --- building the fake state ---------------------------------------------------------------
     def add_chain(self, chain_id: bytes, name: str, problem: dict[str, Any] | None = None) -> MemoryChain:
@@ -158,6 +161,13 @@ class MemoryBackend:
 
     async def submit_reveal(self, chain: bytes, raw: bytes) -> str:
         return self._admit(chain, _decode(Reveal, raw, chain), raw, None)
+
+    async def submit_model(self, chain: bytes, raw: bytes) -> str:
+        """Kept in memory by digest (the fake has no content store or registrations)."""
+        self._chain(chain)
+        digest = hashlib.sha256(raw).digest()
+        self.models[digest] = raw
+        return hex0x(digest)
 
     def _admit(self, chain: bytes, obj: Any, raw: bytes, topic: Literal["proofs", "votes"] | None) -> str:
         state = self._chain(chain)

@@ -216,15 +216,14 @@ def test_model_register_submit_reveal_settles(net: Net) -> None:
         ok("tx", "transfer", "--to", keys.address, "--amount", "2", "--tokens", "--key-dir",
            str(net.plan.directory / "node0"), "--rpc", net.rpc, "--wait")
     model = net.plan.models["mlp"]
-    node_dir = str(net.plan.directory / "node0")
-    reg = ok_json("model", "register", str(model), "--key-dir", str(alice), "--node-dir", node_dir,
+    reg = ok_json("model", "register", str(model), "--key-dir", str(alice),
                   "--rpc", net.rpc, "--wait")
     assert reg["included"] is not None
     chain = net.plan.chain_id
     for attempt in range(3):
         reveal = net.tmp / f"mlp.{attempt}.reveal"
         sub = ok_json("model", "submit", str(model), "--problem", str(net.plan.problem_dir), "--key-dir", str(alice),
-                      "--node-dir", node_dir, "--reveal-out", str(reveal), "--rpc", net.rpc)
+                      "--reveal-out", str(reveal), "--rpc", net.rpc)
         assert sub["improves"] and reveal.stat().st_mode & 0o777 == 0o600
         k = sub["period"]
         deadline = time.monotonic() + 4 * T_B
