@@ -293,7 +293,7 @@ async def report_content(trials: int) -> None:
     print(f"  /daimon/content/1 {max(content):7.1f} MB/s   {[round(x, 1) for x in content]}   (to disk, SHA-256 checked, fsync)")
     print(f"  bare libp2p stream{max(bare):7.1f} MB/s   {[round(x, 1) for x in bare]}   (memory to memory, Noise + Yamux)")
     print(f"  raw TCP copy      {max(tcp):7.1f} MB/s   {[round(x, 1) for x in tcp]}")
-    print(f"  CPU s per transfer, both ends (load-independent): content median {statistics.median(content_cpu):.2f} "
+    print(f"  CPU s per transfer, both ends (less load-dependent than MB/s): content median {statistics.median(content_cpu):.2f} "
           f"{[round(x, 2) for x in content_cpu]}, bare libp2p median {statistics.median(bare_cpu):.2f} "
           f"{[round(x, 2) for x in bare_cpu]}")
     ratio = max(content) / max(bare)

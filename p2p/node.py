@@ -16,9 +16,10 @@ Usage::
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -168,6 +169,21 @@ class P2PNode(INetwork):
     async def content_size_at(self, peer: str, content_id: bytes) -> int | None:
         """Ask one peer whether it has ``content_id`` (its size) or not (None)."""
         return await self.content.have(peer, content_id)
+
+    # -- stream protocols of the caller's own (e.g. /daimon/infer/1) ----------
+    def set_stream_handler(self, protocol: str, handler: Callable[[Any], Awaitable[None]]) -> None:
+        """Serve ``protocol``: ``handler`` gets each inbound stream (``read``/``write``/``close``/``reset``)."""
+        from libp2p.custom_types import TProtocol
+
+        self.hosting.host.set_stream_handler(TProtocol(protocol), handler)
+
+    async def open_stream(self, peer: str, protocol: str) -> Any:
+        """Open a stream to a connected (or dialable) ``peer`` speaking ``protocol``."""
+        from libp2p.custom_types import TProtocol
+        from libp2p.peer.id import ID
+
+        with trio.fail_after(self.config.request_timeout_s):
+            return await self.hosting.host.new_stream(ID.from_base58(peer), [TProtocol(protocol)])
 
     # -- peers ----------------------------------------------------------------
     def peers(self) -> list[PeerStats]:
