@@ -52,6 +52,7 @@ DOMAIN_REVEAL: Final[bytes] = b"daimon/reveal/v1"
 DOMAIN_TX: Final[bytes] = b"daimon/tx/v1"
 DOMAIN_HEADER: Final[bytes] = b"daimon/header/v1"
 DOMAIN_SEASON_REVEAL: Final[bytes] = b"daimon/season-reveal/v1"
+DOMAIN_VOUCHER: Final[bytes] = b"daimon/voucher/v1"
 
 # --- Block kinds -----------------------------------------------------------------
 KIND_PROBLEM: Final[int] = 0

@@ -242,6 +242,27 @@ class RatingMark(Schema):
     FIELDS = (("period", U32),)
 
 
+@schema
+@dataclass(frozen=True)
+class Channel(Schema):
+    """A payment channel from a payer to a runner (docs/market.md).
+
+    ``deposit`` is locked in the payer's account; ``redeemed`` of it has been paid to
+    the runner. Open while ``deposit > 0``; closing refunds the rest and bumps ``epoch``.
+    """
+
+    deposit: int
+    redeemed: int
+    expires_period: int
+    epoch: int
+
+    FIELDS = (("deposit", AMOUNT), ("redeemed", AMOUNT), ("expires_period", U32), ("epoch", U32))
+
+    @property
+    def is_open(self) -> bool:
+        return self.deposit > 0
+
+
 # Key namespaces (one byte each)
 KEY_META: Final[bytes] = b"m"
 KEY_PROBLEM: Final[bytes] = b"p"
@@ -251,6 +272,7 @@ PREFIX_BOND: Final[bytes] = b"v"
 PREFIX_OFFER: Final[bytes] = b"o"
 PREFIX_REPUTATION: Final[bytes] = b"r"
 PREFIX_RATING: Final[bytes] = b"q"
+PREFIX_CHANNEL: Final[bytes] = b"c"  # + payer address + runner address
 
 # ---------------------------------------------------------------------------
 # The root: a fixed 16-ary Merkle tree over 4096 buckets
@@ -506,6 +528,14 @@ def get_rating_mark(state: State, rater: bytes, target: bytes) -> RatingMark | N
 
 def set_rating_mark(state: State, rater: bytes, target: bytes, mark: RatingMark) -> None:
     state.put(PREFIX_RATING + rater + target, mark.encode())
+
+
+def get_channel(state: State, payer: bytes, runner: bytes) -> Channel | None:
+    return _get(state, PREFIX_CHANNEL + payer + runner, Channel)
+
+
+def set_channel(state: State, payer: bytes, runner: bytes, channel: Channel) -> None:
+    state.put_record(PREFIX_CHANNEL + payer + runner, channel)
 
 
 def iter_records(state: State, prefix: bytes, cls: type[R]) -> Iterator[tuple[bytes, R]]:

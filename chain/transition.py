@@ -42,6 +42,7 @@ from .state import (
     BestModel,
     Bond,
     ChainMeta,
+    Channel,
     DigestRecord,
     Offer,
     PendingAnchor,
@@ -54,6 +55,7 @@ from .state import (
     credit,
     get_account,
     get_bond,
+    get_channel,
     get_digest,
     get_meta,
     get_problem,
@@ -62,6 +64,7 @@ from .state import (
     lock,
     set_account,
     set_bond,
+    set_channel,
     set_digest,
     set_meta,
     set_offer,
@@ -74,13 +77,16 @@ from .types import (
     Anchor,
     Block,
     BlockHeader,
+    CloseChannel,
     ImprovementBody,
     NewHoldout,
     OfferService,
+    OpenChannel,
     PoI,
     ProblemBody,
     ProblemParams,
     Rate,
+    RedeemVoucher,
     RegisterDigest,
     RegisterValidator,
     Reveal,
@@ -355,6 +361,12 @@ def process_transaction(state: State, problem: ProblemRecord, header: BlockHeade
         process_rate(state, sender, header, payload)
     elif isinstance(payload, NewHoldout):
         process_new_holdout(state, problem, sender, header, payload)
+    elif isinstance(payload, OpenChannel):
+        process_open_channel(state, sender, header, payload)
+    elif isinstance(payload, RedeemVoucher):
+        process_redeem_voucher(state, problem, sender, payload)
+    elif isinstance(payload, CloseChannel):
+        process_close_channel(state, sender, header, payload)
     return tx.fee
 
 
@@ -407,6 +419,63 @@ def process_rate(state: State, rater: bytes, header: BlockHeader, payload: Rate)
     rep = get_reputation(state, payload.target)
     up, down = (rep.up + 1, rep.down) if payload.score > 0 else (rep.up, rep.down + 1)
     set_reputation(state, payload.target, Reputation(rep.score + payload.score, up, down))
+
+
+# --- payment channels (docs/market.md) ---------------------------------------------
+def process_open_channel(state: State, payer: bytes, header: BlockHeader, payload: OpenChannel) -> None:
+    if payload.runner == payer:
+        raise InvalidTransaction("cannot open a channel to oneself")
+    if payload.amount == 0:
+        raise InvalidTransaction("a channel deposit must be positive")
+    if payload.expires_period <= header.period:
+        raise InvalidTransaction("channel expiry not in the future", expires=payload.expires_period, period=header.period)
+    if not lock(state, payer, payload.amount):
+        raise InvalidTransaction("balance below the channel deposit", amount=payload.amount)
+    channel = get_channel(state, payer, payload.runner)
+    if channel is None:
+        channel = Channel(0, 0, 0, 0)
+    if channel.is_open:
+        channel = Channel(channel.deposit + payload.amount, channel.redeemed,
+                          max(channel.expires_period, payload.expires_period), channel.epoch)
+    else:
+        channel = Channel(payload.amount, 0, payload.expires_period, channel.epoch)
+    set_channel(state, payer, payload.runner, channel)
+
+
+def process_redeem_voucher(state: State, problem: ProblemRecord, runner: bytes, payload: RedeemVoucher) -> None:
+    voucher = payload.voucher
+    if voucher.chain_id != problem.chain_id:
+        raise InvalidTransaction("voucher for another chain", chain_id=voucher.chain_id)
+    if voucher.runner != runner:
+        raise InvalidTransaction("voucher names another runner", runner=voucher.runner)
+    if not is_valid_signature(voucher, problem.chain_id):
+        raise InvalidTransaction("bad voucher signature", payer=voucher.payer)
+    payer = address_of(voucher.payer)
+    channel = get_channel(state, payer, runner)
+    if channel is None or not channel.is_open:
+        raise InvalidTransaction("no open channel for the voucher", payer=payer)
+    if voucher.epoch != channel.epoch:
+        raise InvalidTransaction("voucher of a closed channel epoch", epoch=voucher.epoch, current=channel.epoch)
+    if voucher.cumulative <= channel.redeemed:
+        raise InvalidTransaction("voucher already redeemed", cumulative=voucher.cumulative, redeemed=channel.redeemed)
+    if voucher.cumulative > channel.deposit:
+        raise InvalidTransaction("voucher exceeds the channel deposit", cumulative=voucher.cumulative,
+                                 deposit=channel.deposit)
+    amount = voucher.cumulative - channel.redeemed
+    if burn_locked(state, payer, amount) != amount:  # the deposit is locked: cannot happen
+        raise InvalidTransaction("channel deposit not locked", payer=payer)
+    credit(state, runner, amount)
+    set_channel(state, payer, runner, replace(channel, redeemed=voucher.cumulative))
+
+
+def process_close_channel(state: State, payer: bytes, header: BlockHeader, payload: CloseChannel) -> None:
+    channel = get_channel(state, payer, payload.runner)
+    if channel is None or not channel.is_open:
+        raise InvalidTransaction("no open channel to close", runner=payload.runner)
+    if header.period < channel.expires_period:
+        raise InvalidTransaction("channel not expired", expires=channel.expires_period, period=header.period)
+    unlock(state, payer, channel.deposit - channel.redeemed)
+    set_channel(state, payer, payload.runner, Channel(0, 0, 0, channel.epoch + 1))
 
 
 # --- settlement of the previous anchor -------------------------------------------

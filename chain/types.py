@@ -412,10 +412,80 @@ class NewHoldout(Schema):
     KIND: ClassVar[int] = 6
 
 
-Payload = Union[Transfer, RegisterDigest, RegisterValidator, WithdrawBond, OfferService, Rate, NewHoldout]
+@schema
+@dataclass(frozen=True)
+class Voucher(Schema):
+    """A model user's promise to a runner: ``cumulative`` base units in total from one channel.
+
+    Signed by the payer off chain and handed to the runner with each paid call; the
+    runner redeems the highest one in a ``RedeemVoucher`` tx (docs/market.md).
+    ``epoch`` names the channel's current opening, so vouchers of a closed channel
+    are worthless after it is reopened.
+    """
+
+    chain_id: bytes
+    runner: bytes  # address
+    epoch: int
+    cumulative: int
+    payer: bytes
+    signature: bytes
+
+    FIELDS = (
+        ("chain_id", HASH),
+        ("runner", ADDRESS),
+        ("epoch", U32),
+        ("cumulative", AMOUNT),
+        ("payer", PUBKEY),
+        ("signature", SIG),
+    )
+    DOMAIN: ClassVar[bytes] = C.DOMAIN_VOUCHER
+    SIGNER: ClassVar[str] = "payer"
+
+
+@schema
+@dataclass(frozen=True)
+class OpenChannel(Schema):
+    """Locks ``amount`` of the sender's funds for paying ``runner``; closable from ``expires_period``.
+
+    On an open channel it adds to the deposit and may push the expiry later.
+    """
+
+    runner: bytes
+    amount: int
+    expires_period: int
+
+    FIELDS = (("runner", ADDRESS), ("amount", AMOUNT), ("expires_period", U32))
+    KIND: ClassVar[int] = 7
+
+
+@schema
+@dataclass(frozen=True)
+class RedeemVoucher(Schema):
+    """The runner (the sender) collects ``voucher.cumulative`` minus what it redeemed before."""
+
+    voucher: Voucher
+
+    FIELDS = (("voucher", Struct(Voucher)),)
+    KIND: ClassVar[int] = 8
+
+
+@schema
+@dataclass(frozen=True)
+class CloseChannel(Schema):
+    """The payer (the sender) takes back the unredeemed deposit once the channel has expired."""
+
+    runner: bytes
+
+    FIELDS = (("runner", ADDRESS),)
+    KIND: ClassVar[int] = 9
+
+
+Payload = Union[Transfer, RegisterDigest, RegisterValidator, WithdrawBond, OfferService, Rate, NewHoldout,
+                OpenChannel, RedeemVoucher, CloseChannel]
 PAYLOAD_TYPES: Final[dict[int, type]] = {
     cls.KIND: cls  # type: ignore[attr-defined]
-    for cls in (Transfer, RegisterDigest, RegisterValidator, WithdrawBond, OfferService, Rate, NewHoldout)
+    for cls in (Transfer, RegisterDigest, RegisterValidator, WithdrawBond, OfferService, Rate, NewHoldout,
+                OpenChannel, RedeemVoucher, CloseChannel)
 }
 
 
@@ -588,4 +658,5 @@ SIGNED_TYPES: Final[tuple[type, ...]] = (
     SeasonReveal,
     Transaction,
     BlockHeader,
+    Voucher,
 )

@@ -286,6 +286,148 @@ def register_metrics(node: "Node", metrics: MetricsRegistry) -> None:
                   function=lambda: float(node.metrics.rpc_rejected))
 
 
+    # --- the market (docs/market.md) --------------------------------------------------------
+    async def get_channel(self, chain: bytes, payer: bytes, runner: bytes) -> dict[str, Any] | None:
+        from chain.state import get_channel
+
+        ch = get_channel(self._started(chain).state, payer, runner)
+        if ch is None:
+            return None
+        return {"payer": hex0x(payer), "runner": hex0x(runner), "deposit": str(ch.deposit),
+                "redeemed": str(ch.redeemed), "expires_period": ch.expires_period, "epoch": ch.epoch,
+                "open": ch.is_open}
+
+    async def _infer_call(self, chain: bytes, runner: bytes, req: list[Any]) -> tuple[str, list[Any]]:
+        from chain.state import get_offer
+        from p2p.errors import P2PError
+
+        from .market import INFER_PROTOCOL, InferError, request
+        from .rpc.errors import Unavailable
+
+        offer = get_offer(self._started(chain).state, runner)
+        if offer is None:
+            raise NotFound(f"no offer from runner {runner.hex()}")
+        peer = offer.offer.peer_id.decode(errors="replace")
+        own = self.node.runner
+        try:
+            if own is not None and own.service is not None and peer == self.node.p2p.peer_id:
+                from .market import check_reply
+
+                return peer, check_reply(await own.service.handle_request(req))
+            stream = await self.node.p2p.open_stream(peer, INFER_PROTOCOL)
+            return peer, await request(stream, req)
+        except InferError as exc:
+            raise Rejected(f"runner refused: {exc.code}: {exc.message}") from None
+        except (P2PError, trio.TooSlowError, OSError) as exc:
+            raise Unavailable(f"runner {peer[:16]} not reachable: {exc}") from None
+        except Exception as exc:  # libp2p stream errors have no common base
+            raise Unavailable(f"runner {peer[:16]} not reachable: {type(exc).__name__}: {exc}") from None
+
+    async def infer_quote(self, chain: bytes, runner: bytes, payer: bytes) -> dict[str, Any]:
+        peer, reply = await self._infer_call(chain, runner, ["quote", chain, payer])
+        return {"runner": hex0x(runner), "peer_id": peer, "price": str(reply[1]), "model_digest": hex0x(reply[2]),
+                "paid": str(reply[3]), "epoch": int(reply[4])}
+
+    async def infer(self, chain: bytes, runner: bytes, voucher: bytes, inputs: bytes) -> dict[str, Any]:
+        from .market import parse_npy, scores_to_json
+
+        peer, reply = await self._infer_call(chain, runner, ["infer", chain, voucher, inputs])
+        scores = parse_npy(reply[2])
+        return {"runner": hex0x(runner), "peer_id": peer, "model_digest": hex0x(reply[1]),
+                "cumulative": str(reply[3]), **scores_to_json(scores)}
+
+    # --- the web page ------------------------------------------------------------------------
+    def _replayed(self, handle: ChainHandle) -> list[tuple[Block, Any]]:
+        """Canonical blocks with their receipts, re-executed once and cached per chain."""
+        from chain.state import State
+        from chain.transition import process_block
+
+        cache = getattr(self, "_replay_cache", None)
+        if cache is None:
+            cache = self._replay_cache = {}
+        entry = cache.get(handle.chain_id)
+        store = handle.store
+        if entry is not None:
+            blocks = entry["blocks"]
+            if blocks and store.canonical_hash(len(blocks) - 1) != blocks[-1][0].hash:
+                entry = None  # a reorg: replay from scratch
+        if entry is None:
+            entry = cache[handle.chain_id] = {"blocks": [], "state": State()}
+        blocks = entry["blocks"]
+        for height in range(len(blocks), store.height + 1):
+            block = store.get_block_by_height(height)
+            if block is None:
+                break
+            outcome = process_block(entry["state"], block, handle.env)
+            entry["state"] = outcome.state
+            blocks.append((block, outcome.receipt))
+        return list(blocks)
+
+    async def dashboard(self, chain: bytes) -> dict[str, Any]:
+        from chain.state import PREFIX_REPUTATION, Reputation as RepRecord
+
+        handle = self._chain(chain)
+        params = handle.proposal.params
+        out: dict[str, Any] = {
+            "chain": hex0x(chain), "name": params.name, "height": handle.store.height,
+            "problem": {"name": params.name, "token_symbol": params.token_symbol, "decimals": params.decimals,
+                        "t_p": params.t_p, "t_b": params.t_b, "num_classes": params.num_classes,
+                        "input_shape": list(params.input_spec.shape), "input_dtype": params.input_spec.dtype,
+                        "reward_scale": str(params.reward_scale), "committers": len(params.committers),
+                        "t0": params.t0},
+            "period": await self.period(chain), "best": None, "blocks": [], "history": [], "improvers": [],
+            "validators": [], "offers": [], "reputation": [], "minted": "0", "burned": "0",
+        }
+        if not handle.started:
+            return out
+        meta = get_meta(handle.state)
+        out.update(best=await self.best_model(chain), d_c_ppb=list(meta.d_c), minted=str(meta.minted),
+                   burned=str(meta.burned))
+        history = [{"height": 0, "period": 0, "timestamp": params.t0 + params.t_p, "distance_ppb": 10**9}]
+        improvers: dict[str, dict[str, Any]] = {}
+        validators: dict[str, dict[str, Any]] = {}
+        rendered = []
+        for block, receipt in await trio.to_thread.run_sync(lambda: self._replayed(handle)):
+            item = block_json(block)
+            item["fees"] = str(receipt.fees)
+            s = receipt.settlement
+            if s is not None:
+                item["settlement"] = {
+                    "poi": hex0x(s.poi_hash), "outcome": s.outcome, "improver": hex0x(s.improver),
+                    "distances_ppb": list(s.distances), "reward": str(s.improver_reward),
+                    "validator_rewards": [[hex0x(a), str(r)] for a, r in s.validator_rewards],
+                    "slashed": str(s.slashed), "reason": s.reason}
+                if s.outcome == "settled":
+                    history.append({"height": block.header.height, "period": block.header.period,
+                                    "timestamp": block.header.timestamp,
+                                    "distance_ppb": sum(s.distances) // max(1, len(s.distances))})
+                    imp = improvers.setdefault(hex0x(s.improver), {"address": hex0x(s.improver), "rewards": 0,
+                                                                    "improvements": 0})
+                    imp["rewards"] += s.improver_reward
+                    imp["improvements"] += 1
+                    for addr, amount in s.validator_rewards:
+                        v = validators.setdefault(hex0x(addr), {"address": hex0x(addr), "rewards": 0, "votes": 0})
+                        v["rewards"] += amount
+                        v["votes"] += 1
+            rendered.append(item)
+        out["blocks"] = rendered[::-1][:50]
+        out["history"] = history
+        out["improvers"] = [dict(v, rewards=str(v["rewards"])) for v in
+                            sorted(improvers.values(), key=lambda v: -v["rewards"])][:10]
+        out["validators"] = [dict(v, rewards=str(v["rewards"])) for v in
+                             sorted(validators.values(), key=lambda v: -v["rewards"])][:10]
+        offers = []
+        for o in await self.get_offers(chain):
+            rep = await self.get_reputation(chain, bytes.fromhex(o["provider"][2:]))
+            offers.append(dict(o, reputation=rep["score"], ratings=rep["ratings"],
+                               current=o["model_digest"] == (out["best"] or {}).get("model_digest")))
+        out["offers"] = offers
+        out["reputation"] = sorted(
+            ({"address": hex0x(a), "score": r.score, "up": r.up, "down": r.down}
+             for a, r in iter_records(handle.state, PREFIX_REPUTATION, RepRecord)),
+            key=lambda r: -r["score"])[:20]
+        return out
+
 def chain_gauges(node: "Node", metrics: MetricsRegistry) -> None:
     height = metrics.gauge("daimon_height", "Head height per chain", ["chain"])
     best = metrics.gauge("daimon_best_distance_ppb", "Best distance d_c (mean) per chain", ["chain"])

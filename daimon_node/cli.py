@@ -67,6 +67,12 @@ app.command()(status)
 app.command()(rate)
 app.add_typer(tx_app, name="tx")
 
+from .cli_market import infer, offers, runner_app  # noqa: E402
+
+app.add_typer(runner_app, name="runner")
+app.command()(infer)
+app.command()(offers)
+
 
 def main() -> None:
     try:

@@ -53,6 +53,16 @@ class ImproverSection:
 
 
 @dataclass
+class RunnerSection:
+    """A model runner (docs/market.md): serves the chain's best model over /daimon/infer/1."""
+
+    enabled: bool = False
+    price: int = 1  # base units of the problem's token per call (one voucher increment)
+    chain: str = ""  # chain id hex; "" = every followed chain
+    model: str = ""  # serve this ONNX file instead of following the best model (tests a stale runner)
+
+
+@dataclass
 class ValidatorSection:
     enabled: bool = False
 
@@ -68,6 +78,7 @@ class RolesSection:
     improver: ImproverSection = field(default_factory=ImproverSection)
     validator: ValidatorSection = field(default_factory=ValidatorSection)
     committer: CommitterSection = field(default_factory=CommitterSection)
+    runner: RunnerSection = field(default_factory=RunnerSection)
 
 
 @dataclass

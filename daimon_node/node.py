@@ -100,6 +100,14 @@ class Node:
                          if config.roles.improver.enabled else None)
         self.contributor = (ContributorRole(Path(config.roles.contributor.problem_dir))
                             if config.roles.contributor.enabled else None)
+        self.runner = None
+        if config.roles.runner.enabled:  # a model runner (issue 8, docs/market.md)
+            from .market import INFER_PROTOCOL
+            from .runner import RunnerRole
+
+            rc = config.roles.runner
+            self.runner = RunnerRole(rc.price, rc.chain, Path(rc.model) if rc.model else None)
+            self.p2p.set_stream_handler(INFER_PROTOCOL, self.runner.attach(self).handle)
         self._joined: set[bytes] = set()
         self._sync_wakeup = trio.Event()
         self.rpc_port: int | None = None
@@ -181,6 +189,8 @@ class Node:
                 task_status.started()
         finally:
             self.sandbox.close()
+            if self.runner is not None:
+                self.runner.close()
             self.chains.close()
 
     async def _join(self, handle: ChainHandle, nursery: trio.Nursery) -> None:
@@ -328,6 +338,8 @@ class Node:
             target = self.config.roles.improver.chain
             if not target or target == handle.chain_id.hex():
                 await self.improver.step(self, handle)
+        if self.runner is not None:
+            await self.runner.step(self, handle)
 
     async def _fetch_needed(self, handle: ChainHandle) -> None:
         for cid in self.chains.needed_content(handle):

@@ -163,6 +163,25 @@ class RpcBackend(Protocol):
 
     async def get_reputation(self, chain: bytes, address: bytes) -> Reputation: ...
 
+    async def get_channel(self, chain: bytes, payer: bytes, runner: bytes) -> dict[str, Any] | None:
+        """The payment channel from ``payer`` to ``runner`` (docs/market.md), or None."""
+        ...
+
+    async def infer_quote(self, chain: bytes, runner: bytes, payer: bytes) -> dict[str, Any]:
+        """Ask the runner with that address (over ``/daimon/infer/1``) for its price, model digest
+        and what ``payer`` has paid so far."""
+        ...
+
+    async def infer(self, chain: bytes, runner: bytes, voucher: bytes, inputs: bytes) -> dict[str, Any]:
+        """Relay a paid call (an encoded ``Voucher`` and ``.npy`` inputs) to the runner; its
+        model digest, labels and scores (``.npy`` hex)."""
+        ...
+
+    async def dashboard(self, chain: bytes) -> dict[str, Any]:
+        """Everything the web page shows of a chain: period, best-distance history, recent blocks
+        with proofs, votes and rewards, top improvers and validators, offers with reputation."""
+        ...
+
 
 # --- Param validation ------------------------------------------------------------------
 _HEX_RE: Final = re.compile(r"0x(?:[0-9a-fA-F]{2})*")
@@ -266,6 +285,10 @@ METHODS: Final[dict[str, MethodSpec]] = {
         MethodSpec("node_info"),
         MethodSpec("get_offers", (_C,)),
         MethodSpec("get_reputation", (_C, _A)),
+        MethodSpec("get_channel", (_C, Param("payer", ADDRESS), Param("runner", ADDRESS))),
+        MethodSpec("infer_quote", (_C, Param("runner", ADDRESS), Param("payer", ADDRESS))),
+        MethodSpec("infer", (_C, Param("runner", ADDRESS), Param("voucher", RAW), Param("inputs", RAW))),
+        MethodSpec("dashboard", (_C,)),
     )
 }
 

@@ -202,6 +202,23 @@ class MemoryBackend:
         rep = self._chain(chain).reputation.get(address)
         return rep if rep is not None else Reputation(address=hex0x(address), score=0, ratings=0)
 
+    async def get_channel(self, chain: bytes, payer: bytes, runner: bytes) -> dict[str, Any] | None:
+        self._chain(chain)
+        return None  # the in-memory backend holds no chain state
+
+    async def infer_quote(self, chain: bytes, runner: bytes, payer: bytes) -> dict[str, Any]:
+        raise Rejected("the in-memory backend reaches no runners")
+
+    async def infer(self, chain: bytes, runner: bytes, voucher: bytes, inputs: bytes) -> dict[str, Any]:
+        raise Rejected("the in-memory backend reaches no runners")
+
+    async def dashboard(self, chain: bytes) -> dict[str, Any]:
+        c = self._chain(chain)
+        return {"chain": hex0x(chain), "name": c.name, "height": len(c.blocks) - 1, "problem": c.problem,
+                "period": c.period, "best": c.best, "blocks": [], "history": [], "improvers": [],
+                "validators": [], "offers": [dict(o, reputation=0) for o in c.offers], "minted": "0",
+                "burned": "0"}
+
 
 def object_hash(obj: Any) -> bytes:
     """The id the RPC returns for a submission: the type's own ``hash`` (PoI, Transaction)

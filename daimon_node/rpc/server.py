@@ -214,7 +214,13 @@ class _HttpConnection:
     async def _route(self, request: h11.Request, body: bytes) -> None:
         path = request.target.split(b"?", 1)[0]
         method = request.method
-        if path == b"/":
+        if method in (b"GET", b"HEAD") and (path == b"/" or path.startswith(b"/web/")):
+            page = _static(path)  # the web page (daimon_node/web/), same server as JSON-RPC
+            if page is None:
+                await self._respond(404, JSON_TYPE, _error_body("not found"))
+            else:
+                await self._respond(200, page[0], page[1])
+        elif path == b"/":
             if method != b"POST":
                 await self._respond(405, JSON_TYPE, _error_body("JSON-RPC takes POST /"), allow=b"POST")
                 return
@@ -398,6 +404,23 @@ class _WebSocketSession:
         if not isinstance(params, list) or len(params) != 1 or type(params[0]) is not str:
             raise InvalidParams("daimon_unsubscribe takes [subscription id]")
         return self.server.events.unsubscribe(self.subscriber, params[0])
+
+
+_STATIC_TYPES = {".html": b"text/html; charset=utf-8", ".js": b"text/javascript; charset=utf-8",
+                 ".css": b"text/css; charset=utf-8", ".svg": b"image/svg+xml"}
+
+
+def _static(path: bytes) -> tuple[bytes, bytes] | None:
+    """A file of the package directory ``daimon_node/web/`` (no subdirectories, no dot files)."""
+    from pathlib import Path
+
+    name = "index.html" if path == b"/" else path[len(b"/web/"):].decode("ascii", "replace")
+    if "/" in name or "\\" in name or name.startswith(".") or Path(name).suffix not in _STATIC_TYPES:
+        return None
+    file = Path(__file__).resolve().parent.parent / "web" / name
+    if not file.is_file():
+        return None
+    return _STATIC_TYPES[file.suffix], file.read_bytes()
 
 
 def _is_websocket_upgrade(request: h11.Request) -> bool:
