@@ -32,6 +32,7 @@ from p2p.errors import (
     P2PError,
     ProtocolViolation,
     RequestTimeout,
+    StreamEnded,
 )
 from p2p.framing import expect_bytes, expect_int, read_control, write_control
 from p2p.peers import WEIGHT_BAD_CONTENT, WEIGHT_PROTOCOL, PeerBook
@@ -85,6 +86,9 @@ class ContentService:
                     await self._serve(stream, peer, req)
             with trio.fail_after(self.open_timeout_s):
                 await stream.close()
+        except StreamEnded as exc:
+            log.debug("content request from %s ended early: %s", peer, exc)
+            await _reset(stream)
         except ProtocolViolation as exc:
             log.info("content request from %s broke the protocol: %s", peer, exc)
             if self.book.penalise(peer, WEIGHT_PROTOCOL) and self.on_ban is not None:
@@ -238,6 +242,8 @@ class ContentService:
             return size
         except trio.TooSlowError as exc:
             raise RequestTimeout(f"content stream from {peer} stalled") from exc
+        except StreamEnded as exc:
+            raise ContentError(f"{peer} closed the content stream without replying") from exc
         except ProtocolViolation:
             if self.book.penalise(peer, WEIGHT_PROTOCOL) and self.on_ban is not None:
                 self.on_ban(peer)

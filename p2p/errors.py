@@ -37,6 +37,15 @@ class ProtocolViolation(P2PError):
     """A peer sent bytes that break the wire protocol (bad frame, bad shape, too much)."""
 
 
+class StreamEnded(ProtocolViolation):
+    """The peer closed the stream before sending a single byte of a frame.
+
+    A cancelled or timed-out requester does exactly this, so it is not penalised
+    (a loaded honest node would otherwise be banned by its peers); anything that
+    ends mid-frame still is.
+    """
+
+
 class FrameTooLarge(ProtocolViolation):
     """A length prefix announced more bytes than the frame cap allows."""
 

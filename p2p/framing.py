@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import msgpack
 
-from p2p.errors import FrameTooLarge, ProtocolViolation
+from p2p.errors import FrameTooLarge, ProtocolViolation, StreamEnded
 
 _LEN = struct.Struct(">I")
 # Control frames (requests, status replies) are tiny; cap them hard.
@@ -41,6 +41,8 @@ async def read_exactly(stream: ByteStream, n: int) -> bytes:
         except StreamEOF:
             chunk = b""
         if not chunk:
+            if got == 0:
+                raise StreamEnded(f"stream ended before any of {n} bytes")
             raise ProtocolViolation(f"stream ended after {got} of {n} bytes")
         parts.append(chunk)
         got += len(chunk)

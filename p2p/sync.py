@@ -24,7 +24,7 @@ from libp2p.network.stream.exceptions import StreamError
 from libp2p.peer.id import ID
 
 from p2p.abc import SyncHead, SyncProvider
-from p2p.errors import NoPeers, P2PError, ProtocolViolation, RequestTimeout, SyncError
+from p2p.errors import NoPeers, P2PError, ProtocolViolation, RequestTimeout, StreamEnded, SyncError
 from p2p.framing import (
     expect_bytes,
     expect_int,
@@ -87,6 +87,9 @@ class SyncService:
                     async with self._serving:
                         await self._serve(stream, peer)
                 await stream.close()
+        except StreamEnded as exc:
+            log.debug("sync request from %s ended early: %s", peer, exc)
+            await _reset(stream)
         except ProtocolViolation as exc:
             log.info("sync request from %s broke the protocol: %s", peer, exc)
             self._penalise(peer)
@@ -202,6 +205,8 @@ class SyncService:
                 return result
         except trio.TooSlowError as exc:
             raise RequestTimeout(f"sync {req[0]} from {peer} timed out") from exc
+        except StreamEnded as exc:
+            raise SyncError(f"{peer} closed the sync stream without replying") from exc
         except ProtocolViolation:
             self._penalise(peer)
             raise
