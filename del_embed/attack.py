@@ -92,8 +92,19 @@ def float_distance(out: np.ndarray, y_t_unit: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------
 # (a) greedy coordinate search
 # ---------------------------------------------------------------------------
+def as_target(model: "Target | IntegerDEL | RandomProjection") -> Target:
+    """Accept the consensus ``IntegerDEL``, the baseline, or an already built ``Target``."""
+    if isinstance(model, Target):
+        return model
+    if isinstance(model, IntegerDEL):
+        return Target.from_integer(model)
+    if isinstance(model, RandomProjection):
+        return Target.from_baseline(model)
+    raise TypeError(f"cannot attack a {type(model).__name__}")
+
+
 def attack(
-    target: Target,
+    target: "Target | IntegerDEL | RandomProjection",
     y_t: np.ndarray | tuple[int, ...],
     start_labels: np.ndarray,
     *,
@@ -108,6 +119,7 @@ def attack(
     When none of the ``candidates`` best first-order changes helps, the exact
     evaluation widens (x4, up to ``max_candidates``, default: every single change) before giving up.
     """
+    target = as_target(target)
     y = unit(np.asarray(y_t, dtype=np.float64))
     x = np.asarray(start_labels, dtype=np.int64).copy()
     m, c = target.m, target.num_classes

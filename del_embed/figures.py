@@ -122,7 +122,9 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def make_figures(out: Path, art: Any, x_t: np.ndarray, inverse_epochs: int = 8, seed: int = 0) -> list[Path]:
+def make_figures(
+    out: Path, art: Any, x_t: np.ndarray, inverse_epochs: int = 8, seed: int = 0, pairs_per_band: int = 100
+) -> list[Path]:
     """All five figures for a trained artifact and its x_t (Figures 3 and 5 need neither)."""
     from .attack import Target, inverse_attack, nearby_start
     from .baseline import RandomProjection
@@ -130,7 +132,7 @@ def make_figures(out: Path, art: Any, x_t: np.ndarray, inverse_epochs: int = 8, 
 
     out = Path(out)
     paths = [fig1_loss(art.history, out / "fig1_loss.png")]
-    bands = make_eval_set(x_t, art.integer.num_classes, 150, seed)
+    bands = make_eval_set(x_t, art.integer.num_classes, pairs_per_band, seed)
     base = RandomProjection(art.integer.m, art.integer.num_classes, art.integer.n, seed=seed)
     e = np.concatenate([b.a.errors for b in bands])
     d_del = np.concatenate([del_distances(art.integer, x_t, b.a) for b in bands])

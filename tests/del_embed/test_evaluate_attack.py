@@ -56,7 +56,7 @@ def test_greedy_attack_drives_distance_down(trained, x_t):
     art, _ = trained
     y_t = f_int(art.integer, x_t)
     start = nearby_start(x_t, 10, 0.15, seed=0)
-    end = attack(Target.from_integer(art.integer), y_t, start, max_seconds=10)
+    end = attack(art.integer, y_t, start, max_seconds=10)  # an IntegerDEL is accepted as is
     d0 = distance_ppb(f_int(art.integer, start), y_t) / PPB
     d1 = distance_ppb(f_int(art.integer, end), y_t) / PPB
     assert d1 < 0.25 * d0, (d0, d1)
