@@ -42,7 +42,7 @@ class RunnerRole:
 
     def attach(self, node: Any) -> InferService:
         """Build the service over ``node``'s chains; the node registers ``service.handle``."""
-        book = VoucherBook.load(node.data_dir / "vouchers.json")
+        book = VoucherBook.load(node.data_dir / "runner_vouchers.json")
 
         def channel_of(chain_id: bytes, payer: bytes):  # type: ignore[no-untyped-def]
             handle = node.chains.get(chain_id)

@@ -17,6 +17,7 @@ function amount(s) {
   const d = (data && data.problem.decimals) || 0;
   const v = BigInt(s), base = 10n ** BigInt(d);
   const frac = (v % base).toString().padStart(d, "0").slice(0, 4).replace(/0+$/, "");
+  if (v > 0n && v / base === 0n && !frac) return v.toString() + " base units";
   return (v / base).toString() + (frac ? "." + frac : "");
 }
 const dist = (ppb) => (ppb / 1e9).toFixed(4);
