@@ -72,6 +72,7 @@ def fig3_bruteforce(path: Path) -> Path:
     for n in FIG3_NS:
         ax.semilogy(eps, [brute_force_p(float(e), n) for e in eps], label=f"n = {n}")
     caption = "; ".join(f"eps={r['eps']}, n={r['n']}: ours {r['ours']:.4g}, paper {r['paper']:.3g}" for r in fig3_table())
+    ax.set_ylim(top=2.0)
     ax.set_xlabel("eps (allowed distance 1 - cos beta)")
     ax.set_ylabel("p = I_{sin^2 beta}((n-1)/2, 1/2)")
     ax.set_title("Figure 3: brute-force success probability")
