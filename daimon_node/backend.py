@@ -24,7 +24,7 @@ from chain.state import (
     get_reputation,
     iter_records,
 )
-from chain.types import Block, ImprovementBody, PoI, ProblemBody, Reveal, Transaction, Vote
+from chain.types import Block, ImprovementBody, PoI, ProblemBody, Reveal, SeasonReveal, Transaction, Vote
 from .chains import ChainHandle
 from .mempool import Verdict
 from .rpc.api import (
@@ -207,6 +207,16 @@ class NodeBackend:
 
     async def submit_reveal(self, chain: bytes, raw: bytes) -> str:
         handle = self._started(chain)
+        try:  # the contributor's season reveal travels the same way (issue 9)
+            season_reveal = SeasonReveal.decode(raw)
+        except DecodeError:
+            season_reveal = None
+        if season_reveal is not None:
+            verdict = handle.mempool.add_season_reveal(season_reveal, handle.state)
+            await self._submit(handle, verdict, "season reveal", self._last_reason(handle))
+            if verdict is Verdict.ACCEPT:
+                await self.node._publish(f"/daimon/{chain.hex()}/proofs", raw)
+            return hex0x(season_reveal.chain_id)
         reveal = self._decode(Reveal, raw, "reveal")
         verdict = handle.mempool.add_reveal(reveal, handle.state, self.node.now())
         await self._submit(handle, verdict, "reveal", self._last_reason(handle))

@@ -32,7 +32,8 @@ def create_cmd(
     name: str = typer.Option("digits", "--name"),
     symbol: str = typer.Option("DIG", "--symbol", help="Token symbol."),
     test_fraction: float = typer.Option(0.3, "--test-fraction", help="Share of the data in Z (hidden labels x_t)."),
-    holdout_fraction: float = typer.Option(0.0, "--holdout-fraction", help="Share in a sealed holdout Z_h (0: none)."),
+    holdout_fraction: float = typer.Option(0.2, "--holdout-fraction", help="Share in sealed holdouts Z_h, all "
+                                           "seasons together (0: none; see docs/soundness.md)."),
     t_p: int = typer.Option(60, "--t-p", help="Problem-definition period, seconds."),
     t_b: int = typer.Option(60, "--t-b", help="Competition period, seconds."),
     grace: int = typer.Option(30, "--grace", help="Seconds after a period before out-of-turn commits."),
@@ -42,6 +43,8 @@ def create_cmd(
     max_model_bytes: int = typer.Option(16 * 2**20, "--max-model-bytes"),
     max_infer_ms: int = typer.Option(10_000, "--max-infer-ms", help="Wall-time limit of one model run, ms."),
     season_periods: int = typer.Option(4, "--season-periods", help="Season length S with a holdout."),
+    seasons: int = typer.Option(2, "--seasons", help="Holdout sets to pre-split, one per season (the holdout "
+                                "share is divided among them; later ones stay private until sealed)."),
     committer: Optional[list[str]] = typer.Option(None, "--committer", help="Committer public key (hex); "
                                                   "repeat; default: the creator."),
     t0: Optional[int] = typer.Option(None, "--t0", help="Creation time, Unix seconds (default: now)."),
@@ -71,7 +74,7 @@ def create_cmd(
         t0=t0, del_steps=del_steps, del_max_seconds=del_max_seconds, seed=seed,
     )
     created = create_problem(out, keys, dataset=dataset, test_fraction=test_fraction,
-                             holdout_fraction=holdout_fraction, opts=opts, secret_path=secret_out)
+                             holdout_fraction=holdout_fraction, opts=opts, secret_path=secret_out, seasons=seasons)
     p = created.problem
     typer.echo(json.dumps({
         "chain_id": p.chain_id.hex(),
@@ -81,6 +84,52 @@ def create_cmd(
         "m_h": p.holdout.m_h if p.holdout else 0,
         "train": len(created.split.train_y),
     }, indent=2))
+
+
+@app.command("reveal")
+def reveal_cmd(
+    problem: Path = typer.Option(..., "--problem", help="The problem directory (made by 'problem create')."),
+    key_dir: Path = typer.Option(Path(".daimon"), "--key-dir", "-k", help="The creator's data directory."),
+    secret: Optional[Path] = typer.Option(None, "--secret", help="Secret file (default: PROBLEM.secret.json)."),
+    rpc: str = typer.Option("http://127.0.0.1:8545", "--rpc", envvar="DAIMON_RPC", help="JSON-RPC URL of a node."),
+) -> None:
+    """The contributor's season step by hand: open the sealed holdout, or seal the next season's.
+
+    While the season's holdout is sealed, sends the signed SeasonReveal (salt and
+    x_h; valid only inside the reveal window). Once it is revealed, sends a
+    NewHoldout transaction with the secret file's next holdout set; the node
+    serving the problem (contributor role, same secret file) publishes its Z_h.
+    """
+    from chain.builder import make_transaction
+    from chain.types import NewHoldout
+
+    from .cli_chain import connect
+    from .keystore import load_key
+    from .problem_kit import holdout_for_season, load_problem, read_secret, season_reveal_for
+
+    keys = load_key(key_dir)
+    p = load_problem(problem)
+    secret_path = secret or problem.with_name(problem.name + ".secret.json")
+    sec = read_secret(secret_path)
+    chain = p.chain_id
+    with connect(rpc) as client:
+        summary = client.get_problem(chain)
+        season = summary.get("season")
+        if season is None:
+            raise ProblemCommandError("the chain has no season yet (no Problem block, or no sealed holdout)")
+        index = int(season["index"])
+        held = holdout_for_season(sec, index, problem)
+        if held is None:
+            raise ProblemCommandError(f"{secret_path} holds no holdout for season {index}")
+        if season["sealed"]:
+            reveal = season_reveal_for(held, chain, keys)
+            client.submit_reveal(chain, reveal.encode())
+            typer.echo(f"season {index}: holdout revealed (m_h={held.sealed.m_h}); it is judged in the next block")
+            return
+        nonce = client.get_nonce(chain, keys.address_bytes)
+        tx = make_transaction(keys, chain, nonce, NewHoldout(held.sealed))
+        client.send_raw_transaction(chain, tx.encode())
+        typer.echo(f"season {index}: NewHoldout sent (m_h={held.sealed.m_h}, Z_h {held.sealed.z_h_id.hex()[:16]})")
 
 
 @app.command("list")

@@ -43,12 +43,26 @@ class ChainSection:
 class ContributorSection:
     enabled: bool = False
     problem_dir: str = ""  # made by `daimon-node problem create`
+    secret_file: str = ""  # salt and holdout labels; "" = <problem_dir>.secret.json beside the problem dir
+    reveal: bool = True  # open each season's holdout in its reveal window and seal the next one
 
 
 @dataclass
 class ImproverSection:
     enabled: bool = False
     models: list[str] = field(default_factory=list)  # ONNX files, submitted one per round, in order
+    chain: str = ""  # chain id hex; "" = the first problem followed
+
+
+@dataclass
+class CheaterSection:
+    """A lookup-table cheater (tests and the demo, issue 9): attacks the DEL, fails the holdout."""
+
+    enabled: bool = False
+    rounds: int = 1  # lookup tables built, one per new public best model
+    max_seconds: float = 30.0  # attack time per table
+    wait_for_best: bool = True  # false: attack random labels if no model has settled yet
+    after_period: int = 0  # cheat only from this competition period on (let honest models settle first)
     chain: str = ""  # chain id hex; "" = the first problem followed
 
 
@@ -76,6 +90,7 @@ class CommitterSection:
 class RolesSection:
     contributor: ContributorSection = field(default_factory=ContributorSection)
     improver: ImproverSection = field(default_factory=ImproverSection)
+    cheater: CheaterSection = field(default_factory=CheaterSection)
     validator: ValidatorSection = field(default_factory=ValidatorSection)
     committer: CommitterSection = field(default_factory=CommitterSection)
     runner: RunnerSection = field(default_factory=RunnerSection)

@@ -2,9 +2,12 @@
 
 Four node processes on 127.0.0.1: node 0 contributes a problem built from
 scikit-learn's bundled digits (real images, real labels; the test labels stay
-hidden), nodes 1 and 2 improve with real classifiers of different quality
-(node 1: a weak 4-component model, then an MLP; node 2: a linear model),
-every node validates, and nodes 0–2 commit blocks in turn. The demo shows live
+hidden, and a sealed holdout opens after season 0), nodes 1 and 2 improve with
+real classifiers of different quality (node 1: a weak 4-component model, then
+an MLP; node 2: a linear model), node 3 is a cheater (issue 9: a lookup table
+of labels attacked against the public DEL, paid provisionally, burned when the
+contributor reveals the holdout), every node validates, and nodes 0–2 commit
+blocks in turn. The demo shows live
 progress, stops the nodes once the improvers are done (or after a bound), and
 prints the chain as node 3 stored it — re-executed from scratch — with the best
 distance per period and every balance.
@@ -35,6 +38,7 @@ from .testnet import Testnet, TestnetPlan, prepare_testnet
 
 NODES = 4
 T_P, T_B, GRACE = 12, 6, 3
+SEASON_PERIODS, REVEAL_WINDOW, CHEAT_AFTER = 12, 2, 8  # the cheater waits for the honest models
 
 
 def assign_models(plan: TestnetPlan) -> dict[int, str]:
@@ -46,8 +50,10 @@ def assign_models(plan: TestnetPlan) -> dict[int, str]:
         cfg = tomllib.loads(path.read_text())
         models = plan_models.get(i, [])
         cfg["roles"]["improver"].update(enabled=bool(models), models=[str(plan.models[m]) for m in models])
+        if i == 3:
+            cfg["roles"]["cheater"] = {"enabled": True, "rounds": 1, "max_seconds": 20.0, "after_period": CHEAT_AFTER}
         path.write_text(tomli_w.dumps(cfg))
-        names[i] = " then ".join(models) if models else "-"
+        names[i] = " then ".join(models) if models else ("cheater (lookup table)" if i == 3 else "-")
     return names
 
 
@@ -61,16 +67,28 @@ def run_network(plan: TestnetPlan, console: Console, timeout: float) -> None:
             while time.monotonic() - started < timeout:
                 views = [poll_node(p, plan.chain_id) for p in plan.rpc_ports]
                 live.update(progress_table(plan, views, time.monotonic() - started))
-                best = [v.get("best") for v in views]
-                # Done once the best model is the strongest one and every node agrees on the head.
+                # Done once season 0 is judged (the cheater burned) and every node agrees on the head.
                 heads = {v.get("head") for v in views}
-                if settled_at is None and all(b is not None and b < 45_000_000 for b in best) and len(heads) == 1:
+                if season_judged(plan) and len(heads) == 1 and settled_at is None:
                     settled_at = time.monotonic()
                 if settled_at is not None and time.monotonic() - settled_at > 2 * T_B:
                     break
                 time.sleep(1.0)
     finally:
         net.stop()
+
+
+def season_judged(plan: TestnetPlan) -> bool:
+    """Season 0's holdout has been revealed (or its window missed): the cheater has been judged."""
+    from .client import RpcClient
+    from .errors import DaimonError
+
+    try:
+        with RpcClient(f"http://127.0.0.1:{plan.rpc_ports[0]}", timeout=2.0) as client:
+            season = client.get_problem(plan.chain_id).get("season")
+    except (DaimonError, OSError):
+        return False
+    return season is not None and season["index"] >= 1
 
 
 def print_chain(plan: TestnetPlan, console: Console, names: dict[int, str]) -> None:
@@ -103,6 +121,9 @@ def print_chain(plan: TestnetPlan, console: Console, names: dict[int, str]) -> N
         if s is not None and s.outcome == "settled":
             best_by_period.append((h.period, s.distances[0] / 1e9))
     console.print(table)
+    for block, receipt in zip(replay.blocks, replay.receipts):
+        if receipt.season:
+            console.print(f"period {block.header.period}: {receipt.season}")
     console.print("best distance d_c by period: " + (", ".join(f"period {k}: {d:.4f}" for k, d in best_by_period) or "none"))
     meta = get_meta(replay.state)
     dec = 10**params.decimals
@@ -119,7 +140,9 @@ def print_chain(plan: TestnetPlan, console: Console, names: dict[int, str]) -> N
 def run(directory: Path, console: Console, timeout: float) -> None:
     console.print(f"[bold]DaiMoN demo[/bold]: {NODES} nodes on 127.0.0.1, T_p={T_P}s T_b={T_B}s, data in {directory}")
     console.print("preparing keys, the digits problem (contributor: node 0) and example models ...")
-    plan = prepare_testnet(directory, NODES, t_p=T_P, t_b=T_B, grace=GRACE, base_port=46000, start_delay=8)
+    plan = prepare_testnet(directory, NODES, t_p=T_P, t_b=T_B, grace=GRACE, base_port=46000, start_delay=8,
+                           holdout_fraction=0.2, seasons=2, season_periods=SEASON_PERIODS,
+                           reveal_window=REVEAL_WINDOW)
     names = assign_models(plan)
     for i, n in names.items():
         if n != "-":

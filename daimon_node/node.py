@@ -98,8 +98,19 @@ class Node:
         self.validator = ValidatorRole() if config.roles.validator.enabled else None
         self.improver = (ImproverRole([Path(p) for p in config.roles.improver.models])
                          if config.roles.improver.enabled else None)
-        self.contributor = (ContributorRole(Path(config.roles.contributor.problem_dir))
-                            if config.roles.contributor.enabled else None)
+        contrib = config.roles.contributor
+        self.contributor = (ContributorRole(Path(contrib.problem_dir),
+                                            secret_file=Path(contrib.secret_file) if contrib.secret_file else None,
+                                            reveal=contrib.reveal)
+                            if contrib.enabled else None)
+        self.cheater = None
+        if config.roles.cheater.enabled:  # a lookup-table cheater (tests and the demo, issue 9)
+            from .cheater import CheaterRole
+
+            ch = config.roles.cheater
+            self.cheater = CheaterRole(ImproverRole([]), self.data_dir / "cheater", rounds=ch.rounds,
+                                       max_seconds=ch.max_seconds, wait_for_best=ch.wait_for_best,
+                                       after_period=ch.after_period)
         self.runner = None
         if config.roles.runner.enabled:  # a model runner (issue 8, docs/market.md)
             from .market import INFER_PROTOCOL
@@ -108,6 +119,7 @@ class Node:
             rc = config.roles.runner
             self.runner = RunnerRole(rc.price, rc.chain, Path(rc.model) if rc.model else None)
             self.p2p.set_stream_handler(INFER_PROTOCOL, self.runner.attach(self).handle)
+        self._fetching: set[bytes] = set()
         self._joined: set[bytes] = set()
         self._sync_wakeup = trio.Event()
         self.rpc_port: int | None = None
@@ -305,6 +317,7 @@ class Node:
         settlement = receipt.settlement if receipt is not None else None
         log.info("head %d %s (%s)%s", tip.height, tip.head.hex()[:12], report.result.status if report.result else "",
                  f" settlement {settlement.outcome} {settlement.reason} d={settlement.distances}" if settlement else "")
+        self._fetch_new_content(handle)
         if header is not None:
             self.emit("newHeads", handle.chain_id, {"height": tip.height, "hash": tip.head.hex(),
                                                     "period": header.header.period, "weight": tip.weight})
@@ -330,6 +343,8 @@ class Node:
             if handle.proposal.creator == self.keys.public_key:
                 self.contributor.last_publish = time.monotonic()
                 await self._publish(PROBLEMS_TOPIC, handle.proposal.encode())
+        if self.contributor is not None:
+            await self.contributor.step(self, handle)
         if self.config.roles.committer.enabled:
             await step_committer(self, handle)
         if self.validator is not None:
@@ -338,6 +353,10 @@ class Node:
             target = self.config.roles.improver.chain
             if not target or target == handle.chain_id.hex():
                 await self.improver.step(self, handle)
+        if self.cheater is not None:
+            target = self.config.roles.cheater.chain
+            if not target or target == handle.chain_id.hex():
+                await self.cheater.step(self, handle)
         if self.runner is not None:
             await self.runner.step(self, handle)
 
@@ -346,6 +365,25 @@ class Node:
             await self._fetch_one(cid, 1 << 30)
             if self.content.has(cid):
                 self.content.pin(cid, "problem")
+
+    def _fetch_new_content(self, handle: ChainHandle) -> None:
+        """Content a block made necessary (a new season's Z_h): fetch it in the background."""
+        nursery = getattr(self, "_nursery", None)
+        if nursery is None:
+            return
+        for cid in self.chains.needed_content(handle):
+            if cid not in self._fetching and not self.content.has(cid):
+                self._fetching.add(cid)
+
+                async def fetch(cid: bytes = cid) -> None:
+                    try:
+                        await self._fetch_one(cid, 1 << 30)
+                        if self.content.has(cid):
+                            self.content.pin(cid, "problem")
+                    finally:
+                        self._fetching.discard(cid)
+
+                nursery.start_soon(fetch)
 
     async def _fetch_one(self, cid: bytes, max_bytes: int) -> None:
         for attempt in range(30):

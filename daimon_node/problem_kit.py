@@ -167,7 +167,10 @@ class ProblemOptions:
     unbonding_periods: int = 2
     season_periods: int = 4  # used only with a holdout
     reveal_window: int = 2
-    holdout_margin_ppb: int = 0
+    # Measured in docs/soundness.md (benchmarks/soundness_bench.py): a 1% margin stops every cheater
+    # variant measured, including one gambling on random holdout flips; a 10% bound clears every honest
+    # model's |d - e_h| at digits scale (m=539, m_h=180: p99.9 about 8%) with the random-projection DEL.
+    holdout_margin_ppb: int = 10_000_000
     consistency_ppb: int = 100_000_000
     genesis: tuple[tuple[bytes, int], ...] = ()  # (address, amount); empty: the creator gets 1000 tokens
     t0: int | None = None  # None: now
@@ -286,11 +289,18 @@ def create_problem(
     holdout_fraction: float = 0.0,
     opts: ProblemOptions | None = None,
     secret_path: Path | None = None,
+    seasons: int = 1,
 ) -> CreatedProblem:
     """Split, build the DEL, sign tuple and proposal, and write the problem directory.
 
     ``secret_path`` (default ``<out_dir>.secret.json``, beside, not inside, the
     published directory) receives ``x_t``, ``x_h`` and the salt with mode 0600.
+
+    With a holdout, ``seasons`` K > 1 cuts the holdout share into K disjoint sets,
+    one per season: season 0's is sealed in the proposal; the others' inputs go to
+    a private directory ``<out_dir>.holdouts/`` (published only when their season
+    is sealed, so nobody can study them early) and their labels and fresh salts
+    to the secret file's ``holdouts`` list (see ``holdout_for_season``).
     """
     opts = opts or ProblemOptions()
     ds = load_dataset(dataset) if isinstance(dataset, str) else dataset
@@ -312,12 +322,26 @@ def create_problem(
                          creator.public_key, EMPTY_SIGNATURE), creator)
     holdout = None
     salt = b""
-    if split.holdout_x is not None and split.holdout_y is not None:
-        salt = secrets.token_bytes(32)
-        zh_bytes = npy_bytes(split.holdout_x)
-        contents[content_id(zh_bytes)] = zh_bytes
-        holdout = SealedHoldout(content_id(zh_bytes), len(split.holdout_y),
-                                holdout_commitment(salt, array_to_labels(split.holdout_y)))
+    season_sets: list[dict[str, Any]] = []
+    hold_x, hold_y = split.holdout_x, split.holdout_y
+    if seasons < 1:
+        raise ProblemKitError(f"seasons must be at least 1, not {seasons}")
+    if hold_x is not None and hold_y is not None:
+        if len(hold_y) < seasons:
+            raise ProblemKitError(f"a holdout of {len(hold_y)} inputs cannot make {seasons} seasons")
+        cuts = np.array_split(np.arange(len(hold_y)), seasons)
+        for k, idx in enumerate(cuts):
+            k_salt = secrets.token_bytes(32)
+            k_bytes = npy_bytes(hold_x[idx])
+            season_sets.append({"season": k, "z_h_id": content_id(k_bytes).hex(), "m_h": len(idx),
+                                "x_h": array_to_labels(hold_y[idx]).hex(), "salt": k_salt.hex(),
+                                "commitment": holdout_commitment(k_salt, array_to_labels(hold_y[idx])).hex(),
+                                "bytes": k_bytes})
+        first = season_sets[0]
+        salt = bytes.fromhex(first["salt"])
+        hold_x, hold_y = hold_x[cuts[0]], hold_y[cuts[0]]
+        contents[bytes.fromhex(first["z_h_id"])] = first["bytes"]
+        holdout = SealedHoldout(bytes.fromhex(first["z_h_id"]), len(hold_y), bytes.fromhex(first["commitment"]))
     params = build_params(opts, ds, creator, m, holdout.m_h if holdout else 0)
     proposal = sign(Proposal(params, tup, holdout, creator.public_key, EMPTY_SIGNATURE), creator)
     for cid, data in contents.items():
@@ -327,16 +351,23 @@ def create_problem(
     (out_dir / PROPOSAL_FILE).write_bytes(proposal.encode())
     summary = problem_summary(proposal, del_model)
     summary["dataset"] = {"name": ds.name, "train": len(split.train_y), "test": m,
-                          "holdout": holdout.m_h if holdout else 0, "split_seed": opts.seed}
+                          "holdout": holdout.m_h if holdout else 0, "split_seed": opts.seed,
+                          "seasons": len(season_sets)}
     (out_dir / PROBLEM_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     secret = Path(secret_path) if secret_path is not None else out_dir.with_name(out_dir.name + ".secret.json")
+    private_dir = out_dir.with_name(out_dir.name + ".holdouts")
+    for entry in season_sets[1:]:
+        private_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        (private_dir / entry["z_h_id"]).write_bytes(entry["bytes"])
     write_private_json(secret, {
         "chain_id": proposal.chain_id.hex(),
         "x_t": array_to_labels(x_t).hex(),
-        "x_h": array_to_labels(split.holdout_y).hex() if split.holdout_y is not None else None,
+        "x_h": array_to_labels(hold_y).hex() if hold_y is not None else None,
         "salt": salt.hex() if holdout else None,
+        "holdouts": [{k: v for k, v in e.items() if k != "bytes"} for e in season_sets],
+        "holdout_dir": str(private_dir.resolve()) if len(season_sets) > 1 else None,
     })
-    problem = Problem(proposal, (tup,), (del_model,), (split.test_x,), holdout, split.holdout_x)
+    problem = Problem(proposal, (tup,), (del_model,), (split.test_x,), holdout, hold_x)
     return CreatedProblem(problem, out_dir, secret, split)
 
 
@@ -448,12 +479,68 @@ def read_secret(path: Path) -> dict[str, Any]:
         "x_t": np.frombuffer(bytes.fromhex(obj["x_t"]), dtype=np.uint8).astype(np.int64),
         "x_h": None if obj["x_h"] is None else np.frombuffer(bytes.fromhex(obj["x_h"]), dtype=np.uint8).astype(np.int64),
         "salt": None if obj["salt"] is None else bytes.fromhex(obj["salt"]),
+        "holdouts": list(obj.get("holdouts") or []),
+        "holdout_dir": obj.get("holdout_dir"),
+        "path": str(path),
     }
+
+
+@dataclass(frozen=True)
+class SeasonHoldout:
+    """One season's sealed holdout as the contributor holds it: inputs, labels and salt."""
+
+    season: int
+    sealed: SealedHoldout
+    x_h: bytes  # one byte per label
+    salt: bytes
+    z_h_bytes: bytes | None  # npy bytes, when the inputs are found (season 0's live in the problem dir)
+
+
+def holdout_for_season(secret: dict[str, Any], season: int, problem_dir: Path | None = None) -> SeasonHoldout | None:
+    """Season ``season``'s holdout from a secret file read by ``read_secret`` (None: none left).
+
+    A secret file from before seasons (no ``holdouts`` list) holds season 0 only.
+    """
+    entries = secret.get("holdouts") or []
+    if not entries and season == 0 and secret.get("x_h") is not None and secret.get("salt") is not None:
+        labels = array_to_labels(secret["x_h"])
+        commitment = holdout_commitment(secret["salt"], labels)
+        if problem_dir is not None:
+            try:
+                proposal = Proposal.decode((Path(problem_dir) / PROPOSAL_FILE).read_bytes())
+                if proposal.holdout is not None and proposal.holdout.commitment == commitment:
+                    return SeasonHoldout(0, proposal.holdout, labels, secret["salt"],
+                                         read_content(problem_dir, proposal.holdout.z_h_id))
+            except (FileNotFoundError, DecodeError, ProblemKitError):
+                pass
+        return None
+    for e in entries:
+        if int(e["season"]) != season:
+            continue
+        z_h_id = bytes.fromhex(e["z_h_id"])
+        data = None
+        for folder in (secret.get("holdout_dir"), problem_dir):
+            if folder and (Path(folder) / e["z_h_id"]).exists():
+                data = read_content(Path(folder), z_h_id)
+                break
+        sealed = SealedHoldout(z_h_id, int(e["m_h"]), bytes.fromhex(e["commitment"]))
+        return SeasonHoldout(season, sealed, bytes.fromhex(e["x_h"]), bytes.fromhex(e["salt"]), data)
+    return None
+
+
+def season_reveal_for(holdout: SeasonHoldout, chain_id: bytes, keys: KeyPair):  # type: ignore[no-untyped-def]
+    """The contributor's signed ``SeasonReveal`` opening ``holdout``."""
+    from chain.types import SeasonReveal
+
+    if holdout_commitment(holdout.salt, holdout.x_h) != holdout.sealed.commitment:
+        raise ProblemKitError(f"the secret file's season {holdout.season} does not open its commitment")
+    return sign(SeasonReveal(chain_id, holdout.season, holdout.salt, holdout.x_h, keys.public_key, EMPTY_SIGNATURE),
+                keys, chain_id)
 
 
 __all__ = [
     "Dataset", "Split", "Problem", "ProblemOptions", "CreatedProblem", "ProblemKitError",
     "load_dataset", "split_dataset", "random_projection_del", "trained_del", "build_params",
     "create_problem", "load_problem", "load_train_split", "read_secret", "problem_summary",
-    "npy_bytes", "load_npy",
+    "npy_bytes", "load_npy", "SeasonHoldout", "holdout_for_season", "season_reveal_for",
 ]

@@ -137,6 +137,14 @@ class ValidatorRole:
             return
         try:
             problem = problem_view(handle, ctx.content)
+        except Exception as exc:  # our own copy of Z / Z_h / the DEL is still being fetched: retry later
+            tries = self.attempts.get(poi.hash, 0) + 1
+            self.attempts[poi.hash] = tries
+            if tries < MAX_FETCH_ATTEMPTS * 20:
+                self.seen.discard(poi.hash)
+            log.info("PoI %s waits for the problem's content: %s", poi.hash.hex()[:12], exc)
+            return
+        try:
             d_c = get_meta(handle.state).d_c
             verdict = await trio.to_thread.run_sync(
                 lambda: verify(poi, model, problem, ctx.keys, sandbox=ctx.sandbox, d_c=d_c))
@@ -246,10 +254,88 @@ class ImproverRole:
 # ---------------------------------------------------------------------------
 @dataclass
 class ContributorRole:
-    """Serves the problem's content and republishes the proposal while it is young."""
+    """Serves the problem's content, republishes the proposal, and runs the seasons.
+
+    With a sealed holdout (issue 9) it reads the secret file (``secret_file``, by
+    default ``<problem_dir>.secret.json``), gossips the signed ``SeasonReveal``
+    of the current season on the proofs topic once its reveal window opens (again
+    each period until a block includes it), and after the reveal seals the next
+    season with a ``NewHoldout`` transaction from the secret file's next holdout
+    set (``problem create --seasons K``), publishing its inputs only then.
+    """
 
     problem_dir: Path
     last_publish: float = 0.0
+    secret_file: Path | None = None
+    reveal: bool = True
+    revealed_period: dict[int, int] = field(default_factory=dict)  # season -> period last gossiped
+    sealed_period: dict[int, int] = field(default_factory=dict)  # season -> period its NewHoldout was sent
+    status: str = "serving"
+
+    def secret_path(self) -> Path:
+        if self.secret_file is not None:
+            return self.secret_file
+        d = Path(self.problem_dir)
+        return d.with_name(d.name + ".secret.json")
+
+    def _holdout(self, season: int):  # type: ignore[no-untyped-def]
+        from .problem_kit import holdout_for_season, read_secret
+
+        path = self.secret_path()
+        if not path.exists():
+            return None
+        return holdout_for_season(read_secret(path), season, self.problem_dir)
+
+    async def step(self, ctx: RoleContext, handle: ChainHandle) -> None:
+        """Reveal the season's holdout in its window; seal the next one after it."""
+        if not self.reveal or not handle.started or handle.proposal.creator != ctx.keys.public_key:
+            return
+        from chain.types import NewHoldout
+
+        from .problem_kit import season_reveal_for
+
+        state = handle.state
+        meta = get_meta(state)
+        season = meta.season
+        if season is None:
+            return
+        params = get_problem(state).params
+        period = period_of(params, int(ctx.now()))
+        if season.holdout is not None:
+            if not ctx.content.has(season.holdout.z_h_id):  # sealed by hand (problem reveal --seal): serve Z_h
+                held = self._holdout(season.index)
+                if held is not None and held.z_h_bytes is not None and held.sealed.z_h_id == season.holdout.z_h_id:
+                    ctx.content.put(held.z_h_bytes)
+                    ctx.content.pin(season.holdout.z_h_id, "sealed holdout")
+            end = season.start_period + params.season_periods
+            if not end <= period < end + params.reveal_window or self.revealed_period.get(season.index) == period:
+                return
+            held = self._holdout(season.index)
+            if held is None or held.sealed.commitment != season.holdout.commitment:
+                self.status = f"no secret opens season {season.index}'s holdout ({self.secret_path()})"
+                log.warning("contributor: %s", self.status)
+                self.revealed_period[season.index] = period
+                return
+            self.revealed_period[season.index] = period
+            reveal = season_reveal_for(held, handle.chain_id, ctx.keys)
+            self.status = f"revealed season {season.index} in period {period}"
+            log.info("contributor: %s", self.status)
+            await ctx.publish_proof(handle, reveal.encode())
+            return
+        # The season is closed: seal the next one, if the secret file holds another holdout.
+        if period - self.sealed_period.get(season.index, -10) < 3:
+            return
+        held = self._holdout(season.index)
+        if held is None or held.z_h_bytes is None:
+            self.status = f"no holdout left for season {season.index}: the competition pauses"
+            self.sealed_period[season.index] = period
+            return
+        self.sealed_period[season.index] = period
+        cid = ctx.content.put(held.z_h_bytes)
+        ctx.content.pin(cid, "sealed holdout")
+        self.status = f"sealing season {season.index} (m_h={held.sealed.m_h})"
+        log.info("contributor: %s", self.status)
+        await ctx.submit_tx(handle, next_tx(ctx, handle, NewHoldout(held.sealed)))
 
     def load_content(self, content: ContentStore) -> list[bytes]:
         ids = []

@@ -80,6 +80,9 @@ def prepare_testnet(
     base_port: int = 47000,
     start_delay: int = 10,
     holdout_fraction: float = 0.0,
+    seasons: int = 1,
+    season_periods: int = 4,
+    reveal_window: int = 2,
     hosts: list[str] | None = None,
     mount: str | None = None,
     rpc_port: int = 8545,
@@ -116,9 +119,10 @@ def prepare_testnet(
         name="digits-testnet", t_p=t_p, t_b=t_b, grace=grace, committers=committers,
         genesis=tuple((k.address_bytes, 1000 * 10**18) for k in keys),
         t0=int(time.time()) + start_delay, max_infer_ms=30_000,
+        season_periods=season_periods, reveal_window=reveal_window,
     )
     created = create_problem(directory / "problem", keys[0], opts=opts, dataset=dataset,
-                             holdout_fraction=holdout_fraction)
+                             holdout_fraction=holdout_fraction, seasons=seasons)
     x_train, y_train = load_train_split(created.directory)
     if not (x_train.shape == split.train_x.shape and (y_train == split.train_y).all()):
         raise TestnetError("the problem's training split differs from the one the example models used")
