@@ -286,16 +286,6 @@ class NodeBackend:
         rep = get_reputation(self._started(chain).state, address)
         return Reputation(address=hex0x(address), score=rep.score, ratings=rep.up + rep.down)
 
-
-def register_metrics(node: "Node", metrics: MetricsRegistry) -> None:
-    """Node gauges read at scrape time, and the gossip verdict counters."""
-    metrics.gauge("daimon_peers", "Connected peers", function=lambda: float(node.p2p.peer_count()))
-    metrics.gauge("daimon_chains", "Chains followed", function=lambda: float(len(node.chains.chains)))
-    metrics.gauge("daimon_uptime_seconds", "Seconds since start", function=lambda: time.time() - node.started_at)
-    metrics.gauge("daimon_rpc_rejected", "Submissions refused over RPC",
-                  function=lambda: float(node.metrics.rpc_rejected))
-
-
     # --- the market (docs/market.md) --------------------------------------------------------
     async def get_channel(self, chain: bytes, payer: bytes, runner: bytes) -> dict[str, Any] | None:
         from chain.state import get_channel
@@ -437,6 +427,16 @@ def register_metrics(node: "Node", metrics: MetricsRegistry) -> None:
              for a, r in iter_records(handle.state, PREFIX_REPUTATION, RepRecord)),
             key=lambda r: -r["score"])[:20]
         return out
+
+
+def register_metrics(node: "Node", metrics: MetricsRegistry) -> None:
+    """Node gauges read at scrape time, and the gossip verdict counters."""
+    metrics.gauge("daimon_peers", "Connected peers", function=lambda: float(node.p2p.peer_count()))
+    metrics.gauge("daimon_chains", "Chains followed", function=lambda: float(len(node.chains.chains)))
+    metrics.gauge("daimon_uptime_seconds", "Seconds since start", function=lambda: time.time() - node.started_at)
+    metrics.gauge("daimon_rpc_rejected", "Submissions refused over RPC",
+                  function=lambda: float(node.metrics.rpc_rejected))
+
 
 def chain_gauges(node: "Node", metrics: MetricsRegistry) -> None:
     height = metrics.gauge("daimon_height", "Head height per chain", ["chain"])
