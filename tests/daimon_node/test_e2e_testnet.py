@@ -76,6 +76,36 @@ def configure_single_improver(directory: Path, models: dict[str, Path]) -> None:
         path.write_text(tomli_w.dumps(cfg))
 
 
+def metric_value(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"metric {name} not exported")
+
+
+def check_bad_input_is_refused_and_counted(port: int, chain: str) -> None:
+    import urllib.request
+
+    from daimon_node.rpc.errors import Rejected
+
+    def metrics() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+            return reply.read().decode()
+
+    before = metric_value(metrics(), "daimon_rpc_rejected")
+    with rpc(port) as client:
+        for send in (client.send_raw_transaction, client.submit_proof, client.submit_reveal):
+            with pytest.raises(Rejected, match="malformed"):
+                send(chain, "0x" + b"\x93\x01\x02".hex())  # a msgpack array, not a signed object
+        height = client.block_number(chain)
+    assert metric_value(metrics(), "daimon_rpc_rejected") >= before + 3
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/", data=b"{not json", method="POST")
+    with urllib.request.urlopen(req, timeout=5) as reply:
+        assert b"-32700" in reply.read()
+    with rpc(port) as client:
+        assert client.block_number(chain) >= height  # still serving
+
+
 def test_four_node_testnet_runs_the_protocol(tmp_path: Path) -> None:
     base = 40000 + (os.getpid() % 100) * 200
     plan = prepare_testnet(tmp_path / "net", 4, t_p=T_P, t_b=T_B, grace=GRACE, base_port=base, start_delay=8)
@@ -137,6 +167,9 @@ def test_four_node_testnet_runs_the_protocol(tmp_path: Path) -> None:
 
         wait_for("an out-of-turn block with committer 0 stopped", out_of_turn_block_seen, 120, poll=2.0)
         wait_for("the remaining nodes to agree", lambda: agree(live, chain), 60)
+
+        # Bad input over RPC: refused with a reason, counted in /metrics, the node keeps serving.
+        check_bad_input_is_refused_and_counted(live[0], chain)
     finally:
         net.stop()
 
