@@ -9,10 +9,9 @@ with the in-turn committer stopped, out-of-turn commits keep the chain live.
 from __future__ import annotations
 
 import os
-import time
 import tomllib
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import tomli_w
@@ -22,36 +21,14 @@ from chain.consensus import in_turn_committer
 from chain.crypto import address_bytes
 from chain.rewards import improvement_reward, validator_reward
 from chain.types import Transfer
-from daimon_node.client import RpcClient
-from daimon_node.errors import DaimonError
 from daimon_node.problem_kit import load_problem
 from daimon_node.replay import replay_chain
 from daimon_node.testnet import Testnet, prepare_testnet
+from netutil import rpc, try_call, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 T_P, T_B, GRACE = 10, 6, 3
-
-
-def wait_for(what: str, predicate: Callable[[], bool], timeout: float, poll: float = 1.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def rpc(port: int) -> RpcClient:
-    return RpcClient(f"http://127.0.0.1:{port}", timeout=5.0)
-
-
-def try_call(port: int, fn: Callable[[RpcClient], Any]) -> Any:
-    try:
-        with rpc(port) as client:
-            return fn(client)
-    except (DaimonError, OSError):
-        return None
 
 
 def heads(ports: list[int], chain: str) -> list[Any]:

@@ -17,7 +17,7 @@ import sys
 import time
 import tomllib
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -26,29 +26,12 @@ import tomli_w
 from daimon_node.client import RpcClient
 from daimon_node.errors import DaimonError
 from daimon_node.testnet import Testnet, prepare_testnet
+from netutil import try_call, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 T_P, T_B, GRACE = 10, 6, 3
 PRICE = 7
-
-
-def wait_for(what: str, predicate: Callable[[], Any], timeout: float, poll: float = 1.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def try_call(port: int, fn: Callable[[RpcClient], Any]) -> Any:
-    try:
-        with RpcClient(f"http://127.0.0.1:{port}", timeout=10.0) as client:
-            return fn(client)
-    except (DaimonError, OSError):
-        return None
 
 
 def configure_market(directory: Path, models: dict[str, Path]) -> None:

@@ -18,42 +18,23 @@ for a reorg of the Problem block or a lost transaction).
 from __future__ import annotations
 
 import os
-import time
 import tomllib
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import tomli_w
 
 from chain.state import get_account, get_meta
-from daimon_node.client import RpcClient
-from daimon_node.errors import DaimonError
 from daimon_node.problem_kit import load_problem
 from daimon_node.replay import replay_chain
 from daimon_node.testnet import Testnet, prepare_testnet
+from netutil import try_call, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
 T_P, T_B, GRACE = 10, 6, 3
 GENESIS = 1000 * 10**18
-
-
-def wait_for(what: str, predicate: Callable[[], bool], timeout: float, poll: float = 1.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def try_call(port: int, fn: Callable[[RpcClient], Any]) -> Any:
-    try:
-        with RpcClient(f"http://127.0.0.1:{port}", timeout=5.0) as client:
-            return fn(client)
-    except (DaimonError, OSError):
-        return None
 
 
 def configure(directory: Path, models: dict[str, Path]) -> None:

@@ -13,9 +13,8 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -24,6 +23,7 @@ from daimon_node.errors import DaimonError
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_market_e2e import start_market_testnet  # noqa: E402
+from netutil import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -43,16 +43,6 @@ def find_chromium() -> str:
     if done.returncode != 0 or path is None:
         pytest.skip(f"apt-get install chromium failed (no package mirror reachable?): {done.stderr.strip()[-200:]}")
     return path
-
-
-def wait_for(what: str, predicate: Callable[[], Any], timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(1.0)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def dashboard(port: int, chain: str) -> Any:
