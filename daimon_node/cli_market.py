@@ -53,9 +53,7 @@ def runner_start(
     log_file: Optional[Path] = typer.Option(None, help="Write logs to this file instead of stderr."),
 ) -> None:
     """Start the node with the runner role on: follow the best model, offer it, serve /daimon/infer/1."""
-    import trio
-
-    from .cli_start import configure_logging, run_until_signal
+    from .cli_start import run_node
     from .config import load_config
 
     overrides = {
@@ -67,9 +65,7 @@ def runner_start(
         "roles.runner.price": price,
         "roles.runner.chain": chain,
     }
-    cfg = load_config(config, overrides)
-    configure_logging(cfg.node.log_level, log_file)
-    trio.run(run_until_signal, cfg)
+    run_node(load_config(config, overrides), log_file)
 
 
 # --- offers -------------------------------------------------------------------------------

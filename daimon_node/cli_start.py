@@ -67,12 +67,16 @@ def start(
         "roles.validator.enabled": validator,
         "node.log_level": log_level,
     }
-    cfg = load_config(config, overrides)
+    run_node(load_config(config, overrides), log_file)
+
+
+def run_node(cfg: NodeConfig, log_file: Path | None = None) -> None:
+    """Configure logging and run the node until a signal; a user error inside the
+    nursery arrives wrapped in an exception group and is surfaced as one line."""
     configure_logging(cfg.node.log_level, log_file)
     try:
         trio.run(run_until_signal, cfg)
     except BaseExceptionGroup as group:
-        # A user-facing error inside the nursery arrives wrapped; surface it as one line.
         matched, _ = group.split(DaimonError)
         if matched is None:
             raise
