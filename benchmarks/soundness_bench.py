@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from chain.rewards import improvement_reward  # noqa: E402
 from del_embed.attack import Target, attack  # noqa: E402
 from del_embed.integer import PPB, distance_ppb, error_ppb, f_int  # noqa: E402
-from del_embed.projection import random_projection_del  # noqa: E402
+from del_embed.integer import random_projection_del  # noqa: E402
 
 FMNIST = Path(os.environ.get("FMNIST_LABELS", "/work/shared/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz"))
 C = 10

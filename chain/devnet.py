@@ -13,8 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from del_embed.integer import distance_ppb, f_int, integer_del_to_bytes
-from del_embed.projection import random_projection_del
+from del_embed.integer import distance_ppb, f_int, integer_del_to_bytes, random_projection_del
 
 from . import constants as C
 from .builder import build_improvement_block, build_problem_block, make_transaction

@@ -45,8 +45,14 @@ from chain.labels import array_to_labels
 from chain.season import holdout_commitment
 from chain.signing import EMPTY_SIGNATURE, is_valid_signature, sign
 from chain.types import Allocation, InputSpec, ProblemParams, Proposal, SealedHoldout, TestTuple
-from del_embed import projection
-from del_embed.integer import IntegerDEL, IntegerDELError, f_int, integer_del_from_bytes, integer_del_to_bytes
+from del_embed.integer import (
+    IntegerDEL,
+    IntegerDELError,
+    f_int,
+    integer_del_from_bytes,
+    integer_del_to_bytes,
+    random_projection_del as projection_del,
+)
 
 from .errors import DaimonError
 
@@ -122,8 +128,8 @@ def split_dataset(ds: Dataset, *, test_fraction: float = 0.3, holdout_fraction: 
 # The DEL for x_t
 # ---------------------------------------------------------------------------
 def random_projection_del(x_t: np.ndarray, num_classes: int, *, n: int = 256, seed: int = 0) -> bytes:
-    """An untrained random-projection DEL artifact for ``x_t`` (see ``del_embed.projection``)."""
-    return integer_del_to_bytes(projection.random_projection_del(int(len(x_t)), num_classes, n=n, seed=seed))
+    """An untrained random-projection DEL artifact for ``x_t`` (see ``del_embed.integer.random_projection_del``)."""
+    return integer_del_to_bytes(projection_del(int(len(x_t)), num_classes, n=n, seed=seed))
 
 
 def trained_del(x_t: np.ndarray, num_classes: int, *, steps: int, seed: int = 0, max_seconds: float = 0.0) -> bytes:

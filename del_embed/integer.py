@@ -312,6 +312,24 @@ def _pow2_exponent(max_abs: float, bits: int) -> int:
 
 
 # ---------------------------------------------------------------------------
+# An untrained consensus DEL: a random projection of one-hot(x)
+# ---------------------------------------------------------------------------
+def random_projection_del(m: int, num_classes: int, *, n: int = 256, seed: int = 0) -> IntegerDEL:
+    """The MLP set up to compute a random projection of one-hot(x), exactly, in integers.
+
+    ``W1`` is Gaussian (n x m*C); ``b1`` is each unit's worst-case |pre-activation| so
+    ReLU never clips; ``W2`` is the identity and ``b2 = -b1``. By Johnson–Lindenstrauss
+    ``1 - cos`` tracks the label error (DESIGN §9), with no training and no torch; the
+    seed regenerates the floats. ``chain``'s devnet and the problem kit use it.
+    """
+    rng = np.random.default_rng(seed)
+    w1 = rng.standard_normal((n, m * num_classes)) / np.sqrt(m)
+    b1 = np.abs(w1).reshape(n, m, num_classes).max(axis=2).sum(axis=1) + 1.0
+    return quantize(w1, b1, np.eye(n), -b1, m=m, num_classes=num_classes, encoding="onehot", weight_bits=12,
+                    config={"kind": "random-projection", "seed": seed})
+
+
+# ---------------------------------------------------------------------------
 # Artifact bytes: one safetensors file, config in its metadata
 # ---------------------------------------------------------------------------
 INT_TENSORS: Final[tuple[str, ...]] = ("int.w1", "int.b1", "int.w2", "int.b2")
