@@ -17,6 +17,8 @@ def test_chain_never_imports_torch_trio_or_libp2p() -> None:
     for banned in ("torch", "trio", "libp2p", "p2p", "daimon_node"):
         assert banned not in mods, f"chain imported {banned}"
     assert "del_embed.integer" in mods
+    others = {m for m in mods if m.startswith("del_embed.") and m != "del_embed.integer"}
+    assert not others, f"chain imported more of del_embed than its integer module: {sorted(others)}"
 
 
 def test_integer_del_does_not_import_torch() -> None:
