@@ -35,7 +35,8 @@ from p2p.errors import (
     StreamEnded,
 )
 from p2p.framing import expect_bytes, expect_int, read_control, write_control
-from p2p.peers import WEIGHT_BAD_CONTENT, WEIGHT_PROTOCOL, PeerBook
+from p2p.peers import WEIGHT_BAD_CONTENT, PeerBook
+from p2p.serving import close_quietly, penalise, reset_quietly, serve_stream
 from p2p.store import ContentStore, PartialWrite
 
 log = logging.getLogger(__name__)
@@ -71,32 +72,19 @@ class ContentService:
 
     # -- server -------------------------------------------------------------
     async def _handle(self, stream: INetStream) -> None:
-        peer = stream.muxed_conn.peer_id.to_base58()
-        if self.book.is_banned(peer):
-            await _reset(stream)
-            return
-        try:
+        await serve_stream(stream, "content", self.book, self.on_ban, self._answer)
+
+    async def _answer(self, stream: INetStream, peer: str) -> None:
+        with trio.fail_after(self.open_timeout_s):
+            req = await read_control(stream)
+        if self._serving.value == 0:
             with trio.fail_after(self.open_timeout_s):
-                req = await read_control(stream)
-            if self._serving.value == 0:
-                with trio.fail_after(self.open_timeout_s):
-                    await write_control(stream, ["busy"])
-            else:
-                async with self._serving:
-                    await self._serve(stream, peer, req)
-            with trio.fail_after(self.open_timeout_s):
-                await stream.close()
-        except StreamEnded as exc:
-            log.debug("content request from %s ended early: %s", peer, exc)
-            await _reset(stream)
-        except ProtocolViolation as exc:
-            log.info("content request from %s broke the protocol: %s", peer, exc)
-            if self.book.penalise(peer, WEIGHT_PROTOCOL) and self.on_ban is not None:
-                self.on_ban(peer)
-            await _reset(stream)
-        except (StreamError, trio.TooSlowError) as exc:
-            log.debug("content serve to %s ended: %r", peer, exc)
-            await _reset(stream)
+                await write_control(stream, ["busy"])
+        else:
+            async with self._serving:
+                await self._serve(stream, peer, req)
+        with trio.fail_after(self.open_timeout_s):
+            await stream.close()
 
     async def _serve(self, stream: INetStream, peer: str, req: list[object]) -> None:
         op = req[0]
@@ -203,7 +191,7 @@ class ContentService:
         except trio.TooSlowError as exc:
             raise RequestTimeout(f"have? to {peer} timed out") from exc
         finally:
-            await _reset(stream)
+            await reset_quietly(stream)
 
     async def _open(self, peer: str) -> INetStream:
         try:
@@ -245,12 +233,11 @@ class ContentService:
         except StreamEnded as exc:
             raise ContentError(f"{peer} closed the content stream without replying") from exc
         except ProtocolViolation:
-            if self.book.penalise(peer, WEIGHT_PROTOCOL) and self.on_ban is not None:
-                self.on_ban(peer)
+            penalise(self.book, peer, self.on_ban)
             raise
         finally:
             # We read exactly `size` bytes; anything the peer sends after is ignored.
-            await _reset(stream) if not clean else await _close(stream)
+            await reset_quietly(stream) if not clean else await close_quietly(stream)
 
 
 async def _receive_into(
@@ -301,19 +288,3 @@ async def _receive_into(
     # Every byte received is on disk now, so the next peer resumes after it.
     if stopped_at is not None:
         raise ContentError(f"{peer} stopped after {stopped_at} of {size} bytes")
-
-
-async def _reset(stream: INetStream) -> None:
-    with trio.move_on_after(1.0):
-        try:
-            await stream.reset()
-        except Exception:
-            pass
-
-
-async def _close(stream: INetStream) -> None:
-    with trio.move_on_after(1.0):
-        try:
-            await stream.close()
-        except Exception:
-            pass

@@ -33,7 +33,8 @@ from p2p.framing import (
     write_bytes_frame,
     write_control,
 )
-from p2p.peers import WEIGHT_PROTOCOL, PeerBook
+from p2p.peers import PeerBook
+from p2p.serving import penalise, reset_quietly, serve_stream
 
 log = logging.getLogger(__name__)
 
@@ -75,28 +76,16 @@ class SyncService:
 
     # -- server -------------------------------------------------------------
     async def _handle(self, stream: INetStream) -> None:
-        peer = stream.muxed_conn.peer_id.to_base58()
-        if self.book.is_banned(peer):
-            await _reset(stream)
-            return
-        try:
-            with trio.fail_after(self.request_timeout_s):
-                if self._serving.value == 0:
-                    await write_control(stream, ["busy"])
-                else:
-                    async with self._serving:
-                        await self._serve(stream, peer)
-                await stream.close()
-        except StreamEnded as exc:
-            log.debug("sync request from %s ended early: %s", peer, exc)
-            await _reset(stream)
-        except ProtocolViolation as exc:
-            log.info("sync request from %s broke the protocol: %s", peer, exc)
-            self._penalise(peer)
-            await _reset(stream)
-        except (StreamError, trio.TooSlowError) as exc:
-            log.debug("sync serve to %s ended: %r", peer, exc)
-            await _reset(stream)
+        await serve_stream(stream, "sync", self.book, self.on_ban, self._answer)
+
+    async def _answer(self, stream: INetStream, peer: str) -> None:
+        with trio.fail_after(self.request_timeout_s):
+            if self._serving.value == 0:
+                await write_control(stream, ["busy"])
+            else:
+                async with self._serving:
+                    await self._serve(stream, peer)
+            await stream.close()
 
     async def _serve(self, stream: INetStream, peer: str) -> None:
         req = await read_control(stream)
@@ -218,11 +207,10 @@ class SyncService:
             raise SyncError(f"sync {req[0]} from {peer} failed: {exc}") from exc
         finally:
             if stream is not None:
-                await _reset(stream)
+                await reset_quietly(stream)
 
     def _penalise(self, peer: str) -> None:
-        if self.book.penalise(peer, WEIGHT_PROTOCOL) and self.on_ban is not None:
-            self.on_ban(peer)
+        penalise(self.book, peer, self.on_ban)
 
 
 def _raise_status(reply: list[Any]) -> None:
@@ -232,11 +220,3 @@ def _raise_status(reply: list[Any]) -> None:
         raise SyncError(f"peer error: {reply[1][:200]}")
     raise ProtocolViolation(f"unexpected sync reply {reply[0]!r}")
 
-
-async def _reset(stream: INetStream) -> None:
-    """Reset a stream, ignoring errors from one that is already gone."""
-    with trio.move_on_after(1.0):
-        try:
-            await stream.reset()
-        except Exception:
-            pass
