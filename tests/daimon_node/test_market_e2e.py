@@ -84,7 +84,7 @@ def test_user_pays_runner_and_gets_the_committed_models_outputs(tmp_path: Path) 
 
         wait_for("the runner's offer of the best model",
                  lambda: (o := offer_of(runner)) is not None and o["model_digest"] == best["model_digest"], 90)
-        wait_for("the stale runner's offer", lambda: offer_of(stale) is not None, 60)
+        wait_for("the stale runner's offer", lambda: offer_of(stale) is not None, 150)  # resent every 2 periods
 
         x_train, _ = load_train_split(plan.problem_dir)
         x = np.ascontiguousarray(x_train[:5])
