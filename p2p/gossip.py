@@ -64,11 +64,9 @@ if not isinstance(_libp2p_pubsub.RpcQueue, functools.partial):
     )
 
 
-# Yamux in 0.8.1 sends a WINDOW_UPDATE frame after *every* read by default
-# (PY_YAMUX_RELEASE_ON_READ=1), and pubsub reads each varint length byte on its
-# own: three extra frames per gossip RPC. With 0 it batches updates the go-yamux
-# way (at half the window). Measured: ~25% less CPU per gossip message, bulk
-# throughput unchanged. An explicit setting in the environment wins.
+# Yamux window updates: p2p/host.py replaces 0.8.1's window-update step with
+# go-yamux's rule (credit at half the window), which PY_YAMUX_RELEASE_ON_READ no
+# longer affects; the setting is kept so an unpatched run behaves as before.
 os.environ.setdefault("PY_YAMUX_RELEASE_ON_READ", "0")
 
 # Every pubsub RPC carries the sender's signed peer record, and 0.8.1 verifies
