@@ -83,6 +83,7 @@ class DevnetConfig:
     reveal_window: int = 2
     holdout_margin_ppb: int = 0
     consistency_ppb: int = 100_000_000
+    holdout_z_centi: int = 233
     seed: int = 0
 
 
@@ -111,6 +112,7 @@ class Devnet:
         self.env: Env = memory_env(self.contents)
         self.holdout_truth: np.ndarray | None = None
         self.holdout_salt = b"devnet-salt"
+        self.holdout_predictions: dict[bytes, np.ndarray] = {}  # model digest -> its labels on Z_h
         holdout = None
         if cfg.holdout_m:
             self.holdout_truth = rng.integers(0, cfg.num_classes, cfg.holdout_m)
@@ -129,7 +131,7 @@ class Devnet:
             max_model_bytes=10**8, max_infer_ms=10_000, max_votes=cfg.max_votes, unbonding_periods=2,
             season_periods=cfg.season_periods if holdout else 0, reveal_window=cfg.reveal_window,
             holdout_margin_ppb=cfg.holdout_margin_ppb, consistency_ppb=cfg.consistency_ppb,
-            genesis=tuple(Allocation(k.address_bytes, cfg.genesis_amount) for k in everyone),
+            holdout_z_centi=cfg.holdout_z_centi, genesis=tuple(Allocation(k.address_bytes, cfg.genesis_amount) for k in everyone),
             t0=cfg.t0,
         )
         self.proposal = sign(Proposal(params, tup, holdout, self.creator.public_key, EMPTY_SIGNATURE), self.creator)
@@ -179,16 +181,30 @@ class Devnet:
         return self.commit(transactions=[self.tx(k, RegisterValidator()) for k in self.validator_keys])
 
     # --- proofs ----------------------------------------------------------------------
-    def label_vectors(self, labels: np.ndarray, holdout_labels: np.ndarray | None) -> list[bytes]:
+    def label_vectors(self, labels: np.ndarray, holdout_labels: np.ndarray | None,
+                      baseline_labels: np.ndarray | None = None) -> list[bytes]:
+        """The PoI's vectors: Z, then (in a sealed season) the model's and the confirmed model's on Z_h.
+
+        The devnet's models are their label vectors, so the confirmed model's
+        holdout labels default to the ones it was proven with (one Z_h for every season).
+        """
         vecs = [array_to_labels(labels)]
-        if get_meta(self.state).season is not None and holdout_labels is not None:
+        meta = get_meta(self.state)
+        if meta.season is not None and holdout_labels is not None:
             vecs.append(array_to_labels(holdout_labels))
+            if meta.confirmed is not None:
+                if baseline_labels is None:
+                    baseline_labels = self.holdout_predictions[meta.confirmed.digest]
+                vecs.append(array_to_labels(baseline_labels))
         return vecs
 
     def prove(self, keys: KeyPair, digest: bytes, labels: np.ndarray, holdout_labels: np.ndarray | None = None,
-              ambiguous: Sequence[Sequence[Ambiguous]] | None = None) -> tuple[PoI, Reveal]:
+              ambiguous: Sequence[Sequence[Ambiguous]] | None = None,
+              baseline_labels: np.ndarray | None = None) -> tuple[PoI, Reveal]:
         """The PoI and its reveal for period ``self.period + 1`` on the current head."""
-        vecs = self.label_vectors(labels, holdout_labels)
+        vecs = self.label_vectors(labels, holdout_labels, baseline_labels)
+        if holdout_labels is not None:
+            self.holdout_predictions[digest] = np.asarray(holdout_labels)
         amb = tuple(tuple(s) for s in (ambiguous or [()] * len(vecs)))
         poi = PoI(self.chain_id, self.period + 1, self.state.head, digest, (f_int(self.del_model, labels),),
                   labels_hash(vecs), amb, keys.public_key, EMPTY_SIGNATURE)
@@ -210,11 +226,12 @@ class Devnet:
         return sign(sr, self.creator, self.chain_id)
 
     def improve(self, keys: KeyPair, labels: np.ndarray, holdout_labels: np.ndarray | None = None,
-                validators: Sequence[KeyPair] | None = None) -> tuple[Block, Block]:
+                validators: Sequence[KeyPair] | None = None,
+                baseline_labels: np.ndarray | None = None) -> tuple[Block, Block]:
         """Register a digest, anchor a PoI with votes, settle it: three blocks, the last two returned."""
         digest = hashlib.sha256(b"model:" + array_to_labels(labels)).digest()
         self.commit(transactions=[self.tx(keys, RegisterDigest(digest))])
-        poi, reveal = self.prove(keys, digest, labels, holdout_labels)
+        poi, reveal = self.prove(keys, digest, labels, holdout_labels, baseline_labels=baseline_labels)
         votes = tuple(self.vote(v, poi, reveal) for v in (validators if validators is not None else self.validator_keys))
         anchored = self.commit(anchor=Anchor(poi, votes))
         settled = self.commit(settlement=reveal)

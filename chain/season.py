@@ -2,21 +2,47 @@
 
 During a season of S periods, rewards of settled improvements are minted
 locked. After it, the contributor opens the holdout (salt, x_h) within W
-periods; each of the season's improvements vests if its exact holdout error
-beats the last confirmed model's by the margin *and* agrees with its claimed
-DEL distance, otherwise its locked rewards burn and the best model and d_c
-roll back to the last confirmed ones. A missed window slashes the contributor's
-bond to the locked holders (pro rata, up to what they had locked) and burns the
-locked rewards.
+periods; each of the season's improvements, in order, vests if it beats the
+reference model (the last confirmed one, or the last that vested before it) on
+the *same* holdout positions, by a paired test, *and* its claimed DEL distance
+agrees with its holdout error; otherwise its locked rewards burn, and the best
+model and d_c roll back to the last confirmed ones. The confirmed model's
+predictions on this season's ``Z_h`` travel in every PoI of the season (its
+last label vector), so its voters check them like the prover's own.
+
+Both tests allow for sampling with a z-score ``z = holdout_z_centi / 100``:
+
+- *beats*: with ``b`` positions the model gets right and the reference wrong,
+  ``c`` the other way round, over ``n`` positions that neither lists as
+  ambiguous: ``b - c >= max(1, z * sqrt(b + c), margin * n - z * sqrt(b + c))``.
+  The first two terms make it sound: a model no better than its reference
+  passes with probability at most about ``1 - Phi(z)``, and one that answers
+  the holdout exactly as the reference (a lookup table over ``Z``) has
+  ``b = c = 0`` and never passes. The last makes it fair: a model truly better
+  by the margin passes with probability about ``Phi(z)`` once the holdout is
+  large enough that ``margin * n >= 2 z sqrt(b + c)``; below that, the gain
+  a model needs to pass reliably is ``2 z sqrt(b + c) / n`` (docs/soundness.md).
+- *consistent*: ``|mean d - e_h| <= r * max(mean d, e_h) + z * sqrt(e_h (1 - e_h) (1/m_h + 1/m))``
+  with ``r = consistency_ppb / 10^9``: the DEL's fidelity is relative (a random
+  projection keeps distances up to a factor ``1 ± eps``), and the second term
+  is the sampling spread of two error estimates on ``m_h`` and ``m`` items. A
+  claimed ``d ~ 0`` with a real error of a few percent fails.
+
+A missed window slashes the contributor's bond to the locked holders (pro
+rata, up to what they had locked) and burns the locked rewards.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from math import isqrt
+from typing import Sequence
+
 import numpy as np
 
 from del_embed.integer import error_ppb
 
+from .constants import PPB
 from .crypto import address_bytes as address_of, sha256
 from .errors import InvalidSeason, InvalidTransaction
 from .signing import is_valid_signature
@@ -31,11 +57,13 @@ from .state import (
     burn_locked,
     credit,
     get_meta,
+    get_season_improvement,
     lock,
     set_meta,
+    set_season_improvement,
     unlock,
 )
-from .types import BlockHeader, NewHoldout, PoI, Reveal, SeasonReveal
+from .types import BlockHeader, NewHoldout, PoI, ProblemParams, Reveal, SeasonReveal
 
 
 def holdout_commitment(salt: bytes, labels: bytes) -> bytes:
@@ -56,7 +84,21 @@ def is_open_season(meta: ChainMeta, period: int, season_periods: int) -> bool:
     return season.holdout is not None and period < season_end(season, season_periods)
 
 
+def label_vector_sizes(problem: ProblemRecord, meta: ChainMeta) -> list[int]:
+    """Lengths of a PoI's label vectors, in order: one per test tuple; with a sealed
+    holdout, the model's predictions on ``Z_h``; once a model is confirmed, the
+    confirmed model's predictions on the same ``Z_h``."""
+    sizes = [t.m for t in problem.tuples]
+    holdout = meta.season.holdout if meta.season is not None else None
+    if holdout is not None:
+        sizes.append(holdout.m_h)
+        if meta.confirmed is not None:
+            sizes.append(holdout.m_h)
+    return sizes
+
+
 def record_season_improvement(
+    state: State,
     meta: ChainMeta,
     best: BestModel,
     reveal: Reveal,
@@ -67,23 +109,96 @@ def record_season_improvement(
 ) -> ChainMeta:
     season = meta.season
     assert season is not None  # callers mint locked only inside a season
+    own = len(poi.ys)  # the holdout vectors follow the tuples' vectors
+    has_baseline = len(reveal.labels) > own + 1
     improvement = SeasonImprovement(
         digest=best.digest,
         owner=improver,
         settlement_height=best.height,
         d_ppb=best.d_ppb,
-        holdout_labels=reveal.labels[-1],
-        holdout_ambiguous=tuple(a.index for a in poi.ambiguous[-1]),
+        holdout_labels=reveal.labels[own],
+        holdout_ambiguous=tuple(a.index for a in poi.ambiguous[own]),
+        baseline_labels=reveal.labels[own + 1] if has_baseline else b"",
+        baseline_ambiguous=tuple(a.index for a in poi.ambiguous[own + 1]) if has_baseline else (),
     )
+    set_season_improvement(state, season.index, season.improvement_count, improvement)
     locked = [LockedReward(improver, reward, best.height)] + [
         LockedReward(addr, amount, best.height) for addr, amount in paid
     ]
     season = replace(
         season,
-        improvements=season.improvements + (improvement,),
+        improvement_count=season.improvement_count + 1,
         locked=season.locked + tuple(locked),
     )
     return replace(meta, season=season)
+
+
+# --- the exact holdout check (pure) -----------------------------------------------------
+@dataclass(frozen=True)
+class HoldoutVerdict:
+    """One improvement's holdout check against its reference model."""
+
+    error_ppb: int  # e_h: the model's error on the holdout positions it did not list as ambiguous
+    compared: int  # positions neither model lists as ambiguous
+    gained: int  # of those, right here and wrong in the reference
+    lost: int  # wrong here and right in the reference
+    beats: bool
+    consistent: bool
+
+    @property
+    def vests(self) -> bool:
+        return self.beats and self.consistent
+
+
+def _mask(size: int, positions: Sequence[int]) -> np.ndarray:
+    mask = np.zeros(size, dtype=bool)
+    mask[list(positions)] = True
+    return mask
+
+
+def holdout_verdict(
+    params: ProblemParams,
+    truth: bytes,
+    labels: bytes,
+    ambiguous: Sequence[int],
+    reference: tuple[bytes, Sequence[int]] | None,
+    mean_d_ppb: int,
+    m_test: int,
+) -> HoldoutVerdict:
+    """Judge holdout predictions ``labels`` against the true ``truth`` and a reference
+    model's predictions (``None``: no model yet, every position counts as wrong).
+
+    Integer arithmetic only; ``m_test`` is the size of the test set ``d`` was measured on.
+    """
+    x_h = np.frombuffer(truth, dtype=np.uint8)
+    pred = np.frombuffer(labels, dtype=np.uint8)
+    if len(pred) != len(x_h):  # a reference of another season: cannot be compared
+        return HoldoutVerdict(PPB, 0, 0, 0, False, False)
+    own_mask = _mask(len(pred), ambiguous)
+    e_h = error_ppb(pred, x_h, own_mask)
+    right = pred == x_h
+    if reference is None:
+        keep = ~own_mask
+        ref_right = np.zeros(len(pred), dtype=bool)
+    else:
+        ref = np.frombuffer(reference[0], dtype=np.uint8)
+        if len(ref) != len(x_h):
+            return HoldoutVerdict(e_h, 0, 0, 0, False, False)
+        keep = ~(own_mask | _mask(len(ref), reference[1]))
+        ref_right = ref == x_h
+    n = int(keep.sum())
+    gained = int((right & ~ref_right & keep).sum())
+    lost = int((~right & ref_right & keep).sum())
+    z = params.holdout_z_centi
+    gain = gained - lost
+    slack = isqrt(z * z * (gained + lost))  # 100 z sqrt(b + c): z standard deviations of b - c
+    beats = gain >= 1 and 100 * gain >= slack and (100 * gain + slack) * PPB >= 100 * params.holdout_margin_ppb * n
+    m_h = max(1, int((~own_mask).sum()))
+    m = max(1, m_test)
+    spread_sq = z * z * e_h * (PPB - e_h) * (m_h + m) // (m_h * m)  # (100 z sigma)^2, sigma in ppb
+    allowance = params.consistency_ppb * max(mean_d_ppb, e_h) // PPB  # the DEL's relative fidelity
+    consistent = 100 * abs(mean_d_ppb - e_h) <= 100 * allowance + isqrt(spread_sq)
+    return HoldoutVerdict(e_h, n, gained, lost, beats, consistent)
 
 
 def process_new_holdout(state: State, problem: ProblemRecord, sender: bytes, header: BlockHeader, payload: NewHoldout) -> None:
@@ -97,7 +212,7 @@ def process_new_holdout(state: State, problem: ProblemRecord, sender: bytes, hea
         raise InvalidTransaction("the season already has a sealed holdout")
     if not lock(state, sender, problem.params.contributor_bond):
         raise InvalidTransaction("balance below the contributor bond", bond=problem.params.contributor_bond)
-    season = Season(season.index, header.period + 1, payload.holdout, (), (), season.confirmed_error_ppb)
+    season = Season(season.index, header.period + 1, payload.holdout, 0, (), season.confirmed_error_ppb)
     set_meta(state, replace(get_meta(state), season=season))
 
 
@@ -131,24 +246,38 @@ def process_season_reveal(state: State, problem: ProblemRecord, header: BlockHea
     return judge_season(state, problem, meta, season, reveal.labels)
 
 
+def season_improvements(state: State, season: Season) -> list[SeasonImprovement]:
+    return [get_season_improvement(state, season.index, i) for i in range(season.improvement_count)]
+
+
+def clear_season_improvements(state: State, season: Season) -> None:
+    for i in range(season.improvement_count):
+        set_season_improvement(state, season.index, i, None)
+
+
 def judge_season(state: State, problem: ProblemRecord, meta: ChainMeta, season: Season, truth: bytes) -> str:
     params = problem.params
-    x_h = np.frombuffer(truth, dtype=np.uint8)
-    confirmed, confirmed_d_c, baseline = meta.confirmed, meta.confirmed_d_c, season.confirmed_error_ppb
+    m_test = min(t.m for t in problem.tuples)
+    confirmed, confirmed_d_c, confirmed_error = meta.confirmed, meta.confirmed_d_c, season.confirmed_error_ppb
+    vested: SeasonImprovement | None = None  # the last improvement of this season that vested
     vested_heights: set[int] = set()
-    for imp in season.improvements:
-        pred = np.frombuffer(imp.holdout_labels, dtype=np.uint8)
-        mask = np.zeros(len(pred), dtype=bool)
-        mask[list(imp.holdout_ambiguous)] = True
-        e_h = error_ppb(pred, x_h, mask)
+    improvements = season_improvements(state, season)
+    for imp in improvements:
+        if vested is not None:
+            reference: tuple[bytes, Sequence[int]] | None = (vested.holdout_labels, vested.holdout_ambiguous)
+        elif confirmed is not None:
+            reference = (imp.baseline_labels, imp.baseline_ambiguous)
+        else:
+            reference = None
         mean_d = sum(imp.d_ppb) // len(imp.d_ppb)
-        beats = e_h + params.holdout_margin_ppb < baseline
-        consistent = abs(mean_d - e_h) <= params.consistency_ppb
-        if beats and consistent:
+        verdict = holdout_verdict(params, truth, imp.holdout_labels, imp.holdout_ambiguous, reference, mean_d, m_test)
+        if verdict.vests:
+            vested = imp
             vested_heights.add(imp.settlement_height)
-            baseline = e_h
+            confirmed_error = verdict.error_ppb
             confirmed = BestModel(imp.digest, imp.owner, imp.settlement_height, imp.d_ppb)
             confirmed_d_c = imp.d_ppb
+    clear_season_improvements(state, season)
     burned = 0
     for entry in season.locked:
         if entry.settlement_height in vested_heights:
@@ -164,9 +293,9 @@ def judge_season(state: State, problem: ProblemRecord, meta: ChainMeta, season: 
         provisional=confirmed,
         d_c=confirmed_d_c,
         burned=meta.burned + burned,
-        season=Season(season.index + 1, 0, None, (), (), baseline),
+        season=Season(season.index + 1, 0, None, 0, (), confirmed_error),
     ))
-    return f"season {season.index} revealed: {len(vested_heights)}/{len(season.improvements)} improvements vested"
+    return f"season {season.index} revealed: {len(vested_heights)}/{len(improvements)} improvements vested"
 
 
 def miss_reveal(state: State, problem: ProblemRecord, meta: ChainMeta, season: Season) -> str:
@@ -182,18 +311,23 @@ def miss_reveal(state: State, problem: ProblemRecord, meta: ChainMeta, season: S
             credit(state, entry.address, share)
             paid += share
     burned += bond - paid
+    clear_season_improvements(state, season)
     meta = get_meta(state)
     set_meta(state, replace(
         meta,
         provisional=meta.confirmed,
         d_c=meta.confirmed_d_c,
         burned=meta.burned + burned,
-        season=Season(season.index + 1, 0, None, (), (), season.confirmed_error_ppb),
+        season=Season(season.index + 1, 0, None, 0, (), season.confirmed_error_ppb),
     ))
     return f"season {season.index} reveal missed: contributor bond slashed ({paid} paid to locked holders)"
 
 
 __all__ = [
+    "HoldoutVerdict",
+    "holdout_verdict",
+    "label_vector_sizes",
+    "season_improvements",
     "holdout_commitment",
     "is_open_season",
     "process_new_holdout",

@@ -120,7 +120,13 @@ class LockedReward(Schema):
 @schema
 @dataclass(frozen=True)
 class SeasonImprovement(Schema):
-    """An improvement settled in the current season, with its holdout predictions."""
+    """An improvement settled in the current season, with the holdout predictions it is judged on.
+
+    ``baseline_labels`` are the season's confirmed model's predictions on the
+    same ``Z_h`` (empty while no model is confirmed), committed in the PoI and
+    checked by its voters, so the holdout comparison is paired (DESIGN §5).
+    Kept under its own state key: the labels are ``m_h`` bytes each.
+    """
 
     digest: bytes
     owner: bytes
@@ -128,6 +134,8 @@ class SeasonImprovement(Schema):
     d_ppb: tuple[int, ...]
     holdout_labels: bytes
     holdout_ambiguous: tuple[int, ...]
+    baseline_labels: bytes
+    baseline_ambiguous: tuple[int, ...]
 
     FIELDS = (
         ("digest", HASH),
@@ -136,6 +144,8 @@ class SeasonImprovement(Schema):
         ("d_ppb", ListOf(U32, C.MAX_TUPLES)),
         ("holdout_labels", Bytes(max_len=C.MAX_LABELS)),
         ("holdout_ambiguous", ListOf(U32, C.MAX_AMBIGUOUS)),
+        ("baseline_labels", Bytes(max_len=C.MAX_LABELS)),
+        ("baseline_ambiguous", ListOf(U32, C.MAX_AMBIGUOUS)),
     )
 
 
@@ -149,15 +159,15 @@ class Season(Schema):
     index: int  # 0-based
     start_period: int  # first competition period of the season
     holdout: SealedHoldout | None
-    improvements: tuple[SeasonImprovement, ...]
+    improvement_count: int  # settled improvements, stored under ``season_improvement_key``
     locked: tuple[LockedReward, ...]
-    confirmed_error_ppb: int  # holdout error of the last confirmed model (PPB = none yet)
+    confirmed_error_ppb: int  # the confirmed model's error on the last revealed holdout (PPB = none); shown, not judged
 
     FIELDS = (
         ("index", U32),
         ("start_period", U32),
         ("holdout", Optional_(Struct(SealedHoldout))),
-        ("improvements", ListOf(Struct(SeasonImprovement), MAX_SEASON_IMPROVEMENTS)),
+        ("improvement_count", U32),
         ("locked", ListOf(Struct(LockedReward), MAX_SEASON_LOCKED)),
         ("confirmed_error_ppb", U32),
     )
@@ -273,6 +283,7 @@ PREFIX_OFFER: Final[bytes] = b"o"
 PREFIX_REPUTATION: Final[bytes] = b"r"
 PREFIX_RATING: Final[bytes] = b"q"
 PREFIX_CHANNEL: Final[bytes] = b"c"  # + payer address + runner address
+PREFIX_SEASON_IMPROVEMENT: Final[bytes] = b"s"  # + season index (4 bytes) + ordinal (4 bytes)
 
 # ---------------------------------------------------------------------------
 # The root: a fixed 16-ary Merkle tree over 4096 buckets
@@ -536,6 +547,25 @@ def get_channel(state: State, payer: bytes, runner: bytes) -> Channel | None:
 
 def set_channel(state: State, payer: bytes, runner: bytes, channel: Channel) -> None:
     state.put_record(PREFIX_CHANNEL + payer + runner, channel)
+
+
+def season_improvement_key(season: int, ordinal: int) -> bytes:
+    return PREFIX_SEASON_IMPROVEMENT + season.to_bytes(4, "big") + ordinal.to_bytes(4, "big")
+
+
+def get_season_improvement(state: State, season: int, ordinal: int) -> SeasonImprovement:
+    record = _get(state, season_improvement_key(season, ordinal), SeasonImprovement)
+    if record is None:
+        raise LookupError(f"season {season} has no improvement {ordinal}")
+    return record
+
+
+def set_season_improvement(state: State, season: int, ordinal: int, record: SeasonImprovement | None) -> None:
+    key = season_improvement_key(season, ordinal)
+    if record is None:
+        state.put(key, None)
+    else:
+        state.put_record(key, record)
 
 
 def iter_records(state: State, prefix: bytes, cls: type[R]) -> Iterator[tuple[bytes, R]]:

@@ -33,7 +33,7 @@ from .errors import (
 )
 from .labels import labels_hash, labels_to_array, masked_digest
 from .rewards import MAX_SCALE, improvement_reward, validator_reward
-from .season import is_open_season, process_new_holdout, process_season_reveal, record_season_improvement
+from .season import is_open_season, label_vector_sizes, process_new_holdout, process_season_reveal, record_season_improvement
 from .signing import is_valid_signature
 from .state import (
     MAX_SEASON_IMPROVEMENTS,
@@ -283,7 +283,7 @@ def process_problem_block(state: State, header: BlockHeader, body: ProblemBody, 
     d_c = tuple(C.PPB for _ in tuples)
     season = None
     if params.season_periods:
-        season = Season(0, 1, proposal.holdout, (), (), C.PPB)
+        season = Season(0, 1, proposal.holdout, 0, (), C.PPB)
     set_meta(new, ChainMeta(0, 0, d_c, d_c, None, None, None, season, 0, 0))
     return BlockOutcome(state=new)
 
@@ -511,8 +511,7 @@ def process_settlement(state: State, problem: ProblemRecord, header: BlockHeader
 def check_revealed_labels(problem: ProblemRecord, meta: ChainMeta, poi: PoI, reveal: Reveal, env: Env) -> tuple[str, tuple[int, ...]]:
     """Return ``(failure reason or "", distances)`` for a reveal matching its commitment."""
     params = problem.params
-    holdout = meta.season.holdout if meta.season is not None else None
-    sizes = [t.m for t in problem.tuples] + ([holdout.m_h] if holdout is not None else [])
+    sizes = label_vector_sizes(problem, meta)
     if len(reveal.labels) != len(sizes) or len(poi.ambiguous) != len(sizes) or len(poi.ys) != len(problem.tuples):
         return "wrong number of label vectors", ()
     for vec, size, amb in zip(reveal.labels, sizes, poi.ambiguous):
@@ -567,7 +566,7 @@ def pay_settlement(state: State, problem: ProblemRecord, header: BlockHeader, pe
     best = BestModel(poi.model_digest, improver, header.height, distances)
     meta = replace(meta, d_c=distances, provisional=best, minted=meta.minted + minted)
     if locked:
-        meta = record_season_improvement(meta, best, reveal, poi, improver, reward, paid)
+        meta = record_season_improvement(state, meta, best, reveal, poi, improver, reward, paid)
     else:
         meta = replace(meta, confirmed=best, confirmed_d_c=distances)
     set_meta(state, meta)
@@ -639,8 +638,7 @@ def validate_poi(state: State, problem: ProblemRecord, meta: ChainMeta, header: 
         d = distance_ppb(y, tup.y_t)
         if not d < meta.d_c[i] - params.delta_ppb:
             raise InvalidAnchor("PoI does not claim to beat d_c - delta", tuple_index=i, d=d, d_c=meta.d_c[i])
-    holdout = meta.season.holdout if meta.season is not None else None
-    expected_sets = len(problem.tuples) + (1 if holdout is not None else 0)
+    expected_sets = len(label_vector_sizes(problem, meta))
     if len(poi.ambiguous) != expected_sets:
         raise InvalidAnchor("PoI has the wrong number of ambiguous sets", sets=len(poi.ambiguous))
     total = sum(len(s) for s in poi.ambiguous)

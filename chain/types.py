@@ -136,8 +136,9 @@ class ProblemParams(Schema):
     unbonding_periods: int
     season_periods: int  # S; 0 = no seasons
     reveal_window: int  # W periods
-    holdout_margin_ppb: int
-    consistency_ppb: int  # allowed |mean d - e_h|
+    holdout_margin_ppb: int  # the true holdout gain over the reference model that the problem pays for
+    consistency_ppb: int  # the DEL's relative fidelity: |mean d - e_h| <= this * max(d, e_h) + sampling slack
+    holdout_z_centi: int  # z-score of the holdout tests, in hundredths (233 = one-sided 99%)
     genesis: tuple[Allocation, ...]
     t0: int  # seconds since the epoch
 
@@ -167,6 +168,7 @@ class ProblemParams(Schema):
         ("reveal_window", U32),
         ("holdout_margin_ppb", U32),
         ("consistency_ppb", U32),
+        ("holdout_z_centi", U16),
         ("genesis", ListOf(Struct(Allocation), C.MAX_GENESIS_ALLOCATIONS)),
         ("t0", U64),
     )

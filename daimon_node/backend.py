@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from .node import Node
 
 VERSION = "0.1.0"
+MAX_RPC_CONTENT_BYTES = 64 * 2**20  # daimon_getContent answers at most this much (hex doubles it)
 
 
 def block_json(block: Block) -> dict[str, Any]:
@@ -123,9 +124,13 @@ class NodeBackend:
             if season is not None:
                 summary["season"] = {
                     "index": season.index, "start_period": season.start_period,
-                    "sealed": season.holdout is not None, "improvements": len(season.improvements),
+                    "sealed": season.holdout is not None, "improvements": season.improvement_count,
                     "locked_rewards": str(sum(e.amount for e in season.locked)),
                     "confirmed_error_ppb": season.confirmed_error_ppb,
+                    "holdout": None if season.holdout is None else {
+                        "z_h_id": hex0x(season.holdout.z_h_id), "m_h": season.holdout.m_h,
+                        "commitment": hex0x(season.holdout.commitment)},
+                    "confirmed_model": None if meta.confirmed is None else hex0x(meta.confirmed.digest),
                 }
         return summary
 
@@ -248,6 +253,14 @@ class NodeBackend:
         self.node.content.put(raw)
         self.node.content.pin(digest, "submitted model")
         return hex0x(digest)
+
+    async def get_content(self, content_id: bytes) -> str:
+        """Content is public (any peer may fetch it over ``/daimon/content/1``); the RPC serves
+        what this node holds so a CLI can prove against the season's ``Z_h`` and confirmed model."""
+        store = self.node.content
+        if not store.has(content_id):
+            raise NotFound(f"this node holds no content {hex0x(content_id)}")
+        return hex0x(await trio.to_thread.run_sync(lambda: store.get(content_id, MAX_RPC_CONTENT_BYTES)))
 
     def _decode(self, cls: type, raw: bytes, what: str) -> Any:
         try:

@@ -97,7 +97,7 @@ class CheaterRole:
     async def step(self, ctx, handle) -> None:  # type: ignore[no-untyped-def]
         import trio
 
-        from .roles import problem_view
+        from .roles import fetch_problem_view
 
         if not handle.started:
             return
@@ -119,7 +119,7 @@ class CheaterRole:
                 if best is not None:
                     params = get_problem(handle.state).params
                     base = await ctx.fetch_content(best.digest, params.max_model_bytes)
-                problem = problem_view(handle, ctx.content)
+                problem = await fetch_problem_view(ctx, handle)
                 cheat = await trio.to_thread.run_sync(
                     lambda: build_cheat_model(problem, base, ctx.sandbox, max_seconds=self.max_seconds))
                 self.out_dir.mkdir(parents=True, exist_ok=True)

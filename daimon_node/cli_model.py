@@ -209,6 +209,32 @@ def register_cmd(
         typer.echo(f"model digest {digest.hex()}")
 
 
+def season_problem(client: Any, prob: Any, summary: dict[str, Any]) -> Any:
+    """The problem as the chain has it now: the season's sealed ``Z_h`` and, once a model is
+    confirmed, that model (its labels on ``Z_h`` go into the proof), fetched from the node."""
+    import dataclasses
+
+    from chain.types import SealedHoldout
+
+    from .problem_kit import check_inputs, load_npy
+
+    season = summary.get("season")
+    if season is None:
+        return prob
+    holdout = season.get("holdout")
+    if holdout is None:
+        raise ModelCommandError(f"season {season['index']} has no sealed holdout yet: no proof can be anchored "
+                                "until the contributor seals one")
+    sealed = SealedHoldout(bytes.fromhex(holdout["z_h_id"][2:]), holdout["m_h"], bytes.fromhex(holdout["commitment"][2:]))
+    if prob.holdout is not None and prob.holdout.z_h_id == sealed.z_h_id:
+        z_h = prob.z_h
+    else:
+        z_h = check_inputs(load_npy(client.get_content(sealed.z_h_id)), sealed.m_h, prob.params.input_spec)
+    confirmed = season.get("confirmed_model")
+    model = client.get_content(confirmed) if confirmed else None
+    return dataclasses.replace(prob, holdout=sealed, z_h=z_h, confirmed_model=model)
+
+
 def _wait_for_proving_slot(client: Any, chain: bytes, params: Any, deadline: float) -> tuple[int, dict[str, Any]]:
     """Period k >= 1 and the head to build on, once the head is settled for k (as the improver role does).
 
@@ -272,6 +298,7 @@ def submit_cmd(
         summary = client.get_problem(chain_id)
         if "d_c_ppb" not in summary:
             raise ModelCommandError(f"chain {chain_id.hex()[:16]} has no Problem block yet")
+        prob = season_problem(client, prob, summary)
         params = prob.proposal.params
         deadline = time.monotonic() + (timeout if timeout > 0 else params.t_b + params.grace + 5)
         with Sandbox() as sandbox:

@@ -10,6 +10,7 @@ with the node) for scripts that follow new heads.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import itertools
 import json
@@ -162,6 +163,14 @@ class RpcClient:
 
     def submit_model(self, chain: HexLike, raw: HexLike) -> str:
         return self.call("daimon_submitModel", to_hex(chain), to_hex(raw))  # type: ignore[no-any-return]
+
+    def get_content(self, content_id: HexLike) -> bytes:
+        """A content object's bytes, checked against their id (SHA-256)."""
+        want = to_hex(content_id)
+        raw = bytes.fromhex(self.call("daimon_getContent", want)[2:])
+        if "0x" + hashlib.sha256(raw).hexdigest() != want.lower():
+            raise RpcConnectionError(f"content from the node does not hash to {want}")
+        return raw
 
     def peer_count(self) -> int:
         return self.call("daimon_peerCount")  # type: ignore[no-any-return]

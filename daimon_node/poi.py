@@ -1,7 +1,8 @@
 """PROVE and VERIFY: a proof of improvement from a real ONNX model, and its check (DESIGN §3–§5).
 
 PROVE runs the model in the sandbox on every test tuple's ``Z`` (and on
-``Z_h`` when a sealed holdout is in force), takes argmax labels, lists the
+``Z_h`` when a sealed holdout is in force, and then the season's confirmed
+model on ``Z_h`` too, for the paired holdout check), takes argmax labels, lists the
 *ambiguous* positions whose top-two scores are within the tie margin
 ``tau = tie_margin_ppb / 1e9`` (an absolute score gap), computes
 ``y_i = f_int(labels_i)`` and signs the PoI; the Reveal for the next period is
@@ -135,6 +136,31 @@ def run_scores(model: bytes, problem: Problem, sandbox: Sandbox) -> list[np.ndar
                        wall_seconds=p.max_infer_ms / 1000.0)
 
 
+_CONFIRMED_SCORES: dict[tuple[bytes, bytes], np.ndarray] = {}  # (model digest, Z_h id) -> scores
+_CONFIRMED_CACHE_SIZE: Final[int] = 4
+
+
+def confirmed_scores(problem: Problem, sandbox: Sandbox) -> list[np.ndarray]:
+    """The confirmed model's scores on Z_h (none before a model is confirmed or without a holdout).
+
+    Every PoI of a season needs the same ones, so they are computed once per
+    (model, Z_h) and kept.
+    """
+    if problem.confirmed_model is None or problem.holdout is None or problem.z_h is None:
+        return []
+    key = (model_digest(problem.confirmed_model), problem.holdout.z_h_id)
+    scores = _CONFIRMED_SCORES.get(key)
+    if scores is None:
+        p = problem.params
+        scores = sandbox.run(problem.confirmed_model, [(problem.holdout.z_h_id, problem.z_h)],
+                             num_classes=p.num_classes, max_model_bytes=p.max_model_bytes,
+                             wall_seconds=p.max_infer_ms / 1000.0)[0]
+        while len(_CONFIRMED_SCORES) >= _CONFIRMED_CACHE_SIZE:
+            _CONFIRMED_SCORES.pop(next(iter(_CONFIRMED_SCORES)))
+        _CONFIRMED_SCORES[key] = scores
+    return [scores]
+
+
 # ---------------------------------------------------------------------------
 # PROVE
 # ---------------------------------------------------------------------------
@@ -154,7 +180,7 @@ def prove(model: bytes, problem: Problem, keys: KeyPair, *, period: int, parent:
     Raises a ``SandboxError`` if the model cannot run, ``TooManyTies`` if it has
     more near-ties than ``max_ambiguous``.
     """
-    scores = run_scores(model, problem, sandbox)
+    scores = run_scores(model, problem, sandbox) + confirmed_scores(problem, sandbox)
     tau = tie_margin(problem)
     vectors: list[bytes] = []
     ambiguous: list[tuple[Ambiguous, ...]] = []
@@ -264,7 +290,7 @@ def verify(
     current = tuple(d_c) if d_c is not None else tuple(PPB for _ in problem.tuples)
     if len(current) != len(problem.tuples):
         raise ValueError(f"d_c has {len(current)} entries for {len(problem.tuples)} tuples")
-    scores = run_scores(model, problem, sandbox)
+    scores = run_scores(model, problem, sandbox) + confirmed_scores(problem, sandbox)
     tau = tie_margin(problem)
     arrays = [reconstruct_labels(s, amb, tau, j) for j, (s, amb) in enumerate(zip(scores, poi.ambiguous))]
     vectors = tuple(array_to_labels(a) for a in arrays)

@@ -46,8 +46,10 @@ from chain.season import holdout_commitment
 from chain.signing import EMPTY_SIGNATURE, is_valid_signature, sign
 from chain.types import Allocation, InputSpec, ProblemParams, Proposal, SealedHoldout, TestTuple
 from del_embed.integer import (
+    PPB,
     IntegerDEL,
     IntegerDELError,
+    distance_ppb,
     f_int,
     integer_del_from_bytes,
     integer_del_to_bytes,
@@ -173,11 +175,10 @@ class ProblemOptions:
     unbonding_periods: int = 2
     season_periods: int = 4  # used only with a holdout
     reveal_window: int = 2
-    # Measured in docs/soundness.md (benchmarks/soundness_bench.py): a 1% margin stops every cheater
-    # variant measured, including one gambling on random holdout flips; a 10% bound clears every honest
-    # model's |d - e_h| at digits scale (m=539, m_h=180: p99.9 about 8%) with the random-projection DEL.
+    # Chosen in docs/soundness.md from benchmarks/soundness_bench.py (the paired holdout test).
     holdout_margin_ppb: int = 10_000_000
-    consistency_ppb: int = 100_000_000
+    consistency_ppb: int | None = None  # None: measured on this DEL and x_t (calibrate_consistency)
+    holdout_z_centi: int = 233
     genesis: tuple[tuple[bytes, int], ...] = ()  # (address, amount); empty: the creator gets 1000 tokens
     t0: int | None = None  # None: now
     del_steps: int = 0  # 0: untrained random-projection DEL
@@ -186,9 +187,44 @@ class ProblemOptions:
     seed: int = 0
 
 
-def build_params(opts: ProblemOptions, ds: Dataset, creator: KeyPair, m: int, m_h: int) -> ProblemParams:
+CALIBRATION_RATES: Final[tuple[float, ...]] = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
+
+
+def calibrate_consistency(del_model: IntegerDEL, x_t: np.ndarray, num_classes: int, *, seed: int = 0,
+                          per_rate: int = 4) -> int:
+    """The DEL's relative fidelity on this ``x_t``, for the holdout consistency test.
+
+    Label vectors with known error ``e`` (uniform wrong labels, and confusions
+    where each class is always mistaken for one other) go through ``f_int``; the
+    largest ``|d - e| / e`` times 1.25, rounded up to a whole percent, is the
+    allowance. A problem's creator knows ``x_t``, so this is a measurement of
+    the DEL actually used, not a guess; it reveals one number about it.
+    """
+    rng = np.random.default_rng(seed)
+    truth = np.asarray(x_t, dtype=np.int64)
+    y_t = f_int(del_model, truth)
+    worst = 0.0
+    for rate in CALIBRATION_RATES:
+        for k in range(2 * per_rate):
+            x = truth.copy()
+            wrong = rng.choice(len(x), size=max(1, int(round(rate * len(x)))), replace=False)
+            if k % 2 == 0:  # uniform wrong labels
+                x[wrong] = (x[wrong] + rng.integers(1, num_classes, len(wrong))) % num_classes
+            else:  # confusions: class c is always taken for confuse[c]
+                confuse = (np.arange(num_classes) + rng.integers(1, num_classes, num_classes)) % num_classes
+                x[wrong] = confuse[x[wrong]]
+            e = float((x != truth).mean())
+            d = distance_ppb(f_int(del_model, x), y_t) / PPB
+            worst = max(worst, abs(d - e) / e)
+    return int(min(PPB, np.ceil(worst * 1.25 * 100) * PPB // 100))
+
+
+def build_params(opts: ProblemOptions, ds: Dataset, creator: KeyPair, m: int, m_h: int,
+                 consistency_ppb: int | None = None) -> ProblemParams:
     """``ProblemParams`` from options, filling defaults that depend on the data and the creator."""
     genesis = opts.genesis or ((creator.address_bytes, 1000 * 10**opts.decimals),)
+    if consistency_ppb is None:
+        consistency_ppb = opts.consistency_ppb if opts.consistency_ppb is not None else 100_000_000
     return ProblemParams(
         name=opts.name,
         input_spec=InputSpec(tuple(int(d) for d in ds.x.shape[1:]), str(ds.x.dtype), ds.value_low, ds.value_high, 1),
@@ -206,7 +242,7 @@ def build_params(opts: ProblemOptions, ds: Dataset, creator: KeyPair, m: int, m_
         improver_bond=opts.improver_bond,
         contributor_bond=opts.contributor_bond,
         tie_margin_ppb=opts.tie_margin_ppb,
-        max_ambiguous=opts.max_ambiguous if opts.max_ambiguous is not None else max(1, (m + m_h) // 100),
+        max_ambiguous=opts.max_ambiguous if opts.max_ambiguous is not None else max(1, (m + 2 * m_h) // 100),
         max_model_bytes=opts.max_model_bytes,
         max_infer_ms=opts.max_infer_ms,
         max_votes=opts.max_votes,
@@ -214,7 +250,8 @@ def build_params(opts: ProblemOptions, ds: Dataset, creator: KeyPair, m: int, m_
         season_periods=opts.season_periods if m_h else 0,
         reveal_window=opts.reveal_window,
         holdout_margin_ppb=opts.holdout_margin_ppb,
-        consistency_ppb=opts.consistency_ppb,
+        consistency_ppb=consistency_ppb,
+        holdout_z_centi=opts.holdout_z_centi,
         genesis=tuple(Allocation(a, v) for a, v in genesis),
         t0=int(time.time()) if opts.t0 is None else opts.t0,
     )
@@ -249,7 +286,9 @@ class Problem:
     """What PROVE and VERIFY need of a problem: the proposal, its tuples and their content.
 
     ``tuples`` may hold test tuples beyond the proposal's first (added during
-    T_p); ``holdout`` is the sealed holdout in force (the season's), if any.
+    T_p); ``holdout`` is the sealed holdout in force (the season's), if any;
+    ``confirmed_model`` is the season's confirmed model, whose labels on ``Z_h``
+    every PoI of the season carries for the paired holdout check (DESIGN §5).
     """
 
     proposal: Proposal
@@ -258,6 +297,7 @@ class Problem:
     z: tuple[np.ndarray, ...]
     holdout: SealedHoldout | None = None
     z_h: np.ndarray | None = None
+    confirmed_model: bytes | None = None
 
     @property
     def params(self) -> ProblemParams:
@@ -275,7 +315,13 @@ class Problem:
         return out
 
     def sizes(self) -> list[int]:
-        return [t.m for t in self.tuples] + ([self.holdout.m_h] if self.holdout is not None else [])
+        """Lengths of a PoI's label vectors (``chain.season.label_vector_sizes``)."""
+        sizes = [t.m for t in self.tuples]
+        if self.holdout is not None:
+            sizes.append(self.holdout.m_h)
+            if self.confirmed_model is not None:
+                sizes.append(self.holdout.m_h)
+        return sizes
 
 
 @dataclass(frozen=True)
@@ -348,7 +394,10 @@ def create_problem(
         hold_x, hold_y = hold_x[cuts[0]], hold_y[cuts[0]]
         contents[bytes.fromhex(first["z_h_id"])] = first["bytes"]
         holdout = SealedHoldout(bytes.fromhex(first["z_h_id"]), len(hold_y), bytes.fromhex(first["commitment"]))
-    params = build_params(opts, ds, creator, m, holdout.m_h if holdout else 0)
+    consistency = opts.consistency_ppb
+    if consistency is None and holdout is not None:
+        consistency = calibrate_consistency(del_model, x_t, ds.num_classes, seed=opts.seed)
+    params = build_params(opts, ds, creator, m, holdout.m_h if holdout else 0, consistency)
     proposal = sign(Proposal(params, tup, holdout, creator.public_key, EMPTY_SIGNATURE), creator)
     for cid, data in contents.items():
         (out_dir / cid.hex()).write_bytes(data)

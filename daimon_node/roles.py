@@ -62,7 +62,21 @@ def problem_view(handle: ChainHandle, content: ContentStore) -> Problem:
     z = tuple(load_npy(content.get(t.z_id)) for t in record.tuples)
     holdout = meta.season.holdout if meta.season is not None else None
     z_h = load_npy(content.get(holdout.z_h_id)) if holdout is not None else None
-    return Problem(record.proposal, record.tuples, dels, z, holdout, z_h)
+    confirmed = content.get(meta.confirmed.digest) if holdout is not None and meta.confirmed is not None else None
+    return Problem(record.proposal, record.tuples, dels, z, holdout, z_h, confirmed)
+
+
+async def fetch_problem_view(ctx: RoleContext, handle: ChainHandle) -> Problem:
+    """``problem_view`` after fetching the season's confirmed model if this node lacks it."""
+    meta = get_meta(handle.state)
+    season = meta.season
+    if season is not None and season.holdout is not None and meta.confirmed is not None:
+        if not ctx.content.has(meta.confirmed.digest):
+            params = get_problem(handle.state).params
+            await ctx.fetch_content(meta.confirmed.digest, params.max_model_bytes)
+        if not ctx.content.is_pinned(meta.confirmed.digest):
+            ctx.content.pin(meta.confirmed.digest, "confirmed model")
+    return problem_view(handle, ctx.content)
 
 
 def next_tx(ctx: RoleContext, handle: ChainHandle, payload, fee: int = 0) -> Transaction:  # type: ignore[no-untyped-def]
@@ -136,8 +150,8 @@ class ValidatorRole:
             log.info("model of PoI %s not fetched (try %d): %s", poi.hash.hex()[:12], tries, exc)
             return
         try:
-            problem = problem_view(handle, ctx.content)
-        except Exception as exc:  # our own copy of Z / Z_h / the DEL is still being fetched: retry later
+            problem = await fetch_problem_view(ctx, handle)
+        except Exception as exc:  # our own copy of Z / Z_h / the DEL / the confirmed model is still being fetched
             tries = self.attempts.get(poi.hash, 0) + 1
             self.attempts[poi.hash] = tries
             if tries < MAX_FETCH_ATTEMPTS * 20:
@@ -218,7 +232,11 @@ class ImproverRole:
         head_ready = meta.period >= period - 1 or now >= period_start(params, period) + params.grace
         if not head_ready or now >= period_end(params, period) - 0.1 * params.t_b:
             return
-        problem = problem_view(handle, ctx.content)
+        try:
+            problem = await fetch_problem_view(ctx, handle)
+        except Exception as exc:  # content still on its way (Z_h, the confirmed model): try next period
+            self.status = f"waiting for the problem's content: {exc}"
+            return
         try:
             proof = await trio.to_thread.run_sync(
                 lambda: prove(model, problem, ctx.keys, period=period, parent=state.head, sandbox=ctx.sandbox))

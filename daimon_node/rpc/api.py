@@ -153,6 +153,11 @@ class RpcBackend(Protocol):
         """Admit an encoded ``Reveal``; returns SHA-256 of its encoding (hex) or raises ``Rejected``."""
         ...
 
+    async def get_content(self, content_id: bytes) -> str:
+        """The bytes of a content object this node holds (test inputs, holdout inputs, DEL
+        artifacts, models), as 0x-hex; ``NotFound`` if it has none by that id."""
+        ...
+
     async def peer_count(self) -> int: ...
 
     async def syncing(self) -> Literal[False] | list[SyncStatus]: ...
@@ -280,6 +285,7 @@ METHODS: Final[dict[str, MethodSpec]] = {
         MethodSpec("submit_vote", (_C, Param("raw", RAW))),
         MethodSpec("submit_reveal", (_C, Param("raw", RAW))),
         MethodSpec("submit_model", (_C, Param("raw", RAW))),
+        MethodSpec("get_content", (Param("content_id", HASH),)),
         MethodSpec("peer_count"),
         MethodSpec("syncing"),
         MethodSpec("node_info"),

@@ -169,6 +169,12 @@ class MemoryBackend:
         self.models[digest] = raw
         return hex0x(digest)
 
+    async def get_content(self, content_id: bytes) -> str:
+        """The fake holds only submitted models."""
+        if content_id not in self.models:
+            raise NotFound(f"this node holds no content {hex0x(content_id)}")
+        return hex0x(self.models[content_id])
+
     def _admit(self, chain: bytes, obj: Any, raw: bytes, topic: Literal["proofs", "votes"] | None) -> str:
         state = self._chain(chain)
         obj_hash = object_hash(obj)

@@ -159,6 +159,7 @@ def make_proof(
     validators: Sequence[KeyPair] | None = None,
     do_register: bool = True,
     tag: str | None = None,
+    holdout_labels: np.ndarray | None = None,
 ) -> Proof:
     """Register a digest (one block) and build a PoI for the following period with votes."""
     keys = keys or d.improver_keys[0]
@@ -166,8 +167,8 @@ def make_proof(
     digest = digest_for(tag or f"{keys.public_key.hex()}:{error}:{seed}")
     if do_register:
         register(d, keys, digest)
-    holdout = None
-    if d.holdout_truth is not None:
+    holdout = holdout_labels
+    if holdout is None and d.holdout_truth is not None:
         holdout = corrupt(d.holdout_truth, holdout_error, d.cfg.num_classes, seed + 1000)
     poi, reveal = d.prove(keys, digest, labels, holdout)
     vals = d.validator_keys if validators is None else validators

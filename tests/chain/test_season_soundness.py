@@ -13,12 +13,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import dataclasses
+
 from chain.devnet import Devnet, DevnetConfig, corrupt
-from chain.errors import InvalidTransaction
-from chain.labels import array_to_labels
+from chain.errors import InvalidAnchor, InvalidTransaction
+from chain.labels import array_to_labels, labels_hash
 from chain.season import holdout_commitment
 from chain.state import get_meta
-from chain.types import NewHoldout, RegisterValidator, SealedHoldout, SeasonReveal, Transfer
+from chain.signing import EMPTY_SIGNATURE, sign
+from chain.types import Anchor, NewHoldout, RegisterDigest, RegisterValidator, SealedHoldout, SeasonReveal, Transfer
 from del_embed.attack import Target, attack
 from del_embed.integer import distance_ppb, error_ppb, f_int
 
@@ -111,7 +114,8 @@ def test_missed_reveal_rolls_back_to_the_confirmed_model():
     sealed = SealedHoldout(b"\x22" * 32, 200, holdout_commitment(b"s1", array_to_labels(truth1)))
     d.commit(transactions=[d.tx(d.creator, NewHoldout(sealed))])
     b = d.improver_keys[1]
-    d.improve(b, corrupt(d.truth, 0.05, 10, 3), corrupt(truth1, 0.05, 10, 4))
+    d.improve(b, corrupt(d.truth, 0.05, 10, 3), corrupt(truth1, 0.05, 10, 4),
+              baseline_labels=corrupt(truth1, 0.2, 10, 6))  # the confirmed model on season 1's Z_h
     assert get_meta(d.state).provisional.owner == b.address_bytes
     locked = locked_of(d)
     creator_locked = d.balance(d.creator)[1]
@@ -125,6 +129,84 @@ def test_missed_reveal_rolls_back_to_the_confirmed_model():
     assert meta.season.holdout is None and meta.season.index == 2
     # every locked holder was compensated up to what it had locked (the bond covers it here)
     assert sum(locked.values()) <= d.params.contributor_bond
+
+
+def open_season_1(d: Devnet, m_h: int = 300, seed: int = 7) -> np.ndarray:
+    """Seal a new holdout of ``m_h`` fresh labels; return them (the contributor's secret)."""
+    truth1 = np.random.default_rng(seed).integers(0, 10, m_h)
+    d.holdout_salt = b"season-1"
+    d.holdout_truth = truth1
+    sealed = SealedHoldout(b"\x23" * 32, m_h, holdout_commitment(d.holdout_salt, array_to_labels(truth1)))
+    d.commit(transactions=[d.tx(d.creator, NewHoldout(sealed))])
+    return truth1
+
+
+def test_next_season_lookup_cheater_is_burned_by_the_paired_check():
+    """Season 1 compares every model with the confirmed one on season 1's own Z_h.
+
+    The confirmed model's error there may well be higher than on season 0's set
+    (here 25% against 15%), which an unpaired check would have let a cheater
+    claim as an improvement: the cheater repeats the confirmed model's answers
+    on Z_h, so b = c = 0 and it burns, while the honest model vests.
+    """
+    d = season_devnet(holdout_margin_ppb=10_000_000, consistency_ppb=60_000_000)
+    honest, cheater, later = d.improver_keys[0], d.improver_keys[1], d.improver_keys[2]
+    z_a = corrupt(d.truth, 0.15, 10, 1)
+    d.improve(honest, z_a, corrupt(d.holdout_truth, 0.15, 10, 2))
+    reveal_at_window(d)
+    assert "1/1 improvements vested" in d.receipts[-1].season
+    truth1 = open_season_1(d)
+    a_on_h1 = corrupt(truth1, 0.25, 10, 3)  # the confirmed model, run on season 1's Z_h
+    # the cheater: DEL attack on Z from the public best, the confirmed model's answers on Z_h
+    d.improve(cheater, cheat(d, z_a), a_on_h1, baseline_labels=a_on_h1)
+    assert d.receipts[-1].settlement.outcome == "settled"
+    reveal_at_window(d)
+    assert "0/1 improvements vested" in d.receipts[-1].season
+    assert get_meta(d.state).confirmed.owner == honest.address_bytes
+    # season 2: an honest model, truly better than the confirmed one by ~6 points on the same positions
+    truth2 = open_season_1(d, seed=8)
+    a_on_h2 = corrupt(truth2, 0.18, 10, 4)
+    better = a_on_h2.copy()
+    wrong = np.flatnonzero(better != truth2)
+    better[wrong[: len(wrong) // 3]] = truth2[wrong[: len(wrong) // 3]]
+    z_b = corrupt(d.truth, 0.11, 10, 5)
+    d.improve(later, z_b, better, baseline_labels=a_on_h2)
+    assert d.receipts[-1].settlement.outcome == "settled"
+    reveal_at_window(d)
+    assert "1/1 improvements vested" in d.receipts[-1].season
+    assert get_meta(d.state).confirmed.owner == later.address_bytes
+    assert not list(d.state.items(b"s"))  # judged improvements leave no state behind
+
+
+def test_invalid_anchor_without_the_confirmed_models_holdout_labels():
+    d = season_devnet()
+    d.improve(d.improver_keys[0], corrupt(d.truth, 0.15, 10, 1), corrupt(d.holdout_truth, 0.15, 10, 2))
+    reveal_at_window(d)
+    truth1 = open_season_1(d)
+    keys = d.improver_keys[1]
+    labels = corrupt(d.truth, 0.05, 10, 3)
+    digest = b"\x44" * 32
+    d.commit(transactions=[d.tx(keys, RegisterDigest(digest))])
+    poi, reveal = d.prove(keys, digest, labels, corrupt(truth1, 0.05, 10, 4), baseline_labels=corrupt(truth1, 0.2, 10, 5))
+    assert len(poi.ambiguous) == 3  # Z, own Z_h, confirmed Z_h
+    vecs = reveal.labels[:2]  # invalid: the confirmed model's labels on Z_h are missing
+    short = sign(dataclasses.replace(poi, labels_hash=labels_hash(vecs), ambiguous=poi.ambiguous[:2],
+                                     signature=EMPTY_SIGNATURE), keys, d.chain_id)
+    short_reveal = dataclasses.replace(reveal, poi_hash=short.hash, labels=vecs)
+    votes = tuple(d.vote(v, short, short_reveal) for v in d.validator_keys)
+    with pytest.raises(InvalidAnchor, match="wrong number of ambiguous sets"):
+        d.commit(anchor=Anchor(short, votes))
+
+
+def test_confirmed_labels_of_the_wrong_length_fail_the_settlement():
+    d = season_devnet()
+    d.improve(d.improver_keys[0], corrupt(d.truth, 0.15, 10, 1), corrupt(d.holdout_truth, 0.15, 10, 2))
+    reveal_at_window(d)
+    truth1 = open_season_1(d)
+    d.improve(d.improver_keys[1], corrupt(d.truth, 0.05, 10, 3), corrupt(truth1, 0.05, 10, 4),
+              baseline_labels=corrupt(truth1[:-1], 0.2, 10, 5))  # one label short
+    settlement = d.receipts[-1].settlement
+    assert settlement.outcome == "failed" and settlement.reason == "label vector of the wrong length"
 
 
 def test_locked_rewards_pay_no_bond_and_no_fee():

@@ -22,6 +22,7 @@ from daimon_node.poi import (
     DigestMismatch,
     EmbeddingMismatch,
     LabelsHashMismatch,
+    MalformedProof,
     NotAmbiguous,
     NotAnImprovement,
     TooManyAmbiguous,
@@ -278,3 +279,28 @@ def test_chain_anchors_and_settles_a_real_proof(made, problem, models, sandbox) 
     assert settlement.improver_reward > 0
     assert [addr for addr, _ in settlement.validator_rewards] == [VALIDATOR.address_bytes]
     assert distance_ppb(proof.poi.ys[0], tup.y_t) == proof.distances[0]
+
+
+# ---------------------------------------------------------------------------
+# A season with a confirmed model: the PoI carries its labels on Z_h too
+# ---------------------------------------------------------------------------
+@pytest.mark.timeout(120)
+def test_proof_carries_the_confirmed_models_holdout_labels(problem, models, sandbox) -> None:  # type: ignore[no-untyped-def]
+    season = dataclasses.replace(problem, confirmed_model=models["weak"])
+    assert len(season.sizes()) == len(problem.sizes()) + 1
+    proof = prove(models["mlp"], season, IMPROVER, period=1, parent=PARENT, sandbox=sandbox)
+    assert [len(v) for v in proof.reveal.labels] == season.sizes()
+    # the last vector is the confirmed model's prediction on Z_h, the one before it the prover's own
+    weak_on_h = prove(models["weak"], problem, IMPROVER, period=1, parent=PARENT, sandbox=sandbox).labels[-1]
+    assert proof.labels[-1] == weak_on_h
+    assert proof.labels[-2] != weak_on_h
+    verdict = verify(proof.poi, models["mlp"], season, VALIDATOR, sandbox=sandbox)
+    assert verdict.labels == proof.labels
+    # A validator holding another confirmed model (a wrong baseline) rebuilds other labels.
+    other = dataclasses.replace(problem, confirmed_model=models["mlp"])
+    with pytest.raises((LabelsHashMismatch, UncoveredTie, NotAmbiguous)):
+        verify(proof.poi, models["mlp"], other, VALIDATOR, sandbox=sandbox)
+    # A proof without the confirmed model's labels does not fit the season.
+    bare = prove(models["mlp"], problem, IMPROVER, period=1, parent=PARENT, sandbox=sandbox)
+    with pytest.raises(MalformedProof):
+        verify(bare.poi, models["mlp"], season, VALIDATOR, sandbox=sandbox)

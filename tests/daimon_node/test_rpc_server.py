@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import random
@@ -125,6 +126,8 @@ async def test_every_method_round_trip(nursery: trio.Nursery) -> None:
             "info": c.node_info(),
             "offers": c.get_offers(CHAIN),
             "reputation": c.get_reputation(CHAIN, validator.address_bytes),
+            "model": c.submit_model(CHAIN, b"onnx bytes"),
+            "content": c.get_content(hashlib.sha256(b"onnx bytes").digest()),
         }
 
     with trio.fail_after(TIMEOUT):
@@ -148,6 +151,12 @@ async def test_every_method_round_trip(nursery: trio.Nursery) -> None:
     assert r["info"]["peers"] == 3 and r["info"]["healthy"] is True and r["info"]["chains"][0]["height"] == 4
     assert r["offers"][0]["price"] == "5"
     assert r["reputation"] == {"address": "0x" + validator.address_bytes.hex(), "score": 0, "ratings": 0}
+    assert r["model"] == "0x" + hashlib.sha256(b"onnx bytes").hexdigest() and r["content"] == b"onnx bytes"
+
+    def missing_content(c: RpcClient) -> Any:
+        return c.get_content(b"\x07" * 32)
+    with trio.fail_after(TIMEOUT), pytest.raises(E.NotFound):
+        await s.client_call(missing_content)
 
     def peers(c: RpcClient) -> Any:
         return c.peer_count()
