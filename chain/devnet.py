@@ -83,7 +83,7 @@ class DevnetConfig:
     reveal_window: int = 2
     holdout_margin_ppb: int = 0
     consistency_ppb: int = 100_000_000
-    holdout_z_centi: int = 233
+    holdout_z_centi: int = 258
     seed: int = 0
 
 

@@ -22,7 +22,8 @@ Both tests allow for sampling with a z-score ``z = holdout_z_centi / 100``:
   by the margin passes with probability about ``Phi(z)`` once the holdout is
   large enough that ``margin * n >= 2 z sqrt(b + c)``; below that, the gain
   a model needs to pass reliably is ``2 z sqrt(b + c) / n`` (docs/soundness.md).
-- *consistent*: ``|mean d - e_h| <= r * max(mean d, e_h) + z * sqrt(e_h (1 - e_h) (1/m_h + 1/m))``
+- *consistent*: ``|mean d - e_h| <= r * p + z * sqrt(p (1 - p) (1/m_h + 1/m))`` with
+  ``p = min(max(mean d, e_h), 1/2)``
   with ``r = consistency_ppb / 10^9``: the DEL's fidelity is relative (a random
   projection keeps distances up to a factor ``1 ± eps``), and the second term
   is the sampling spread of two error estimates on ``m_h`` and ``m`` items. A
@@ -195,7 +196,8 @@ def holdout_verdict(
     beats = gain >= 1 and 100 * gain >= slack and (100 * gain + slack) * PPB >= 100 * params.holdout_margin_ppb * n
     m_h = max(1, int((~own_mask).sum()))
     m = max(1, m_test)
-    spread_sq = z * z * e_h * (PPB - e_h) * (m_h + m) // (m_h * m)  # (100 z sigma)^2, sigma in ppb
+    p = min(max(mean_d_ppb, e_h), PPB // 2)  # the larger error estimate: a low e_h must not shrink sigma
+    spread_sq = z * z * p * (PPB - p) * (m_h + m) // (m_h * m)  # (100 z sigma)^2, sigma in ppb
     allowance = params.consistency_ppb * max(mean_d_ppb, e_h) // PPB  # the DEL's relative fidelity
     consistent = 100 * abs(mean_d_ppb - e_h) <= 100 * allowance + isqrt(spread_sq)
     return HoldoutVerdict(e_h, n, gained, lost, beats, consistent)

@@ -138,7 +138,7 @@ class ProblemParams(Schema):
     reveal_window: int  # W periods
     holdout_margin_ppb: int  # the true holdout gain over the reference model that the problem pays for
     consistency_ppb: int  # the DEL's relative fidelity: |mean d - e_h| <= this * max(d, e_h) + sampling slack
-    holdout_z_centi: int  # z-score of the holdout tests, in hundredths (233 = one-sided 99%)
+    holdout_z_centi: int  # z-score of the holdout tests, in hundredths (258 = one-sided 99.5%)
     genesis: tuple[Allocation, ...]
     t0: int  # seconds since the epoch
 

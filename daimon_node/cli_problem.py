@@ -45,6 +45,11 @@ def create_cmd(
     season_periods: int = typer.Option(4, "--season-periods", help="Season length S with a holdout."),
     seasons: int = typer.Option(2, "--seasons", help="Holdout sets to pre-split, one per season (the holdout "
                                 "share is divided among them; later ones stay private until sealed)."),
+    holdout_margin_ppb: Optional[int] = typer.Option(None, "--holdout-margin-ppb", help="True holdout gain the "
+                                                     "problem pays for, ppb (default: the smallest m_h resolves)."),
+    consistency_ppb: Optional[int] = typer.Option(None, "--consistency-ppb", help="DEL's relative fidelity "
+                                                  "allowance, ppb (default: measured on the DEL built)."),
+    holdout_z: float = typer.Option(2.58, "--holdout-z", help="z-score of the holdout tests (2.58: one-sided 99.5%)."),
     committer: Optional[list[str]] = typer.Option(None, "--committer", help="Committer public key (hex); "
                                                   "repeat; default: the creator."),
     t0: Optional[int] = typer.Option(None, "--t0", help="Creation time, Unix seconds (default: now)."),
@@ -72,7 +77,11 @@ def create_cmd(
         committers=committers, tie_margin_ppb=tie_margin_ppb, max_ambiguous=max_ambiguous,
         max_model_bytes=max_model_bytes, max_infer_ms=max_infer_ms, season_periods=season_periods,
         t0=t0, del_steps=del_steps, del_max_seconds=del_max_seconds, seed=seed,
+        holdout_margin_ppb=holdout_margin_ppb, consistency_ppb=consistency_ppb,
+        holdout_z_centi=int(round(holdout_z * 100)),
     )
+    if not 0 < opts.holdout_z_centi <= 1000:
+        raise ProblemCommandError(f"--holdout-z {holdout_z} is outside (0, 10]")
     created = create_problem(out, keys, dataset=dataset, test_fraction=test_fraction,
                              holdout_fraction=holdout_fraction, opts=opts, secret_path=secret_out, seasons=seasons)
     p = created.problem
@@ -82,6 +91,8 @@ def create_cmd(
         "secret": str(created.secret_path),
         "m": p.tuples[0].m,
         "m_h": p.holdout.m_h if p.holdout else 0,
+        "holdout_margin_ppb": p.params.holdout_margin_ppb,
+        "consistency_ppb": p.params.consistency_ppb,
         "train": len(created.split.train_y),
     }, indent=2))
 

@@ -176,15 +176,28 @@ class ProblemOptions:
     season_periods: int = 4  # used only with a holdout
     reveal_window: int = 2
     # Chosen in docs/soundness.md from benchmarks/soundness_bench.py (the paired holdout test).
-    holdout_margin_ppb: int = 10_000_000
+    holdout_margin_ppb: int | None = None  # None: the smallest gain a holdout of m_h resolves (detectable_margin)
     consistency_ppb: int | None = None  # None: measured on this DEL and x_t (calibrate_consistency)
-    holdout_z_centi: int = 233
+    holdout_z_centi: int = 258
     genesis: tuple[tuple[bytes, int], ...] = ()  # (address, amount); empty: the creator gets 1000 tokens
     t0: int | None = None  # None: now
     del_steps: int = 0  # 0: untrained random-projection DEL
     del_n: int = 256
     del_max_seconds: float = 0.0
     seed: int = 0
+
+
+ASSUMED_DISCORD: Final[float] = 0.15  # share of holdout items on which a model and its reference differ
+
+
+def detectable_margin(m_h: int, z_centi: int, discord: float = ASSUMED_DISCORD) -> int:
+    """The smallest true gain (ppb, rounded up to 0.5%) the paired test passes with probability
+    about Phi(z) while a model no better than its reference passes with at most 1 - Phi(z):
+    ``2 z sqrt(b + c) / m_h`` with ``b + c = discord * m_h`` (``chain.season`` docstring)."""
+    if m_h <= 0:
+        return 0
+    gain = 2 * (z_centi / 100) * np.sqrt(discord / m_h)
+    return int(min(PPB, np.ceil(gain * 200) * PPB // 200))
 
 
 CALIBRATION_RATES: Final[tuple[float, ...]] = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
@@ -225,6 +238,9 @@ def build_params(opts: ProblemOptions, ds: Dataset, creator: KeyPair, m: int, m_
     genesis = opts.genesis or ((creator.address_bytes, 1000 * 10**opts.decimals),)
     if consistency_ppb is None:
         consistency_ppb = opts.consistency_ppb if opts.consistency_ppb is not None else 100_000_000
+    margin = opts.holdout_margin_ppb
+    if margin is None:
+        margin = detectable_margin(m_h, opts.holdout_z_centi)
     return ProblemParams(
         name=opts.name,
         input_spec=InputSpec(tuple(int(d) for d in ds.x.shape[1:]), str(ds.x.dtype), ds.value_low, ds.value_high, 1),
@@ -249,7 +265,7 @@ def build_params(opts: ProblemOptions, ds: Dataset, creator: KeyPair, m: int, m_
         unbonding_periods=opts.unbonding_periods,
         season_periods=opts.season_periods if m_h else 0,
         reveal_window=opts.reveal_window,
-        holdout_margin_ppb=opts.holdout_margin_ppb,
+        holdout_margin_ppb=margin,
         consistency_ppb=consistency_ppb,
         holdout_z_centi=opts.holdout_z_centi,
         genesis=tuple(Allocation(a, v) for a, v in genesis),

@@ -326,7 +326,7 @@ def test_better_by_the_margin_vests_both():
     d = season_devnet(season_periods=8, holdout_margin_ppb=10_000_000, consistency_ppb=C.PPB)
     first = improve(d, d.improver_keys[0], error=0.2, seed=1, holdout_error=0.3)
     h_first = np.frombuffer(first.reveal.labels[-1], dtype=np.uint8)
-    second = improve(d, d.improver_keys[1], error=0.1, seed=2, holdout_labels=edit_holdout(d, h_first, fix=6))
+    second = improve(d, d.improver_keys[1], error=0.1, seed=2, holdout_labels=edit_holdout(d, h_first, fix=8))
     accept(d, reveal_block(d, skip=to_period(d, season_end(d))))
     assert "2/2 improvements vested" in d.receipts[-1].season
     assert get_meta(d.state).confirmed.digest == second.digest

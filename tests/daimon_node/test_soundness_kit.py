@@ -18,7 +18,10 @@ from daimon_node.examples import train_example
 from daimon_node.lookup_onnx import lookup_model
 from daimon_node.problem_kit import (
     ProblemKitError,
+    ProblemOptions,
+    calibrate_consistency,
     create_problem,
+    detectable_margin,
     holdout_for_season,
     load_train_split,
     read_secret,
@@ -38,6 +41,31 @@ def created(tmp_path_factory):  # type: ignore[no-untyped-def]
 def sandbox():  # type: ignore[no-untyped-def]
     with Sandbox() as sb:
         yield sb
+
+
+def test_holdout_defaults_are_measured_for_the_problem(created) -> None:  # type: ignore[no-untyped-def]
+    params = created.problem.params
+    m_h = created.problem.holdout.m_h
+    x_t = read_secret(created.secret_path)["x_t"]
+    assert params.holdout_margin_ppb == detectable_margin(m_h, params.holdout_z_centi)
+    assert params.consistency_ppb == calibrate_consistency(created.problem.dels[0], x_t, params.num_classes)
+    # a random projection with n = 256 keeps distances to about 10% (1 sigma): the allowance is a few sigma
+    assert 100_000_000 <= params.consistency_ppb <= 500_000_000
+
+
+def test_detectable_margin_shrinks_with_the_holdout() -> None:
+    margins = [detectable_margin(m_h, 233) for m_h in (180, 1000, 10_000)]
+    assert margins == sorted(margins, reverse=True) and margins[-1] > 0
+    # 2 * 2.33 * sqrt(0.15 / 1000) = 5.7% -> rounded up to 6%
+    assert margins[1] == 60_000_000
+    assert detectable_margin(0, 233) == 0
+
+
+def test_explicit_holdout_options_are_kept(tmp_path: Path) -> None:
+    opts = ProblemOptions(holdout_margin_ppb=20_000_000, consistency_ppb=70_000_000, holdout_z_centi=300)
+    made = create_problem(tmp_path / "digits", CREATOR, holdout_fraction=0.2, opts=opts)
+    params = made.problem.params
+    assert (params.holdout_margin_ppb, params.consistency_ppb, params.holdout_z_centi) == (20_000_000, 70_000_000, 300)
 
 
 def test_seasons_get_disjoint_sealed_holdouts(created) -> None:  # type: ignore[no-untyped-def]
