@@ -7,11 +7,13 @@ one run:
   node processes, each connected to the other 3), delivery latency p50/p99 over
   all 3,000 expected deliveries and how many were lost; next to the round trip
   of 1 KB over a raw TCP echo between two processes;
-- content: MB/s to fetch a 50 MB object over ``/daimon/content/1`` (into the
+- content: MB/s to fetch a 50 MiB object over ``/daimon/content/1`` (into the
   receiver's store, hash-checked, fsynced), next to a bare py-libp2p stream of
   the same bytes (memory to memory) and a raw TCP socket copy.
 
-Targets (issue 5): gossip p99 <= 50 ms with 0 lost; content >= 80% of bare libp2p.
+Targets (issue 5): gossip p99 <= 50 ms with 0 lost; content >= 80% of bare libp2p,
+judged on the median of interleaved trials (9 rounds by default) against the bare
+stream's median: best-of-N and single trials follow the other work on the box.
 Latencies use wall-clock timestamps; every process is on this machine.
 """
 
@@ -232,7 +234,11 @@ async def bench_gossip(tmp: Path, degree: str) -> tuple[list[float], int, float]
 async def bench_transfers(
     tmp: Path, nbytes: int, trials: int
 ) -> tuple[list[float], list[float], list[float], list[float], list[float]]:
-    """Interleave content / bare libp2p / raw TCP trials so load swings hit all three alike."""
+    """Interleave content / bare libp2p / raw TCP trials so load swings hit all three alike.
+
+    Each round runs the three once, the order rotating from round to round, so no
+    kind always goes first (right after the previous round's file set-up) or last.
+    """
     content: list[float] = []
     bare: list[float] = []
     tcp: list[float] = []
@@ -242,7 +248,8 @@ async def bench_transfers(
         a = await stack.enter_async_context(ProcessNode.spawn(b"\x21" * 32, tmp / "ca", stderr_path=tmp / "ca.log", timeout_s=120))
         b = await stack.enter_async_context(ProcessNode.spawn(b"\x22" * 32, tmp / "cb", stderr_path=tmp / "cb.log", timeout_s=120))
         await b.call("connect", addr=a.addrs[0])
-        for t in range(trials):
+
+        async def run_content(t: int) -> None:
             src = tmp / f"blob{t}"
             src.write_bytes(os.urandom(nbytes))
             cid = (await a.call("put_file", path=str(src)))["cid"]
@@ -252,10 +259,19 @@ async def bench_transfers(
             content_cpu.append(proc_cpu_s(a.proc.pid) + proc_cpu_s(b.proc.pid) - c0)
             content.append(nbytes / reply["seconds"] / 1e6)
             Path(reply["path"]).unlink()
+
+        async def run_bare(t: int) -> None:
             rate, cpu = await bench_bare_libp2p(nbytes)
             bare.append(rate)
             bare_cpu.append(cpu)
+
+        async def run_tcp(t: int) -> None:
             tcp.append(bench_tcp_copy(nbytes))
+
+        kinds = [run_content, run_bare, run_tcp]
+        for t in range(trials):
+            for k in range(len(kinds)):
+                await kinds[(t + k) % len(kinds)](t)
     return content, bare, tcp, content_cpu, bare_cpu
 
 
@@ -286,25 +302,38 @@ async def report_gossip() -> None:
 
 
 async def report_content(trials: int) -> None:
+    load0 = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as d:
         content, bare, tcp, content_cpu, bare_cpu = await bench_transfers(Path(d), CONTENT_BYTES, trials)
-    mb = CONTENT_BYTES / 1e6
-    print(f"\n== content: {mb:.0f} MB object, {trials} trials each (best / all)")
-    print(f"  /daimon/content/1 {max(content):7.1f} MB/s   {[round(x, 1) for x in content]}   (to disk, SHA-256 checked, fsync)")
-    print(f"  bare libp2p stream{max(bare):7.1f} MB/s   {[round(x, 1) for x in bare]}   (memory to memory, Noise + Yamux)")
-    print(f"  raw TCP copy      {max(tcp):7.1f} MB/s   {[round(x, 1) for x in tcp]}")
-    print(f"  CPU s per transfer, both ends (less load-dependent than MB/s): content median {statistics.median(content_cpu):.2f} "
-          f"{[round(x, 2) for x in content_cpu]}, bare libp2p median {statistics.median(bare_cpu):.2f} "
+    load1 = os.getloadavg()[0]
+    med = statistics.median
+    print(f"\n== content: {CONTENT_BYTES >> 20} MiB object ({CONTENT_BYTES / 1e6:.1f} MB; MB/s below = 10^6 B/s), "
+          f"{trials} interleaved rounds of content / bare / raw TCP (order rotating); "
+          f"1-min load {load0:.1f} at start, {load1:.1f} at end")
+    rows = (("/daimon/content/1", content, "to disk, SHA-256 checked, fsync"),
+            ("bare libp2p stream", bare, "memory to memory, Noise + Yamux"),
+            ("raw TCP copy", tcp, "memory to memory"))
+    for label, xs, note in rows:
+        print(f"  {label:<19} median {med(xs):7.1f}  best {max(xs):7.1f} MB/s   "
+              f"{[round(x, 1) for x in xs]}   ({note})")
+    print(f"  CPU s per transfer, both ends (less load-dependent than MB/s): content median {med(content_cpu):.2f} "
+          f"{[round(x, 2) for x in content_cpu]}, bare libp2p median {med(bare_cpu):.2f} "
           f"{[round(x, 2) for x in bare_cpu]}")
-    ratio = max(content) / max(bare)
-    med = statistics.median(content) / statistics.median(bare)
-    print(f"  content / bare libp2p = {ratio:.0%} (best vs best), {med:.0%} (median vs median)"
-          f"  target >= 80% -> {'MET' if ratio >= 0.8 else 'NOT MET'}")
+    med_ratio = med(content) / med(bare)
+    best_ratio = max(content) / max(bare)
+    paired = med([c / b for c, b in zip(content, bare)])
+    print(f"  content / bare libp2p: median vs median {med_ratio:.0%}, best vs best {best_ratio:.0%}, "
+          f"median of the per-round ratios {paired:.0%}; CPU, bare / content: {med(bare_cpu) / med(content_cpu):.0%}")
+    # The target is judged on the medians of interleaved trials: a best-of-N picks
+    # whichever single trial the other work on the machine happened to spare, and
+    # the bare stream's spread between trials is wider than the gap being measured.
+    print(f"  target: content >= 80% of bare libp2p, judged median vs median of these interleaved rounds: "
+          f"{med_ratio:.0%} -> {'MET' if med_ratio >= 0.8 else 'NOT MET'}")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--trials", type=int, default=5)
+    p.add_argument("--trials", type=int, default=9, help="content rounds (content, bare, TCP each)")
     p.add_argument("--only", choices=["gossip", "content"], help="run one half only")
     p.add_argument("--tcp-echo-server", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--tcp-send-server", type=int, help=argparse.SUPPRESS)
