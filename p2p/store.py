@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
@@ -49,11 +50,12 @@ class PartialWrite:
     Resumable: ``offset`` says how many bytes are in; a download that broke off can
     continue from there with another peer, the hash state carries over.
 
-    With ``sync_every`` set, the file's data is flushed to disk (``fdatasync``) each
-    time that many more bytes are in. That only moves the disk work of the final
-    ``fsync`` into the transfer (the caller writes from a worker thread, overlapped
-    with the network); ``commit`` still fsyncs before the rename, and nothing is
-    visible under the id before then.
+    With ``sync_every`` set, each time that many more bytes are in, a background
+    thread flushes the file's data to disk (``fdatasync``; at most one at a time,
+    writes go on meanwhile). That only moves the disk work of the final ``fsync``
+    into the transfer, so a slow disk neither stalls the writes nor adds its whole
+    latency at the end; ``commit`` still waits for it and fsyncs before the rename,
+    and nothing is visible under the id before then.
     """
 
     def __init__(self, store: "ContentStore", cid: bytes, max_bytes: int, sync_every: int | None = None) -> None:
@@ -67,6 +69,10 @@ class PartialWrite:
         self._hash = hashlib.sha256()
         self.offset = 0
         self._synced = 0
+        self._lock = threading.Condition()
+        self._syncing = False  # a background fdatasync is running
+        self._close_after_sync = False  # abort came while it ran: it closes the fd
+        self._sync_error: OSError | None = None
 
     def write(self, chunk: bytes) -> None:
         """Append ``chunk``; refuses to grow past ``max_bytes``."""
@@ -95,8 +101,24 @@ class PartialWrite:
             self._hash.update(p)
         self.offset += total
         if self.sync_every is not None and self.offset - self._synced >= self.sync_every:
-            _fdatasync(self._fd)
-            self._synced = self.offset
+            with self._lock:
+                start = not self._syncing
+                self._syncing = self._syncing or start
+            if start:
+                self._synced = self.offset
+                threading.Thread(target=self._background_sync, args=(self._fd,), daemon=True).start()
+
+    def _background_sync(self, fd: int) -> None:
+        try:
+            _fdatasync(fd)
+        except OSError as exc:
+            # Linux reports a write-back error to one fsync per file: keep it for commit.
+            self._sync_error = exc
+        with self._lock:
+            self._syncing = False
+            if self._close_after_sync:
+                os.close(fd)
+            self._lock.notify_all()
 
     def commit(self) -> Path:
         """Check the hash, fsync, and move the file into ``objects/``; returns its final path."""
@@ -104,7 +126,15 @@ class PartialWrite:
             self.abort()
             raise ContentHashMismatch(f"received {self.offset} bytes that do not hash to {self.cid.hex()}")
         assert self._fd is not None
-        os.fsync(self._fd)
+        with self._lock:
+            self._lock.wait_for(lambda: not self._syncing)
+        try:
+            if self._sync_error is not None:
+                raise self._sync_error
+            os.fsync(self._fd)
+        except BaseException:
+            self.abort()
+            raise
         os.close(self._fd)
         self._fd = None
         final = self.store.path(self.cid)
@@ -112,10 +142,14 @@ class PartialWrite:
         return final
 
     def abort(self) -> None:
-        """Drop the partial file."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        """Drop the partial file (never blocks on a data sync in flight: that closes the file)."""
+        with self._lock:
+            if self._fd is not None:
+                if self._syncing:
+                    self._close_after_sync = True
+                else:
+                    os.close(self._fd)
+                self._fd = None
         self.path.unlink(missing_ok=True)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -59,21 +61,77 @@ def test_write_parts_over_cap_writes_nothing(tmp_path: Path) -> None:
     assert list(store.tmp_dir.iterdir()) == []
 
 
-def test_sync_every_flushes_during_the_transfer_and_commit_fsyncs(
+class GatedSync:
+    """Stands in for fdatasync: records the call and blocks until released."""
+
+    def __init__(self, error: OSError | None = None) -> None:
+        self.calls: list[str] = []
+        self.gate = threading.Event()
+        self.error = error
+
+    def __call__(self, fd: int) -> None:
+        self.calls.append("datasync")
+        assert self.gate.wait(10)
+        if self.error is not None:
+            raise self.error
+
+
+def test_sync_runs_beside_the_writes_and_commit_waits_then_fsyncs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls: list[str] = []
+    sync = GatedSync()
     real_fsync = os.fsync
-    monkeypatch.setattr(store_mod, "_fdatasync", lambda fd: calls.append("datasync"))
-    monkeypatch.setattr(store_mod.os, "fsync", lambda fd: (calls.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(store_mod, "_fdatasync", sync)
+    monkeypatch.setattr(store_mod.os, "fsync", lambda fd: (sync.calls.append("fsync"), real_fsync(fd))[1])
     store = ContentStore(tmp_path)
     data = os.urandom(10_000)
     w = store.begin(hashlib.sha256(data).digest(), len(data), sync_every=4000)
     for i in range(0, len(data), 1000):
-        w.write_parts([data[i:i + 1000]])
-    assert calls == ["datasync", "datasync"]  # at 4000 and 8000 bytes
-    w.commit()
-    assert calls[-1] == "fsync" and store.get(w.cid) == data
+        w.write_parts([data[i:i + 1000]])  # never waits for the sync in flight
+    assert sync.calls == ["datasync"]  # started at 4000; at 8000 one was still running
+    committed: list[Path] = []
+    t = threading.Thread(target=lambda: committed.append(w.commit()))
+    t.start()
+    t.join(0.3)
+    assert t.is_alive() and not store.has(w.cid)  # commit waits for the sync in flight
+    sync.gate.set()
+    t.join(10)
+    assert sync.calls == ["datasync", "fsync"] and committed and store.get(w.cid) == data
+
+
+def test_failed_background_sync_fails_the_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sync = GatedSync(OSError(5, "Input/output error"))
+    sync.gate.set()
+    monkeypatch.setattr(store_mod, "_fdatasync", sync)
+    store = ContentStore(tmp_path)
+    data = os.urandom(5000)
+    w = store.begin(hashlib.sha256(data).digest(), len(data), sync_every=4000)
+    w.write_parts([data])
+    with pytest.raises(OSError, match="Input/output"):
+        w.commit()
+    assert not store.has(w.cid) and list(store.tmp_dir.iterdir()) == []
+
+
+def test_abort_does_not_wait_for_a_sync_in_flight(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sync = GatedSync()
+    monkeypatch.setattr(store_mod, "_fdatasync", sync)
+    store = ContentStore(tmp_path)
+    w = store.begin(b"\x00" * 32, 10_000, sync_every=100)
+    fd = w._fd
+    assert fd is not None
+    w.write_parts([b"x" * 200])
+    w.abort()  # returns at once; the sync thread closes the fd when it is done
+    assert list(store.tmp_dir.iterdir()) == []
+    os.fstat(fd)  # still open
+    sync.gate.set()
+    for _ in range(100):
+        try:
+            os.fstat(fd)
+        except OSError:
+            break
+        time.sleep(0.02)
+    else:
+        raise AssertionError("the sync thread did not close the file")
 
 
 def test_wrong_hash_is_refused_before_any_fsync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
