@@ -171,11 +171,12 @@ def process_block(state: State, block: Block, env: Env) -> BlockOutcome:
     header = block.header
     if header.body_hash != body_hash(block.body):
         raise InvalidBody("body hash differs from the header", header=header.body_hash)
+    # One signature check before any execution: an unsigned block costs its sender, not us.
+    if not is_valid_signature(header, header.chain_id):
+        raise InvalidHeader("bad committer signature", committer=header.committer)
     outcome = execute_block(state, header, block.body, env)
     if outcome.state.root != header.state_root:
         raise InvalidStateRoot("state root mismatch", header=header.state_root, computed=outcome.state.root)
-    if not is_valid_signature(header, header.chain_id):
-        raise InvalidHeader("bad committer signature", committer=header.committer)
     outcome.state.head = header.hash
     return outcome
 

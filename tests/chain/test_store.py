@@ -16,6 +16,7 @@ from chain.errors import InvalidHeader, InvalidStateRoot
 from chain.state import State
 from chain.store import ChainStore
 from chain.transition import apply_block
+from chain.signing import EMPTY_SIGNATURE, sign
 from chain.types import Block
 
 
@@ -58,7 +59,10 @@ def test_invalid_block_leaves_store_untouched(tmp_path: Path) -> None:
             store.import_block(block, d.env)
         root = store.state.root
         last = d.blocks[-1]
-        bad = Block(dataclasses.replace(last.header, state_root=b"\x01" * 32), last.body)
+        committer = next(k for k in d.committer_keys if k.public_key == last.header.committer)
+        header = sign(dataclasses.replace(last.header, state_root=b"\x01" * 32, signature=EMPTY_SIGNATURE),
+                      committer, last.header.chain_id)
+        bad = Block(header, last.body)  # signed by its committer: only the root is wrong
         with pytest.raises(InvalidStateRoot):
             store.import_block(bad, d.env)
         assert store.state.root == root and store.head == d.blocks[-2].hash
