@@ -134,7 +134,11 @@ def test_cli_create_show_train_prove_verify(tmp_path: Path) -> None:
 
     r = runner.invoke(app, ["problem", "create", "--out", str(prob), "--key-dir", str(creator), "--t0", "1700000000"])
     assert r.exit_code == 0, r.output
-    chain_id = json.loads(r.output)["chain_id"]
+    created = json.loads(r.output)
+    chain_id = created["chain_id"]
+    # one season by default: on digits m_h = 359, and the margin is what that holdout resolves
+    assert created["m_h"] == 359 and created["holdout_margin_ppb"] == 110_000_000
+    assert 0 < created["consistency_ppb"] < 10**9
     r = runner.invoke(app, ["problem", "show", str(prob)])
     assert r.exit_code == 0 and json.loads(r.output)["chain_id"] == chain_id
 
