@@ -224,7 +224,7 @@ def show_chain(text: str, rpc: str, as_json: bool) -> None:
                f"scale {format_tokens(int(p['reward_scale']), decimals)}")
     typer.echo(f"classes   {p['num_classes']}  input {p['input_spec']['dtype']}{p['input_spec']['shape']}")
     typer.echo(f"periods   T_p {p['t_p']} s, T_b {p['t_b']} s, grace {p['grace']} s, delta {p['delta_ppb']} ppb")
-    typer.echo(f"tuples    " + ", ".join(f"m={t['m']}" for t in summary["tuples"]))
+    typer.echo("tuples    " + ", ".join(f"m={t['m']}" for t in summary["tuples"]))
     typer.echo(f"committers {len(p['committers'])}")
     height = summary.get("height", -1)
     typer.echo(f"height    {height if height >= 0 else '- (no Problem block yet)'}")

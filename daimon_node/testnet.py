@@ -30,7 +30,7 @@ import tomli_w
 from chain.crypto import KeyPair
 
 from .errors import DaimonError
-from .keystore import init_data_dir, load_key
+from .keystore import init_data_dir
 
 
 class TestnetError(DaimonError):

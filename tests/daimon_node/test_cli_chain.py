@@ -8,8 +8,6 @@ module; it is stopped in the fixture's ``finally``. The CLI runs as a subprocess
 from __future__ import annotations
 
 import json
-import random
-import socket
 import subprocess
 import sys
 import time
@@ -23,30 +21,13 @@ import tomli_w
 from daimon_node.client import RpcClient
 from daimon_node.keystore import init_data_dir
 from daimon_node.testnet import Testnet, TestnetPlan, prepare_testnet
+from netutil import free_base_port
 
 pytestmark = pytest.mark.slow
 
 T_P, T_B, GRACE = 6, 4, 2
 
 
-def free_base_port() -> int:
-    """A base port whose p2p (base+i) and RPC (base+100+i) ports for two nodes are free now."""
-    for _ in range(50):
-        base = random.randrange(50000, 60000, 10)
-        ports = [base, base + 1, base + 100, base + 101]
-        socks = []
-        try:
-            for p in ports:
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free ports")
 
 
 def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -90,7 +71,7 @@ class Net:
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
     tmp = tmp_path_factory.mktemp("cli_chain")
-    plan = prepare_testnet(tmp / "net", 2, t_p=T_P, t_b=T_B, grace=GRACE, base_port=free_base_port(), start_delay=2)
+    plan = prepare_testnet(tmp / "net", 2, t_p=T_P, t_b=T_B, grace=GRACE, base_port=free_base_port(2), start_delay=2)
     # Node 1's improver role would compete with the model the tests submit: switch it off.
     cfg = tomllib.loads(plan.configs[1].read_text())
     cfg["roles"]["improver"]["enabled"] = False

@@ -8,7 +8,6 @@ with the in-turn committer stopped, out-of-turn commits keep the chain live.
 
 from __future__ import annotations
 
-import os
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from chain.types import Transfer
 from daimon_node.problem_kit import load_problem
 from daimon_node.replay import replay_chain
 from daimon_node.testnet import Testnet, prepare_testnet
-from netutil import rpc, try_call, wait_for
+from netutil import free_base_port, rpc, try_call, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -84,7 +83,7 @@ def check_bad_input_is_refused_and_counted(port: int, chain: str) -> None:
 
 
 def test_four_node_testnet_runs_the_protocol(tmp_path: Path) -> None:
-    base = 40000 + (os.getpid() % 100) * 200
+    base = free_base_port(4)
     plan = prepare_testnet(tmp_path / "net", 4, t_p=T_P, t_b=T_B, grace=GRACE, base_port=base, start_delay=8)
     configure_single_improver(plan.directory, plan.models)
     chain = "0x" + plan.chain_id.hex()

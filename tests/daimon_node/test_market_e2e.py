@@ -26,7 +26,7 @@ import tomli_w
 from daimon_node.client import RpcClient
 from daimon_node.errors import DaimonError
 from daimon_node.testnet import Testnet, prepare_testnet
-from netutil import try_call, wait_for
+from netutil import free_base_port, try_call, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -69,7 +69,7 @@ def test_user_pays_runner_and_gets_the_committed_models_outputs(tmp_path: Path) 
 
     from daimon_node.problem_kit import load_train_split
 
-    base = 43000 + (os.getpid() % 50) * 200
+    base = free_base_port(4)
     plan, net = start_market_testnet(tmp_path, base)
     chain = "0x" + plan.chain_id.hex()
     port = plan.rpc_ports[0]

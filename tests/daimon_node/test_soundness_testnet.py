@@ -17,7 +17,6 @@ for a reorg of the Problem block or a lost transaction).
 
 from __future__ import annotations
 
-import os
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from chain.state import get_account, get_meta
 from daimon_node.problem_kit import load_problem
 from daimon_node.replay import replay_chain
 from daimon_node.testnet import Testnet, prepare_testnet
-from netutil import try_call, wait_for
+from netutil import free_base_port, try_call, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
@@ -50,7 +49,7 @@ def configure(directory: Path, models: dict[str, Path]) -> None:
 
 
 def test_cheater_is_burned_and_the_honest_improver_vests(tmp_path: Path) -> None:
-    base = 43000 + (os.getpid() % 100) * 200
+    base = free_base_port(4)
     plan = prepare_testnet(tmp_path / "net", 4, t_p=T_P, t_b=T_B, grace=GRACE, base_port=base, start_delay=8,
                            holdout_fraction=0.2, seasons=2, season_periods=7, reveal_window=2)
     configure(plan.directory, plan.models)

@@ -23,7 +23,7 @@ from daimon_node.errors import DaimonError
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_market_e2e import start_market_testnet  # noqa: E402
-from netutil import wait_for
+from netutil import free_base_port, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -55,7 +55,7 @@ def dashboard(port: int, chain: str) -> Any:
 
 def test_page_renders_the_testnets_problem(tmp_path: Path) -> None:
     chromium = find_chromium()
-    base = 45000 + (os.getpid() % 50) * 200
+    base = free_base_port(4)
     plan, net = start_market_testnet(tmp_path, base)
     chain = "0x" + plan.chain_id.hex()
     port = plan.rpc_ports[0]

@@ -7,7 +7,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
 import trio
 
 from p2p import GossipMessage, P2PConfig, P2PNode, SyncProvider
