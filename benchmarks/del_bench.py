@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from del_embed.bench_tables import attack_table, format_attack_table, format_fidelity_table  # noqa: E402
-from del_embed.data import FASHION_MNIST_TEST_LABELS, load_labels  # noqa: E402
+from del_embed.data import fashion_mnist_test_labels, load_labels  # noqa: E402
 from del_embed.evaluate import evaluate_del  # noqa: E402
 
 TARGET_MAE = 0.004
@@ -34,7 +34,7 @@ TARGET_RANK = 0.97
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--labels", type=Path, default=FASHION_MNIST_TEST_LABELS, help="x_t: .npy or IDX (.gz ok)")
+    p.add_argument("--labels", type=Path, default=fashion_mnist_test_labels(), help="x_t: .npy or IDX (.gz ok)")
     p.add_argument("--quick", action="store_true", help="m=2,000 (a prefix of x_t), hidden 64, 60 s of training")
     p.add_argument("--max-seconds", type=float, default=None, help="training wall-time budget (default 570)")
     p.add_argument("--steps", type=int, default=100_000, help="step cap (the time budget usually binds)")

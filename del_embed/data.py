@@ -15,6 +15,7 @@ never unpickles (``allow_pickle=False``).
 from __future__ import annotations
 
 import gzip
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,18 @@ import numpy as np
 from .errors import LabelFileError
 
 IDX_UBYTE_1D_MAGIC = 0x00000801  # IDX: unsigned byte, 1 dimension
-FASHION_MNIST_TEST_LABELS = Path("/work/shared/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz")
+FASHION_MNIST_LABELS_FILE = "t10k-labels-idx1-ubyte.gz"
+DATASETS_ENV = "DAIMON_DATASETS"  # a folder holding fashion-mnist/; overrides the default below
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def fashion_mnist_test_labels() -> Path:
+    """Where FashionMNIST's test labels are looked for: ``$DAIMON_DATASETS/fashion-mnist/``,
+    else ``../shared/datasets/fashion-mnist/`` next to the project checkout. The file may not
+    exist; callers check (the benchmark and tests take a path flag or skip)."""
+    root = os.environ.get(DATASETS_ENV)
+    base = Path(root) if root else PROJECT_ROOT.parent / "shared" / "datasets"
+    return base / "fashion-mnist" / FASHION_MNIST_LABELS_FILE
 
 
 # ---------------------------------------------------------------------------

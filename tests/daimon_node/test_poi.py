@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 from pathlib import Path
 
 import numpy as np
@@ -105,7 +106,11 @@ def test_better_model_verifies_and_votes(problem, models, proofs, sandbox, made)
     x_t = read_secret(made.secret_path)["x_t"]
     error = float((labels_to_array(proof.labels[0]) != x_t).mean())
     assert error < 0.06
-    assert abs(proof.distances[0] / PPB - error) < 0.03
+    # The random-projection DEL (n Gaussian rows) estimates cos = 1 - error of the one-hot vectors
+    # with a standard deviation of about (1 - cos^2) / sqrt(n) (Johnson-Lindenstrauss for the
+    # normalised inner product): d stays within 5 of those of the true error.
+    cos, n = 1.0 - error, len(proof.poi.ys[0])
+    assert abs(proof.distances[0] / PPB - error) < 5 * (1 - cos**2) / math.sqrt(n)
 
 
 @pytest.mark.timeout(120)

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from del_embed.data import (
-    FASHION_MNIST_TEST_LABELS,
     changes_exact,
     changes_from_draws,
+    fashion_mnist_test_labels,
     generate_data,
     load_labels,
     sample_v,
@@ -62,11 +62,15 @@ def test_generate_data_distribution():
     m, c = 200, 10
     x_t = rng.integers(0, c, size=m)
     errors = np.array([(generate_data(x_t, c, rng) != x_t).mean() for _ in range(4000)])
-    assert abs(errors.mean() - (m + 1) / (2 * m) * 0.9) < 0.01
+    n = len(errors)
+    # e is close to uniform on [0, 0.9] (std 0.9/sqrt(12)); the mean of n draws is within 5 standard errors.
+    assert abs(errors.mean() - (m + 1) / (2 * m) * 0.9) < 5 * (0.9 / np.sqrt(12)) / np.sqrt(n)
     assert errors.max() <= 1.0 and errors.min() >= 0.0
-    # e is roughly uniform on [0, 0.9]: each decile of that range holds ~10%.
+    # Each of 9 equal bins over [0, 0.9] holds p = 1/9 of the draws, within 5 binomial standard deviations.
     hist, _ = np.histogram(errors, bins=9, range=(0, 0.9))
-    assert hist.min() > 0.07 * len(errors) and hist.max() < 0.13 * len(errors)
+    p = 1 / 9
+    spread = 5 * np.sqrt(n * p * (1 - p))
+    assert hist.min() > n * p - spread and hist.max() < n * p + spread
 
 
 def test_changes_match_generate_data_statistics():
@@ -75,7 +79,10 @@ def test_changes_match_generate_data_statistics():
     x_t = rng.integers(0, c, size=m)
     vs = np.full(2000, 250)
     ch = changes_from_draws(x_t, c, rng, vs)
-    assert abs(ch.errors.mean() - 250 * 0.9 / m) < 0.005
+    # Each of the 250 re-drawn positions changes with probability 0.9: the error of one sample is
+    # Binomial(250, 0.9) / m; the mean of 2000 samples is within 5 standard errors of 250 * 0.9 / m.
+    sd_one = np.sqrt(250 * 0.9 * 0.1) / m
+    assert abs(ch.errors.mean() - 250 * 0.9 / m) < 5 * sd_one / np.sqrt(len(vs))
     for s in range(20):
         pos, new = ch.sample(s)
         assert len(set(pos.tolist())) == len(pos)
@@ -98,11 +105,16 @@ def test_sample_v_mixture_covers_low_errors():
     vs = sample_v(rng, 20000, 1000, 10, low_error_frac=0.75, low_error_max=0.25)
     assert vs.min() >= 1 and vs.max() <= 1000
     e = vs * 0.9 / 1000
-    assert 0.75 * 0.9 < (e <= 0.25 + 1e-9).mean() < 0.75 + 0.25 * 0.3 + 0.02
+    # e <= 0.25 means v <= 277. A low-error draw has v = rint(u * 1000 / 0.9) for u uniform in
+    # [0, 0.25], so v <= 277 with probability 277.5 / 277.78; a uniform draw of v in 1..1000 with
+    # probability 277/1000. The observed fraction of 20000 draws is within 5 standard errors of p.
+    p = 0.75 * 277.5 / (0.25 * 1000 / 0.9) + 0.25 * 277 / 1000
+    assert abs((e <= 0.25 + 1e-9).mean() - p) < 5 * np.sqrt(p * (1 - p) / len(vs))
 
 
-@pytest.mark.skipif(not FASHION_MNIST_TEST_LABELS.exists(), reason="FashionMNIST labels not in /work/shared")
+@pytest.mark.skipif(not fashion_mnist_test_labels().exists(),
+                    reason="FashionMNIST labels not found (set DAIMON_DATASETS or put them in ../shared/datasets)")
 def test_fashion_mnist_test_labels():
-    labels = load_labels(FASHION_MNIST_TEST_LABELS)
+    labels = load_labels(fashion_mnist_test_labels())
     assert labels.shape == (10_000,)
     assert np.bincount(labels).tolist() == [1000] * 10

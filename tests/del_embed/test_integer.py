@@ -24,6 +24,7 @@ from del_embed.integer import (
     quantize,
     worst_case_bounds,
 )
+from quantisation_bound import distance_error_bound
 
 
 def random_float_mlp(rng, m, c, hidden, n, encoding):
@@ -73,16 +74,20 @@ def test_f_int_matches_python_int_reference(encoding):
 
 
 @pytest.mark.parametrize("encoding", ["onehot", "value"])
-@pytest.mark.parametrize(("bits", "bound"), [(12, 5e-4), (15, 1e-4)])
-def test_quantised_distance_close_to_float(encoding, bits, bound):
-    """d from f_int stays within ``bound`` of the float MLP's d (weight rounding dominates)."""
+@pytest.mark.parametrize("bits", [12, 15])
+def test_quantised_distance_close_to_float(encoding, bits):
+    """d from f_int stays within the bound its quantisation steps allow (``quantisation_bound``).
+
+    More weight bits must shrink that bound: the rounding steps halve with every bit.
+    """
     rng = np.random.default_rng(2)
     m, c = 200, 10
     w = random_float_mlp(rng, m, c, 64, 32, encoding)
+    weights = dict(zip(("w1", "b1", "w2", "b2"), w))
     model = quantize(*w, m=m, num_classes=c, encoding=encoding, weight_bits=bits)
     x_t = rng.integers(0, c, size=m)
-    y_t, yf_t = f_int(model, x_t), float_embed(*w, x_t, c, encoding)
-    worst = 0.0
+    yf_t = float_embed(*w, x_t, c, encoding)
+    y_t = f_int(model, x_t)
     for k in (1, 5, 20, 60, 150):
         x = x_t.copy()
         pos = rng.choice(m, size=k, replace=False)
@@ -90,8 +95,19 @@ def test_quantised_distance_close_to_float(encoding, bits, bound):
         d_int = distance_ppb(f_int(model, x), y_t) / PPB
         cos = float(float_embed(*w, x, c, encoding) @ yf_t)
         d_float = 1.0 - cos if cos >= 0 else 1.0
-        worst = max(worst, abs(d_int - d_float))
-    assert worst < bound
+        assert abs(d_int - d_float) <= distance_error_bound(weights, model, x, x_t)
+
+
+def test_quantisation_bound_shrinks_with_weight_bits():
+    rng = np.random.default_rng(2)
+    m, c = 200, 10
+    w = random_float_mlp(rng, m, c, 64, 32, "onehot")
+    weights = dict(zip(("w1", "b1", "w2", "b2"), w))
+    x_t = rng.integers(0, c, size=m)
+    x = (x_t + (rng.random(m) < 0.1)) % c
+    coarse, fine = (distance_error_bound(weights, quantize(*w, m=m, num_classes=c, encoding="onehot", weight_bits=b), x, x_t)
+                    for b in (8, 15))
+    assert fine < coarse
 
 
 def test_distance_and_error_ppb_basics():

@@ -11,6 +11,7 @@ from del_embed.data import changes_exact, changes_from_draws  # noqa: E402
 from del_embed.integer import PPB, distance_ppb, f_int  # noqa: E402
 from del_embed.model import DEL, DELConfig, DeltaBatch, distance  # noqa: E402
 from del_embed.train import get_lr  # noqa: E402
+from quantisation_bound import distance_error_bound  # noqa: E402
 
 
 @pytest.mark.parametrize("encoding", ["onehot", "value"])
@@ -69,7 +70,12 @@ def test_training_is_seeded(x_t, small_cfg):
 
 
 def test_f_int_tracks_the_trained_float_model(trained, x_t):
-    """Quantised-vs-float bound on a trained DEL: |d_int - d_float| < 1e-4 at 15-bit weights."""
+    """|d_int - d_float| on a trained DEL stays within what its quantisation steps allow.
+
+    The bound is computed from the artifact itself (``quantisation_bound``: layer scales,
+    the hidden shift and the output normalisation), not read off one run: the seeded
+    training lands on different float weights on another CPU, the bound follows them.
+    """
     art, res = trained
     rng = np.random.default_rng(5)
     ch = changes_exact(x_t, 10, rng, np.array([1, 5, 15, 40, 100, 200]))
@@ -78,7 +84,10 @@ def test_f_int_tracks_the_trained_float_model(trained, x_t):
     y_t = f_int(art.integer, x_t)
     d_int = np.array([distance_ppb(f_int(art.integer, ch.apply(x_t, s)), y_t) / PPB for s in range(6)])
     res.model.float()
-    assert np.abs(d_int - d_float.numpy()).max() < 1e-4
+    bounds = np.array([distance_error_bound(art.float_weights, art.integer, ch.apply(x_t, s), x_t) for s in range(6)])
+    assert (np.abs(d_int - d_float.numpy()) <= bounds).all(), (np.abs(d_int - d_float.numpy()), bounds)
+    # The bound is tight enough to matter: below the DEL's ranking resolution (0.5 points of error).
+    assert bounds.max() < 0.005
 
 
 def _double(b: DeltaBatch) -> DeltaBatch:
