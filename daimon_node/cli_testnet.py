@@ -10,7 +10,6 @@ paths under ``/data`` (where compose mounts the directory):
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -21,7 +20,17 @@ from rich.table import Table
 
 from .client import RpcClient
 from .errors import DaimonError
-from .testnet import Testnet, TestnetPlan, prepare_testnet
+from .testnet import (
+    NodeDied,
+    Testnet,
+    TestnetPlan,
+    check_ports_free,
+    free_base_port,
+    prepare_testnet,
+    raise_on_sigterm,
+    supervise,
+    local_testnet_ports,
+)
 
 # docker-compose.yml's network: node i runs at DOCKER_SUBNET_PREFIX + str(DOCKER_FIRST_HOST + i),
 # with the prepared directory mounted at DOCKER_MOUNT, p2p on DOCKER_P2P_PORT, RPC on DOCKER_RPC_PORT.
@@ -79,8 +88,9 @@ def testnet(
     t_b: int = typer.Option(8, help="Competition period T_b, seconds."),
     grace: int = typer.Option(4, help="Seconds after a period ends before out-of-turn commits."),
     base_port: Optional[int] = typer.Option(
-        None, help="First p2p port; RPC ports start at base+100 (default 47000; with --docker, every node's p2p port, default 4001)."),
-    duration: float = typer.Option(0.0, help="Stop after this many seconds (0 = until Ctrl-C)."),
+        None, help="First p2p port; RPC ports start at base+100 (default: a free block picked at random; "
+                   "with --docker, every node's p2p port, default 4001)."),
+    duration: float = typer.Option(3600.0, help="Stop every node after this many seconds (0 = until Ctrl-C)."),
     until_height: int = typer.Option(0, help="Stop once every node reaches this height (0 = never)."),
     holdout: float = typer.Option(0.0, help="Fraction of digits kept as a sealed holdout (0 = none)."),
     start_delay: int = typer.Option(0, help="Seconds from now to the problem's t0 (0 = 10 + the number of nodes, "
@@ -101,8 +111,10 @@ def testnet(
                                start_delay=start_delay, holdout_fraction=holdout,
                                hosts=docker_hosts(nodes), mount=DOCKER_MOUNT, rpc_port=DOCKER_RPC_PORT)
     else:
+        if base_port is not None:
+            check_ports_free(local_testnet_ports(base_port, nodes))  # one line naming a taken port, before any work
         plan = prepare_testnet(data_dir, nodes, t_p=t_p, t_b=t_b, grace=grace,
-                               base_port=47000 if base_port is None else base_port,
+                               base_port=free_base_port(nodes) if base_port is None else base_port,
                                start_delay=start_delay, holdout_fraction=holdout)
     if prepare_only:
         console.print(f"wrote {len(plan.configs)} node configs to {data_dir} (problem t0 in {start_delay} s)")
@@ -110,22 +122,35 @@ def testnet(
             console.print(f"next: DAIMON_DATA={data_dir} docker compose up  (docker-compose.yml runs 4 nodes;"
                           f" the containers run as uid ${{DAIMON_UID:-1000}}, which must own {data_dir})")
         return
+    run_testnet(plan, console, duration=duration, until_height=until_height)
+
+
+def run_testnet(plan: TestnetPlan, console: Console, *, duration: float, until_height: int) -> None:
+    """Run the nodes with live progress until ``until_height``, ``duration`` or a signal; a node
+    that dies stops the others and surfaces as ``NodeDied`` (exit 1 with its last log lines)."""
+    raise_on_sigterm()
     net = Testnet(plan)
     net.start()
-    console.print(f"started; logs in {data_dir}/node<i>/node.log; Ctrl-C stops every node")
-    started = time.monotonic()
+    limit = f"stops by itself after {duration:.0f} s" if duration > 0 else "runs until Ctrl-C"
+    console.print(f"started; logs in {plan.directory}/node<i>/node.log; Ctrl-C stops every node; {limit}")
+    interrupted = False
     try:
         with Live(console=console, refresh_per_second=2) as live:
-            while True:
+
+            def tick(elapsed: float) -> bool:
                 views = [poll_node(p, plan.chain_id) for p in plan.rpc_ports]
-                live.update(progress_table(plan, views, time.monotonic() - started))
-                if duration and time.monotonic() - started >= duration:
-                    break
-                if until_height and all(v.get("height", -1) >= until_height for v in views):
-                    break
-                time.sleep(1.0)
+                live.update(progress_table(plan, views, elapsed))
+                return bool(until_height) and all(v.get("height", -1) >= until_height for v in views)
+
+            supervise(net, tick, limit=duration)
     except KeyboardInterrupt:
+        interrupted = True
         console.print("stopping ...")
+    except NodeDied:
+        console.print("a node died; stopping the others ...")
+        raise
     finally:
         net.stop()
-    console.print("all nodes stopped")
+        console.print("all nodes stopped")
+    if interrupted:
+        raise typer.Exit(130)

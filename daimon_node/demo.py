@@ -8,9 +8,14 @@ one; with the holdout split the MLP no longer beats the linear model on Z by
 delta), node 3 is a cheater (issue 9: a lookup table of labels attacked
 against the public DEL, paid provisionally, burned when the contributor reveals
 the holdout), every node validates, and nodes 0–2 commit blocks in turn. The demo shows live
-progress, stops the nodes once the improvers are done (or after a bound), and
-prints the chain as node 3 stored it — re-executed from scratch — with the best
-distance per period and every balance.
+progress, stops the nodes once the improvers are done, and prints the chain as
+node 3 stored it — re-executed from scratch — with the best distance per period
+and every balance.
+
+It cannot hang: the nodes take a free block of ports, a node that dies stops the
+demo within seconds with its last log lines (exit 1), SIGINT/SIGTERM stop every
+node (exit 130), and the whole demo ends within ``--timeout`` seconds (exit 2 if
+season 0 was not judged by then).
 
     python -m daimon_node.demo [--dir DIR] [--timeout SECONDS]
 """
@@ -18,6 +23,7 @@ distance per period and every balance.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 import tomllib
@@ -34,11 +40,12 @@ from chain.types import ImprovementBody
 
 from .cli_testnet import poll_node, progress_table
 from .replay import replay_chain
-from .testnet import Testnet, TestnetPlan, prepare_testnet
+from .testnet import NodeDied, Testnet, TestnetPlan, free_base_port, prepare_testnet, raise_on_sigterm, supervise
 
 NODES = 4
 T_P, T_B, GRACE = 12, 6, 3
 SEASON_PERIODS, REVEAL_WINDOW, CHEAT_AFTER = 12, 2, 8  # the cheater waits for the honest models
+PRINT_RESERVE_S = 20.0  # of the time limit, kept for stopping the nodes and printing the chain
 
 
 def assign_models(plan: TestnetPlan) -> dict[int, str]:
@@ -57,23 +64,24 @@ def assign_models(plan: TestnetPlan) -> dict[int, str]:
     return names
 
 
-def run_network(plan: TestnetPlan, console: Console, timeout: float) -> None:
+def run_network(plan: TestnetPlan, console: Console, limit: float) -> bool:
+    """Run the nodes until season 0 is judged and every node agrees on the head (True), or for
+    ``limit`` seconds (False). A dead node raises ``NodeDied``; the nodes stop either way."""
     net = Testnet(plan)
     net.start()
-    started = time.monotonic()
-    settled_at: float | None = None
+    settled_at: list[float] = []
     try:
         with Live(console=console, refresh_per_second=2) as live:
-            while time.monotonic() - started < timeout:
+
+            def tick(elapsed: float) -> bool:
                 views = [poll_node(p, plan.chain_id) for p in plan.rpc_ports]
-                live.update(progress_table(plan, views, time.monotonic() - started))
+                live.update(progress_table(plan, views, elapsed))
                 # Done once season 0 is judged (the cheater burned) and every node agrees on the head.
-                heads = {v.get("head") for v in views}
-                if season_judged(plan) and len(heads) == 1 and settled_at is None:
-                    settled_at = time.monotonic()
-                if settled_at is not None and time.monotonic() - settled_at > 2 * T_B:
-                    break
-                time.sleep(1.0)
+                if not settled_at and season_judged(plan) and len({v.get("head") for v in views}) == 1:
+                    settled_at.append(elapsed)
+                return bool(settled_at) and elapsed - settled_at[0] > 2 * T_B
+
+            return supervise(net, tick, limit=limit)
     finally:
         net.stop()
 
@@ -137,31 +145,52 @@ def print_chain(plan: TestnetPlan, console: Console, names: dict[int, str]) -> N
     console.print(bal)
 
 
-def run(directory: Path, console: Console, timeout: float) -> None:
-    console.print(f"[bold]DaiMoN demo[/bold]: {NODES} nodes on 127.0.0.1, T_p={T_P}s T_b={T_B}s, data in {directory}")
+def run(directory: Path, console: Console, timeout: float) -> int:
+    """The whole demo within ``timeout`` seconds; returns the exit code."""
+    started = time.monotonic()
+    console.print(f"[bold]DaiMoN demo[/bold]: {NODES} nodes on 127.0.0.1, T_p={T_P}s T_b={T_B}s, data in {directory};"
+                  f" ends within {timeout:.0f} s")
     console.print("preparing keys, the digits problem (contributor: node 0) and example models ...")
-    plan = prepare_testnet(directory, NODES, t_p=T_P, t_b=T_B, grace=GRACE, base_port=46000, start_delay=8,
-                           holdout_fraction=0.2, seasons=2, season_periods=SEASON_PERIODS,
+    plan = prepare_testnet(directory, NODES, t_p=T_P, t_b=T_B, grace=GRACE, base_port=free_base_port(NODES),
+                           start_delay=8, holdout_fraction=0.2, seasons=2, season_periods=SEASON_PERIODS,
                            reveal_window=REVEAL_WINDOW)
     names = assign_models(plan)
     for i, n in names.items():
         if n != "-":
             console.print(f"  node {i} improves with: {n}")
-    run_network(plan, console, timeout)
+    try:
+        judged = run_network(plan, console, timeout - PRINT_RESERVE_S - (time.monotonic() - started))
+    except NodeDied as died:
+        console.print(f"[red]error: {died}[/red]")
+        console.print("stopped every node")
+        return 1
+    except KeyboardInterrupt:
+        console.print("interrupted; stopped every node")
+        return 130
     print_chain(plan, console, names)
+    if not judged:
+        console.print(f"[red]season 0 was not judged within {timeout:.0f} s; the chain so far is above[/red]")
+        return 2
+    return 0
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description="Run the 4-node DaiMoN demo on 127.0.0.1.")
     ap.add_argument("--dir", type=Path, default=None, help="testnet directory to create (default: a temp dir)")
-    ap.add_argument("--timeout", type=float, default=240.0, help="stop the network after this many seconds")
+    ap.add_argument("--timeout", type=float, default=300.0,
+                    help="the demo ends within this many seconds, preparation and printing included")
     args = ap.parse_args()
+    raise_on_sigterm()
     console = Console(width=160)
-    if args.dir is not None:
-        run(args.dir, console, args.timeout)
-    else:
-        with tempfile.TemporaryDirectory() as tmp:
-            run(Path(tmp) / "testnet", console, args.timeout)
+    try:
+        if args.dir is not None:
+            code = run(args.dir, console, args.timeout)
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                code = run(Path(tmp) / "testnet", console, args.timeout)
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,12 @@
 first three nodes commit in turn; every node gets genesis funds), example
 models for the improvers, and one TOML config per node whose bootstrap list
 names three other nodes (py-libp2p's gossip needs several peers per node, not
-a hub). ``Testnet`` starts the nodes as separate OS processes and stops them
-with SIGTERM (then SIGKILL after a bound).
+a hub). ``Testnet`` starts the nodes as separate OS processes in one process
+group of their own and stops them with SIGTERM (then SIGKILL after a bound);
+``check`` notices a node that died and raises ``NodeDied`` with its last log
+lines; on Linux a node also gets SIGTERM if the process that started it dies,
+so a killed demo leaves no node behind. ``free_base_port`` finds a block of
+free ports and ``check_ports_free`` refuses a taken one in one line.
 
 For container networks (``docker-compose.yml``) pass ``hosts`` (one static IP
 per node) and ``mount`` (where the prepared directory is mounted inside every
@@ -17,13 +21,17 @@ port (``rpc_port``), and every path in a config is under ``mount``.
 
 from __future__ import annotations
 
+import ctypes
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Callable
 
 import tomli_w
 
@@ -37,6 +45,76 @@ class TestnetError(DaimonError):
     """The testnet directory or its processes are not usable."""
 
     __test__ = False
+
+
+class PortInUse(TestnetError):
+    """A port the testnet needs is held by another process."""
+
+    __test__ = False
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        super().__init__(f"port {port} on {host} is in use by another process; "
+                         "choose another --base-port, or leave it out to pick free ports")
+
+
+class NodeDied(TestnetError):
+    """A node process exited while the testnet was running."""
+
+    __test__ = False
+
+    def __init__(self, index: int, returncode: int, tail: str) -> None:
+        self.index, self.returncode, self.tail = index, returncode, tail
+        super().__init__(f"node {index} exited with code {returncode}; the last lines of its log:\n{tail}")
+
+
+def local_testnet_ports(base_port: int, nodes: int) -> list[int]:
+    """Every port a local testnet of ``nodes`` nodes uses: p2p ``base + i``, RPC ``base + 100 + i``."""
+    return [base_port + i for i in range(nodes)] + [base_port + 100 + i for i in range(nodes)]
+
+
+def check_ports_free(ports: list[int], host: str = "127.0.0.1") -> None:
+    """Raise ``PortInUse`` for the first of ``ports`` that cannot be bound now."""
+    for port in ports:
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                raise PortInUse(host, port) from None
+
+
+def free_base_port(nodes: int = 4, host: str = "127.0.0.1", tries: int = 100) -> int:
+    """A random base port whose whole block (``local_testnet_ports``) is free now.
+
+    Random, so two testnets started at once (or two test runs) do not race for the same
+    ports; a port taken between this check and a node's start is caught by ``Testnet.check``.
+    """
+    for _ in range(tries):
+        base = random.randrange(20000, 60000, 200)
+        try:
+            check_ports_free(local_testnet_ports(base, nodes), host)
+        except PortInUse:
+            continue
+        return base
+    raise TestnetError(f"no free block of {2 * nodes} ports on {host} after {tries} tries")
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: ask Linux for SIGTERM when the parent dies (prctl PR_SET_PDEATHSIG)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
+
+
+def log_tail(path: Path, lines: int = 12) -> str:
+    """The last ``lines`` lines of a log file ('' when it does not exist)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 16384))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
 
 
 @dataclass
@@ -184,15 +262,41 @@ class Testnet:
     __test__ = False
 
     def start_node(self, i: int) -> None:
-        log = self.plan.directory / f"node{i}" / "node.log"
+        log = self.log_path(i)
         cmd = [sys.executable, "-m", "daimon_node.cli", "start", "--config", str(self.plan.configs[i]),
                "--log-file", str(log)]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.procs[i] = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(log.with_suffix(".err"), "ab"), env=env)
+        group = self._group()
+        with open(log.with_suffix(".err"), "ab") as err:
+            self.procs[i] = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env,
+                                             process_group=group, preexec_fn=_die_with_parent)
+
+    def _group(self) -> int:
+        """The nodes' process group: the first live node's (0 makes the first node lead a new one)."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                try:
+                    return os.getpgid(proc.pid)
+                except ProcessLookupError:
+                    continue
+        return 0
+
+    def log_path(self, i: int) -> Path:
+        return self.plan.directory / f"node{i}" / "node.log"
 
     def start(self) -> None:
         for i in range(len(self.plan.configs)):
             self.start_node(i)
+
+    def check(self) -> None:
+        """Raise ``NodeDied`` if a node this testnet runs has exited (one it was told to stop is gone
+        from ``procs``)."""
+        for i, proc in sorted(self.procs.items()):
+            code = proc.poll()
+            if code is not None:
+                log = self.log_path(i)
+                tail = "\n".join(t for t in (log_tail(log.with_suffix(".err")), log_tail(log, 6)) if t)
+                raise NodeDied(i, code, tail or "(empty)")
 
     def stop_node(self, i: int, *, kill: bool = False, timeout: float = 20.0) -> None:
         proc = self.procs.pop(i, None)
@@ -206,7 +310,9 @@ class Testnet:
             proc.wait(timeout=timeout)
 
     def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM every node at once, then wait (SIGKILL what outlives ``timeout``)."""
+        """SIGTERM every node at once, then wait (SIGKILL what outlives ``timeout``); last, SIGKILL
+        whatever is left in the nodes' process group (a node's sandbox workers)."""
+        group = self._group()
         procs = [p for p in self.procs.values() if p.poll() is None]
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
@@ -218,6 +324,38 @@ class Testnet:
                 proc.kill()
                 proc.wait(timeout=timeout)
         self.procs.clear()
+        if group > 0:
+            try:
+                os.killpg(group, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
 
     def alive(self) -> list[int]:
         return [i for i, p in self.procs.items() if p.poll() is None]
+
+
+def raise_on_sigterm() -> None:
+    """Make SIGTERM (and SIGHUP) raise ``KeyboardInterrupt`` in the main thread, as SIGINT does,
+    so that a supervisor's ``finally`` stops its nodes instead of leaving them running."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, handler)
+
+
+def supervise(net: Testnet, tick: Callable[[float], bool], *, limit: float, interval: float = 1.0) -> bool:
+    """Call ``tick(elapsed)`` every ``interval`` seconds until it returns True (then True) or
+    ``limit`` seconds have passed (then False; ``limit <= 0`` means no limit). A node that dies
+    raises ``NodeDied`` within one interval plus one tick."""
+    started = time.monotonic()
+    while True:
+        net.check()
+        elapsed = time.monotonic() - started
+        if tick(elapsed):
+            return True
+        if 0 < limit <= elapsed:
+            return False
+        net.check()
+        time.sleep(interval)
