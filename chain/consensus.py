@@ -3,8 +3,11 @@
 Period 0 is ``[t0, t0 + T_p)``; competition period ``k >= 1`` is
 ``[t0 + T_p + (k-1) T_b, t0 + T_p + k T_b)``. Block ``k`` may be committed once
 period ``k`` has ended: by ``committers[k mod N]`` at once, by any listed
-committer after the grace time. Weight is 2 for an in-turn block and 1 for an
-out-of-turn one; the heaviest chain wins, ties by the lowest head hash (Clique).
+committer after the grace time. Weight is 2 units for an in-turn block and 1 for
+an out-of-turn one (Clique), divided by 4 for each period the block skips, so a
+block that skips a period weighs less than any block that does not; the
+heaviest chain wins and a tie keeps the head seen first (never a value the
+block's author can grind, such as its hash).
 """
 
 from __future__ import annotations
@@ -14,8 +17,13 @@ from typing import Final, Sequence
 
 from .types import ProblemParams
 
-IN_TURN_WEIGHT: Final[int] = 2
-OUT_OF_TURN_WEIGHT: Final[int] = 1
+# A weight unit of 4^10: a skipped period divides a block's weight by 4, exactly, for up to
+# 10 skipped periods; past that every block weighs the floor of 1 and ties keep the first seen.
+SKIP_DIVISOR_LOG2: Final[int] = 2
+WEIGHT_UNIT: Final[int] = 1 << (SKIP_DIVISOR_LOG2 * 10)
+IN_TURN_WEIGHT: Final[int] = 2 * WEIGHT_UNIT
+OUT_OF_TURN_WEIGHT: Final[int] = WEIGHT_UNIT
+MIN_BLOCK_WEIGHT: Final[int] = 1
 
 
 def period_start(params: ProblemParams, k: int) -> int:
@@ -56,8 +64,21 @@ def may_commit(params: ProblemParams, k: int, committer: bytes, timestamp: int) 
     return is_in_turn(params, k, committer) or timestamp >= end + params.grace
 
 
-def block_weight(params: ProblemParams, k: int, committer: bytes) -> int:
-    return IN_TURN_WEIGHT if is_in_turn(params, k, committer) else OUT_OF_TURN_WEIGHT
+def block_weight(params: ProblemParams, k: int, committer: bytes, skipped: int = 0) -> int:
+    """Weight of block ``k`` whose parent is ``skipped + 1`` periods older.
+
+    Dividing by 4 per skipped period makes an in-turn block that skips (at most half a
+    unit) lighter than an out-of-turn block that does not (one unit), and an in-turn
+    block that skips ``s + 1`` periods lighter than an out-of-turn one that skips ``s``:
+    whoever skips the previous period never out-weighs the block it would orphan.
+    """
+    base = IN_TURN_WEIGHT if is_in_turn(params, k, committer) else OUT_OF_TURN_WEIGHT
+    return max(MIN_BLOCK_WEIGHT, base >> (SKIP_DIVISOR_LOG2 * skipped))
+
+
+def skipped_periods(period: int, parent_period: int | None) -> int:
+    """Periods between a block and its parent with no block (0 for the Problem block)."""
+    return 0 if parent_period is None else period - parent_period - 1
 
 
 def is_in_window(params: ProblemParams, k: int, t: int, drift: int) -> bool:
@@ -74,14 +95,19 @@ class ChainTip:
     height: int
 
 
-def better_tip(a: ChainTip, b: ChainTip) -> ChainTip:
-    """Heaviest wins; equal weight goes to the lowest head hash."""
-    if a.weight != b.weight:
-        return a if a.weight > b.weight else b
-    return a if a.head <= b.head else b
+def better_tip(current: ChainTip, candidate: ChainTip) -> ChainTip:
+    """Heaviest wins; at equal weight ``current`` (the head seen first) stays.
+
+    A hash tie-break would hand the tie to whoever grinds its block's hash (its
+    timestamp is free): the next committer could replace the previous block, or a
+    committer its own (issue 14). First-seen keeps what the node already follows, as
+    BABE keeps the current best; the next in-turn block breaks the tie for everyone.
+    """
+    return candidate if candidate.weight > current.weight else current
 
 
 def choose_head(tips: Sequence[ChainTip]) -> ChainTip:
+    """The heaviest of ``tips``, listed in the order they were seen (ties keep the earliest)."""
     if not tips:
         raise ValueError("no chain tips to choose from")
     best = tips[0]

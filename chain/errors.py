@@ -74,3 +74,85 @@ class InvalidSeason(InvalidBlock):
 
 class InvalidStateRoot(InvalidBlock):
     """The state root in the header differs from the one computed."""
+
+
+# --- Header-first checks, fork choice and committer equivocation (issue 14, findings 2 and 3) ---
+class UnknownParent(ChainError):
+    """A block whose header checks pass builds on a block this node has not seen: sync, don't reject."""
+
+    def __init__(self, parent: bytes) -> None:
+        self.parent = parent
+        super().__init__(f"unknown parent {parent.hex()[:16]}")
+
+
+class FutureBlock(ChainError):
+    """A validly signed header stamped ahead of the receiver's clock (plus drift): defer it."""
+
+    def __init__(self, timestamp: int, limit: float) -> None:
+        self.timestamp = timestamp
+        self.limit = limit
+        super().__init__(f"block stamped {timestamp}, after {limit:.0f}")
+
+
+class WrongChain(InvalidHeader):
+    """The header names another chain."""
+
+    def __init__(self, chain_id: bytes, expected: bytes) -> None:
+        super().__init__("wrong chain id", chain_id=chain_id, expected=expected)
+
+
+class BadCommitterSignature(InvalidHeader):
+    """The header's signature does not verify under its committer key."""
+
+    def __init__(self, committer: bytes) -> None:
+        super().__init__("bad committer signature", committer=committer)
+
+
+class CommitterNotAllowed(InvalidHeader):
+    """The key is not a committer of the problem, or not for this period at this timestamp."""
+
+    def __init__(self, committer: bytes, period: int, timestamp: int) -> None:
+        super().__init__("committer may not commit this period at this time",
+                         committer=committer, period=period, timestamp=timestamp)
+
+
+class CommitterEjected(InvalidHeader):
+    """The committer was ejected for equivocating; its blocks are invalid from then on."""
+
+    def __init__(self, committer: bytes) -> None:
+        super().__init__("committer was ejected for equivocation", committer=committer)
+
+
+class BodyHashMismatch(InvalidBody):
+    """The body bytes do not hash to the header's ``body_hash``."""
+
+    def __init__(self, header: bytes, computed: bytes) -> None:
+        super().__init__("body hash differs from the header", header=header, computed=computed)
+
+
+class AnchorOverProblemLimits(InvalidAnchor):
+    """An anchor holds more ambiguous positions or votes than the problem allows.
+
+    Checked on the raw lists of a block body before any object is built, and again
+    (same function) on a decoded anchor.
+    """
+
+    def __init__(self, what: str, count: int, limit: int) -> None:
+        super().__init__(f"too many {what}", what=what, count=count, limit=limit)
+
+
+class CommitterEquivocation(ChainError):
+    """A committer signed two different blocks for one period; ``first`` was seen before ``second``.
+
+    Not an ``InvalidBlock``: the second block may be valid on its own. The node drops it
+    (does not relay it) and can put both headers on chain as a ``ReportEquivocation``.
+    """
+
+    def __init__(self, first: Any, second: Any) -> None:
+        self.first = first
+        self.second = second
+        super().__init__(f"committer {first.committer.hex()[:16]} signed two blocks for period {first.period}")
+
+
+class InvalidEquivocationReport(InvalidTransaction):
+    """A ``ReportEquivocation`` is not proof that a still-active committer signed twice for one period."""

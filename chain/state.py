@@ -273,6 +273,17 @@ class Channel(Schema):
         return self.deposit > 0
 
 
+@schema
+@dataclass(frozen=True)
+class Ejection(Schema):
+    """A committer proven to have signed two blocks for one period (issue 14)."""
+
+    period: int  # the period it signed twice
+    height: int  # the block that carried the report
+
+    FIELDS = (("period", U32), ("height", U64))
+
+
 # Key namespaces (one byte each)
 KEY_META: Final[bytes] = b"m"
 KEY_PROBLEM: Final[bytes] = b"p"
@@ -284,6 +295,7 @@ PREFIX_REPUTATION: Final[bytes] = b"r"
 PREFIX_RATING: Final[bytes] = b"q"
 PREFIX_CHANNEL: Final[bytes] = b"c"  # + payer address + runner address
 PREFIX_SEASON_IMPROVEMENT: Final[bytes] = b"s"  # + season index (4 bytes) + ordinal (4 bytes)
+PREFIX_EJECTED: Final[bytes] = b"e"  # + committer public key
 
 # ---------------------------------------------------------------------------
 # The root: a fixed 16-ary Merkle tree over 4096 buckets
@@ -566,6 +578,18 @@ def set_season_improvement(state: State, season: int, ordinal: int, record: Seas
         state.put(key, None)
     else:
         state.put_record(key, record)
+
+
+def get_ejection(state: State, committer: bytes) -> Ejection | None:
+    return _get(state, PREFIX_EJECTED + committer, Ejection)
+
+
+def is_ejected(state: State, committer: bytes) -> bool:
+    return get_ejection(state, committer) is not None
+
+
+def set_ejection(state: State, committer: bytes, record: Ejection) -> None:
+    state.put_record(PREFIX_EJECTED + committer, record)
 
 
 def iter_records(state: State, prefix: bytes, cls: type[R]) -> Iterator[tuple[bytes, R]]:

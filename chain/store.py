@@ -7,6 +7,7 @@ Layout of one chain's database (one-byte prefixes):
     H + height(8 BE)    canonical block hash at that height
     S + key             the head state's entries
     U + hash            undo journal of a canonical block: [[key, old value or nil], ...]
+    C + committer + period(4 BE)   hashes of the (at most two) blocks stored for that committer and period
     h                   head hash
 
 Every block's writes (block, index, state diff, undo, head) go in one atomic
@@ -14,30 +15,51 @@ write batch, so a process killed at any point reopens to a consistent head.
 A heavier side chain triggers a reorg: the head state is rolled back with the
 undo journals to the common ancestor and the new branch applied, all in one
 batch.
+
+Every block passes the header-first checks (``chain.transition.validate_header_first``:
+signature and committer rule; then chain id, ejection, one block per committer and
+period, known parent) before its body is decoded, hashed against the header or
+stored, so nothing unsigned is ever written or relayed. A second block from the
+same committer for the same period is stored (a node that saw it first must be
+able to follow a heavier chain built on it) and returned with both headers as
+evidence; a third is refused with ``CommitterEquivocation``, so one committer can
+add at most two blocks per period.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Iterator
+from typing import Any, Final, Iterator
 
 import msgpack
 import plyvel
 
-from .consensus import ChainTip, better_tip, block_weight
+from .consensus import ChainTip, better_tip, block_weight, skipped_periods
 from .constants import ZERO_HASH
-from .errors import ChainError, InvalidHeader
-from .state import State, get_problem
-from .transition import BlockOutcome, Env, process_block
-from .types import Block, ProblemBody
+from .crypto import sha256
+from .errors import BodyHashMismatch, ChainError, CommitterEquivocation, FutureBlock, UnknownParent
+from .state import State, get_meta, get_problem
+from .transition import (
+    BlockOutcome,
+    Env,
+    check_chain_id,
+    check_not_ejected,
+    check_raw_body_limits,
+    params_for,
+    process_block,
+    validate_header_first,
+)
+from .types import Block, BlockHeader, ProblemBody, ProblemParams, body_hash, decode_body, split_block
 
 P_BLOCK: Final[bytes] = b"B"
 P_WEIGHT: Final[bytes] = b"W"
 P_HEIGHT: Final[bytes] = b"H"
 P_STATE: Final[bytes] = b"S"
 P_UNDO: Final[bytes] = b"U"
+P_SIGNED: Final[bytes] = b"C"
 K_HEAD: Final[bytes] = b"h"
 
 
@@ -53,10 +75,19 @@ class ImportResult:
     block_hash: bytes
     outcome: BlockOutcome | None = None
     reorged_out: tuple[bytes, ...] = ()
+    # (first, this) when the block is its committer's second for its period: evidence
+    equivocation: tuple[BlockHeader, BlockHeader] | None = None
 
 
 def _height_key(height: int) -> bytes:
     return P_HEIGHT + height.to_bytes(8, "big")
+
+
+def _signed_key(header: BlockHeader) -> bytes:
+    return P_SIGNED + header.committer + header.period.to_bytes(4, "big")
+
+
+MAX_BLOCKS_PER_SIGNER_PERIOD: Final[int] = 2  # the first block and the one that proves equivocation
 
 
 class ChainStore:
@@ -146,29 +177,108 @@ class ChainStore:
 
     # --- writes ------------------------------------------------------------------------
     def import_block(self, block: Block, env: Env) -> ImportResult:
-        """Validate and store ``block``; move the head if its chain is heavier.
+        """Validate and store a decoded ``block``; move the head if its chain is heavier.
 
         Raises an ``InvalidBlock`` subclass for an invalid block, ``MissingContent``
-        when content is missing (the caller defers), and ``InvalidHeader`` for an
-        unknown parent (the caller syncs the gap).
+        when content is missing (the caller defers), ``UnknownParent`` for an unknown
+        parent (the caller syncs the gap) and ``CommitterEquivocation`` for a third
+        block by one committer for one period (a second is stored, with its evidence
+        in ``ImportResult.equivocation``).
         """
-        block_hash = block.hash
-        if self.has_block(block_hash):
-            return ImportResult("known", block_hash)
-        header = block.header
-        if header.parent == self.head:
-            outcome = process_block(self.state, block, env)
-            weight = (self.tip().weight if self.head != ZERO_HASH else 0) + self._block_weight(outcome.state, block)
+        if self.has_block(block.hash):
+            return ImportResult("known", block.hash)
+        self._check_header(params_for(self.state, block), block.header)
+        computed = body_hash(block.body)
+        if computed != block.header.body_hash:
+            raise BodyHashMismatch(block.header.body_hash, computed)
+        return self._import_checked(block, env)
+
+    def import_bytes(self, data: bytes, env: Env, params: ProblemParams | None = None,
+                     max_timestamp: float | None = None) -> ImportResult:
+        """``import_block`` from the wire: the header is checked before the body is decoded.
+
+        ``params`` are the chain's (from its proposal); needed only before the
+        Problem block is stored. A validly signed header stamped after
+        ``max_timestamp`` (the caller's clock) raises ``FutureBlock``. The body's bytes
+        are hashed against the header, and
+        its anchor's sizes checked against the problem's limits on the raw lists,
+        before any body object is built.
+        """
+        header, body_raw = split_block(data)
+        if self.has_block(header.hash):
+            return ImportResult("known", header.hash)
+        if params is None:
+            if self.head == ZERO_HASH:
+                raise StoreError("the chain's parameters are needed to check a header before its Problem block")
+            params = get_problem(self.state).params
+        self._check_header(params, header)
+        if max_timestamp is not None and header.timestamp > max_timestamp:
+            raise FutureBlock(header.timestamp, max_timestamp)
+        computed = sha256(body_raw)
+        if computed != header.body_hash:
+            raise BodyHashMismatch(header.body_hash, computed)
+        body = decode_body(body_raw, lambda obj: check_raw_body_limits(params, obj))
+        return self._import_checked(Block(header, body), env)
+
+    def _check_header(self, params: ProblemParams, header: BlockHeader) -> None:
+        """Header-first checks, cheapest refusal first; nothing is decoded or written before them."""
+        validate_header_first(params, header)
+        if self.head != ZERO_HASH:
+            check_chain_id(get_problem(self.state).chain_id, header)
+            check_not_ejected(self.state, header.committer)
+        signed = self._signed_by(header)
+        if len(signed) >= MAX_BLOCKS_PER_SIGNER_PERIOD:
+            raise CommitterEquivocation(self._stored_header(signed[0]), header)
+        if header.parent != ZERO_HASH and not self.has_block(header.parent):
+            raise UnknownParent(header.parent)
+
+    def has_signed(self, committer: bytes, period: int) -> bool:
+        """Whether a block by ``committer`` for ``period`` is stored (a committer never signs twice)."""
+        return self.db.get(P_SIGNED + committer + period.to_bytes(4, "big")) is not None
+
+    def _signed_by(self, header: BlockHeader) -> list[bytes]:
+        """Hashes of the blocks stored for ``header``'s committer and period."""
+        raw = self.db.get(_signed_key(header)) or b""
+        return [raw[i : i + 32] for i in range(0, len(raw), 32)]
+
+    def _index_signed(self, wb: Any, header: BlockHeader) -> None:
+        signed = self._signed_by(header)
+        if header.hash not in signed:
+            wb.put(_signed_key(header), b"".join([*signed, header.hash]))
+
+    def _stored_header(self, block_hash: bytes) -> BlockHeader:
+        raw = self.get_block_bytes(block_hash)
+        if raw is None:
+            raise StoreError(f"missing block {block_hash.hex()[:16]}")
+        return split_block(raw)[0]
+
+    def _import_checked(self, block: Block, env: Env) -> ImportResult:
+        signed = self._signed_by(block.header)
+        evidence = (self._stored_header(signed[0]), block.header) if signed else None
+        if block.header.parent == self.head:
+            outcome = process_block(self.state, block, env, header_checked=True)
+            parent_period = get_meta(self.state).period if self.head != ZERO_HASH else None
+            weight = self.tip().weight + self._block_weight(outcome.state, block, parent_period)
             self._write_extension(block, outcome.state, weight)
             self.state = outcome.state
-            return ImportResult("head", block_hash, outcome)
-        if header.parent != ZERO_HASH and not self.has_block(header.parent):
-            raise InvalidHeader("unknown parent", parent=header.parent)
-        return self._import_side(block, env)
+            result = ImportResult("head", block.hash, outcome)
+        else:
+            result = self._import_side(block, env)
+        return dataclasses.replace(result, equivocation=evidence) if evidence else result
 
-    def _block_weight(self, state: State, block: Block) -> int:
+    def _parent_period(self, parent: bytes) -> int | None:
+        """The period of a stored block (its header alone is decoded); None before genesis."""
+        if parent == ZERO_HASH:
+            return None
+        raw = self.get_block_bytes(parent)
+        if raw is None:
+            raise StoreError(f"missing block {parent.hex()[:16]}")
+        return split_block(raw)[0].period
+
+    def _block_weight(self, state: State, block: Block, parent_period: int | None) -> int:
         params = get_problem(state).params
-        return block_weight(params, block.header.period, block.header.committer)
+        skipped = skipped_periods(block.header.period, parent_period)
+        return block_weight(params, block.header.period, block.header.committer, skipped)
 
     def _write_extension(self, block: Block, new_state: State, weight: int) -> None:
         block_hash = block.hash
@@ -177,6 +287,7 @@ class ChainStore:
         with self.db.write_batch(transaction=True, sync=self.sync) as wb:
             wb.put(P_BLOCK + block_hash, block.encode())
             wb.put(P_WEIGHT + block_hash, msgpack.packb([block.header.height, weight, block.header.parent]))
+            self._index_signed(wb, block.header)
             wb.put(_height_key(block.header.height), block_hash)
             wb.put(P_UNDO + block_hash, msgpack.packb(undo))
             for key, value in changes.items():
@@ -192,10 +303,12 @@ class ChainStore:
         weight = parent_weight + self._side_block_weight(block)
         candidate = ChainTip(weight=weight, head=block.hash, height=block.header.height)
         if better_tip(self.tip(), candidate) is not candidate:
-            # Lighter: keep it (cheap header checks happen when it becomes relevant).
+            # Not heavier: keep it (its header passed every header-first check; it is
+            # executed if its branch ever becomes the heaviest).
             with self.db.write_batch(transaction=True, sync=self.sync) as wb:
                 wb.put(P_BLOCK + block.hash, block.encode())
                 wb.put(P_WEIGHT + block.hash, msgpack.packb([block.header.height, weight, block.header.parent]))
+                self._index_signed(wb, block.header)
             return ImportResult("side", block.hash)
         return self._reorg(block, weight, env)
 
@@ -205,7 +318,8 @@ class ChainStore:
             params = block.body.proposal.params
         else:
             params = get_problem(self.state).params
-        return block_weight(params, block.header.period, block.header.committer)
+        skipped = skipped_periods(block.header.period, self._parent_period(block.header.parent))
+        return block_weight(params, block.header.period, block.header.committer, skipped)
 
     def _branch_to_canonical(self, block: Block) -> tuple[list[Block], bytes]:
         """Blocks from the fork point (exclusive) to ``block`` (inclusive), and the fork point."""
@@ -247,12 +361,16 @@ class ChainStore:
         with self.db.write_batch(transaction=True, sync=self.sync) as wb:
             for height in range(fork_height + 1, self.height + 1):
                 wb.delete(_height_key(height))
+            parent_period = self._parent_period(fork)
             for b in branch:
-                outcome = process_block(state, b, env)
-                w += self._block_weight(outcome.state, b)
+                # every branch block passed the header-first checks when it was stored
+                outcome = process_block(state, b, env, header_checked=True)
+                w += self._block_weight(outcome.state, b, parent_period)
+                parent_period = b.header.period
                 changes = outcome.state.changes()
                 wb.put(P_BLOCK + b.hash, b.encode())
                 wb.put(P_WEIGHT + b.hash, msgpack.packb([b.header.height, w, b.header.parent]))
+                self._index_signed(wb, b.header)
                 wb.put(_height_key(b.header.height), b.hash)
                 wb.put(P_UNDO + b.hash, msgpack.packb([[k, state.get(k)] for k in changes]))
                 state = outcome.state

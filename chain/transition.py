@@ -21,7 +21,13 @@ from . import constants as C
 from .consensus import may_commit
 from .crypto import address_bytes as address_of, sha256
 from .errors import (
+    AnchorOverProblemLimits,
+    BadCommitterSignature,
+    BodyHashMismatch,
+    CommitterEjected,
+    CommitterNotAllowed,
     InvalidAnchor,
+    InvalidEquivocationReport,
     InvalidBody,
     InvalidHeader,
     InvalidProblem,
@@ -30,11 +36,12 @@ from .errors import (
     InvalidStateRoot,
     InvalidTransaction,
     MissingContent,
+    WrongChain,
 )
 from .labels import labels_hash, labels_to_array, masked_digest
 from .rewards import MAX_SCALE, improvement_reward, validator_reward
 from .season import is_open_season, label_vector_sizes, process_new_holdout, process_season_reveal, record_season_improvement
-from .signing import is_valid_signature
+from .signing import EMPTY_SIGNATURE, is_valid_signature
 from .state import (
     MAX_SEASON_IMPROVEMENTS,
     MAX_SEASON_LOCKED,
@@ -44,6 +51,7 @@ from .state import (
     ChainMeta,
     Channel,
     DigestRecord,
+    Ejection,
     Offer,
     PendingAnchor,
     ProblemRecord,
@@ -61,11 +69,13 @@ from .state import (
     get_problem,
     get_rating_mark,
     get_reputation,
+    is_ejected,
     lock,
     set_account,
     set_bond,
     set_channel,
     set_digest,
+    set_ejection,
     set_meta,
     set_offer,
     set_problem,
@@ -89,6 +99,7 @@ from .types import (
     RedeemVoucher,
     RegisterDigest,
     RegisterValidator,
+    ReportEquivocation,
     Reveal,
     Transaction,
     Transfer,
@@ -167,18 +178,94 @@ def apply_block(state: State, block: Block, env: Env) -> State:
     return process_block(state, block, env).state
 
 
-def process_block(state: State, block: Block, env: Env) -> BlockOutcome:
+def process_block(state: State, block: Block, env: Env, *, header_checked: bool = False) -> BlockOutcome:
+    """Check and execute ``block`` on ``state``.
+
+    ``header_checked``: the caller (the store's byte import) has already run
+    ``validate_header_first`` and matched the raw body bytes to ``body_hash``; the
+    signature is then not verified twice.
+    """
     header = block.header
-    if header.body_hash != body_hash(block.body):
-        raise InvalidBody("body hash differs from the header", header=header.body_hash)
-    # One signature check before any execution: an unsigned block costs its sender, not us.
-    if not is_valid_signature(header, header.chain_id):
-        raise InvalidHeader("bad committer signature", committer=header.committer)
+    if not header_checked:
+        validate_header_first(params_for(state, block), header)
+        computed = body_hash(block.body)
+        if header.body_hash != computed:
+            raise BodyHashMismatch(header.body_hash, computed)
     outcome = execute_block(state, header, block.body, env)
     if outcome.state.root != header.state_root:
         raise InvalidStateRoot("state root mismatch", header=header.state_root, computed=outcome.state.root)
     outcome.state.head = header.hash
     return outcome
+
+
+# ---------------------------------------------------------------------------
+# Header first: what a node checks before it decodes, stores or relays a body (issue 14)
+# ---------------------------------------------------------------------------
+def params_for(state: State, block: Block) -> ProblemParams:
+    """The problem's parameters: the chain's, or the Problem block's own proposal's."""
+    if state.get(b"p") is not None:
+        return get_problem(state).params
+    if isinstance(block.body, ProblemBody):
+        return block.body.proposal.params
+    raise InvalidHeader("an improvement block on a chain without a problem block", height=block.header.height)
+
+
+def check_chain_id(expected: bytes, header: BlockHeader) -> None:
+    if header.chain_id != expected:
+        raise WrongChain(header.chain_id, expected)
+
+
+def check_committer_signature(header: BlockHeader) -> None:
+    if not is_valid_signature(header, header.chain_id):
+        raise BadCommitterSignature(header.committer)
+
+
+def check_committer_rule(params: ProblemParams, header: BlockHeader) -> None:
+    """A listed committer, in turn from the period's end or anyone listed after the grace."""
+    if not may_commit(params, header.period, header.committer, header.timestamp):
+        raise CommitterNotAllowed(header.committer, header.period, header.timestamp)
+
+
+def check_not_ejected(state: State, committer: bytes) -> None:
+    if is_ejected(state, committer):
+        raise CommitterEjected(committer)
+
+
+def validate_header_first(params: ProblemParams, header: BlockHeader) -> None:
+    """The checks that need only the header and the problem's parameters.
+
+    They run before the body is decoded, stored or relayed, so a peer without a
+    committer key costs one header decode and one signature check.
+    """
+    check_committer_signature(header)
+    check_committer_rule(params, header)
+
+
+def check_anchor_limits(params: ProblemParams, ambiguous: int, votes: int) -> None:
+    """An anchor holds at most ``max_ambiguous`` positions and ``max_votes`` votes."""
+    if ambiguous > params.max_ambiguous:
+        raise AnchorOverProblemLimits("ambiguous positions", ambiguous, params.max_ambiguous)
+    if votes > params.max_votes:
+        raise AnchorOverProblemLimits("votes", votes, params.max_votes)
+
+
+def check_raw_body_limits(params: ProblemParams, obj: object) -> None:
+    """``check_anchor_limits`` on a body's raw msgpack lists, before any object is built.
+
+    Decoding 300,000 ambiguous positions into objects costs about a second; counting
+    list lengths costs microseconds. A body of the wrong shape is left to the codec.
+    """
+    try:
+        kind, fields = obj  # type: ignore[misc]
+        anchor = fields[3] if kind == C.KIND_IMPROVEMENT else None
+        if anchor is None:
+            return
+        poi, votes = anchor
+        ambiguous = sum(len(s) for s in poi[6])
+        vote_count = len(votes)
+    except (TypeError, ValueError, IndexError, KeyError):
+        return
+    check_anchor_limits(params, ambiguous, vote_count)
 
 
 def execute_block(state: State, header: BlockHeader, body: ProblemBody | ImprovementBody, env: Env) -> BlockOutcome:
@@ -257,9 +344,7 @@ def process_problem_block(state: State, header: BlockHeader, body: ProblemBody, 
         raise InvalidHeader("chain id is not the proposal's hash", chain_id=header.chain_id)
     if header.height != 0 or header.parent != C.ZERO_HASH or header.period != 0:
         raise InvalidHeader("problem block must be height 0, period 0, no parent", height=header.height)
-    if not may_commit(params, 0, header.committer, header.timestamp):
-        raise InvalidHeader("problem block committed before T_p ended or by a non-committer",
-                            timestamp=header.timestamp, committer=header.committer)
+    check_committer_rule(params, header)
     # Verify proposal and tuples
     if not is_valid_signature(proposal, C.ZERO_HASH):
         raise InvalidSignature("bad proposal signature")
@@ -296,6 +381,7 @@ def process_improvement_block(state: State, header: BlockHeader, body: Improveme
     problem = get_problem(state)
     meta = get_meta(state)
     validate_improvement_header(problem, meta, state.head, header)
+    check_not_ejected(state, header.committer)
     new = state.copy()
     fees = process_transactions(new, problem, header, body.transactions)
     settlement = process_settlement(new, problem, header, body.settlement, env)
@@ -308,17 +394,14 @@ def process_improvement_block(state: State, header: BlockHeader, body: Improveme
 
 def validate_improvement_header(problem: ProblemRecord, meta: ChainMeta, head: bytes, header: BlockHeader) -> None:
     params = problem.params
-    if header.chain_id != problem.chain_id:
-        raise InvalidHeader("wrong chain id", chain_id=header.chain_id)
+    check_chain_id(problem.chain_id, header)
     if header.height != meta.height + 1:
         raise InvalidHeader("wrong height", height=header.height, expected=meta.height + 1)
     if header.parent != head:
         raise InvalidHeader("wrong parent", parent=header.parent, head=head)
     if header.period <= meta.period:
         raise InvalidHeader("period does not advance", period=header.period, last=meta.period)
-    if not may_commit(params, header.period, header.committer, header.timestamp):
-        raise InvalidHeader("committer may not commit this period at this time",
-                            committer=header.committer, period=header.period, timestamp=header.timestamp)
+    check_committer_rule(params, header)
 
 
 # --- transactions ---------------------------------------------------------------
@@ -328,7 +411,10 @@ def process_transactions(state: State, problem: ProblemRecord, header: BlockHead
         try:
             fees += process_transaction(state, problem, header, tx)
         except InvalidTransaction as exc:
-            raise InvalidTransaction(f"tx {index}: {exc}") from None
+            # keep the rule's own type (and values); the message gains the position
+            exc.values["tx_index"] = index
+            exc.args = (f"tx {index}: {exc}",)
+            raise
     if fees:
         credit(state, address_of(header.committer), fees)
     return fees
@@ -368,6 +454,8 @@ def process_transaction(state: State, problem: ProblemRecord, header: BlockHeade
         process_redeem_voucher(state, problem, sender, payload)
     elif isinstance(payload, CloseChannel):
         process_close_channel(state, sender, header, payload)
+    elif isinstance(payload, ReportEquivocation):
+        process_report_equivocation(state, problem, header, payload)
     return tx.fee
 
 
@@ -477,6 +565,50 @@ def process_close_channel(state: State, payer: bytes, header: BlockHeader, paylo
         raise InvalidTransaction("channel not expired", expires=channel.expires_period, period=header.period)
     unlock(state, payer, channel.deposit - channel.redeemed)
     set_channel(state, payer, payload.runner, Channel(0, 0, 0, channel.epoch + 1))
+
+
+# --- committer equivocation (issue 14) -------------------------------------------
+def validate_equivocation_report(state: State, problem: ProblemRecord, report: ReportEquivocation) -> None:
+    """Two different headers, both signed for this chain by one active committer for one period."""
+    first, second = report.first, report.second
+    chain_id = problem.chain_id
+    if first.chain_id != chain_id or second.chain_id != chain_id:
+        raise InvalidEquivocationReport("headers of another chain", chain_id=first.chain_id, other=second.chain_id)
+    if first.committer != second.committer:
+        raise InvalidEquivocationReport("headers by two committers", committer=first.committer, other=second.committer)
+    if first.committer not in problem.params.committers:
+        raise InvalidEquivocationReport("not a committer of this problem", committer=first.committer)
+    if first.period != second.period:
+        raise InvalidEquivocationReport("headers for two periods", period=first.period, other=second.period)
+    if replace(first, signature=EMPTY_SIGNATURE) == replace(second, signature=EMPTY_SIGNATURE):
+        raise InvalidEquivocationReport("the same header twice", header=first.hash)
+    if not is_valid_signature(first, chain_id) or not is_valid_signature(second, chain_id):
+        raise InvalidEquivocationReport("a header signature does not verify", committer=first.committer)
+    if is_ejected(state, first.committer):
+        raise InvalidEquivocationReport("committer already ejected", committer=first.committer)
+
+
+def process_report_equivocation(state: State, problem: ProblemRecord, header: BlockHeader,
+                                report: ReportEquivocation) -> None:
+    """Eject the committer for good and burn its spendable balance.
+
+    A committer posts no bond, so ejection (the loss of every later fee, as Clique
+    votes a signer out and Ethereum exits a slashed proposer) is the penalty; burning
+    what it holds spendable takes back the fees it earned. Locked funds (bonds,
+    unvested rewards) keep their own rules.
+    """
+    validate_equivocation_report(state, problem, report)
+    committer = report.first.committer
+    set_ejection(state, committer, Ejection(report.first.period, header.height))
+    burn_spendable(state, address_of(committer))
+
+
+def burn_spendable(state: State, address: bytes) -> int:
+    acct = get_account(state, address)
+    set_account(state, address, Account(0, acct.locked, acct.nonce))
+    meta = get_meta(state)
+    set_meta(state, replace(meta, burned=meta.burned + acct.balance))
+    return acct.balance
 
 
 # --- settlement of the previous anchor -------------------------------------------
@@ -642,9 +774,7 @@ def validate_poi(state: State, problem: ProblemRecord, meta: ChainMeta, header: 
     expected_sets = len(label_vector_sizes(problem, meta))
     if len(poi.ambiguous) != expected_sets:
         raise InvalidAnchor("PoI has the wrong number of ambiguous sets", sets=len(poi.ambiguous))
-    total = sum(len(s) for s in poi.ambiguous)
-    if total > params.max_ambiguous:
-        raise InvalidAnchor("too many ambiguous positions", count=total, limit=params.max_ambiguous)
+    check_anchor_limits(params, sum(len(s) for s in poi.ambiguous), 0)
     for amb in poi.ambiguous:
         indices = [a.index for a in amb]
         if any(b <= a for a, b in zip(indices, indices[1:])):
@@ -655,8 +785,7 @@ def validate_votes(state: State, problem: ProblemRecord, header: BlockHeader, po
     params = problem.params
     if not anchor.votes:
         raise InvalidAnchor("an anchored PoI needs at least one vote")
-    if len(anchor.votes) > params.max_votes:
-        raise InvalidAnchor("too many votes", votes=len(anchor.votes), limit=params.max_votes)
+    check_anchor_limits(params, 0, len(anchor.votes))
     poi_hash = poi.hash
     seen: set[bytes] = set()
     for vote in anchor.votes:
@@ -680,6 +809,8 @@ __all__ = [
     "apply_block",
     "process_block",
     "execute_block",
+    "validate_header_first",
+    "check_raw_body_limits",
     "BlockOutcome",
     "BlockReceipt",
     "Settlement",

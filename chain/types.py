@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, ClassVar, Final, Union
+from typing import Any, Callable, ClassVar, Final, Union
+
+import msgpack
 
 from . import constants as C
 from .codec import (
@@ -23,7 +25,10 @@ from .codec import (
     Str,
     Struct,
     UInt,
+    pack,
     schema,
+    struct_from_obj,
+    unpack_canonical,
 )
 from .crypto import sha256
 from .errors import DecodeError
@@ -483,12 +488,15 @@ class CloseChannel(Schema):
 
 
 Payload = Union[Transfer, RegisterDigest, RegisterValidator, WithdrawBond, OfferService, Rate, NewHoldout,
-                OpenChannel, RedeemVoucher, CloseChannel]
-PAYLOAD_TYPES: Final[dict[int, type]] = {
-    cls.KIND: cls  # type: ignore[attr-defined]
-    for cls in (Transfer, RegisterDigest, RegisterValidator, WithdrawBond, OfferService, Rate, NewHoldout,
-                OpenChannel, RedeemVoucher, CloseChannel)
-}
+                OpenChannel, RedeemVoucher, CloseChannel, "ReportEquivocation"]
+
+
+def _payload_types() -> dict[int, type]:
+    return {
+        cls.KIND: cls  # type: ignore[attr-defined]
+        for cls in (Transfer, RegisterDigest, RegisterValidator, WithdrawBond, OfferService, Rate, NewHoldout,
+                    OpenChannel, RedeemVoucher, CloseChannel, ReportEquivocation)
+    }
 
 
 class PayloadCodec:
@@ -611,6 +619,25 @@ class BlockHeader(Schema):
         return sha256(self.encode())
 
 
+@schema
+@dataclass(frozen=True)
+class ReportEquivocation(Schema):
+    """Two headers one committer signed for one period: anyone may submit them (issue 14).
+
+    The evidence is the signed headers alone, as Ethereum's ``ProposerSlashing``:
+    no body is needed, since the signature covers the body hash.
+    """
+
+    first: BlockHeader
+    second: BlockHeader
+
+    FIELDS = (("first", Struct(BlockHeader)), ("second", Struct(BlockHeader)))
+    KIND: ClassVar[int] = 10
+
+
+PAYLOAD_TYPES: Final[dict[int, type]] = _payload_types()
+
+
 class BodyCodec:
     """A block body: ``[kind, fields]`` so the decoder knows which schema applies."""
 
@@ -643,6 +670,50 @@ class Block(Schema):
     @property
     def hash(self) -> bytes:
         return self.header.hash
+
+
+def _max_header_bytes() -> int:
+    """The longest canonical header: every integer at its codec's maximum."""
+    widest = BlockHeader(C.ZERO_HASH, (1 << 64) - 1, C.ZERO_HASH, 255, (1 << 32) - 1, (1 << 64) - 1,
+                         b"\x00" * C.PUBKEY_SIZE, C.ZERO_HASH, C.ZERO_HASH, b"\x00" * C.SIGNATURE_SIZE)
+    return len(widest.encode())
+
+
+MAX_HEADER_BYTES: Final[int] = _max_header_bytes()
+BLOCK_ARRAY_PREFIX: Final[bytes] = b"\x92"  # msgpack fixarray of 2: [header, body]
+
+
+def split_block(data: bytes) -> tuple[BlockHeader, bytes]:
+    """Decode only the header of an encoded block; return it and the body's raw bytes.
+
+    At most ``MAX_HEADER_BYTES`` are parsed, so a header's signature can be checked
+    for a fixed, tiny cost whatever the body holds (issue 14). The block is canonical
+    iff the header is (checked here) and the body is (checked by ``decode_body``).
+    """
+    if not isinstance(data, (bytes, bytearray)) or not bytes(data[:1]) == BLOCK_ARRAY_PREFIX:
+        raise DecodeError("a block is a 2-item array")
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=True, max_buffer_size=MAX_HEADER_BYTES,
+                                max_str_len=0, max_map_len=0, max_ext_len=0,
+                                max_array_len=len(BlockHeader.FIELDS), max_bin_len=C.SIGNATURE_SIZE)
+    unpacker.feed(bytes(data[1 : 1 + MAX_HEADER_BYTES]))
+    try:
+        obj = unpacker.unpack()
+    except msgpack.OutOfData:
+        raise DecodeError(f"block header longer than {MAX_HEADER_BYTES} bytes") from None
+    except Exception as exc:  # msgpack raises several kinds on hostile input
+        raise DecodeError(f"malformed block header: {type(exc).__name__}") from None
+    end = 1 + unpacker.tell()
+    if pack(obj) != bytes(data[1:end]):
+        raise DecodeError("non-canonical block header")
+    return struct_from_obj(BlockHeader, obj), bytes(data[end:])
+
+
+def decode_body(raw: bytes, check: "Callable[[Any], None] | None" = None) -> ProblemBody | ImprovementBody:
+    """A body from its bytes; ``check`` sees the raw lists before any object is built."""
+    obj = unpack_canonical(raw)
+    if check is not None:
+        check(obj)
+    return BodyCodec().from_obj(obj)
 
 
 def body_hash(body: ProblemBody | ImprovementBody) -> bytes:

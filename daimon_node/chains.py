@@ -3,9 +3,11 @@
 A chain is known from its signed proposal (persisted under ``proposals/`` so a
 restart before the Problem block still knows it) and lives in
 ``chains/<chain id hex>/`` as a LevelDB store. Importing classifies every
-outcome the network needs to act on: accepted, invalid (penalise), or
-deferred (a missing parent to sync, content to fetch, a timestamp ahead of our
-clock).
+outcome the network needs to act on: accepted, invalid (penalise), deferred (a
+missing parent to sync, content to fetch, a timestamp ahead of our clock), or an
+equivocation (dropped, its evidence kept for a ``ReportEquivocation``). Only a
+block whose header passed the header-first checks (signature, committer rule) can
+be deferred or accepted: every outcome is told apart by the error's type.
 """
 
 from __future__ import annotations
@@ -15,13 +17,20 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from chain.codec import unpack_canonical
-from chain.errors import ChainError, DecodeError, InvalidBlock, InvalidHeader, MissingContent
+from chain.errors import (
+    ChainError,
+    CommitterEquivocation,
+    DecodeError,
+    FutureBlock,
+    InvalidBlock,
+    MissingContent,
+    UnknownParent,
+)
 from chain.signing import is_valid_signature
 from chain.state import State, get_meta, get_problem
 from chain.store import ChainStore, ImportResult
 from chain.transition import Env
-from chain.types import Block, Proposal
+from chain.types import BlockHeader, Proposal, split_block
 from chain.constants import ZERO_HASH
 from p2p import ContentStore, SyncHead, SyncProvider
 
@@ -38,6 +47,7 @@ class ImportVerdict(enum.Enum):
     NEEDS_PARENT = "needs_parent"
     NEEDS_CONTENT = "needs_content"
     FUTURE = "future"
+    EQUIVOCATION = "equivocation"  # a committer's second block for one period: drop, report
 
 
 @dataclass
@@ -46,6 +56,7 @@ class ImportReport:
     result: ImportResult | None = None
     error: str = ""
     missing: bytes | None = None  # content id, when NEEDS_CONTENT
+    evidence: tuple[BlockHeader, BlockHeader] | None = None  # when EQUIVOCATION
 
 
 def content_env(store: ContentStore) -> Env:
@@ -64,6 +75,7 @@ class ChainHandle:
     mempool: Mempool
     env: Env
     counters: dict[str, int] = field(default_factory=dict)
+    reported: set[bytes] = field(default_factory=set)  # committers whose equivocation we reported
 
     @property
     def chain_id(self) -> bytes:
@@ -148,30 +160,32 @@ class ChainManager(SyncProvider):
 
     # --- import -----------------------------------------------------------------------
     def import_block(self, handle: ChainHandle, data: bytes) -> ImportReport:
+        """Import a block from the wire: its header is checked before its body is decoded."""
         try:
-            block = Block.decode(data)
-        except DecodeError as exc:
+            result = handle.store.import_bytes(data, handle.env, handle.proposal.params,
+                                               max_timestamp=self.clock.now() + self.clock_drift_s)
+        except (DecodeError, InvalidBlock) as exc:
             handle.count("blocks_invalid")
             return ImportReport(ImportVerdict.INVALID, error=str(exc))
-        return self.import_decoded(handle, block)
-
-    def import_decoded(self, handle: ChainHandle, block: Block) -> ImportReport:
-        if block.header.chain_id != handle.chain_id:
-            return ImportReport(ImportVerdict.INVALID, error="block for another chain")
-        if block.header.timestamp > self.clock.now() + self.clock_drift_s:
+        except FutureBlock:
             return ImportReport(ImportVerdict.FUTURE)
-        try:
-            result = handle.store.import_block(block, handle.env)
+        except UnknownParent as exc:
+            return ImportReport(ImportVerdict.NEEDS_PARENT, error=str(exc))
         except MissingContent as exc:
             return ImportReport(ImportVerdict.NEEDS_CONTENT, missing=exc.content_id)
-        except InvalidHeader as exc:
-            if "unknown parent" in str(exc) or ("wrong parent" in str(exc) and not handle.store.has_block(block.header.parent)):
-                return ImportReport(ImportVerdict.NEEDS_PARENT, error=str(exc))
+        except CommitterEquivocation as exc:
+            handle.count("blocks_equivocating")
+            return ImportReport(ImportVerdict.EQUIVOCATION, error=str(exc), evidence=(exc.first, exc.second))
+        except ChainError as exc:  # any other protocol refusal
             handle.count("blocks_invalid")
             return ImportReport(ImportVerdict.INVALID, error=str(exc))
-        except (InvalidBlock, ChainError) as exc:
-            handle.count("blocks_invalid")
-            return ImportReport(ImportVerdict.INVALID, error=str(exc))
+        report = self._imported(handle, result)
+        if result.equivocation is not None and report.verdict is ImportVerdict.ACCEPTED:
+            handle.count("blocks_equivocating")
+            return ImportReport(ImportVerdict.EQUIVOCATION, result, evidence=result.equivocation)
+        return report
+
+    def _imported(self, handle: ChainHandle, result: ImportResult) -> ImportReport:
         if result.status == "known":
             return ImportReport(ImportVerdict.KNOWN, result)
         handle.count("blocks_imported")
@@ -197,10 +211,4 @@ class ChainManager(SyncProvider):
         return list(handle.store.iter_canonical(start_height, count))
 
     def get_headers(self, chain_id: bytes, start_height: int, count: int) -> list[bytes]:
-        from chain.codec import pack
-
-        out = []
-        for raw in self.get_blocks(chain_id, start_height, count):
-            obj = unpack_canonical(raw)
-            out.append(pack(obj[0]))
-        return out
+        return [split_block(raw)[0].encode() for raw in self.get_blocks(chain_id, start_height, count)]

@@ -5,12 +5,15 @@ time) seals block k: the transactions that still execute, the reveal settling
 the pending anchor, and this period's PoI with the most valid unique votes.
 Every candidate is checked by running the real transition on a scratch copy of
 the state, so a committer never signs a block the network would reject.
-Periods with nothing to do are skipped.
+Periods with nothing to do are skipped. A committer never signs two blocks for one
+period (that is equivocation, and ejects it): the caller says which periods it has
+signed already, and an ejected committer signs nothing.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from chain import constants as C
 from chain.builder import build_improvement_block, build_problem_block
@@ -18,7 +21,7 @@ from chain.consensus import in_turn_committer, period_end, period_of
 from chain.crypto import KeyPair
 from chain.errors import ChainError
 from chain.signing import EMPTY_SIGNATURE
-from chain.state import State, get_meta, get_problem
+from chain.state import State, get_meta, get_problem, is_ejected
 from chain.transition import Env, process_anchor, process_transaction
 from chain.types import Anchor, Block, BlockHeader, PoI, Proposal, Reveal, Transaction
 
@@ -34,15 +37,16 @@ class CommitPlan:
     timestamp: int
 
 
-def plan_commit(state: State, keys: KeyPair, now: float) -> CommitPlan | None:
+def plan_commit(state: State, keys: KeyPair, now: float,
+                has_signed: Callable[[int], bool] = lambda period: False) -> CommitPlan | None:
     """The period this committer may seal at ``now``, if any."""
     problem = get_problem(state)
     params = problem.params
-    if keys.public_key not in params.committers:
+    if keys.public_key not in params.committers or is_ejected(state, keys.public_key):
         return None
     meta = get_meta(state)
     k = period_of(params, int(now)) - 1  # the last period that has ended
-    if k <= meta.period:
+    if k <= meta.period or has_signed(k):
         return None
     end = period_end(params, k)
     in_turn = in_turn_committer(params, k) == keys.public_key
@@ -119,9 +123,14 @@ def _largest_valid_anchor(state: State, problem, header: BlockHeader, poi: PoI, 
     return None
 
 
-def build_block(state: State, pool: Mempool, keys: KeyPair, now: float, env: Env) -> Block | None:
-    """Seal the next block if this committer may and there is something to do."""
-    plan = plan_commit(state, keys, now)
+def build_block(state: State, pool: Mempool, keys: KeyPair, now: float, env: Env,
+                has_signed: Callable[[int], bool] = lambda period: False) -> Block | None:
+    """Seal the next block if this committer may and there is something to do.
+
+    ``has_signed(k)``: whether this key already signed a block for period ``k`` (the
+    node answers from its store, which indexes every block by committer and period).
+    """
+    plan = plan_commit(state, keys, now, has_signed)
     if plan is None:
         return None
     header = _stub_header(state, plan, keys)

@@ -18,7 +18,8 @@ from typing import Any, Callable
 import trio
 
 from chain.errors import ChainError, DecodeError
-from chain.types import PoI, Reveal, SeasonReveal, Transaction, Vote
+from chain.state import is_ejected
+from chain.types import PoI, ReportEquivocation, Reveal, SeasonReveal, Transaction, Vote
 from chain.crypto import KeyPair
 from p2p import (
     PROBLEMS_TOPIC,
@@ -37,7 +38,7 @@ from .config import NodeConfig
 from .errors import DaimonError
 from .keystore import load_key
 from .mempool import Verdict
-from .roles import ContributorRole, ImproverRole, ValidatorRole, step_committer
+from .roles import ContributorRole, ImproverRole, ValidatorRole, next_tx, step_committer
 from .sandbox import Sandbox
 
 log = logging.getLogger(__name__)
@@ -263,6 +264,13 @@ class Node:
         if v is ImportVerdict.ACCEPTED:
             self._on_imported(handle, report)
             return ValidationResult.ACCEPT
+        if v is ImportVerdict.EQUIVOCATION:
+            # A committer's second block for a period: kept or refused by the store, never
+            # relayed (as consensus-specs IGNOREs it), and its evidence goes on chain.
+            if report.result is not None and report.result.status in ("head", "reorg"):
+                self._on_imported(handle, report)
+            self._report_equivocation(handle, report)
+            return ValidationResult.IGNORE
         if v is ImportVerdict.KNOWN:
             return ValidationResult.IGNORE
         if v is ImportVerdict.INVALID:
@@ -273,6 +281,21 @@ class Node:
         elif v is ImportVerdict.NEEDS_CONTENT and report.missing is not None:
             self._nursery.start_soon(self._fetch_one, report.missing, 1 << 30)
         return ValidationResult.DEFER
+
+    def _report_equivocation(self, handle: ChainHandle, report: Any) -> None:
+        """Submit both signed headers in a ``ReportEquivocation`` from this node's key, once per committer."""
+        if report.evidence is None:
+            return
+        first, second = report.evidence
+        log.warning("committer %s signed two blocks for period %d; reporting it",
+                    first.committer.hex()[:12], first.period)
+        if first.committer in handle.reported or is_ejected(handle.state, first.committer):
+            return
+        handle.reported.add(first.committer)
+        tx = next_tx(self, handle, ReportEquivocation(first, second))
+        nursery = getattr(self, "_nursery", None)
+        if nursery is not None:
+            nursery.start_soon(self.submit_tx, handle, tx)
 
     def _validate_tx(self, handle: ChainHandle, data: bytes) -> ValidationResult:
         if not handle.started:
@@ -437,7 +460,12 @@ class Node:
             stepped_back = False
             for raw in blocks:
                 report = self.chains.import_block(handle, raw)
-                if report.verdict is ImportVerdict.ACCEPTED:
+                if report.verdict is ImportVerdict.EQUIVOCATION:
+                    self._report_equivocation(handle, report)
+                    if report.result is None:  # a third block for one period: refused
+                        return
+                if report.result is not None and report.verdict in (ImportVerdict.ACCEPTED,
+                                                                     ImportVerdict.EQUIVOCATION):
                     self._on_imported(handle, report)
                 elif report.verdict is ImportVerdict.NEEDS_PARENT:
                     if start == 0:

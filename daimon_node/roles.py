@@ -99,7 +99,8 @@ async def step_committer(ctx: RoleContext, handle: ChainHandle) -> None:
         if not handle.started:
             block = build_problem(handle.proposal, ctx.keys, now, handle.env)
         else:
-            block = build_block(handle.state, handle.mempool, ctx.keys, now, handle.env)
+            block = build_block(handle.state, handle.mempool, ctx.keys, now, handle.env,
+                                lambda period: handle.store.has_signed(ctx.keys.public_key, period))
     except MissingContent as exc:
         log.debug("cannot commit yet: %s", exc)  # the node is still fetching the problem's content
         return

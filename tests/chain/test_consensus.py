@@ -95,8 +95,20 @@ def test_problem_block_after_t_p():
 
 
 def test_block_weight():
-    assert block_weight(PARAMS, 4, C1) == IN_TURN_WEIGHT == 2
-    assert block_weight(PARAMS, 4, C0) == OUT_OF_TURN_WEIGHT == 1
+    assert block_weight(PARAMS, 4, C1) == IN_TURN_WEIGHT == 2 * OUT_OF_TURN_WEIGHT  # Clique's 2 : 1
+    assert block_weight(PARAMS, 4, C0) == OUT_OF_TURN_WEIGHT
+
+
+def test_each_skipped_period_divides_the_weight_by_four():
+    for skipped in range(1, 11):  # exact while the unit 4^10 has factors of 4 left
+        assert block_weight(PARAMS, 4, C1, skipped) * 4**skipped == IN_TURN_WEIGHT
+        assert block_weight(PARAMS, 4, C0, skipped) * 4**skipped == OUT_OF_TURN_WEIGHT
+    assert block_weight(PARAMS, 4, C0, 40) == block_weight(PARAMS, 4, C1, 40) == 1  # the floor
+
+
+def test_skipping_one_more_period_never_outweighs_a_block_in_turn_or_not():
+    for skipped in range(0, 10):
+        assert block_weight(PARAMS, 4, C1, skipped + 1) < block_weight(PARAMS, 4, C0, skipped)
 
 
 def test_gossip_window_with_drift():
@@ -126,10 +138,10 @@ def test_heavier_chain_wins():
     assert better_tip(heavy, light) == heavy
 
 
-def test_tie_goes_to_the_lowest_head_hash():
+def test_tie_keeps_the_current_head():
     a, b = ChainTip(6, LOW, 3), ChainTip(6, HIGH, 4)
-    assert better_tip(a, b) == a
-    assert better_tip(b, a) == a
+    assert better_tip(a, b) is a
+    assert better_tip(b, a) is b  # whichever was seen first, never the lower hash
 
 
 def test_in_turn_chain_outweighs_a_longer_out_of_turn_chain():
@@ -141,12 +153,11 @@ def test_in_turn_chain_outweighs_a_longer_out_of_turn_chain():
 
 @fuzz_settings(100)
 @given(st.lists(st.tuples(st.integers(0, 20), st.binary(min_size=32, max_size=32)), min_size=1, max_size=8))
-def test_choose_head_is_order_independent(raw):
+def test_choose_head_keeps_the_first_seen_of_the_heaviest(raw):
     tips = [ChainTip(w, h, i) for i, (w, h) in enumerate(raw)]
     best = choose_head(tips)
     assert best.weight == max(t.weight for t in tips)
-    assert best.head == min(t.head for t in tips if t.weight == best.weight)
-    assert choose_head(list(reversed(tips))).head == best.head
+    assert best is next(t for t in tips if t.weight == best.weight)
 
 
 def test_choose_head_needs_a_tip():
