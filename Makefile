@@ -24,7 +24,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q -x -p no:cacheprovider
 
 bench: $(STAMP)
-	@for b in benchmarks/*_bench.py benchmarks/testnet_scale.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@for b in benchmarks/*_bench.py benchmarks/testnet_scale.py benchmarks/soak.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) build *.egg-info
