@@ -144,6 +144,7 @@ class Node:
     async def submit_tx(self, handle: ChainHandle, tx: Transaction) -> Verdict:
         verdict = handle.mempool.add_tx(tx, handle.state) if handle.started else Verdict.IGNORE
         if verdict is Verdict.ACCEPT:
+            self._emit_tx(handle, tx)
             await self._publish(chain_topic(handle.chain_id, "txs"), tx.encode())
         return verdict
 
@@ -277,9 +278,16 @@ class Node:
     def _validate_tx(self, handle: ChainHandle, data: bytes) -> ValidationResult:
         if not handle.started:
             return ValidationResult.DEFER
-        verdict = handle.mempool.add_tx(Transaction.decode(data), handle.state)
+        tx = Transaction.decode(data)
+        verdict = handle.mempool.add_tx(tx, handle.state)
         self.metrics.count("tx", verdict.value)
+        if verdict is Verdict.ACCEPT:
+            self._emit_tx(handle, tx)
         return _VERDICT[verdict]
+
+    def _emit_tx(self, handle: ChainHandle, tx: Transaction) -> None:
+        self.emit("txs", handle.chain_id, {"hash": "0x" + tx.hash.hex(), "sender": "0x" + tx.sender.hex(),
+                                           "nonce": tx.nonce})
 
     def _accept_proof(self, handle: ChainHandle, data: bytes) -> Verdict:
         msg = decode_proof_message(data)
