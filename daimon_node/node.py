@@ -158,7 +158,7 @@ class Node:
             log.error("own block not importable: %s %s", report.verdict, report.error)
 
     async def publish_proof(self, handle: ChainHandle, data: bytes) -> None:
-        self._accept_proof(handle, data)
+        self._accept_proof(handle, decode_proof_message(data))
         await self._publish(chain_topic(handle.chain_id, "proofs"), data)
 
     async def publish_vote(self, handle: ChainHandle, data: bytes) -> None:
@@ -275,10 +275,12 @@ class Node:
             self._nursery.start_soon(self._fetch_one, report.missing, 1 << 30)
         return ValidationResult.DEFER
 
+    # Each validator decodes first: bytes that do not decode are REJECTed (and cost the
+    # forwarder) even before the chain has started; only a well-formed message waits.
     def _validate_tx(self, handle: ChainHandle, data: bytes) -> ValidationResult:
+        tx = Transaction.decode(data)
         if not handle.started:
             return ValidationResult.DEFER
-        tx = Transaction.decode(data)
         verdict = handle.mempool.add_tx(tx, handle.state)
         self.metrics.count("tx", verdict.value)
         if verdict is Verdict.ACCEPT:
@@ -289,8 +291,7 @@ class Node:
         self.emit("txs", handle.chain_id, {"hash": "0x" + tx.hash.hex(), "sender": "0x" + tx.sender.hex(),
                                            "nonce": tx.nonce})
 
-    def _accept_proof(self, handle: ChainHandle, data: bytes) -> Verdict:
-        msg = decode_proof_message(data)
+    def _accept_proof(self, handle: ChainHandle, msg: PoI | Reveal | SeasonReveal) -> Verdict:
         if isinstance(msg, PoI):
             verdict = handle.mempool.add_poi(msg, handle.state, self.now())
             if verdict is Verdict.ACCEPT:
@@ -304,14 +305,15 @@ class Node:
         return verdict
 
     def _validate_proof(self, handle: ChainHandle, data: bytes) -> ValidationResult:
+        msg = decode_proof_message(data)
         if not handle.started:
             return ValidationResult.DEFER
-        return _VERDICT[self._accept_proof(handle, data)]
+        return _VERDICT[self._accept_proof(handle, msg)]
 
     def _validate_vote(self, handle: ChainHandle, data: bytes) -> ValidationResult:
+        vote = Vote.decode(data)
         if not handle.started:
             return ValidationResult.DEFER
-        vote = Vote.decode(data)
         verdict = handle.mempool.add_vote(vote, handle.state, self.now())
         self.metrics.count("vote", verdict.value)
         if verdict is Verdict.ACCEPT:
