@@ -166,6 +166,7 @@ async def flood_target(host: Any, addr: str, forger: Forger, kinds: frozenset[st
                 stream = await host.new_stream(info.peer_id, [PROTOCOL_ID_V11, PROTOCOL_ID])
             rep.streams += 1
             await stream.write(hello)
+            ended_on_purpose = False
             while time.monotonic() < deadline:
                 rounds += 1
                 frames = list(forger.round(kinds))
@@ -184,7 +185,10 @@ async def flood_target(host: Any, addr: str, forger: Forger, kinds: frozenset[st
                     rep.rpcs += 1
                     rep.bytes += len(data)
                 if any(kind in ("not-protobuf", "over-limit") for kind, _ in frames):
-                    break  # the node ends this stream; open another
+                    ended_on_purpose = True
+                    break  # the node ends this stream; open another at once
+            if ended_on_purpose:
+                continue
         except trio.TooSlowError:
             rep.errors["timeout"] += 1
         except Exception as exc:  # refused, reset, closed: the point is to keep trying
