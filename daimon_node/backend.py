@@ -32,6 +32,7 @@ from .rpc.api import (
     BestModel,
     NodeInfo,
     Offer,
+    PeerInfo,
     PeriodInfo,
     ProblemSummary,
     Reputation,
@@ -276,6 +277,11 @@ class NodeBackend:
     async def peer_count(self) -> int:
         return self.node.p2p.peer_count()
 
+    async def peers(self) -> list[PeerInfo]:
+        return [PeerInfo(peer_id=s.peer_id, connected=s.connected, accepted=s.accepted, rejected=s.rejected,
+                         ignored=s.ignored, deferred=s.deferred, penalty=s.penalty, banned_for_s=s.banned_for_s)
+                for s in self.node.p2p.peers()]
+
     async def syncing(self) -> Literal[False] | list[SyncStatus]:
         return False if not self.node.sync_targets else [
             SyncStatus(chain=hex0x(c), current=cur, highest=hi) for c, (cur, hi) in self.node.sync_targets.items()
@@ -449,6 +455,10 @@ def register_metrics(node: "Node", metrics: MetricsRegistry) -> None:
     metrics.gauge("daimon_uptime_seconds", "Seconds since start", function=lambda: time.time() - node.started_at)
     metrics.gauge("daimon_rpc_rejected", "Submissions refused over RPC",
                   function=lambda: float(node.metrics.rpc_rejected))
+    metrics.gauge("daimon_p2p_bans", "Peers banned since start (penalty threshold or operator)",
+                  function=lambda: float(node.p2p.bans_total))
+    metrics.gauge("daimon_p2p_banned_peers", "Peers banned now",
+                  function=lambda: float(sum(1 for s in node.p2p.peers() if s.banned_for_s > 0)))
 
 
 def chain_gauges(node: "Node", metrics: MetricsRegistry) -> None:

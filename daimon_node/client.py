@@ -175,6 +175,9 @@ class RpcClient:
     def peer_count(self) -> int:
         return self.call("daimon_peerCount")  # type: ignore[no-any-return]
 
+    def peers(self) -> list[dict[str, Any]]:
+        return self.call("daimon_peers")  # type: ignore[no-any-return]
+
     def syncing(self) -> bool | list[dict[str, Any]]:
         return self.call("daimon_syncing")  # type: ignore[no-any-return]
 
@@ -209,7 +212,7 @@ def _result(reply: Any) -> Any:
 
 
 def subscribe(url: str, topic: str, chain: HexLike, *, timeout: float | None = 30.0) -> Iterator[Any]:
-    """Follow ``topic`` ("newHeads", "proofs", "votes") on ``chain`` over ``ws://host:port/ws``.
+    """Follow ``topic`` ("newHeads", "proofs", "votes", "txs") on ``chain`` over ``ws://host:port/ws``.
 
     Yields each notification's ``result``; stops when the node closes the socket.
     ``timeout`` bounds the wait for each message (``socket.timeout`` when it runs out).

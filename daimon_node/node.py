@@ -145,6 +145,7 @@ class Node:
     async def submit_tx(self, handle: ChainHandle, tx: Transaction) -> Verdict:
         verdict = handle.mempool.add_tx(tx, handle.state) if handle.started else Verdict.IGNORE
         if verdict is Verdict.ACCEPT:
+            self._emit_tx(handle, tx)
             await self._publish(chain_topic(handle.chain_id, "txs"), tx.encode())
         return verdict
 
@@ -158,7 +159,7 @@ class Node:
             log.error("own block not importable: %s %s", report.verdict, report.error)
 
     async def publish_proof(self, handle: ChainHandle, data: bytes) -> None:
-        self._accept_proof(handle, data)
+        self._accept_proof(handle, decode_proof_message(data))
         await self._publish(chain_topic(handle.chain_id, "proofs"), data)
 
     async def publish_vote(self, handle: ChainHandle, data: bytes) -> None:
@@ -297,15 +298,23 @@ class Node:
         if nursery is not None:
             nursery.start_soon(self.submit_tx, handle, tx)
 
+    # Each validator decodes first: bytes that do not decode are REJECTed (and cost the
+    # forwarder) even before the chain has started; only a well-formed message waits.
     def _validate_tx(self, handle: ChainHandle, data: bytes) -> ValidationResult:
+        tx = Transaction.decode(data)
         if not handle.started:
             return ValidationResult.DEFER
-        verdict = handle.mempool.add_tx(Transaction.decode(data), handle.state)
+        verdict = handle.mempool.add_tx(tx, handle.state)
         self.metrics.count("tx", verdict.value)
+        if verdict is Verdict.ACCEPT:
+            self._emit_tx(handle, tx)
         return _VERDICT[verdict]
 
-    def _accept_proof(self, handle: ChainHandle, data: bytes) -> Verdict:
-        msg = decode_proof_message(data)
+    def _emit_tx(self, handle: ChainHandle, tx: Transaction) -> None:
+        self.emit("txs", handle.chain_id, {"hash": "0x" + tx.hash.hex(), "sender": "0x" + tx.sender.hex(),
+                                           "nonce": tx.nonce})
+
+    def _accept_proof(self, handle: ChainHandle, msg: PoI | Reveal | SeasonReveal) -> Verdict:
         if isinstance(msg, PoI):
             verdict = handle.mempool.add_poi(msg, handle.state, self.now())
             if verdict is Verdict.ACCEPT:
@@ -319,14 +328,15 @@ class Node:
         return verdict
 
     def _validate_proof(self, handle: ChainHandle, data: bytes) -> ValidationResult:
+        msg = decode_proof_message(data)
         if not handle.started:
             return ValidationResult.DEFER
-        return _VERDICT[self._accept_proof(handle, data)]
+        return _VERDICT[self._accept_proof(handle, msg)]
 
     def _validate_vote(self, handle: ChainHandle, data: bytes) -> ValidationResult:
+        vote = Vote.decode(data)
         if not handle.started:
             return ValidationResult.DEFER
-        vote = Vote.decode(data)
         verdict = handle.mempool.add_vote(vote, handle.state, self.now())
         self.metrics.count("vote", verdict.value)
         if verdict is Verdict.ACCEPT:

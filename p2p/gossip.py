@@ -43,11 +43,13 @@ from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import GossipsubEvent, Pubsub
 from libp2p.pubsub.pubsub import ValidationResult as _CacheEntry
 from libp2p.pubsub.rpc_queue import RpcQueue
+from libp2p.pubsub.validators import signature_validator
 from libp2p.tools.anyio_service import background_trio_service
+from google.protobuf.message import DecodeError as _ProtobufDecodeError
 
 from p2p.abc import GossipMessage, Handler, ValidationResult, Validator
 from p2p.errors import MessageTooLarge, NotSubscribed
-from p2p.peers import WEIGHT_REJECT, PeerBook
+from p2p.peers import WEIGHT_PROTOCOL, WEIGHT_REJECT, PeerBook
 from p2p.topics import default_cap
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,13 @@ log = logging.getLogger(__name__)
 OUTBOUND_QUEUE_SIZE = 4096
 # Room for the largest topic cap plus protobuf/signature overhead.
 MAX_RPC_BYTES = 2 * 1024 * 1024
+# Bytes of one peer's received messages that may wait for judgement at once. Past
+# it, reading that peer's stream pauses (yamux flow control then stops the sender),
+# so a flooder's backlog is bounded and other peers' streams are not touched.
+MAX_INFLIGHT_BYTES_PER_PEER = 2 * MAX_RPC_BYTES
+# Deferred messages kept per topic, in bytes (besides the count caps): without it
+# 256 parentless 1 MiB "blocks" would hold 256 MiB.
+MAX_PENDING_BYTES_PER_TOPIC = 4 * 1024 * 1024
 if not isinstance(_libp2p_pubsub.RpcQueue, functools.partial):
     _libp2p_pubsub.RpcQueue = functools.partial(  # type: ignore[misc]
         RpcQueue, max_size=OUTBOUND_QUEUE_SIZE, max_message_size=MAX_RPC_BYTES
@@ -211,9 +220,19 @@ class _DaimonPubsub(Pubsub):
         reader = _RpcReader(stream, self.max_inbound_rpc_size)
         try:
             while self.manager.is_running:
+                if self.is_peer_blacklisted(peer_id):
+                    # Banned: stop reading at once (push_msg would drop each message, but
+                    # only after the RPC was read, parsed and a task made per message).
+                    await self._drop_stream(stream, peer_id, "banned")
+                    return
                 incoming = await reader.next_rpc()
                 rpc_incoming = rpc_pb2.RPC()
-                rpc_incoming.ParseFromString(incoming)
+                try:
+                    rpc_incoming.ParseFromString(incoming)
+                except _ProtobufDecodeError:
+                    self.service.penalise_protocol(peer_id, "a pubsub frame that is not an RPC")
+                    await self._drop_stream(stream, peer_id, "not an RPC")
+                    return
                 if not _libp2p_pubsub.maybe_consume_signed_record(rpc_incoming, self.host, peer_id):
                     log.error("received an invalid signed record from %s; ignoring the RPC", peer_id)
                     continue
@@ -235,6 +254,7 @@ class _DaimonPubsub(Pubsub):
                             and not self._is_msg_seen(msg)
                             and self.manager.is_running
                         ):
+                            await self.service.wait_for_room(peer_id, len(msg.data))
                             self.service.spawn_push(peer_id, msg)
                 if rpc_incoming.subscriptions:
                     if event is not None:
@@ -252,16 +272,100 @@ class _DaimonPubsub(Pubsub):
                 if event is not None:
                     await metrics.send(event)
         except _RpcTooLarge as error:
-            log.warning("inbound pubsub RPC from %s exceeded the size limit: %s", peer_id, error)
-            try:
-                await stream.reset()
-            except Exception:
-                pass
-            self._handle_dead_peer(peer_id)
+            self.service.penalise_protocol(peer_id, f"an RPC over the size limit ({error})")
+            await self._drop_stream(stream, peer_id, "RPC too large")
         except (StreamEOF, StreamError, IOException, RawConnError) as error:
             # As upstream: the peer closed or the connection went (a truncated
             # RPC included); ParseError propagates to Pubsub.stream_handler.
             log.debug("pubsub stream of %s ended: %s", peer_id, error)
+        except ParseError:
+            raise  # a bad varint: Pubsub.stream_handler resets the stream, as upstream
+        except Exception:
+            # Anything else escaping here would end the swarm's nursery, i.e. the node
+            # (upstream lets a protobuf DecodeError do exactly that). A node bug, so no
+            # penalty; the stream goes.
+            log.exception("pubsub stream of %s failed; dropping it", peer_id)
+            await self._drop_stream(stream, peer_id, "reader failed")
+
+    async def _teardown_if_connected(self, peer_id: ID) -> None:
+        """Replaces ``Pubsub._teardown_if_connected`` (run by ``add_to_blacklist``), 0.8.1.
+
+        Same steps; upstream's ``del self.peers[peer_id]`` after awaiting the reset
+        raised ``KeyError`` when the peer's stream ended meanwhile (``_handle_dead_peer``
+        removed it), and that task's error stopped the pubsub service: every ban of a
+        peer that was being disconnected could take the node down.
+        """
+        stream = self.peers.get(peer_id)
+        if stream is not None:
+            try:
+                await stream.reset()
+            except Exception:
+                pass
+            self.peers.pop(peer_id, None)
+        self._forget_all_subscriptions(peer_id)
+
+    async def _drop_stream(self, stream: Any, peer_id: ID, why: str) -> None:
+        log.debug("dropping the pubsub stream of %s: %s", peer_id, why)
+        try:
+            await stream.reset()
+        except Exception:
+            pass
+        self._handle_dead_peer(peer_id)
+
+    async def push_msg(self, msg_forwarder: ID, msg: rpc_pb2.Message) -> None:
+        """Replaces ``Pubsub.push_msg`` (libp2p/pubsub/pubsub.py, 0.8.1).
+
+        The same steps in the same order (blacklists, seen, the router's score gate,
+        signature, validators, mark seen, the self-origin check, delivery), with one
+        difference: a message whose signature does not verify costs its forwarder
+        one penalty unit. Upstream drops it silently, and raises out of push_msg
+        when the key bytes do not parse, so a peer could send unsigned junk forever
+        at the price of our signature checks (and a traceback each). An honest peer
+        never forwards such a message: it checked the signature before relaying. It
+        is not cached as a rejection: the message id is the hash of the payload
+        alone, and a correctly signed copy of the same payload may follow.
+        """
+        if self.is_peer_blacklisted(msg_forwarder) or self.is_peer_blacklisted(ID(msg.from_id)):
+            return
+        if self._is_msg_seen(msg):
+            return
+        scorer = getattr(self.router, "scorer", None)
+        if scorer is not None:
+            try:
+                if not scorer.allow_publish(msg_forwarder, list(msg.topicIDs)):
+                    return
+            except Exception:
+                pass
+        if self.strict_signing:
+            try:
+                signed = signature_validator(msg)
+            except Exception:  # key bytes that do not parse
+                signed = False
+            if not signed:
+                if msg_forwarder != self.my_id:
+                    self.service.bad_signature(msg_forwarder)
+                return
+        try:
+            await self.validate_msg(msg_forwarder, msg)
+        except ValidationError:
+            if scorer is not None:
+                try:
+                    for topic in msg.topicIDs:
+                        scorer.on_invalid_message(msg_forwarder, topic)
+                except Exception:
+                    pass
+            return
+        self._mark_msg_seen(msg)
+        if scorer is not None:
+            try:
+                for topic in msg.topicIDs:
+                    scorer.on_first_delivery(msg_forwarder, topic)
+            except Exception:
+                pass
+        if ID(msg.from_id) == self.my_id and msg_forwarder != self.my_id:
+            return
+        self.notify_subscriptions(msg)
+        await self.router.publish(msg_forwarder, msg)
 
     async def validate_msg(self, msg_forwarder: ID, msg: rpc_pb2.Message) -> None:
         msg_id = self._msg_id_constructor(msg)
@@ -329,6 +433,8 @@ class GossipService:
         self.pubsub.service = self
         self._topics: dict[str, _Topic] = {}
         self._inflight = 0
+        self._inflight_bytes: dict[ID, int] = {}  # per forwarder: received, not yet judged
+        self._room = trio.Event()  # set (and replaced) whenever some judged bytes are released
         self._nursery: trio.Nursery | None = None
 
     # -- lifecycle --------------------------------------------------------
@@ -415,11 +521,23 @@ class GossipService:
         return self._topics[topic].dropped if topic in self._topics else 0
 
     # -- called by _DaimonPubsub -----------------------------------------
+    async def wait_for_room(self, forwarder: ID, size: int) -> None:
+        """Pause the reader of ``forwarder`` while its unjudged messages hold too many bytes.
+
+        At least one message always fits, so a message up to the RPC limit passes.
+        """
+        while True:
+            held = self._inflight_bytes.get(forwarder, 0)
+            if held == 0 or held + size <= MAX_INFLIGHT_BYTES_PER_PEER:
+                return
+            await self._room.wait()
+
     def spawn_push(self, forwarder: ID, msg: rpc_pb2.Message) -> None:
         """Run ``pubsub.push_msg`` for a received message in its own task."""
         if self._nursery is None:  # before run(): the library's way
             self.pubsub.manager.run_task(self.pubsub.push_msg, forwarder, msg)
         else:
+            self._inflight_bytes[forwarder] = self._inflight_bytes.get(forwarder, 0) + len(msg.data)
             self._nursery.start_soon(self._push, forwarder, msg)
 
     async def _push(self, forwarder: ID, msg: rpc_pb2.Message) -> None:
@@ -428,6 +546,25 @@ class GossipService:
         except Exception:
             # Under manager.run_task an exception here would stop the pubsub service.
             log.exception("push_msg failed on a message from %s", forwarder)
+        finally:
+            left = self._inflight_bytes.get(forwarder, 0) - len(msg.data)
+            if left > 0:
+                self._inflight_bytes[forwarder] = left
+            else:
+                self._inflight_bytes.pop(forwarder, None)
+            self._room.set()
+            self._room = trio.Event()
+
+    def bad_signature(self, forwarder: ID) -> None:
+        """A message whose signature does not verify: the forwarder's fault (see push_msg)."""
+        self._count(forwarder.to_base58(), ValidationResult.REJECT)
+
+    def penalise_protocol(self, peer: ID, what: str) -> None:
+        """A pubsub frame no correct implementation sends (not an RPC, over the size limit)."""
+        pid = peer.to_base58()
+        log.warning("peer %s sent %s", pid, what)
+        if self.book.penalise(pid, WEIGHT_PROTOCOL):
+            self._banned(pid)
 
     async def judge(self, forwarder: ID, msg: rpc_pb2.Message) -> ValidationResult:
         """Decide one message: caps, then the node's validator, then bookkeeping."""
@@ -488,10 +625,13 @@ class GossipService:
     def _count(self, peer: str, verdict: ValidationResult) -> ValidationResult:
         self.book.count_verdict(peer, verdict.value)
         if verdict is ValidationResult.REJECT and self.book.penalise(peer, WEIGHT_REJECT):
-            log.warning("peer %s passed the invalid-message threshold; banning", peer)
-            if self.on_ban is not None:
-                self.on_ban(peer)
+            self._banned(peer)
         return verdict
+
+    def _banned(self, peer: str) -> None:
+        log.warning("peer %s passed the invalid-message threshold; banning", peer)
+        if self.on_ban is not None:
+            self.on_ban(peer)
 
     def _hold(self, t: _Topic, forwarder: ID, msg: rpc_pb2.Message) -> None:
         mid = message_id(msg)
@@ -505,6 +645,8 @@ class GossipService:
             del t.pending[mine[0]]  # one peer cannot flush everyone else's entries
         elif len(t.pending) >= self.max_pending_per_topic:
             t.pending.popitem(last=False)
+        while t.pending and sum(len(p.msg.data) for p in t.pending.values()) + len(msg.data) > MAX_PENDING_BYTES_PER_TOPIC:
+            t.pending.popitem(last=False)  # the byte cap: oldest first
         t.pending[mid] = _Pending(forwarder, msg, now + self.pending_ttl_s)
 
     async def _deliver_loop(self, t: _Topic) -> None:

@@ -105,6 +105,7 @@ class P2PNode(INetwork):
             stall_timeout_s=config.content_stall_timeout_s, on_ban=self._on_ban,
         )
         self._bans: trio.MemorySendChannel[str] | None = None
+        self.bans_total = 0  # bans decided since start (threshold or operator), for metrics
 
     @property
     def peer_id(self) -> str:
@@ -203,6 +204,7 @@ class P2PNode(INetwork):
     # -- internals ----------------------------------------------------------
     def _on_ban(self, peer: str) -> None:
         """Called synchronously wherever a ban is decided; the work happens in ``_enforce_bans``."""
+        self.bans_total += 1
         self.gossip.blacklist(peer)
         self.hosting.forget_addrs(peer)
         if self._bans is not None:

@@ -87,6 +87,19 @@ class NodeInfo(TypedDict):
     reason: NotRequired[str]  # why unhealthy, shown by /health
 
 
+class PeerInfo(TypedDict):
+    """One entry of ``daimon_peers``: what this node knows of a peer it has met."""
+
+    peer_id: str
+    connected: bool
+    accepted: int  # gossip messages of this peer our validators accepted
+    rejected: int  # ... rejected (each also a penalty unit)
+    ignored: int
+    deferred: int
+    penalty: float  # current decayed penalty; a ban starts at the node's threshold
+    banned_for_s: float  # seconds of ban left, 0 if not banned
+
+
 class Offer(TypedDict):
     """One entry of ``daimon_getOffers``: a model runner's inference offer."""
 
@@ -159,6 +172,10 @@ class RpcBackend(Protocol):
         ...
 
     async def peer_count(self) -> int: ...
+
+    async def peers(self) -> list[PeerInfo]:
+        """Every peer the node tracks, with its gossip verdict counts, penalty and ban."""
+        ...
 
     async def syncing(self) -> Literal[False] | list[SyncStatus]: ...
 
@@ -287,6 +304,7 @@ METHODS: Final[dict[str, MethodSpec]] = {
         MethodSpec("submit_model", (_C, Param("raw", RAW))),
         MethodSpec("get_content", (Param("content_id", HASH),)),
         MethodSpec("peer_count"),
+        MethodSpec("peers"),
         MethodSpec("syncing"),
         MethodSpec("node_info"),
         MethodSpec("get_offers", (_C,)),
@@ -299,7 +317,7 @@ METHODS: Final[dict[str, MethodSpec]] = {
 }
 
 # Subscriptions over WebSocket: ``daimon_subscribe`` params are ``[topic, chain]``.
-SUBSCRIPTION_TOPICS: Final[tuple[str, ...]] = ("newHeads", "proofs", "votes")
+SUBSCRIPTION_TOPICS: Final[tuple[str, ...]] = ("newHeads", "proofs", "votes", "txs")
 
 
 # --- Rendering chain objects --------------------------------------------------------
@@ -344,6 +362,6 @@ def block_to_json(block: Any) -> dict[str, Any]:
 
 __all__ = [
     "RpcBackend", "ProblemSummary", "Balance", "BestModel", "PeriodInfo", "SyncStatus", "ChainHead",
-    "NodeInfo", "Offer", "Reputation", "Hex", "UInt", "Param", "MethodSpec", "METHODS",
+    "NodeInfo", "PeerInfo", "Offer", "Reputation", "Hex", "UInt", "Param", "MethodSpec", "METHODS",
     "SUBSCRIPTION_TOPICS", "rpc_method_name", "hex0x", "to_json", "block_to_json",
 ]

@@ -24,6 +24,7 @@ from .api import (
     BestModel,
     NodeInfo,
     Offer,
+    PeerInfo,
     PeriodInfo,
     ProblemSummary,
     Reputation,
@@ -151,6 +152,8 @@ class MemoryBackend:
             raise Rejected(f"nonce {tx.nonce}, expected {expected}")
         state.nonces[sender] = expected + 1
         state.mempool[tx.hash] = raw
+        if self.events is not None:
+            self.events.publish("txs", chain, {"hash": hex0x(tx.hash), "sender": hex0x(tx.sender), "nonce": tx.nonce})
         return hex0x(tx.hash)
 
     async def submit_proof(self, chain: bytes, raw: bytes) -> str:
@@ -187,6 +190,10 @@ class MemoryBackend:
 
     async def peer_count(self) -> int:
         return self.peers
+
+    async def peers(self) -> list[PeerInfo]:
+        """The fake has a peer count but no peers to describe."""
+        return []
 
     async def syncing(self) -> Literal[False] | list[SyncStatus]:
         behind = [SyncStatus(chain=hex0x(c), current=len(self._chain(c).blocks) - 1, highest=h)
