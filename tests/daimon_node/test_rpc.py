@@ -204,9 +204,9 @@ async def test_batch_and_request_size_caps() -> None:
 
 # --- bodies the fuzz found (issue 13) ----------------------------------------------------------
 @pytest.mark.parametrize("body,code", [
-    (b'{"jsonrpc":"2.0","id":NaN,"method":"daimon_peerCount"}', E.PARSE_ERROR),  # NaN is not JSON
-    (b'{"jsonrpc":"2.0","id":-Infinity,"method":"daimon_peerCount"}', E.PARSE_ERROR),
-    (b'{"jsonrpc":"2.0","id":1e400,"method":"daimon_peerCount"}', E.INVALID_REQUEST),  # parses to inf
+    (b'{"jsonrpc":"2.0","id":NaN,"method":"daimon_listProblems"}', E.PARSE_ERROR),  # NaN is not JSON
+    (b'{"jsonrpc":"2.0","id":-Infinity,"method":"daimon_listProblems"}', E.PARSE_ERROR),
+    (b'{"jsonrpc":"2.0","id":1e400,"method":"daimon_listProblems"}', E.INVALID_REQUEST),  # parses to inf
 ])
 async def test_an_id_json_cannot_write_is_refused_not_dropped(body: bytes, code: int) -> None:
     reply = await call(make(), body)  # used to raise out of the dispatcher: the connection dropped

@@ -61,10 +61,10 @@ KNOWN_CODES = {PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, N
 RPC_LOGGERS = ("daimon.rpc:", "daimon.rpc.server:")
 
 # Examples per phase: every method gets METHOD_EXAMPLES generated param lists (x24 methods);
-# about half bind (params_for's weights), so each method's backend code runs ~25 times. At a
-# few ms per call the ~2,000 bodies take seconds; the module's time is mostly the testnet start.
-METHOD_EXAMPLES = 50
-BODY_EXAMPLES = 400
+# about half bind (params_for's weights), so each method's backend code runs ~20 times. At a
+# few ms per call the ~1,300 bodies take seconds; the module's time is mostly the testnet start.
+METHOD_EXAMPLES = 40
+BODY_EXAMPLES = 300
 WS_EXAMPLES = 60
 
 
