@@ -239,7 +239,8 @@ class UInt:
         if type(value) is not int:
             raise InvalidParams(f"{name}: expected an integer, got {_json_type(value)}")
         if not 0 <= value <= self.high:
-            raise InvalidParams(f"{name}: {value} is outside 0..{self.high}")
+            shown = str(value) if abs(value) < 10**24 else f"an integer of {len(str(value))} characters"
+            raise InvalidParams(f"{name}: {shown} is outside 0..{self.high}")
         return value
 
     def describe(self) -> str:

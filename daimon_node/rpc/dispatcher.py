@@ -12,14 +12,29 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import re
+import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Final, Mapping
+from typing import Any, Awaitable, Callable, Final, Mapping, NoReturn
 
 from prometheus_client import Counter, Histogram
 
 from .api import METHODS, MethodSpec, RpcBackend
-from .errors import InternalError, InvalidParams, InvalidRequest, MethodNotFound, ParseError, RpcError
+from .errors import (
+    BatchTooLarge,
+    InternalError,
+    InvalidParams,
+    InvalidRequest,
+    LimitExceeded,
+    MethodNotFound,
+    NestingTooDeep,
+    NumberTooLarge,
+    ParseError,
+    RequestTooLarge,
+    RpcError,
+)
 from .metrics import MetricsRegistry
 
 log = logging.getLogger("daimon.rpc")
@@ -39,7 +54,38 @@ class DispatchLimits:
 
 
 def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    """Replies are ASCII: a lone surrogate (``"\\ud800"`` is valid JSON) in an id or a method name
+    goes back escaped as it came, where UTF-8 could not encode it at all."""
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _refuse_constant(token: str) -> NoReturn:
+    raise ParseError(f"parse error: {token} is not JSON (RFC 8259 has no NaN or Infinity)")
+
+
+def parse_json(body: bytes) -> Any:
+    """The request's JSON, with the parser's own limits turned into typed errors.
+
+    Python refuses to convert an integer of more than ``sys.get_int_max_str_digits()``
+    (4,300) digits, because the conversion is quadratic; that refusal is a plain
+    ``ValueError``, told apart from a syntax error (``JSONDecodeError``) by its type and
+    confirmed by the run of digits in the body. The limits cost nothing on the common
+    path: no per-number hook.
+    """
+    try:
+        return json.loads(body, parse_constant=_refuse_constant)
+    except RecursionError:
+        cap = sys.getrecursionlimit()
+        raise NestingTooDeep(f"JSON nested deeper than the parser allows (about {cap} levels)",
+                             value=None, cap=cap) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ParseError(f"parse error: {str(exc)[:120]}") from None
+    except ValueError as exc:
+        cap = sys.get_int_max_str_digits()
+        runs = [len(run) for run in re.findall(rb"[0-9]{%d,}" % (cap + 1), body)]
+        if not runs:
+            raise ParseError(f"parse error: {str(exc)[:120]}") from None
+        raise NumberTooLarge(f"an integer of more than {cap} digits", value=max(runs), cap=cap) from None
 
 
 def error_response(request_id: Any, err: RpcError) -> bytes:
@@ -48,7 +94,8 @@ def error_response(request_id: Any, err: RpcError) -> bytes:
 
 
 def _valid_id(value: Any) -> bool:
-    return value is None or type(value) in (str, int, float)
+    """An id the reply can echo: ``1e400`` parses to infinity, which JSON cannot write."""
+    return value is None or type(value) in (str, int) or (type(value) is float and math.isfinite(value))
 
 
 class Dispatcher:
@@ -68,6 +115,8 @@ class Dispatcher:
             "daimon_rpc_errors", "JSON-RPC error responses by code", ["code"])
         self._latency: Histogram = self.metrics.histogram(
             "daimon_rpc_request_duration_seconds", "Time to execute one JSON-RPC call", ["method"])
+        self._refused: Counter = self.metrics.counter(
+            "daimon_rpc_refused", "Requests refused for a server limit (413s included)", ["limit"])
         self._children: dict[str, tuple[Any, Any]] = {}  # method -> (counter child, histogram child)
 
     # --- entry point ---------------------------------------------------------------------
@@ -77,13 +126,25 @@ class Dispatcher:
         ``extra`` adds transport-specific methods (the WebSocket session's subscribe
         and unsubscribe) on top of the backend's.
         """
-        if len(body) > self.limits.max_request_bytes:
-            return self._fail(None, InvalidRequest(
-                f"request of {len(body)} bytes exceeds the limit of {self.limits.max_request_bytes}"))
         try:
-            message = json.loads(body)
-        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-            return self._fail(None, ParseError(f"parse error: {str(exc)[:120]}"))
+            return await self._handle_body(body, extra)
+        except Exception:  # a bug: the client still gets a JSON-RPC answer, not a dropped connection
+            log.exception("JSON-RPC body failed outside any method: %r", body[:200])
+            return self._fail(None, InternalError("internal error"))
+
+    def count_refusal(self, limit: str) -> None:
+        """Count a request refused for ``limit`` (the transport's 413s come through here too)."""
+        self._refused.labels(limit).inc()
+
+    async def _handle_body(self, body: bytes, extra: Mapping[str, ExtraMethod] | None) -> bytes | None:
+        if len(body) > self.limits.max_request_bytes:
+            return self._fail(None, RequestTooLarge(
+                f"request of {len(body)} bytes exceeds the limit of {self.limits.max_request_bytes}",
+                value=len(body), cap=self.limits.max_request_bytes))
+        try:
+            message = parse_json(body)
+        except RpcError as err:
+            return self._fail(None, err)
         if isinstance(message, list):
             return await self._handle_batch(message, extra)
         return await self._handle_one(message, extra)
@@ -92,8 +153,9 @@ class Dispatcher:
         if not batch:
             return self._fail(None, InvalidRequest("empty batch"))
         if len(batch) > self.limits.max_batch:
-            return self._fail(None, InvalidRequest(
-                f"batch of {len(batch)} requests exceeds the limit of {self.limits.max_batch}"))
+            return self._fail(None, BatchTooLarge(
+                f"batch of {len(batch)} requests exceeds the limit of {self.limits.max_batch}",
+                value=len(batch), cap=self.limits.max_batch))
         parts = [part for part in [await self._handle_one(m, extra) for m in batch] if part is not None]
         if not parts:
             return None  # a batch of notifications only
@@ -107,7 +169,7 @@ class Dispatcher:
         is_notification = "id" not in message
         request_id = message.get("id")
         if not _valid_id(request_id):
-            return self._fail(None, InvalidRequest("id must be a string, a number or null"))
+            return self._fail(None, InvalidRequest("id must be a string, a finite number or null"))
         if message.get("jsonrpc") != "2.0":
             return self._fail(request_id, InvalidRequest('jsonrpc must be "2.0"'))
         method = message.get("method")
@@ -169,6 +231,8 @@ class Dispatcher:
 
     def _fail(self, request_id: Any, err: RpcError) -> bytes:
         self._errors.labels(str(err.code)).inc()
+        if isinstance(err, LimitExceeded):
+            self.count_refusal(err.LIMIT)
         return error_response(request_id, err)
 
 
@@ -188,4 +252,5 @@ def bind_params(spec: MethodSpec, params: list[Any] | dict[str, Any]) -> list[An
     return [p.kind.parse(p.name, params[p.name]) for p in spec.params]
 
 
-__all__ = ["Dispatcher", "DispatchLimits", "ExtraMethod", "bind_params", "error_response"]
+__all__ = ["Dispatcher", "DispatchLimits", "ExtraMethod", "bind_params", "error_response",
+           "parse_json"]

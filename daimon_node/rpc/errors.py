@@ -94,6 +94,49 @@ class Rejected(RpcError):
         self.reason: str = reason
 
 
+class LimitExceeded(RpcError):
+    """A request the server will not process because it is over one of the server's limits.
+
+    ``LIMIT`` names the limit (the ``limit`` label of ``daimon_rpc_refused_total``); ``value``
+    is what the request had, when known, and ``cap`` the most the server takes. All three go
+    to the client as the error's ``data``, so a client can tell which limit it hit. Each
+    subclass also derives from the standard error whose code it answers with: limits met
+    while parsing are parse errors (-32700), limits on the request's shape invalid requests
+    (-32600).
+    """
+
+    LIMIT: ClassVar[str] = ""
+
+    def __init__(self, message: str, *, value: int | None, cap: int) -> None:
+        super().__init__(message, data={"limit": self.LIMIT, "value": value, "cap": cap})
+        self.value: int | None = value
+        self.cap: int = cap
+
+
+class RequestTooLarge(LimitExceeded, InvalidRequest):
+    """A body (HTTP, where it is answered 413) or WebSocket message over ``max_request_bytes``."""
+
+    LIMIT = "request_bytes"
+
+
+class BatchTooLarge(LimitExceeded, InvalidRequest):
+    """A batch of more than ``max_batch`` requests."""
+
+    LIMIT = "batch"
+
+
+class NestingTooDeep(LimitExceeded, ParseError):
+    """Arrays or objects nested deeper than the parser's recursion limit."""
+
+    LIMIT = "nesting"
+
+
+class NumberTooLarge(LimitExceeded, ParseError):
+    """An integer of more digits than Python converts (``sys.get_int_max_str_digits()``, 4,300)."""
+
+    LIMIT = "number"
+
+
 class Unavailable(RpcError):
     """The node cannot answer this now (still starting, or syncing the chain asked for)."""
 
@@ -122,5 +165,6 @@ __all__ = [
     "PARSE_ERROR", "INVALID_REQUEST", "METHOD_NOT_FOUND", "INVALID_PARAMS", "INTERNAL_ERROR",
     "NOT_FOUND", "REJECTED", "UNAVAILABLE",
     "RpcError", "ParseError", "InvalidRequest", "MethodNotFound", "InvalidParams", "InternalError",
-    "NotFound", "Rejected", "Unavailable", "error_from_json",
+    "NotFound", "Rejected", "Unavailable", "LimitExceeded", "RequestTooLarge", "BatchTooLarge",
+    "NestingTooDeep", "NumberTooLarge", "error_from_json",
 ]

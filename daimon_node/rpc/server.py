@@ -31,7 +31,7 @@ from wsproto.utilities import generate_accept_token
 
 from .api import CHAIN, RpcBackend
 from .dispatcher import Dispatcher, DispatchLimits, ExtraMethod
-from .errors import InvalidParams
+from .errors import InvalidParams, RequestTooLarge
 from .events import DEFAULT_QUEUE_SIZE, EventHub, Subscriber
 from .metrics import CONTENT_TYPE, MetricsRegistry
 
@@ -138,6 +138,7 @@ class _HttpConnection:
                 self.method = request.method
                 body = await self._read_body(request)
             except _TooLarge:
+                self.server.dispatcher.count_refusal(RequestTooLarge.LIMIT)
                 await self._respond(413, JSON_TYPE, _error_body("request body too large"), close=True)
                 return
             except h11.RemoteProtocolError as exc:

@@ -202,6 +202,57 @@ async def test_batch_and_request_size_caps() -> None:
     assert error_code(reply) == E.INVALID_REQUEST and "exceeds the limit" in reply["error"]["message"]
 
 
+# --- bodies the fuzz found (issue 13) ----------------------------------------------------------
+@pytest.mark.parametrize("body,code", [
+    (b'{"jsonrpc":"2.0","id":NaN,"method":"daimon_listProblems"}', E.PARSE_ERROR),  # NaN is not JSON
+    (b'{"jsonrpc":"2.0","id":-Infinity,"method":"daimon_listProblems"}', E.PARSE_ERROR),
+    (b'{"jsonrpc":"2.0","id":1e400,"method":"daimon_listProblems"}', E.INVALID_REQUEST),  # parses to inf
+])
+async def test_an_id_json_cannot_write_is_refused_not_dropped(body: bytes, code: int) -> None:
+    reply = await call(make(), body)  # used to raise out of the dispatcher: the connection dropped
+    assert error_code(reply) == code and reply["id"] is None
+
+
+async def test_lone_surrogates_are_echoed_escaped() -> None:
+    d = make()
+    reply = await d.handle(b'{"jsonrpc":"2.0","id":"\\ud800","method":"daimon_blockNumber","params":["%s"]}'
+                           % CHAIN.encode())
+    assert reply is not None and reply.isascii() and json.loads(reply) == {"jsonrpc": "2.0", "id": "\ud800",
+                                                                         "result": 1}
+    reply = await d.handle(b'{"jsonrpc":"2.0","id":1,"method":"daimon_\\udfff"}')
+    assert reply is not None and error_code(json.loads(reply)) == E.METHOD_NOT_FOUND
+
+
+def refused(d: Dispatcher, limit: str) -> float:
+    for family in text_string_to_metric_families(d.metrics.render().decode()):
+        for sample in family.samples:
+            if sample.name == "daimon_rpc_refused_total" and sample.labels == {"limit": limit}:
+                return sample.value
+    return 0.0
+
+
+@pytest.mark.parametrize("body,error,limit", [
+    (b"[" * 100_000 + b"]" * 100_000, E.NestingTooDeep, "nesting"),
+    (b'{"a":' * 100_000 + b"1" + b"}" * 100_000, E.NestingTooDeep, "nesting"),
+    (b'{"jsonrpc":"2.0","id":' + b"9" * 5000 + b',"method":"daimon_peerCount"}', E.NumberTooLarge, "number"),
+    (b"[" + b"-" + b"1" * 4301 + b"]", E.NumberTooLarge, "number"),
+    (json.dumps([req("daimon_peerCount", id_=i) for i in range(10_000)]).encode(), E.BatchTooLarge, "batch"),
+])
+async def test_limits_are_typed_errors_and_counted(body: bytes, error: type[E.LimitExceeded], limit: str) -> None:
+    d = make()
+    reply = await call(d, body)
+    assert error_code(reply) == error.CODE and reply["id"] is None
+    assert reply["error"]["data"]["limit"] == limit == error.LIMIT
+    assert refused(d, limit) == 1
+    assert type(E.error_from_json(reply["error"])) in (E.ParseError, E.InvalidRequest)
+
+
+async def test_an_integer_under_the_conversion_limit_is_only_out_of_range() -> None:
+    reply = await call(make(), b'{"jsonrpc":"2.0","id":1,"method":"daimon_getBlockByNumber","params":["%s",%s]}'
+                       % (CHAIN.encode(), b"9" * 4000))
+    assert error_code(reply) == E.INVALID_PARAMS and len(reply["error"]["message"]) < 200
+
+
 # --- metrics ----------------------------------------------------------------------------
 async def test_counters_and_latency_histogram() -> None:
     d = make()
