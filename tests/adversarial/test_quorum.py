@@ -13,14 +13,12 @@ and the season's baseline is fixed by the first PoI that settles in the season.
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 
 from chain import constants as C
 from chain.devnet import Devnet, corrupt
-from chain.errors import InvalidBlock, QuorumNotReached
+from chain.errors import QuorumNotReached
 from chain.state import get_meta
 from chain.types import Anchor, RegisterDigest
 from factories import digest_for
@@ -120,6 +118,47 @@ def test_a_later_baseline_that_differs_from_the_seasons_fails_settlement():
     z_second[wrong[:12]] = d.truth[wrong[:12]]
     before = worth(d, second)
     fabricated = (baseline + 1) % d.cfg.num_classes
-    anchored, settled = d.improve(second, z_second, baseline, baseline_labels=fabricated)  # a full quorum endorses it
+    d.improve(second, z_second, baseline, baseline_labels=fabricated)  # a full quorum endorses it
     assert d.receipts[-1].settlement.outcome == "failed"
     assert worth(d, second) == before - d.params.improver_bond
+
+
+def test_false_votes_that_fill_the_quorum_are_slashed_and_the_improver_keeps_its_bond():
+    """A committer that pads an honest PoI's anchor with its own false votes cannot burn the
+    improver's bond: the matching votes (2 of 4) miss the quorum, nothing is paid or moved,
+    the improver's bond comes back and each false vote loses half its bond."""
+    from factories import bond_amount, make_proof, wrong_vote
+    from chain.labels import array_to_labels
+
+    d = Devnet()
+    d.start()
+    d.bond_validators()
+    honest_voters, liars = d.validator_keys[:2], d.validator_keys[2:]
+    proof = make_proof(d, validators=honest_voters)
+    other = [array_to_labels(corrupt(d.truth, 0.5, 10, 9))]
+    votes = proof.votes + tuple(wrong_vote(d, v, proof.poi, other) for v in liars)
+    people = (proof.keys, *d.validator_keys)
+    before = {k.public_key: worth(d, k) for k in people}
+    meta = get_meta(d.state)
+    d.commit(anchor=Anchor(proof.poi, votes))  # 4 of 4 votes: the anchor's quorum is met
+    d.commit(settlement=proof.reveal)
+    settlement = d.receipts[-1].settlement
+    assert settlement.outcome == "unconfirmed"
+    assert worth(d, proof.keys) == before[proof.keys.public_key]
+    for v in honest_voters:
+        assert worth(d, v) == before[v.public_key]
+    for v in liars:
+        assert bond_amount(d, v) == d.params.validator_bond - d.params.validator_bond // C.VOTE_SLASH_DIVISOR
+    after = get_meta(d.state)
+    assert after.minted == meta.minted and after.d_c == meta.d_c and after.confirmed == meta.confirmed
+    assert after.bonded == meta.bonded - len(liars) * (d.params.validator_bond // C.VOTE_SLASH_DIVISOR)
+
+
+@pytest.mark.parametrize("quorum_ppb", [C.PPB // 2, C.PPB + 1])
+def test_invalid_quorum_outside_a_strict_majority(quorum_ppb):
+    from chain.devnet import DevnetConfig
+    from chain.errors import QuorumOutOfRange
+
+    with pytest.raises(QuorumOutOfRange) as refused:
+        Devnet(DevnetConfig(quorum_ppb=quorum_ppb)).start()
+    assert refused.value.quorum_ppb == quorum_ppb
