@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from chain.devnet import Devnet, DevnetConfig  # noqa: E402
 from chain.labels import array_to_labels  # noqa: E402
 from chain.rewards import improvement_reward  # noqa: E402
-from chain.season import holdout_verdict  # noqa: E402
+from chain.season import holdout_verdict, season_mint_bound  # noqa: E402
 from chain.types import ProblemParams  # noqa: E402
 from daimon_node.problem_kit import ProblemOptions, calibrate_consistency, detectable_margin  # noqa: E402
 from del_embed.attack import Target, attack  # noqa: E402
@@ -185,11 +185,70 @@ def measure(name: str, x_t: np.ndarray, x_h: np.ndarray, base: ProblemParams, *,
     )
 
 
+def measure_trust(name: str, x_t: np.ndarray, x_h: np.ndarray, base: ProblemParams, *, seeds: int,
+                  e_a: float) -> dict[str, object]:
+    """The honest improver's worst case under a lying contributor (issue 14, finding 6).
+
+    The contributor knows x_h and seals what it likes; nothing on chain can check
+    hidden labels. An honest B, better than A by the margin, is judged against
+    (1) the true x_h, (2) x_h := A's own answers on Z_h (B can then never gain on
+    A: b = 0), (3) uniform random labels. B loses its provisional reward and its
+    held improver bond whenever it burns. The contributor's own lookup model
+    answers Z_h with the labels it sealed and claims an attacked d = 0.5% on Z (the DEL attack
+    reaches about that), so it is consistent with its e_h = 0.
+    """
+    m, m_h = len(x_t), len(x_h)
+    model = random_projection_del(m, C, n=256, seed=0)
+    margin = detectable_margin(m_h, base.holdout_z_centi)
+    params = dataclasses.replace(base, consistency_ppb=calibrate_consistency(model, x_t, C), holdout_margin_ppb=margin)
+    y_t = f_int(model, x_t)
+    opts = ProblemOptions()
+    vests = {"true": 0, "A's answers": 0, "random": 0}
+    loss: list[int] = []
+    own_lookup = 0
+    for seed in range(seeds):
+        rng = np.random.default_rng(5000 + seed)
+        a_z, b_z = paired_labels(rng, x_t, e_a, e_a - margin / PPB)
+        a_h, b_h = paired_labels(rng, x_h, e_a, e_a - margin / PPB)
+        d_a, d_b = (distance_ppb(f_int(model, z), y_t) for z in (a_z, b_z))
+        sealed = {"true": x_h, "A's answers": a_h, "random": rng.integers(0, C, m_h)}
+        prov = improvement_reward(d_b, d_a, REWARD_A, SCALE) if d_b < d_a else 0
+        for key, truth in sealed.items():
+            v = holdout_verdict(params, array_to_labels(truth), array_to_labels(b_h), (), (array_to_labels(a_h), ()),
+                                d_b, m)
+            vests[key] += v.vests
+            if key == "A's answers":
+                loss.append(0 if v.vests else prov + opts.improver_bond)
+        lookup = holdout_verdict(params, array_to_labels(sealed["random"]), array_to_labels(sealed["random"]), (),
+                                 (array_to_labels(a_h), ()), PPB // 200, m)
+        own_lookup += lookup.vests
+    return dict(name=name, margin=margin / PPB, vests={k: v / seeds for k, v in vests.items()},
+                loss=max(loss) / SCALE, own_lookup=own_lookup / seeds,
+                bond=season_mint_bound(REWARD_A, SCALE) / SCALE)
+
+
+def print_trust(rows: list[dict[str, object]]) -> None:
+    print("\n## A lying contributor (it knows x_h): the honest improver's worst case")
+    print("Honest B better than A by the margin. Vest rate when the contributor seals the true x_h, A's own answers"
+          " on Z_h, or random labels; B's largest loss per improvement (provisional reward + held improver bond);"
+          " how often the contributor's own lookup model vests (it answers Z_h with what it sealed);"
+          " the contributor's minimum bond (what a season can mint).")
+    print("| scale | margin | vest: true x_h | vest: x_h = A's answers | vest: random x_h | honest loss (tokens) "
+          "| contributor's lookup vests | contributor bond (tokens) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        v = r["vests"]  # type: ignore[assignment]
+        true, copied, rand = v["true"], v["A's answers"], v["random"]  # type: ignore[index]
+        print(f"| {r['name']} | {r['margin']:.1%} | {true:.3f} | {copied:.3f} | {rand:.3f} "
+              f"| {r['loss']:.3f} | {r['own_lookup']:.3f} | {r['bond']:.1f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=400)
     ap.add_argument("--attack-runs", type=int, default=2)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--trust-only", action="store_true", help="only the lying-contributor table (seconds)")
     ap.add_argument("--error", type=float, default=0.15, help="the confirmed model's true error e_A")
     ap.add_argument("--margin-ppb", type=int, default=None, help="default: detectable_margin(m_h), as problem create")
     ap.add_argument("--z-centi", type=int, default=None, help="default: ProblemOptions.holdout_z_centi")
@@ -204,6 +263,11 @@ def main() -> None:
           f"z = {base.holdout_z_centi / 100:.2f}; consistency measured per DEL (calibrate_consistency); "
           f"e_A = {args.error:.0%}; {seeds} seeds; DEL: random projection n=256 (f_int)")
     t0 = time.perf_counter()
+    trust = [measure_trust(n, xt, xh, base, seeds=seeds, e_a=args.error) for n, xt, xh in scales()]
+    if args.trust_only:
+        print_trust(trust)
+        print(f"\n# {time.perf_counter() - t0:.0f} s")
+        return
     rows = [measure(n, xt, xh, base, seeds=seeds, attack_runs=args.attack_runs, e_a=args.error, gaps=gaps,
                     margin_ppb=args.margin_ppb) for n, xt, xh in scales()]
     print("\n## Honest model better by `gap` (paired with A on Z_h): vest rate (vested share of its provisional reward)")
@@ -227,6 +291,7 @@ def main() -> None:
         p = r["passes"]  # type: ignore[assignment]
         print(f"| {r['name']} | " + " | ".join(f"{p[k]:.3f}" for k in CHEATERS)  # type: ignore[index]
               + f" | {r['cheat_d']} | {r['attack_s']:.1f} | {r['cheat_prov']:.3f} | {r['cheat_vest']:.3f} |")
+    print_trust(trust)
     print(f"\n# {time.perf_counter() - t0:.0f} s")
 
 

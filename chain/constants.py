@@ -40,6 +40,7 @@ MIN_PERIOD_SECONDS: Final[int] = 1  # T_p, T_b lower bound
 MAX_PERIOD_SECONDS: Final[int] = 10 * 365 * 24 * 3600
 
 # --- Rewards and penalties -------------------------------------------------------------
+DEFAULT_QUORUM_PPB: Final[int] = 666_666_667  # just over 2/3 of the bonded stake: 3 of 4 equal validators
 VOTE_SLASH_DIVISOR: Final[int] = 2  # a vote for a PoI that fails settlement loses bond / 2
 MAX_REWARD_A: Final[int] = 64
 

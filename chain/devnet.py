@@ -23,7 +23,7 @@ from .labels import array_to_labels, labels_hash, masked_digest
 from .season import holdout_commitment
 from .signing import EMPTY_SIGNATURE, sign
 from .state import State, get_account, get_meta
-from .transition import BlockOutcome, BlockReceipt, Env, memory_env
+from .transition import BlockOutcome, BlockReceipt, Env, memory_env, model_order_seed
 from .types import (
     Allocation,
     Ambiguous,
@@ -74,9 +74,10 @@ class DevnetConfig:
     committers: int = 3
     validators: int = 4
     max_votes: int = 16
+    quorum_ppb: int = C.DEFAULT_QUORUM_PPB
     validator_bond: int = 10**18
     improver_bond: int = 10**17
-    contributor_bond: int = 10**18
+    contributor_bond: int = 2 * 10**18  # >= what a season can mint at reward_scale 10^18
     genesis_amount: int = 100 * 10**18
     holdout_m: int = 0  # >0: a sealed holdout of this many labels, with seasons
     season_periods: int = 4
@@ -128,7 +129,7 @@ class Devnet:
             committers=tuple(k.public_key for k in self.committer_keys),
             validator_bond=cfg.validator_bond, improver_bond=cfg.improver_bond,
             contributor_bond=cfg.contributor_bond, tie_margin_ppb=1000, max_ambiguous=max(1, cfg.m // 100),
-            max_model_bytes=10**8, max_infer_ms=10_000, max_votes=cfg.max_votes, unbonding_periods=2,
+            max_model_bytes=10**8, max_infer_ms=10_000, max_votes=cfg.max_votes, quorum_ppb=cfg.quorum_ppb, unbonding_periods=2,
             season_periods=cfg.season_periods if holdout else 0, reveal_window=cfg.reveal_window,
             holdout_margin_ppb=cfg.holdout_margin_ppb, consistency_ppb=cfg.consistency_ppb,
             holdout_z_centi=cfg.holdout_z_centi, genesis=tuple(Allocation(k.address_bytes, cfg.genesis_amount) for k in everyone),
@@ -201,13 +202,15 @@ class Devnet:
     def prove(self, keys: KeyPair, digest: bytes, labels: np.ndarray, holdout_labels: np.ndarray | None = None,
               ambiguous: Sequence[Sequence[Ambiguous]] | None = None,
               baseline_labels: np.ndarray | None = None) -> tuple[PoI, Reveal]:
-        """The PoI and its reveal for period ``self.period + 1`` on the current head."""
+        """The PoI and its reveal for period ``self.period + 1`` on the current head.
+
+        A devnet model is its label vector on Z, so its order seed is taken over those bytes."""
         vecs = self.label_vectors(labels, holdout_labels, baseline_labels)
         if holdout_labels is not None:
             self.holdout_predictions[digest] = np.asarray(holdout_labels)
         amb = tuple(tuple(s) for s in (ambiguous or [()] * len(vecs)))
         poi = PoI(self.chain_id, self.period + 1, self.state.head, digest, (f_int(self.del_model, labels),),
-                  labels_hash(vecs), amb, keys.public_key, EMPTY_SIGNATURE)
+                  labels_hash(vecs), amb, model_order_seed(array_to_labels(labels)), keys.public_key, EMPTY_SIGNATURE)
         poi = sign(poi, keys, self.chain_id)
         reveal = sign(Reveal(self.chain_id, poi.hash, tuple(vecs), keys.public_key, EMPTY_SIGNATURE), keys, self.chain_id)
         return poi, reveal

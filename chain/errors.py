@@ -156,3 +156,31 @@ class CommitterEquivocation(ChainError):
 
 class InvalidEquivocationReport(InvalidTransaction):
     """A ``ReportEquivocation`` is not proof that a still-active committer signed twice for one period."""
+
+
+# --- Issue 14, findings 1 and 6: quorum of stake, the contributor's bond --------------------
+class QuorumNotReached(InvalidAnchor):
+    """An anchor's votes come from less than the problem's quorum of the bonded stake."""
+
+    def __init__(self, stake: int, total: int, quorum_ppb: int) -> None:
+        self.stake = stake
+        self.total = total
+        self.quorum_ppb = quorum_ppb
+        super().__init__("votes below the quorum of bonded stake", stake=stake, total=total, quorum_ppb=quorum_ppb)
+
+
+class QuorumOutOfRange(InvalidProblem):
+    """A problem's quorum is not a strict majority of the stake (or exceeds all of it)."""
+
+    def __init__(self, quorum_ppb: int) -> None:
+        self.quorum_ppb = quorum_ppb
+        super().__init__("quorum must be above half and at most all of the bonded stake", quorum_ppb=quorum_ppb)
+
+
+class ContributorBondTooSmall(InvalidProblem):
+    """The holdout contributor's bond is below what one season can mint."""
+
+    def __init__(self, bond: int, season_mint: int) -> None:
+        self.bond = bond
+        self.season_mint = season_mint
+        super().__init__("contributor bond below what a season can mint", bond=bond, season_mint=season_mint)

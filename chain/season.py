@@ -46,6 +46,7 @@ from del_embed.integer import error_ppb
 from .constants import PPB
 from .crypto import address_bytes as address_of, sha256
 from .errors import InvalidSeason, InvalidTransaction
+from .rewards import improvement_reward, validator_reward
 from .signing import is_valid_signature
 from .state import (
     BestModel,
@@ -54,14 +55,17 @@ from .state import (
     ProblemRecord,
     Season,
     SeasonImprovement,
+    SeasonReference,
     State,
     burn_locked,
     credit,
     get_meta,
     get_season_improvement,
+    get_season_reference,
     lock,
     set_meta,
     set_season_improvement,
+    set_season_reference,
     unlock,
 )
 from .types import BlockHeader, NewHoldout, PoI, ProblemParams, Reveal, SeasonReveal
@@ -98,6 +102,37 @@ def label_vector_sizes(problem: ProblemRecord, meta: ChainMeta) -> list[int]:
     return sizes
 
 
+def season_mint_bound(reward_a: int, reward_scale: int) -> int:
+    """Base units one season can mint and vest: improvers at most ``scale * R(0, 1)`` in all
+    (``R(d, d_c) = G(d_c) - G(d)``, so consecutive rewards telescope, and the judge pays vested
+    ones against the last vested ``d``), and their validators less than as much again."""
+    return 2 * improvement_reward(0, PPB, reward_a, reward_scale)
+
+
+def baseline_index(poi: PoI) -> int:
+    """Position of the confirmed model's holdout vector among a PoI's label vectors."""
+    return len(poi.ys) + 1
+
+
+def check_season_reference(state: State, meta: ChainMeta, poi: PoI, reveal: Reveal) -> str:
+    """``""`` if the PoI's baseline (the confirmed model on ``Z_h``) is the season's, else why not.
+
+    The first PoI that settles in a season fixes the baseline; it was endorsed by a
+    quorum of the stake, so a later PoI that carries another one (and the votes that
+    endorsed it) is false, whoever voted for it.
+    """
+    season = meta.season
+    if season is None or season.holdout is None or meta.confirmed is None:
+        return ""
+    reference = get_season_reference(state, season.index)
+    if reference is None:
+        return ""
+    i = baseline_index(poi)
+    if reveal.labels[i] != reference.labels or tuple(poi.ambiguous[i]) != reference.ambiguous:
+        return "baseline differs from the season's reference"
+    return ""
+
+
 def record_season_improvement(
     state: State,
     meta: ChainMeta,
@@ -107,11 +142,11 @@ def record_season_improvement(
     improver: bytes,
     reward: int,
     paid: list[tuple[bytes, int]],
+    improver_bond: int,
 ) -> ChainMeta:
     season = meta.season
     assert season is not None  # callers mint locked only inside a season
     own = len(poi.ys)  # the holdout vectors follow the tuples' vectors
-    has_baseline = len(reveal.labels) > own + 1
     improvement = SeasonImprovement(
         digest=best.digest,
         owner=improver,
@@ -119,10 +154,14 @@ def record_season_improvement(
         d_ppb=best.d_ppb,
         holdout_labels=reveal.labels[own],
         holdout_ambiguous=tuple(a.index for a in poi.ambiguous[own]),
-        baseline_labels=reveal.labels[own + 1] if has_baseline else b"",
-        baseline_ambiguous=tuple(a.index for a in poi.ambiguous[own + 1]) if has_baseline else (),
+        reward=reward,
+        voters=tuple(address for address, _ in paid),
+        improver_bond=improver_bond,
     )
     set_season_improvement(state, season.index, season.improvement_count, improvement)
+    if len(reveal.labels) > baseline_index(poi) and get_season_reference(state, season.index) is None:
+        i = baseline_index(poi)
+        set_season_reference(state, season.index, SeasonReference(reveal.labels[i], tuple(poi.ambiguous[i])))
     locked = [LockedReward(improver, reward, best.height)] + [
         LockedReward(addr, amount, best.height) for addr, amount in paid
     ]
@@ -255,32 +294,62 @@ def season_improvements(state: State, season: Season) -> list[SeasonImprovement]
 def clear_season_improvements(state: State, season: Season) -> None:
     for i in range(season.improvement_count):
         set_season_improvement(state, season.index, i, None)
+    set_season_reference(state, season.index, None)
+
+
+def season_baseline(state: State, season: Season) -> tuple[bytes, Sequence[int]] | None:
+    """The confirmed model's holdout labels and ambiguous positions, as the season fixed them."""
+    reference = get_season_reference(state, season.index)
+    if reference is None:
+        return None
+    return reference.labels, tuple(a.index for a in reference.ambiguous)
+
+
+def reprice(state: State, params: ProblemParams, imp: SeasonImprovement, d_ref: tuple[int, ...]) -> int:
+    """Pay a vested improvement and its voters what they would have had against ``d_ref``, the
+    ``d`` of the last improvement that vested before it: as if burned ones had never settled.
+
+    ``d_ref`` is at least the ``d_c`` it settled against (settled distances only fall), so
+    this only adds; the difference is minted spendable. Returns what was minted."""
+    rewards = [improvement_reward(d, dc, params.reward_a, params.reward_scale) for d, dc in zip(imp.d_ppb, d_ref)]
+    fair = sum(rewards) // len(rewards)
+    minted = max(0, fair - imp.reward)
+    credit(state, imp.owner, minted)
+    for position, voter in enumerate(imp.voters, start=1):
+        extra = max(0, validator_reward(fair, position) - validator_reward(imp.reward, position))
+        credit(state, voter, extra)
+        minted += extra
+    return minted
 
 
 def judge_season(state: State, problem: ProblemRecord, meta: ChainMeta, season: Season, truth: bytes) -> str:
     params = problem.params
     m_test = min(t.m for t in problem.tuples)
     confirmed, confirmed_d_c, confirmed_error = meta.confirmed, meta.confirmed_d_c, season.confirmed_error_ppb
+    baseline = season_baseline(state, season) if confirmed is not None else None
     vested: SeasonImprovement | None = None  # the last improvement of this season that vested
     vested_heights: set[int] = set()
+    minted = 0
+    burned = 0
     improvements = season_improvements(state, season)
     for imp in improvements:
         if vested is not None:
             reference: tuple[bytes, Sequence[int]] | None = (vested.holdout_labels, vested.holdout_ambiguous)
-        elif confirmed is not None:
-            reference = (imp.baseline_labels, imp.baseline_ambiguous)
         else:
-            reference = None
+            reference = baseline  # None without a confirmed model: every position counts as wrong
         mean_d = sum(imp.d_ppb) // len(imp.d_ppb)
         verdict = holdout_verdict(params, truth, imp.holdout_labels, imp.holdout_ambiguous, reference, mean_d, m_test)
         if verdict.vests:
+            minted += reprice(state, params, imp, confirmed_d_c)
+            unlock(state, imp.owner, imp.improver_bond)
             vested = imp
             vested_heights.add(imp.settlement_height)
             confirmed_error = verdict.error_ppb
             confirmed = BestModel(imp.digest, imp.owner, imp.settlement_height, imp.d_ppb)
             confirmed_d_c = imp.d_ppb
+        else:  # a burned improvement costs its author the bond it staked on it
+            burned += burn_locked(state, imp.owner, imp.improver_bond)
     clear_season_improvements(state, season)
-    burned = 0
     for entry in season.locked:
         if entry.settlement_height in vested_heights:
             unlock(state, entry.address, entry.amount)
@@ -295,6 +364,7 @@ def judge_season(state: State, problem: ProblemRecord, meta: ChainMeta, season: 
         provisional=confirmed,
         d_c=confirmed_d_c,
         burned=meta.burned + burned,
+        minted=meta.minted + minted,
         season=Season(season.index + 1, 0, None, 0, (), confirmed_error),
     ))
     return f"season {season.index} revealed: {len(vested_heights)}/{len(improvements)} improvements vested"
@@ -313,6 +383,8 @@ def miss_reveal(state: State, problem: ProblemRecord, meta: ChainMeta, season: S
             credit(state, entry.address, share)
             paid += share
     burned += bond - paid
+    for imp in season_improvements(state, season):  # not the improvers' fault: their held bonds come back
+        unlock(state, imp.owner, imp.improver_bond)
     clear_season_improvements(state, season)
     meta = get_meta(state)
     set_meta(state, replace(
@@ -327,6 +399,8 @@ def miss_reveal(state: State, problem: ProblemRecord, meta: ChainMeta, season: S
 
 __all__ = [
     "HoldoutVerdict",
+    "check_season_reference",
+    "season_mint_bound",
     "holdout_verdict",
     "label_vector_sizes",
     "season_improvements",

@@ -29,6 +29,7 @@ from .types import (
     HASH,
     U32,
     U64,
+    Ambiguous,
     Anchor,
     OfferService,
     ProblemParams,
@@ -96,12 +97,14 @@ class PendingAnchor(Schema):
     height: int
     period: int
     improver_bond: int  # locked from the improver at anchoring
+    quorum_stake: int  # the bonded stake its matching votes must reach to settle (fixed at anchoring)
 
     FIELDS = (
         ("anchor", Struct(Anchor)),
         ("height", U64),
         ("period", U32),
         ("improver_bond", AMOUNT),
+        ("quorum_stake", AMOUNT),
     )
 
 
@@ -120,12 +123,12 @@ class LockedReward(Schema):
 @schema
 @dataclass(frozen=True)
 class SeasonImprovement(Schema):
-    """An improvement settled in the current season, with the holdout predictions it is judged on.
+    """An improvement settled in the current season, with what the judge needs.
 
-    ``baseline_labels`` are the season's confirmed model's predictions on the
-    same ``Z_h`` (empty while no model is confirmed), committed in the PoI and
-    checked by its voters, so the holdout comparison is paired (DESIGN §5).
-    Kept under its own state key: the labels are ``m_h`` bytes each.
+    ``holdout_labels`` are its predictions on ``Z_h`` (``m_h`` bytes, so kept under
+    its own state key). ``reward`` and ``voters`` (paid matching validators, in
+    position order) let the judge re-price it as if burned improvements had never
+    settled; ``improver_bond`` stays locked until the judge.
     """
 
     digest: bytes
@@ -134,8 +137,9 @@ class SeasonImprovement(Schema):
     d_ppb: tuple[int, ...]
     holdout_labels: bytes
     holdout_ambiguous: tuple[int, ...]
-    baseline_labels: bytes
-    baseline_ambiguous: tuple[int, ...]
+    reward: int
+    voters: tuple[bytes, ...]
+    improver_bond: int
 
     FIELDS = (
         ("digest", HASH),
@@ -144,9 +148,23 @@ class SeasonImprovement(Schema):
         ("d_ppb", ListOf(U32, C.MAX_TUPLES)),
         ("holdout_labels", Bytes(max_len=C.MAX_LABELS)),
         ("holdout_ambiguous", ListOf(U32, C.MAX_AMBIGUOUS)),
-        ("baseline_labels", Bytes(max_len=C.MAX_LABELS)),
-        ("baseline_ambiguous", ListOf(U32, C.MAX_AMBIGUOUS)),
+        ("reward", AMOUNT),
+        ("voters", ListOf(ADDRESS, C.MAX_VOTES_PER_BLOCK)),
+        ("improver_bond", AMOUNT),
     )
+
+
+@schema
+@dataclass(frozen=True)
+class SeasonReference(Schema):
+    """The confirmed model's predictions on this season's ``Z_h``, as the first PoI that
+    settled in the season carried them (checked by a quorum of its voters); every
+    later PoI of the season must carry the same, and the judge compares against them."""
+
+    labels: bytes
+    ambiguous: tuple[Ambiguous, ...]
+
+    FIELDS = (("labels", Bytes(max_len=C.MAX_LABELS)), ("ambiguous", ListOf(Struct(Ambiguous), C.MAX_AMBIGUOUS)))
 
 
 MAX_SEASON_IMPROVEMENTS: Final[int] = 4096  # settled improvements one season can record
@@ -188,6 +206,7 @@ class ChainMeta(Schema):
     season: Season | None
     burned: int  # base units burned so far
     minted: int  # base units minted so far (genesis excluded)
+    bonded: int  # validator stake that may vote: the sum of bonds not unbonding
 
     FIELDS = (
         ("height", U64),
@@ -200,6 +219,7 @@ class ChainMeta(Schema):
         ("season", Optional_(Struct(Season))),
         ("burned", AMOUNT),
         ("minted", AMOUNT),
+        ("bonded", AMOUNT),
     )
 
 
@@ -296,6 +316,7 @@ PREFIX_RATING: Final[bytes] = b"q"
 PREFIX_CHANNEL: Final[bytes] = b"c"  # + payer address + runner address
 PREFIX_SEASON_IMPROVEMENT: Final[bytes] = b"s"  # + season index (4 bytes) + ordinal (4 bytes)
 PREFIX_EJECTED: Final[bytes] = b"e"  # + committer public key
+PREFIX_SEASON_REFERENCE: Final[bytes] = b"h"  # + season index (4 bytes)
 
 # ---------------------------------------------------------------------------
 # The root: a fixed 16-ary Merkle tree over 4096 buckets
@@ -590,6 +611,18 @@ def is_ejected(state: State, committer: bytes) -> bool:
 
 def set_ejection(state: State, committer: bytes, record: Ejection) -> None:
     state.put_record(PREFIX_EJECTED + committer, record)
+
+
+def get_season_reference(state: State, season: int) -> SeasonReference | None:
+    return _get(state, PREFIX_SEASON_REFERENCE + season.to_bytes(4, "big"), SeasonReference)
+
+
+def set_season_reference(state: State, season: int, record: SeasonReference | None) -> None:
+    key = PREFIX_SEASON_REFERENCE + season.to_bytes(4, "big")
+    if record is None:
+        state.put(key, None)
+    else:
+        state.put_record(key, record)
 
 
 def iter_records(state: State, prefix: bytes, cls: type[R]) -> Iterator[tuple[bytes, R]]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import Callable, Sequence
 
 from del_embed.integer import IntegerDEL, IntegerDELError, distance_ppb, f_int, integer_del_from_bytes
 
@@ -26,6 +26,7 @@ from .errors import (
     BodyHashMismatch,
     CommitterEjected,
     CommitterNotAllowed,
+    ContributorBondTooSmall,
     InvalidAnchor,
     InvalidEquivocationReport,
     InvalidBody,
@@ -36,11 +37,21 @@ from .errors import (
     InvalidStateRoot,
     InvalidTransaction,
     MissingContent,
+    QuorumNotReached,
+    QuorumOutOfRange,
     WrongChain,
 )
 from .labels import labels_hash, labels_to_array, masked_digest
 from .rewards import MAX_SCALE, improvement_reward, validator_reward
-from .season import is_open_season, label_vector_sizes, process_new_holdout, process_season_reveal, record_season_improvement
+from .season import (
+    check_season_reference,
+    is_open_season,
+    label_vector_sizes,
+    process_new_holdout,
+    process_season_reveal,
+    record_season_improvement,
+    season_mint_bound,
+)
 from .signing import EMPTY_SIGNATURE, is_valid_signature
 from .state import (
     MAX_SEASON_IMPROVEMENTS,
@@ -103,6 +114,7 @@ from .types import (
     Reveal,
     Transaction,
     Transfer,
+    Vote,
     WithdrawBond,
     body_hash,
 )
@@ -299,6 +311,8 @@ def validate_params(params: ProblemParams) -> None:
         raise InvalidProblem("delta must be below 1", delta_ppb=params.delta_ppb)
     if not 1 <= params.max_votes <= C.MAX_VOTES_PER_BLOCK:
         raise InvalidProblem("max votes per block out of range", max_votes=params.max_votes)
+    if not C.PPB // 2 < params.quorum_ppb <= C.PPB:
+        raise QuorumOutOfRange(params.quorum_ppb)
     if params.unbonding_periods < 2:
         raise InvalidProblem("unbonding must last at least 2 periods", unbonding=params.unbonding_periods)
     if params.max_ambiguous > C.MAX_AMBIGUOUS:
@@ -313,6 +327,11 @@ def validate_season_params(params: ProblemParams) -> None:
     """A season must be revealable, and its bookkeeping must fit the ``Season`` record."""
     if params.reveal_window < 1:
         raise InvalidProblem("a season needs a reveal window of at least one period", window=params.reveal_window)
+    # The contributor knows x_h and is trusted (docs/soundness.md); its bond covers at least what it could
+    # make a season vest for itself, so a missed reveal compensates every locked holder in full.
+    season_mint = season_mint_bound(params.reward_a, params.reward_scale)
+    if params.contributor_bond < season_mint:
+        raise ContributorBondTooSmall(params.contributor_bond, season_mint)
     # at most one settlement per period (plus one anchored in the block that seals the holdout),
     # each locking the improver's reward and one per vote
     settlements = params.season_periods + 1
@@ -370,7 +389,7 @@ def process_problem_block(state: State, header: BlockHeader, body: ProblemBody, 
     season = None
     if params.season_periods:
         season = Season(0, 1, proposal.holdout, 0, (), C.PPB)
-    set_meta(new, ChainMeta(0, 0, d_c, d_c, None, None, None, season, 0, 0))
+    set_meta(new, ChainMeta(0, 0, d_c, d_c, None, None, None, season, 0, 0, 0))
     return BlockOutcome(state=new)
 
 
@@ -480,6 +499,7 @@ def process_register_validator(state: State, problem: ProblemRecord, validator: 
     if not lock(state, address_of(validator), amount):
         raise InvalidTransaction("balance below the validator bond", bond=amount)
     set_bond(state, validator, Bond(amount=amount, since_height=header.height, unbond_period=0))
+    change_bonded(state, amount)
 
 
 def process_withdraw_bond(state: State, problem: ProblemRecord, validator: bytes, header: BlockHeader) -> None:
@@ -488,11 +508,18 @@ def process_withdraw_bond(state: State, problem: ProblemRecord, validator: bytes
         raise InvalidTransaction("no bond to withdraw", validator=validator)
     if bond.unbond_period == 0:
         set_bond(state, validator, replace(bond, unbond_period=header.period + problem.params.unbonding_periods))
+        change_bonded(state, -bond.amount)
         return
     if header.period < bond.unbond_period:
         raise InvalidTransaction("bond still unbonding", until=bond.unbond_period, period=header.period)
     unlock(state, address_of(validator), bond.amount)
     set_bond(state, validator, None)
+
+
+def change_bonded(state: State, amount: int) -> None:
+    """Keep ``meta.bonded``, the stake a quorum is measured against, equal to the active bonds."""
+    meta = get_meta(state)
+    set_meta(state, replace(meta, bonded=meta.bonded + amount))
 
 
 def process_rate(state: State, rater: bytes, header: BlockHeader, payload: Rate) -> None:
@@ -636,9 +663,15 @@ def process_settlement(state: State, problem: ProblemRecord, header: BlockHeader
     if labels_hash(reveal.labels) != poi.labels_hash:
         raise InvalidSettlement("revealed labels do not hash to the PoI's commitment")
     failure, distances = check_revealed_labels(problem, meta, poi, reveal, env)
+    if not failure:
+        failure = check_season_reference(state, meta, poi, reveal)
     if failure:
         return fail_settlement(state, problem, pending, failure)
-    return pay_settlement(state, problem, header, pending, reveal, distances)
+    matching, mismatched = split_votes(pending.anchor, reveal)
+    stake = vote_stake(state, matching)
+    if stake < pending.quorum_stake:
+        return unconfirm_settlement(state, pending, mismatched, stake)
+    return pay_settlement(state, problem, header, pending, reveal, distances, matching)
 
 
 def check_revealed_labels(problem: ProblemRecord, meta: ChainMeta, poi: PoI, reveal: Reveal, env: Env) -> tuple[str, tuple[int, ...]]:
@@ -667,12 +700,48 @@ def check_revealed_labels(problem: ProblemRecord, meta: ChainMeta, poi: PoI, rev
     return "", tuple(distances)
 
 
-def vote_order_key(parent: bytes, validator: bytes) -> bytes:
-    """The vote lottery: positions follow ``H(parent || pk_V)``."""
-    return sha256(parent + validator)
+def model_order_seed(model: bytes) -> bytes:
+    """A PoI's ``order_seed``: a second hash of the model bytes, so it is fixed once the digest is
+    registered and unknown to anyone who has not got the model (validators check it)."""
+    return sha256(b"daimon/order-seed/v1" + model)
 
 
-def pay_settlement(state: State, problem: ProblemRecord, header: BlockHeader, pending: PendingAnchor, reveal: Reveal, distances: tuple[int, ...]) -> Settlement:
+def vote_order_key(poi: PoI, validator: bytes) -> bytes:
+    """The vote lottery: positions follow ``H(parent || order_seed || pk_V)``.
+
+    The parent's committer cannot compute it (it does not know the seed), the prover
+    fixed the seed before the parent existed, and a validator's key was bonded before
+    either was known: no single party chooses the order."""
+    return sha256(poi.parent + poi.order_seed + validator)
+
+
+def split_votes(anchor: Anchor, reveal: Reveal) -> tuple[list[Vote], list[Vote]]:
+    """The anchor's votes whose masked-label digest matches the reveal, and the others."""
+    poi = anchor.poi
+    matching: list[Vote] = []
+    mismatched: list[Vote] = []
+    for vote in anchor.votes:
+        same = vote.labels_digest == masked_digest(vote.validator, reveal.labels, poi.ambiguous)
+        (matching if same else mismatched).append(vote)
+    return matching, mismatched
+
+
+def vote_stake(state: State, votes: Sequence[Vote]) -> int:
+    """The bonded stake behind ``votes``."""
+    total = 0
+    for vote in votes:
+        bond = get_bond(state, vote.validator)
+        total += bond.amount if bond is not None else 0
+    return total
+
+
+def quorum_stake(bonded: int, quorum_ppb: int) -> int:
+    """The smallest stake that is at least ``quorum_ppb`` of ``bonded`` (rounded up)."""
+    return -(-bonded * quorum_ppb // C.PPB)
+
+
+def pay_settlement(state: State, problem: ProblemRecord, header: BlockHeader, pending: PendingAnchor, reveal: Reveal,
+                   distances: tuple[int, ...], matching: list[Vote]) -> Settlement:
     params = problem.params
     meta = get_meta(state)
     poi = pending.anchor.poi
@@ -683,14 +752,11 @@ def pay_settlement(state: State, problem: ProblemRecord, header: BlockHeader, pe
     ]
     reward = sum(rewards) // len(rewards)
     locked = meta.season is not None and meta.season.holdout is not None
-    unlock(state, improver, pending.improver_bond)
+    if not locked:  # in a season the bond stays locked until the judge (docs/protocol.md)
+        unlock(state, improver, pending.improver_bond)
     credit(state, improver, reward, locked=locked)
     paid: list[tuple[bytes, int]] = []
-    matching = [
-        v for v in pending.anchor.votes
-        if v.labels_digest == masked_digest(v.validator, reveal.labels, poi.ambiguous)
-    ]
-    matching.sort(key=lambda v: vote_order_key(poi.parent, v.validator))
+    matching = sorted(matching, key=lambda v: vote_order_key(poi, v.validator))
     for position, vote in enumerate(matching, start=1):
         amount = validator_reward(reward, position)
         credit(state, address_of(vote.validator), amount, locked=locked)
@@ -699,7 +765,7 @@ def pay_settlement(state: State, problem: ProblemRecord, header: BlockHeader, pe
     best = BestModel(poi.model_digest, improver, header.height, distances)
     meta = replace(meta, d_c=distances, provisional=best, minted=meta.minted + minted)
     if locked:
-        meta = record_season_improvement(state, meta, best, reveal, poi, improver, reward, paid)
+        meta = record_season_improvement(state, meta, best, reveal, poi, improver, reward, paid, pending.improver_bond)
     else:
         meta = replace(meta, confirmed=best, confirmed_d_c=distances)
     set_meta(state, meta)
@@ -710,14 +776,39 @@ def fail_settlement(state: State, problem: ProblemRecord, pending: PendingAnchor
     """The PoI's own commitment is false: burn the improver bond and slash its voters."""
     poi = pending.anchor.poi
     slashed = burn(state, address_of(poi.prover), pending.improver_bond)
-    for vote in pending.anchor.votes:
+    slashed += slash_votes(state, pending.anchor.votes)
+    return Settlement(poi.hash, address_of(poi.prover), "failed", slashed=slashed, reason=reason)
+
+
+def unconfirm_settlement(state: State, pending: PendingAnchor, mismatched: Sequence[Vote], stake: int) -> Settlement:
+    """Matching votes below the quorum: nothing is paid and nothing moves.
+
+    The reveal opens the PoI's commitment, so an honest validator (which checked
+    ``labels_hash`` before voting) always matches it: each mismatched vote is a
+    false endorsement and loses half its bond. The improver's bond comes back: its
+    reveal is consistent, and a committer must not be able to burn it by filling
+    the anchor with its own false votes.
+    """
+    poi = pending.anchor.poi
+    unlock(state, address_of(poi.prover), pending.improver_bond)
+    slashed = slash_votes(state, mismatched)
+    return Settlement(poi.hash, address_of(poi.prover), "unconfirmed", slashed=slashed,
+                      reason=f"matching stake {stake} below the quorum {pending.quorum_stake}")
+
+
+def slash_votes(state: State, votes: Sequence[Vote]) -> int:
+    """Each voter loses ``1 / VOTE_SLASH_DIVISOR`` of its bond; returns the total burned."""
+    slashed = 0
+    for vote in votes:
         bond = get_bond(state, vote.validator)
         if bond is None:
             continue
         cut = bond.amount // C.VOTE_SLASH_DIVISOR
         slashed += burn(state, address_of(vote.validator), cut)
         set_bond(state, vote.validator, replace(bond, amount=bond.amount - cut))
-    return Settlement(poi.hash, address_of(poi.prover), "failed", slashed=slashed, reason=reason)
+        if bond.unbond_period == 0:
+            change_bonded(state, -cut)
+    return slashed
 
 
 def burn(state: State, address: bytes, amount: int) -> int:
@@ -736,10 +827,11 @@ def process_anchor(state: State, problem: ProblemRecord, header: BlockHeader, an
     meta = get_meta(state)
     validate_poi(state, problem, meta, header, poi)
     validate_votes(state, problem, header, poi, anchor)
+    needed = validate_quorum(state, problem, anchor)
     improver = address_of(poi.prover)
     if not lock(state, improver, params.improver_bond):
         raise InvalidAnchor("improver cannot lock its bond", bond=params.improver_bond)
-    pending = PendingAnchor(anchor, header.height, header.period, params.improver_bond)
+    pending = PendingAnchor(anchor, header.height, header.period, params.improver_bond, needed)
     set_meta(state, replace(get_meta(state), pending=pending))
     return poi.hash
 
@@ -803,6 +895,17 @@ def validate_votes(state: State, problem: ProblemRecord, header: BlockHeader, po
             raise InvalidAnchor("bad vote signature", validator=vote.validator)
 
 
+def validate_quorum(state: State, problem: ProblemRecord, anchor: Anchor) -> int:
+    """The votes must come from ``quorum_ppb`` of the bonded stake; returns that stake, which the
+    settlement's matching votes must reach too. One bonded validator alone cannot anchor anything."""
+    bonded = get_meta(state).bonded
+    needed = quorum_stake(bonded, problem.params.quorum_ppb)
+    stake = vote_stake(state, anchor.votes)
+    if stake < needed:
+        raise QuorumNotReached(stake, bonded, problem.params.quorum_ppb)
+    return needed
+
+
 __all__ = [
     "Env",
     "memory_env",
@@ -815,4 +918,6 @@ __all__ = [
     "BlockReceipt",
     "Settlement",
     "vote_order_key",
+    "model_order_seed",
+    "validate_quorum",
 ]

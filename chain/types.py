@@ -138,6 +138,7 @@ class ProblemParams(Schema):
     max_model_bytes: int
     max_infer_ms: int
     max_votes: int
+    quorum_ppb: int  # share of the bonded stake whose votes an anchor, and matching votes a settlement, need
     unbonding_periods: int
     season_periods: int  # S; 0 = no seasons
     reveal_window: int  # W periods
@@ -168,6 +169,7 @@ class ProblemParams(Schema):
         ("max_model_bytes", U64),
         ("max_infer_ms", U32),
         ("max_votes", U16),
+        ("quorum_ppb", U32),
         ("unbonding_periods", U32),
         ("season_periods", U32),
         ("reveal_window", U32),
@@ -239,6 +241,7 @@ class PoI(Schema):
     ys: tuple[tuple[int, ...], ...]
     labels_hash: bytes
     ambiguous: tuple[tuple[Ambiguous, ...], ...]
+    order_seed: bytes  # H(domain || model bytes): fixed with the digest, orders the votes (validators check it)
     prover: bytes
     signature: bytes
 
@@ -250,6 +253,7 @@ class PoI(Schema):
         ("ys", ListOf(EMBEDDING, C.MAX_TUPLES)),
         ("labels_hash", HASH),
         ("ambiguous", ListOf(AMBIGUOUS_SET, C.MAX_TUPLES + 1)),
+        ("order_seed", HASH),
         ("prover", PUBKEY),
         ("signature", SIG),
     )

@@ -37,6 +37,7 @@ import numpy as np
 from chain.crypto import KeyPair
 from chain.labels import array_to_labels, labels_hash, masked_digest
 from chain.signing import EMPTY_SIGNATURE, is_valid_signature, sign
+from chain.transition import model_order_seed
 from chain.types import Ambiguous, PoI, Reveal, Vote
 from del_embed.integer import PPB, distance_ppb, f_int
 
@@ -77,6 +78,13 @@ class MalformedProof(VerifyError):
 
 class DigestMismatch(VerifyError):
     """The model bytes do not hash to the PoI's model digest."""
+
+
+class OrderSeedMismatch(VerifyError):
+    """The PoI's order seed is not ``chain.transition.model_order_seed`` of its model.
+
+    The chain cannot check it (it never holds the model); a prover free to pick it
+    after seeing the parent would choose the vote order."""
 
 
 class TooManyAmbiguous(VerifyError):
@@ -197,7 +205,7 @@ def prove(model: bytes, problem: Problem, keys: KeyPair, *, period: int, parent:
     distances = tuple(distance_ppb(y, t.y_t) for y, t in zip(ys, problem.tuples))
     chain_id = problem.chain_id
     poi = PoI(chain_id, period, parent, model_digest(model), ys, labels_hash(vectors), tuple(ambiguous),
-              keys.public_key, EMPTY_SIGNATURE)
+              model_order_seed(model), keys.public_key, EMPTY_SIGNATURE)
     poi = sign(poi, keys, chain_id)
     reveal = sign(Reveal(chain_id, poi.hash, tuple(vectors), keys.public_key, EMPTY_SIGNATURE), keys, chain_id)
     return Proof(poi, reveal, tuple(vectors), distances)
@@ -247,6 +255,8 @@ def check_model_bytes(poi: PoI, model: bytes, problem: Problem) -> None:
         raise ModelTooLarge(len(model), problem.params.max_model_bytes)
     if model_digest(model) != poi.model_digest:
         raise DigestMismatch(f"model hashes to {model_digest(model).hex()[:16]}, PoI says {poi.model_digest.hex()[:16]}")
+    if model_order_seed(model) != poi.order_seed:
+        raise OrderSeedMismatch(f"the PoI's order seed {poi.order_seed.hex()[:16]} is not its model's")
 
 
 def reconstruct_labels(scores: np.ndarray, amb: Sequence[Ambiguous], tau: float, j: int) -> np.ndarray:
@@ -314,6 +324,6 @@ def verify(
 __all__ = [
     "Proof", "Verdict", "prove", "verify", "predict", "top_two_gap", "model_digest", "reconstruct_labels",
     "ProveError", "TooManyTies", "VerifyError", "WrongChain", "BadProofSignature", "MalformedProof",
-    "DigestMismatch", "TooManyAmbiguous", "UncoveredTie", "NotAmbiguous", "LabelsHashMismatch",
+    "DigestMismatch", "OrderSeedMismatch", "TooManyAmbiguous", "UncoveredTie", "NotAmbiguous", "LabelsHashMismatch",
     "EmbeddingMismatch", "NotAnImprovement", "COVER_FRACTION", "ALLOW_FACTOR",
 ]

@@ -38,11 +38,12 @@ from typing import Any, Final
 
 import numpy as np
 
+from chain import constants as C
 from chain.constants import ZERO_HASH
 from chain.crypto import KeyPair
 from chain.errors import DecodeError
 from chain.labels import array_to_labels
-from chain.season import holdout_commitment
+from chain.season import holdout_commitment, season_mint_bound
 from chain.signing import EMPTY_SIGNATURE, is_valid_signature, sign
 from chain.types import Allocation, InputSpec, ProblemParams, Proposal, SealedHoldout, TestTuple
 from del_embed.integer import (
@@ -166,12 +167,13 @@ class ProblemOptions:
     committers: tuple[bytes, ...] = ()  # empty: the creator alone
     validator_bond: int = 10**18
     improver_bond: int = 10**17
-    contributor_bond: int = 10**18
+    contributor_bond: int | None = None  # None: what a season can mint (chain.season.season_mint_bound)
     tie_margin_ppb: int = 100_000  # top-two probability gap of 1e-4
     max_ambiguous: int | None = None  # None: 1% of all labelled positions
     max_model_bytes: int = 16 * 2**20
     max_infer_ms: int = 10_000
     max_votes: int = 16
+    quorum_ppb: int = C.DEFAULT_QUORUM_PPB  # 3 of 4 equal validators reach it: one may be offline
     unbonding_periods: int = 2
     season_periods: int = 4  # used only with a holdout
     reveal_window: int = 2
@@ -256,12 +258,14 @@ def build_params(opts: ProblemOptions, ds: Dataset, creator: KeyPair, m: int, m_
         committers=opts.committers or (creator.public_key,),
         validator_bond=opts.validator_bond,
         improver_bond=opts.improver_bond,
-        contributor_bond=opts.contributor_bond,
+        contributor_bond=(opts.contributor_bond if opts.contributor_bond is not None
+                          else season_mint_bound(opts.reward_a, opts.reward_scale)),
         tie_margin_ppb=opts.tie_margin_ppb,
         max_ambiguous=opts.max_ambiguous if opts.max_ambiguous is not None else max(1, (m + 2 * m_h) // 100),
         max_model_bytes=opts.max_model_bytes,
         max_infer_ms=opts.max_infer_ms,
         max_votes=opts.max_votes,
+        quorum_ppb=opts.quorum_ppb,
         unbonding_periods=opts.unbonding_periods,
         season_periods=opts.season_periods if m_h else 0,
         reveal_window=opts.reveal_window,

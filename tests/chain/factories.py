@@ -288,13 +288,14 @@ def multi_tuple_devnet(extra: int = 1, **overrides: Any) -> tuple[Devnet, list[n
 def multi_tuple_proof(d: Devnet, keys: KeyPair, label_sets: Sequence[np.ndarray], tag: str) -> Proof:
     """Register a digest and build a PoI over several tuples (one label vector each)."""
     from chain.labels import labels_hash
+    from chain.transition import model_order_seed
     from del_embed.integer import f_int
 
     digest = digest_for(tag)
     register(d, keys, digest)
     vecs = tuple(array_to_labels(x) for x in label_sets)
     poi = PoI(d.chain_id, d.period + 1, d.state.head, digest, tuple(f_int(d.del_model, x) for x in label_sets),
-              labels_hash(vecs), tuple(() for _ in vecs), keys.public_key, EMPTY_SIGNATURE)
+              labels_hash(vecs), tuple(() for _ in vecs), model_order_seed(vecs[0]), keys.public_key, EMPTY_SIGNATURE)
     poi = sign(poi, keys, d.chain_id)
     reveal = sign(Reveal(d.chain_id, poi.hash, vecs, keys.public_key, EMPTY_SIGNATURE), keys, d.chain_id)
     return Proof(keys, digest, np.asarray(label_sets[0]), poi, reveal, votes_for(d, poi, reveal))

@@ -54,9 +54,10 @@ def test_valid_anchor_locks_the_improver_bond_and_pays_nothing(devnet):
 
 
 def test_anchor_with_a_subset_of_validators(devnet):
-    proof = make_proof(devnet, validators=devnet.validator_keys[:1])
+    # 3 of 4 equal bonds: 3/4 of the stake, above the default quorum (just over 2/3)
+    proof = make_proof(devnet, validators=devnet.validator_keys[:3])
     accept(devnet, next_block(devnet, anchor=proof.anchor))
-    assert len(get_meta(devnet.state).pending.anchor.votes) == 1
+    assert len(get_meta(devnet.state).pending.anchor.votes) == 3
 
 
 # ---------------------------------------------------------------------------
@@ -296,7 +297,8 @@ def test_invalid_vote_from_a_validator_bonded_in_the_same_block(devnet):
 def test_vote_from_a_validator_bonded_one_block_earlier_is_valid(devnet):
     newcomer = devnet.improver_keys[2]
     accept(devnet, next_block(devnet, transactions=[devnet.tx(newcomer, RegisterValidator())]))
-    proof = make_proof(devnet, validators=[newcomer])
+    # 4 of 5 equal bonds reach the quorum; the newcomer's vote is one of them
+    proof = make_proof(devnet, validators=[newcomer, *devnet.validator_keys[:3]])
     accept(devnet, next_block(devnet, anchor=proof.anchor))
     assert get_meta(devnet.state).pending.anchor.votes[0].validator == newcomer.public_key
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from chain import constants as C
-from chain.errors import InvalidAnchor, InvalidSeason, InvalidTransaction
+from chain.errors import ContributorBondTooSmall, InvalidAnchor, InvalidSeason, InvalidTransaction
 from chain.labels import array_to_labels
-from chain.season import holdout_commitment
+from chain.season import holdout_commitment, season_mint_bound
 from chain.signing import sign
 from chain.state import get_meta, get_season_improvement
 from chain.types import NewHoldout, SealedHoldout, Transfer
@@ -93,8 +93,9 @@ def test_rewards_are_minted_locked():
     proof = improve(d)
     settlement = d.receipts[-1].settlement
     imp, old = account(d, proof.keys), before[proof.keys.public_key]
-    assert imp.balance == old.balance  # bond back, reward not spendable
-    assert imp.locked == old.locked + settlement.improver_reward
+    # in a season the improver bond stays locked until the judge, and the reward is minted locked
+    assert imp.balance == old.balance - d.params.improver_bond
+    assert imp.locked == old.locked + d.params.improver_bond + settlement.improver_reward
     for address, amount in settlement.validator_rewards:
         v = next(k for k in d.validator_keys if k.address_bytes == address)
         assert account(d, v).balance == before[v.public_key].balance
@@ -133,8 +134,9 @@ def test_correct_reveal_vests_an_honest_improvement():
     accept(d, reveal_block(d, skip=to_period(d, season_end(d))))
     assert "1/1 improvements vested" in d.receipts[-1].season
     for address, amount in locked.items():
-        assert account(d, _keys(d, address)).balance == before[address].balance + amount
-        assert account(d, _keys(d, address)).locked == before[address].locked - amount
+        held = d.params.improver_bond if address == proof.keys.address_bytes else 0  # its bond comes back too
+        assert account(d, _keys(d, address)).balance == before[address].balance + amount + held
+        assert account(d, _keys(d, address)).locked == before[address].locked - amount - held
     # the contributor's bond comes back
     assert account(d, d.creator).balance == creator_before.balance + d.params.contributor_bond
     meta = get_meta(d.state)
@@ -301,13 +303,14 @@ def test_consistent_but_not_better_burns_and_rolls_back():
     assert meta.provisional == first_best
     assert meta.d_c == meta.confirmed_d_c == first_d
     assert meta.season.confirmed_error_ppb == holdout_error_of(d, first)
-    assert meta.burned == burned + sum(a for _, a in second_paid)
-    # the second improver's locked reward burned; the first's vested
+    bond = d.params.improver_bond
+    assert meta.burned == burned + sum(a for _, a in second_paid) + bond
+    # the second improver's locked reward and held bond burned; the first's vested, its bond came back
     imp2 = account(d, second.keys)
-    assert imp2.locked == before[second.keys.address_bytes].locked - settlements[-1].improver_reward
+    assert imp2.locked == before[second.keys.address_bytes].locked - settlements[-1].improver_reward - bond
     assert imp2.balance == before[second.keys.address_bytes].balance
     imp1 = account(d, first.keys)
-    assert imp1.balance == before[first.keys.address_bytes].balance + settlements[-2].improver_reward
+    assert imp1.balance == before[first.keys.address_bytes].balance + settlements[-2].improver_reward + bond
     assert_supply(d)
 
 
@@ -347,12 +350,14 @@ def test_inconsistent_claim_burns_and_rolls_back():
     burned = get_meta(d.state).burned
     accept(d, reveal_block(d, skip=to_period(d, season_end(d))))
     assert "0/1 improvements vested" in d.receipts[-1].season
+    bond = d.params.improver_bond
     for address, amount in locked.items():
+        held = bond if address == proof.keys.address_bytes else 0  # the held improver bond burns too
         after = account(d, _keys(d, address))
         assert after.balance == before[address].balance
-        assert after.locked == before[address].locked - amount
+        assert after.locked == before[address].locked - amount - held
     meta = get_meta(d.state)
-    assert meta.burned == burned + sum(locked.values())
+    assert meta.burned == burned + sum(locked.values()) + bond
     assert meta.confirmed is None and meta.provisional is None
     assert meta.d_c == meta.confirmed_d_c == (C.PPB,)
     assert meta.season.confirmed_error_ppb == C.PPB
@@ -362,8 +367,10 @@ def test_inconsistent_claim_burns_and_rolls_back():
 # ---------------------------------------------------------------------------
 # A missed window: the contributor's bond pays the locked holders, the locked rewards burn
 # ---------------------------------------------------------------------------
-@pytest.mark.parametrize("bond", [10**18, 10**17])
-def test_missed_window_slashes_the_contributor_pro_rata(bond):
+@pytest.mark.parametrize("times", [1, 3])
+def test_missed_window_slashes_the_contributor_pro_rata(times):
+    # the bond is at least what a season can mint, so it covers every locked holder in full
+    bond = times * season_mint_bound(3, 10**18)
     d = season_devnet(contributor_bond=bond)
     proof = improve(d)
     locked = locked_rewards(d)
@@ -378,14 +385,12 @@ def test_missed_window_slashes_the_contributor_pro_rata(bond):
     paid = 0
     for address, amount in locked.items():
         share = min(amount, bond * amount // total)
+        held = d.params.improver_bond if address == proof.keys.address_bytes else 0  # not its fault: back
         after = account(d, _keys(d, address))
-        assert after.balance == people[address].balance + share
-        assert after.locked == people[address].locked - amount
+        assert after.balance == people[address].balance + share + held
+        assert after.locked == people[address].locked - amount - held
         paid += share
-    if bond > total:
-        assert paid == total  # capped at what each had locked
-    else:
-        assert paid < total
+    assert paid == total  # capped at what each had locked
     assert account(d, d.creator).locked == creator_before.locked - bond
     assert account(d, d.creator).balance == creator_before.balance
     meta = get_meta(d.state)
@@ -394,6 +399,14 @@ def test_missed_window_slashes_the_contributor_pro_rata(bond):
     assert meta.season.index == 1 and meta.season.holdout is None
     assert proof.keys.address_bytes in locked
     assert_supply(d)
+
+
+def test_invalid_contributor_bond_below_what_a_season_can_mint():
+    # R(0, 1) = 1 for any a, so a season mints at most 2 * reward_scale (improvers, then their voters)
+    assert season_mint_bound(3, 10**18) == 2 * 10**18
+    with pytest.raises(ContributorBondTooSmall) as refused:
+        season_devnet(contributor_bond=2 * 10**18 - 1)
+    assert (refused.value.bond, refused.value.season_mint) == (2 * 10**18 - 1, 2 * 10**18)
 
 
 def test_no_miss_on_the_last_period_of_the_window():

@@ -90,9 +90,11 @@ def test_cheater_wins_provisionally_and_is_burned_while_the_honest_model_vests()
     h_bal, h_lck = d.balance(honest)
     assert h_bal == start[honest.address_bytes][0] + honest_receipt.improver_reward
     c_bal, c_lck = d.balance(cheater)
-    assert c_bal == start[cheater.address_bytes][0] and c_lck == start[cheater.address_bytes][1]
+    # the cheater's improver bond, held until the judge, burns with its reward
+    assert c_bal == start[cheater.address_bytes][0] - d.params.improver_bond
+    assert c_lck == start[cheater.address_bytes][1]
     cheat_total = cheat_receipt.improver_reward + sum(a for _, a in cheat_receipt.validator_rewards)
-    assert meta.burned == burned_before + cheat_total
+    assert meta.burned == burned_before + cheat_total + d.params.improver_bond
     for v in d.validator_keys:
         paid = dict(honest_receipt.validator_rewards).get(v.address_bytes, 0)
         assert d.balance(v)[0] == start[v.address_bytes][0] + paid

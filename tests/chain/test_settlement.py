@@ -70,7 +70,7 @@ def test_rewards_are_exact_with_lottery_positions(devnet):
     # the improver bond comes back and the reward is spendable (no seasons)
     assert imp.balance == old.balance + devnet.params.improver_bond + reward
     assert imp.locked == old.locked - devnet.params.improver_bond
-    order = sorted(devnet.validator_keys, key=lambda k: vote_order_key(proof.poi.parent, k.public_key))
+    order = sorted(devnet.validator_keys, key=lambda k: vote_order_key(proof.poi, k.public_key))
     # the votes were listed in key order; the lottery must reorder them for this test to mean anything
     assert [v.validator for v in proof.votes] != [k.public_key for k in order]
     paid = []
@@ -123,7 +123,7 @@ def test_vote_with_a_wrong_digest_is_unpaid_and_not_counted(devnet):
     settle(devnet, proof)
     reward = devnet.receipts[-1].settlement.improver_reward
     honest = sorted((v for v in devnet.validator_keys if v != liar),
-                    key=lambda k: vote_order_key(proof.poi.parent, k.public_key))
+                    key=lambda k: vote_order_key(proof.poi, k.public_key))
     for position, v in enumerate(honest, start=1):  # positions count matching votes only
         assert account(devnet, v).balance == before[v.public_key].balance + validator_reward(reward, position)
     assert account(devnet, liar) == before[liar.public_key]  # unpaid, not slashed
@@ -144,11 +144,14 @@ def test_votes_ignore_ambiguous_positions(devnet):
     validator = devnet.validator_keys[0]
     vote = wrong_vote(devnet, validator, poi, [bytes(theirs)])
     assert vote.labels_digest == devnet.vote(validator, poi, reveal).labels_digest
-    anchor(devnet, dataclasses.replace(proof, poi=poi, reveal=reveal, votes=(vote,)))
+    others = devnet.validator_keys[1:3]  # with validator 0, 3 of 4 bonds: the quorum
+    votes = (vote, *(devnet.vote(v, poi, reveal) for v in others))
+    anchor(devnet, dataclasses.replace(proof, poi=poi, reveal=reveal, votes=votes))
     before = account(devnet, validator).balance
     accept(devnet, next_block(devnet, settlement=reveal))
     reward = devnet.receipts[-1].settlement.improver_reward
-    assert account(devnet, validator).balance == before + validator_reward(reward, 1)
+    order = sorted([validator, *others], key=lambda k: vote_order_key(poi, k.public_key))
+    assert account(devnet, validator).balance == before + validator_reward(reward, order.index(validator) + 1)
 
 
 # ---------------------------------------------------------------------------
@@ -247,11 +250,12 @@ def _unmasked_vote(d, keys, poi, reveal):
 
 
 def test_slashed_validator_withdraws_what_is_left(devnet):
-    proof = make_proof(devnet, validators=devnet.validator_keys[:1])
+    voters = devnet.validator_keys[:3]  # the quorum
+    proof = make_proof(devnet, validators=voters)
     fake_y = f_int(devnet.del_model, corrupt(devnet.truth, 0.01, 10, 5))
     poi = resign_poi(devnet, proof.poi, ys=(fake_y,))
     reveal = resign_reveal(devnet, proof.reveal, poi_hash=poi.hash)
-    anchor(devnet, dataclasses.replace(proof, poi=poi, votes=votes_for(devnet, poi, reveal, devnet.validator_keys[:1])))
+    anchor(devnet, dataclasses.replace(proof, poi=poi, votes=votes_for(devnet, poi, reveal, voters)))
     accept(devnet, next_block(devnet, settlement=reveal))
     v = devnet.validator_keys[0]
     left = devnet.params.validator_bond - devnet.params.validator_bond // 2

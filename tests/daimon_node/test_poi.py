@@ -25,6 +25,7 @@ from daimon_node.poi import (
     LabelsHashMismatch,
     MalformedProof,
     NotAmbiguous,
+    OrderSeedMismatch,
     NotAnImprovement,
     TooManyAmbiguous,
     TooManyTies,
@@ -169,8 +170,17 @@ def test_invalid_labels_hash(problem, models, proofs, sandbox) -> None:  # type:
 def test_invalid_claim_of_another_model(problem, models, proofs, sandbox) -> None:  # type: ignore[no-untyped-def]
     """The weak model's labels claimed for the mlp's digest: the re-run labels differ."""
     weak = proofs["weak"].poi
-    claim = resign(weak, model_digest=proofs["mlp"].poi.model_digest, ambiguous=proofs["mlp"].poi.ambiguous)
+    mlp = proofs["mlp"].poi
+    claim = resign(weak, model_digest=mlp.model_digest, ambiguous=mlp.ambiguous, order_seed=mlp.order_seed)
     with pytest.raises((LabelsHashMismatch, NotAmbiguous)):
+        verify(claim, models["mlp"], problem, VALIDATOR, sandbox=sandbox)
+
+
+@pytest.mark.timeout(60)
+def test_invalid_order_seed(problem, models, proofs, sandbox) -> None:  # type: ignore[no-untyped-def]
+    """A seed the prover picked (after seeing the parent) would let it choose the vote order."""
+    claim = resign(proofs["mlp"].poi, order_seed=b"\x01" * 32)
+    with pytest.raises(OrderSeedMismatch):
         verify(claim, models["mlp"], problem, VALIDATOR, sandbox=sandbox)
 
 

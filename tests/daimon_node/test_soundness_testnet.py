@@ -86,11 +86,13 @@ def test_cheater_is_burned_and_the_honest_improver_vests(tmp_path: Path) -> None
     assert meta.confirmed is not None and meta.confirmed.owner == honest
     assert meta.d_c == h.distances and meta.provisional == meta.confirmed
     cheat_total = c.improver_reward + sum(a for _, a in c.validator_rewards)
-    assert meta.burned >= cheat_total
-    # Final balances: the honest improver kept every unit; the cheater kept nothing of its reward.
+    assert meta.burned >= cheat_total + params.improver_bond
+    # Final balances: the honest improver kept every unit; the cheater kept nothing of its reward and
+    # lost the improver bond held until the judge.
     vested_validator = dict(h.validator_rewards)
     for i, addr in enumerate([honest, cheater]):
         acct = get_account(state, addr)
         assert acct.locked == params.validator_bond  # no locked reward is left in anyone's account
         expected = GENESIS + vested_validator.get(addr, 0) + (h.improver_reward if addr == honest else 0)
+        expected -= params.improver_bond if addr == cheater else 0
         assert acct.balance + acct.locked == expected, (i, acct)
