@@ -21,6 +21,7 @@ from . import constants as C
 from .consensus import may_commit
 from .crypto import address_bytes as address_of, sha256
 from .errors import (
+    BondBelowMinimum,
     InvalidAnchor,
     InvalidBody,
     InvalidHeader,
@@ -30,8 +31,11 @@ from .errors import (
     InvalidStateRoot,
     InvalidTransaction,
     MissingContent,
+    ModelClaimTaken,
+    ModelNotClaimed,
 )
 from .labels import labels_hash, labels_to_array, masked_digest
+from .limits import check_block_tx_bytes, check_fee, check_message_sizes, check_min_fee_param, check_supply
 from .rewards import MAX_SCALE, improvement_reward, validator_reward
 from .season import is_open_season, label_vector_sizes, process_new_holdout, process_season_reveal, record_season_improvement
 from .signing import is_valid_signature
@@ -94,6 +98,7 @@ from .types import (
     Transfer,
     WithdrawBond,
     body_hash,
+    model_claim,
 )
 
 
@@ -218,6 +223,8 @@ def validate_params(params: ProblemParams) -> None:
         raise InvalidProblem("max_ambiguous too large", max_ambiguous=params.max_ambiguous)
     if params.reward_scale > MAX_SCALE:
         raise InvalidProblem("reward scale too large", reward_scale=params.reward_scale, limit=MAX_SCALE)
+    check_min_fee_param(params)
+    check_supply(params)
     if params.season_periods:
         validate_season_params(params)
 
@@ -272,6 +279,7 @@ def process_problem_block(state: State, header: BlockHeader, body: ProblemBody, 
     tuples = (proposal.first_tuple, *body.extra_tuples)
     for tup in tuples:
         check_tuple(tup, params, env)
+    check_message_sizes(params, tuples, proposal.holdout.m_h if proposal.holdout is not None else 0)
     if proposal.holdout is not None and params.season_periods == 0:
         raise InvalidProblem("a sealed holdout needs a season length")
     new = state.copy()
@@ -296,6 +304,7 @@ def process_improvement_block(state: State, header: BlockHeader, body: Improveme
     problem = get_problem(state)
     meta = get_meta(state)
     validate_improvement_header(problem, meta, state.head, header)
+    check_block_tx_bytes(body.transactions)
     new = state.copy()
     fees = process_transactions(new, problem, header, body.transactions)
     settlement = process_settlement(new, problem, header, body.settlement, env)
@@ -328,7 +337,10 @@ def process_transactions(state: State, problem: ProblemRecord, header: BlockHead
         try:
             fees += process_transaction(state, problem, header, tx)
         except InvalidTransaction as exc:
-            raise InvalidTransaction(f"tx {index}: {exc}") from None
+            # Keep the typed error (callers tell rules apart by class); say which tx broke it.
+            exc.values["tx_index"] = index
+            exc.args = (f"tx {index}: {exc}",)
+            raise
     if fees:
         credit(state, address_of(header.committer), fees)
     return fees
@@ -338,6 +350,7 @@ def process_transaction(state: State, problem: ProblemRecord, header: BlockHeade
     """Apply one tx; return its fee (credited to the committer by the caller)."""
     if tx.chain_id != problem.chain_id:
         raise InvalidTransaction("tx for another chain", chain_id=tx.chain_id)
+    check_fee(problem.params, tx)
     if not is_valid_signature(tx, problem.chain_id):
         raise InvalidTransaction("bad tx signature", sender=tx.sender)
     sender = address_of(tx.sender)
@@ -380,9 +393,28 @@ def process_transfer(state: State, sender: bytes, payload: Transfer) -> None:
 
 
 def process_register_digest(state: State, sender: bytes, header: BlockHeader, payload: RegisterDigest) -> None:
-    if get_digest(state, payload.digest) is not None:
-        raise InvalidTransaction("digest already registered", digest=payload.digest)
-    set_digest(state, payload.digest, DigestRecord(owner=sender, height=header.height))
+    """Record a model claim ``H(pk || digest)``. The claim names its prover, so whoever sends it
+    (the prover, or someone who copied the tx) it only ever lets that prover anchor the model."""
+    if get_digest(state, payload.claim) is not None:
+        raise ModelClaimTaken(payload.claim)
+    set_digest(state, payload.claim, DigestRecord(owner=sender, height=header.height))
+
+
+def check_model_claimed(state: State, poi: PoI, height: int) -> None:
+    """The PoI's prover claimed its model in a block before ``height`` (front-running defence)."""
+    claim = model_claim(poi.prover, poi.model_digest)
+    record = get_digest(state, claim)
+    if record is None or record.height >= height:
+        raise ModelNotClaimed(poi.prover, poi.model_digest, claim, None if record is None else record.height)
+
+
+def check_vote_bond(params: ProblemParams, validator: bytes, bond: Bond | None, height: int) -> None:
+    """A vote counts only from a full, active bond placed before ``height``: a bond slashed
+    below the validator bond must be withdrawn and placed again before it votes."""
+    if bond is None or bond.unbond_period != 0 or bond.since_height >= height:
+        raise InvalidAnchor("vote from a validator not bonded in an earlier block", validator=validator)
+    if bond.amount < params.validator_bond:
+        raise BondBelowMinimum(validator, bond.amount, params.validator_bond)
 
 
 def process_register_validator(state: State, problem: ProblemRecord, validator: bytes, header: BlockHeader) -> None:
@@ -624,11 +656,7 @@ def validate_poi(state: State, problem: ProblemRecord, meta: ChainMeta, header: 
         raise InvalidAnchor("no open season with a sealed holdout", period=header.period)
     if not is_valid_signature(poi, problem.chain_id):
         raise InvalidAnchor("bad PoI signature", prover=poi.prover)
-    record = get_digest(state, poi.model_digest)
-    if record is None or record.owner != address_of(poi.prover):
-        raise InvalidAnchor("model digest not registered by the prover", digest=poi.model_digest)
-    if record.height >= header.height:
-        raise InvalidAnchor("model digest registered in this block", digest=poi.model_digest)
+    check_model_claimed(state, poi, header.height)
     if len(poi.ys) != len(problem.tuples):
         raise InvalidAnchor("PoI has the wrong number of embeddings", ys=len(poi.ys))
     for i, (y, tup) in enumerate(zip(poi.ys, problem.tuples)):
@@ -667,9 +695,7 @@ def validate_votes(state: State, problem: ProblemRecord, header: BlockHeader, po
             raise InvalidAnchor("vote for another chain or period", period=vote.period)
         if vote.poi_hash != poi_hash or vote.parent != poi.parent:
             raise InvalidAnchor("vote bound to another PoI or parent", poi_hash=vote.poi_hash)
-        bond = get_bond(state, vote.validator)
-        if bond is None or bond.unbond_period != 0 or bond.since_height >= header.height:
-            raise InvalidAnchor("vote from a validator not bonded in an earlier block", validator=vote.validator)
+        check_vote_bond(params, vote.validator, get_bond(state, vote.validator), header.height)
         if not is_valid_signature(vote, problem.chain_id):
             raise InvalidAnchor("bad vote signature", validator=vote.validator)
 
@@ -684,4 +710,6 @@ __all__ = [
     "BlockReceipt",
     "Settlement",
     "vote_order_key",
+    "check_model_claimed",
+    "check_vote_bond",
 ]

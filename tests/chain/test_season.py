@@ -93,7 +93,7 @@ def test_rewards_are_minted_locked():
     proof = improve(d)
     settlement = d.receipts[-1].settlement
     imp, old = account(d, proof.keys), before[proof.keys.public_key]
-    assert imp.balance == old.balance  # bond back, reward not spendable
+    assert imp.balance == old.balance - d.params.min_fee  # bond back, reward not spendable; registration fee paid
     assert imp.locked == old.locked + settlement.improver_reward
     for address, amount in settlement.validator_rewards:
         v = next(k for k in d.validator_keys if k.address_bytes == address)
@@ -145,7 +145,7 @@ def test_correct_reveal_vests_an_honest_improvement():
     assert meta.season.confirmed_error_ppb == holdout_error_of(d, proof)
     assert_supply(d)
     # vested rewards are spendable
-    amount = account(d, proof.keys).balance
+    amount = account(d, proof.keys).balance - d.params.min_fee
     accept(d, next_block(d, transactions=[d.tx(proof.keys, Transfer(d.improver_keys[1].address_bytes, amount))]))
 
 
