@@ -38,7 +38,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from chain.constants import ZERO_HASH
+from chain.constants import DEFAULT_MIN_FEE, ZERO_HASH
 from chain.crypto import KeyPair
 from chain.errors import DecodeError
 from chain.labels import array_to_labels
@@ -167,6 +167,7 @@ class ProblemOptions:
     validator_bond: int = 10**18
     improver_bond: int = 10**17
     contributor_bond: int = 10**18
+    min_fee: int = DEFAULT_MIN_FEE  # base units every tx pays at least (1e-6 token at 18 decimals)
     tie_margin_ppb: int = 100_000  # top-two probability gap of 1e-4
     max_ambiguous: int | None = None  # None: 1% of all labelled positions
     max_model_bytes: int = 16 * 2**20
@@ -257,6 +258,7 @@ def build_params(opts: ProblemOptions, ds: Dataset, creator: KeyPair, m: int, m_
         validator_bond=opts.validator_bond,
         improver_bond=opts.improver_bond,
         contributor_bond=opts.contributor_bond,
+        min_fee=opts.min_fee,
         tie_margin_ppb=opts.tie_margin_ppb,
         max_ambiguous=opts.max_ambiguous if opts.max_ambiguous is not None else max(1, (m + 2 * m_h) // 100),
         max_model_bytes=opts.max_model_bytes,
