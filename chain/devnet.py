@@ -86,6 +86,7 @@ class DevnetConfig:
     holdout_margin_ppb: int = 0
     consistency_ppb: int = 100_000_000
     holdout_z_centi: int = 258
+    max_ambiguous: int | None = None  # None: 1% of m
     seed: int = 0
 
 
@@ -129,7 +130,7 @@ class Devnet:
             delta_ppb=cfg.delta_ppb, reward_a=cfg.reward_a, reward_scale=cfg.reward_scale,
             committers=tuple(k.public_key for k in self.committer_keys),
             validator_bond=cfg.validator_bond, improver_bond=cfg.improver_bond,
-            contributor_bond=cfg.contributor_bond, min_fee=cfg.min_fee, tie_margin_ppb=1000, max_ambiguous=max(1, cfg.m // 100),
+            contributor_bond=cfg.contributor_bond, min_fee=cfg.min_fee, tie_margin_ppb=1000, max_ambiguous=max(1, cfg.m // 100) if cfg.max_ambiguous is None else cfg.max_ambiguous,
             max_model_bytes=10**8, max_infer_ms=10_000, max_votes=cfg.max_votes, unbonding_periods=2,
             season_periods=cfg.season_periods if holdout else 0, reveal_window=cfg.reveal_window,
             holdout_margin_ppb=cfg.holdout_margin_ppb, consistency_ppb=cfg.consistency_ppb,
