@@ -11,6 +11,7 @@ keep garbage out, not be the last word.
 from __future__ import annotations
 
 import enum
+import heapq
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Final
@@ -35,6 +36,11 @@ MAX_POIS_PER_PERIOD: Final[int] = 64
 MAX_VOTES_PER_POI: Final[int] = 256
 
 
+def _per_byte(tx: Transaction) -> Fraction:
+    fee, size = fee_rank(tx)
+    return Fraction(fee, size)
+
+
 class Verdict(enum.Enum):
     ACCEPT = "accept"
     REJECT = "reject"
@@ -48,6 +54,8 @@ class Mempool:
     chain_id: bytes
     clock_drift_s: float = 2.0
     txs: "OrderedDict[bytes, Transaction]" = field(default_factory=OrderedDict)
+    # (fee per byte, hash) of every tx taken, cheapest first; entries of txs that left are skipped
+    tx_rates: list[tuple[Fraction, bytes]] = field(default_factory=list)
     pois: dict[int, dict[bytes, PoI]] = field(default_factory=dict)  # period -> hash -> PoI
     votes: dict[bytes, dict[bytes, Vote]] = field(default_factory=dict)  # PoI hash -> validator -> Vote
     reveals: dict[bytes, Reveal] = field(default_factory=dict)  # PoI hash -> Reveal
@@ -100,19 +108,18 @@ class Mempool:
         if len(self.txs) >= MAX_TXS and not self._evict_cheaper_than(tx):
             return self._ignore("pool full of txs paying as much per byte")
         self.txs[tx.hash] = tx
+        heapq.heappush(self.tx_rates, (_per_byte(tx), tx.hash))
         return Verdict.ACCEPT
 
     def _evict_cheaper_than(self, tx: Transaction) -> bool:
         """Make room by dropping the pooled tx paying least per byte, if it pays less than ``tx``:
         a flood of minimum-fee txs cannot push a better-paying one out of a full pool."""
-        def per_byte(t: Transaction) -> Fraction:
-            fee, size = fee_rank(t)
-            return Fraction(fee, size)
-
-        cheapest = min(self.txs.values(), key=per_byte)
-        if per_byte(cheapest) >= per_byte(tx):
+        while self.tx_rates and self.tx_rates[0][1] not in self.txs:
+            heapq.heappop(self.tx_rates)  # left the pool (included, pruned)
+        if not self.tx_rates or self.tx_rates[0][0] >= _per_byte(tx):
             return False
-        del self.txs[cheapest.hash]
+        _, cheapest = heapq.heappop(self.tx_rates)
+        del self.txs[cheapest]
         return True
 
     def _next_header(self, state: State) -> BlockHeader:
@@ -217,6 +224,9 @@ class Mempool:
             if tx.nonce < get_account(state, address_bytes(tx.sender)).nonce:
                 del self.txs[h]
         self.drop_unexecutable(state)
+        if len(self.tx_rates) > 2 * len(self.txs):  # forget the rates of txs that left
+            self.tx_rates = [(rate, h) for rate, h in self.tx_rates if h in self.txs]
+            heapq.heapify(self.tx_rates)
         for period in [p for p in self.pois if p < current - 2]:
             for poi_hash in self.pois.pop(period):
                 self.votes.pop(poi_hash, None)

@@ -111,3 +111,28 @@ def test_block_over_the_byte_budget_is_invalid():
     with pytest.raises(BlockTransactionsTooLarge) as err:
         apply(d, draft_block(d, transactions=txs))
     assert err.value.size > err.value.limit == C.MAX_BLOCK_TX_BYTES
+
+
+def test_full_pool_evicts_its_cheapest_tx_per_byte(monkeypatch):
+    """A pool full of minimum-fee txs takes a better-paying tx by dropping one of them, and
+    refuses one that pays no more (before the fix it dropped the oldest, whatever it paid)."""
+    import daimon_node.mempool as mempool
+
+    capacity = 8  # a small pool: the rule does not depend on the size
+    monkeypatch.setattr(mempool, "MAX_TXS", capacity)
+    d = new_devnet()
+    fee = d.params.min_fee
+    funder = d.improver_keys[3]
+    flooders = fresh_keys("evict", capacity)
+    d.commit(transactions=[d.tx(funder, Transfer(k.address_bytes, 10 * fee)) for k in flooders])
+    pool = pool_of(d)
+    cheap = [spam_tx(d, k, i, fee) for i, k in enumerate(flooders)]
+    assert all(pool.add_tx(t, d.state) is Verdict.ACCEPT for t in cheap)
+    payer = d.improver_keys[0]
+    same = d.tx(payer, Transfer(d.creator.address_bytes, 1), fee=fee)
+    assert tx_size(same) >= tx_size(cheap[0])  # the same fee on a tx at least as large
+    assert pool.add_tx(same, d.state) is Verdict.IGNORE  # pays no more per byte than the cheapest
+    d.nonces.pop(payer.public_key)
+    better = d.tx(payer, Transfer(d.creator.address_bytes, 1), fee=2 * fee)
+    assert pool.add_tx(better, d.state) is Verdict.ACCEPT
+    assert better.hash in pool.txs and len(pool.txs) == capacity
