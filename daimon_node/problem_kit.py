@@ -275,6 +275,21 @@ def build_params(opts: ProblemOptions, ds: Dataset, creator: KeyPair, m: int, m_
     )
 
 
+def check_problem(params: ProblemParams, tup: TestTuple, holdout_sizes: list[int]) -> None:
+    """Refuse, before anything is written, a problem the chain would refuse: its parameters, and
+    the largest PoI, reveal and block of every season against the network caps (docs/protocol.md)."""
+    from chain.errors import InvalidProblem
+    from chain.limits import check_message_sizes
+    from chain.transition import validate_params
+
+    try:
+        validate_params(params)
+        for m_h in holdout_sizes or [0]:
+            check_message_sizes(params, (tup,), m_h)
+    except InvalidProblem as exc:
+        raise ProblemKitError(f"the chain would refuse this problem: {exc}") from exc  # the rule, typed
+
+
 # ---------------------------------------------------------------------------
 # Writing and reading a problem directory
 # ---------------------------------------------------------------------------
@@ -416,6 +431,7 @@ def create_problem(
     if consistency is None and holdout is not None:
         consistency = calibrate_consistency(del_model, x_t, ds.num_classes, seed=opts.seed)
     params = build_params(opts, ds, creator, m, holdout.m_h if holdout else 0, consistency)
+    check_problem(params, tup, [int(held["m_h"]) for held in season_sets])
     proposal = sign(Proposal(params, tup, holdout, creator.public_key, EMPTY_SIGNATURE), creator)
     for cid, data in contents.items():
         (out_dir / cid.hex()).write_bytes(data)

@@ -21,7 +21,7 @@ from adversary import commit_from_pool, pool_of
 from chain import constants as C
 from chain.builder import make_transaction
 from chain.devnet import Devnet, DevnetConfig
-from chain.errors import BalanceOverflow, SizeBeyondNetworkCap, SupplyTooLarge
+from chain.errors import BalanceOverflow, MinimumFeeMissing, SizeBeyondNetworkCap, SupplyTooLarge
 from chain.limits import check_message_sizes, largest_block_bytes, largest_poi_bytes, mintable_bound
 from chain.state import Account, get_account, get_meta, get_problem, set_account
 from chain.transition import validate_params
@@ -152,3 +152,18 @@ def test_caps_fit_the_transport():
     assert C.MAX_BLOCK_MESSAGE_BYTES <= 2 * C.MIB - 4 * C.KIB
     assert C.MAX_PROOF_MESSAGE_BYTES * 3 + C.MAX_BLOCK_TX_BYTES < C.MAX_BLOCK_MESSAGE_BYTES
     assert_supply(new_devnet())
+
+
+def test_problem_kit_refuses_what_the_chain_would_refuse():
+    """``problem create`` checks the same rules before it writes or publishes anything."""
+    from daimon_node.problem_kit import ProblemKitError, check_problem
+
+    d = new_devnet()
+    tup = d.proposal.first_tuple
+    check_problem(d.params, tup, [50])
+    with pytest.raises(ProblemKitError) as err:
+        check_problem(dataclasses.replace(d.params, max_ambiguous=C.MAX_AMBIGUOUS), tup, [50])
+    assert isinstance(err.value.__cause__, SizeBeyondNetworkCap) and err.value.__cause__.kind == "PoI"
+    with pytest.raises(ProblemKitError) as err:
+        check_problem(dataclasses.replace(d.params, min_fee=0), tup, [50])
+    assert isinstance(err.value.__cause__, MinimumFeeMissing)
