@@ -34,7 +34,7 @@ from chain.crypto import verify  # noqa: E402
 from chain.devnet import Devnet, DevnetConfig, corrupt  # noqa: E402
 from chain.errors import BadCommitterSignature  # noqa: E402
 from chain.store import ChainStore  # noqa: E402
-from chain.types import Anchor, RegisterDigest, split_block  # noqa: E402
+from chain.types import Anchor, Block, RegisterDigest, split_block  # noqa: E402
 
 JUNK_BYTES = 1 << 20  # the junk block's size: one MiB
 JUNK_TRIES = 200  # refusals timed; the median is reported
@@ -48,13 +48,13 @@ def build_chain(blocks: int, votes: int) -> tuple[Devnet, list[bytes]]:
     improver = d.improver_keys[0]
     labels = corrupt(d.truth, 0.3, cfg.num_classes, 1)
     digest = hashlib.sha256(b"model-0").digest()
-    d.commit(transactions=[d.tx(improver, RegisterDigest(digest))])
+    d.commit(transactions=[d.register(improver, digest)])
     t = time.perf_counter()
     for i in range(blocks - len(d.blocks)):
         poi, reveal = d.prove(improver, digest, labels)
         anchor = Anchor(poi, tuple(d.vote(v, poi, reveal) for v in d.validator_keys))
         digest = hashlib.sha256(f"model-{i + 1}".encode()).digest()
-        d.commit(transactions=[d.tx(improver, RegisterDigest(digest))], anchor=anchor)
+        d.commit(transactions=[d.register(improver, digest)], anchor=anchor)
         if i % 500 == 0:
             print(f"  built {len(d.blocks)}/{blocks} blocks ({time.perf_counter() - t:.0f} s)", flush=True)
     return d, [b.encode() for b in d.blocks]

@@ -20,6 +20,7 @@ from .types import (
     ImprovementBody,
     Payload,
     ProblemBody,
+    ProblemParams,
     Proposal,
     Reveal,
     SeasonReveal,
@@ -89,3 +90,9 @@ def build_improvement_block(
 def make_transaction(keys: KeyPair, chain_id: bytes, nonce: int, payload: Payload, fee: int = 0) -> Transaction:
     tx = Transaction(chain_id, nonce, fee, payload, keys.public_key, EMPTY_SIGNATURE)
     return sign(tx, keys, chain_id)
+
+
+def make_paid_transaction(keys: KeyPair, params: ProblemParams, chain_id: bytes, nonce: int, payload: Payload,
+                          fee: int | None = None) -> Transaction:
+    """A tx paying ``fee``, or (None) the problem's minimum fee."""
+    return make_transaction(keys, chain_id, nonce, payload, params.min_fee if fee is None else fee)

@@ -34,10 +34,35 @@ MAX_TXS_PER_BLOCK: Final[int] = 4096
 MAX_PEER_ID_BYTES: Final[int] = 128
 MAX_SALT_BYTES: Final[int] = 64
 MAX_PROBLEM_DATA_BYTES: Final[int] = 1024
+# A block's transactions, encoded, in bytes. The committer fills this budget by fee per byte;
+# with the largest PoI, reveal, season reveal and votes a problem allows it keeps a block under
+# MAX_BLOCK_MESSAGE_BYTES (``chain.limits``).
+MAX_BLOCK_TX_BYTES: Final[int] = 256 * 1024
+
+# --- Network message caps (bytes) -------------------------------------------------------
+# The one place both the consensus size bounds (``chain.limits``, checked when a problem is
+# created and when a holdout is sealed) and the node's gossip topics and sync read: every
+# object a valid chain can hold fits the message that carries it.
+KIB: Final[int] = 1024
+MIB: Final[int] = 1024 * KIB
+MAX_TX_MESSAGE_BYTES: Final[int] = 16 * KIB  # txs topic: one transaction
+MAX_VOTE_MESSAGE_BYTES: Final[int] = 16 * KIB  # votes topic: one vote
+MAX_PROOF_MESSAGE_BYTES: Final[int] = 256 * KIB  # proofs topic: one PoI, reveal or season reveal
+MAX_PROBLEM_MESSAGE_BYTES: Final[int] = 256 * KIB  # /daimon/problems: one proposal
+MAX_BLOCK_MESSAGE_BYTES: Final[int] = 3 * MIB // 2  # blocks topic and one sync item: one block
 
 # --- Time parameters ---------------------------------------------------------------
 MIN_PERIOD_SECONDS: Final[int] = 1  # T_p, T_b lower bound
 MAX_PERIOD_SECONDS: Final[int] = 10 * 365 * 24 * 3600
+
+# --- Amounts -----------------------------------------------------------------------------
+MAX_AMOUNT: Final[int] = (1 << 128) - 1  # base units; the largest amount the codec encodes
+# Everything a chain can mint, in units of its reward scale: rewards telescope (R sums to at
+# most I(1) - I(0) = 1 along the chain of settled improvements) and the validators of a
+# settlement get less than its improver, so the vested chain mints under 2 scales and the
+# not-yet-judged improvements of open seasons under 2 more. Doubled again for margin.
+MINTABLE_SCALES: Final[int] = 8
+DEFAULT_MIN_FEE: Final[int] = 10**12  # base units per tx: 1e-6 token at 18 decimals (problem_kit's default)
 
 # --- Rewards and penalties -------------------------------------------------------------
 DEFAULT_QUORUM_PPB: Final[int] = 666_666_667  # just over 2/3 of the bonded stake: 3 of 4 equal validators
@@ -54,6 +79,7 @@ DOMAIN_TX: Final[bytes] = b"daimon/tx/v1"
 DOMAIN_HEADER: Final[bytes] = b"daimon/header/v1"
 DOMAIN_SEASON_REVEAL: Final[bytes] = b"daimon/season-reveal/v1"
 DOMAIN_VOUCHER: Final[bytes] = b"daimon/voucher/v1"
+DOMAIN_MODEL_CLAIM: Final[bytes] = b"daimon/model-claim/v1"  # hashed, not signed
 
 # --- Block kinds -----------------------------------------------------------------
 KIND_PROBLEM: Final[int] = 0

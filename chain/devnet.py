@@ -16,7 +16,7 @@ import numpy as np
 from del_embed.integer import distance_ppb, f_int, integer_del_to_bytes, random_projection_del
 
 from . import constants as C
-from .builder import build_improvement_block, build_problem_block, make_transaction
+from .builder import build_improvement_block, build_problem_block, make_paid_transaction
 from .consensus import in_turn_committer, period_end
 from .crypto import KeyPair
 from .labels import array_to_labels, labels_hash, masked_digest
@@ -42,6 +42,7 @@ from .types import (
     TestTuple,
     Transaction,
     Vote,
+    model_claim,
 )
 
 
@@ -78,6 +79,7 @@ class DevnetConfig:
     validator_bond: int = 10**18
     improver_bond: int = 10**17
     contributor_bond: int = 2 * 10**18  # >= what a season can mint at reward_scale 10^18
+    min_fee: int = 1  # base units; the consensus floor, so fees stay negligible in tests
     genesis_amount: int = 100 * 10**18
     holdout_m: int = 0  # >0: a sealed holdout of this many labels, with seasons
     season_periods: int = 4
@@ -85,6 +87,7 @@ class DevnetConfig:
     holdout_margin_ppb: int = 0
     consistency_ppb: int = 100_000_000
     holdout_z_centi: int = 258
+    max_ambiguous: int | None = None  # None: 1% of m
     seed: int = 0
 
 
@@ -128,8 +131,10 @@ class Devnet:
             delta_ppb=cfg.delta_ppb, reward_a=cfg.reward_a, reward_scale=cfg.reward_scale,
             committers=tuple(k.public_key for k in self.committer_keys),
             validator_bond=cfg.validator_bond, improver_bond=cfg.improver_bond,
-            contributor_bond=cfg.contributor_bond, tie_margin_ppb=1000, max_ambiguous=max(1, cfg.m // 100),
-            max_model_bytes=10**8, max_infer_ms=10_000, max_votes=cfg.max_votes, quorum_ppb=cfg.quorum_ppb, unbonding_periods=2,
+            contributor_bond=cfg.contributor_bond, min_fee=cfg.min_fee, tie_margin_ppb=1000,
+            max_ambiguous=max(1, cfg.m // 100) if cfg.max_ambiguous is None else cfg.max_ambiguous,
+            max_model_bytes=10**8, max_infer_ms=10_000, max_votes=cfg.max_votes, quorum_ppb=cfg.quorum_ppb,
+            unbonding_periods=2,
             season_periods=cfg.season_periods if holdout else 0, reveal_window=cfg.reveal_window,
             holdout_margin_ppb=cfg.holdout_margin_ppb, consistency_ppb=cfg.consistency_ppb,
             holdout_z_centi=cfg.holdout_z_centi, genesis=tuple(Allocation(k.address_bytes, cfg.genesis_amount) for k in everyone),
@@ -173,10 +178,15 @@ class Devnet:
         return block
 
     # --- transactions ----------------------------------------------------------------
-    def tx(self, keys: KeyPair, payload: Payload, fee: int = 0) -> Transaction:
+    def tx(self, keys: KeyPair, payload: Payload, fee: int | None = None) -> Transaction:
+        """The next tx of ``keys``, paying ``fee`` or (None) the problem's minimum fee."""
         nonce = self.nonces.get(keys.public_key, get_account(self.state, keys.address_bytes).nonce)
         self.nonces[keys.public_key] = nonce + 1
-        return make_transaction(keys, self.chain_id, nonce, payload, fee)
+        return make_paid_transaction(keys, self.params, self.chain_id, nonce, payload, fee)
+
+    def register(self, keys: KeyPair, digest: bytes, fee: int | None = None) -> Transaction:
+        """The tx claiming model ``digest`` for ``keys`` (``RegisterDigest`` of ``H(pk || digest)``)."""
+        return self.tx(keys, RegisterDigest(model_claim(keys.public_key, digest)), fee)
 
     def bond_validators(self) -> Block:
         return self.commit(transactions=[self.tx(k, RegisterValidator()) for k in self.validator_keys])
@@ -233,7 +243,7 @@ class Devnet:
                 baseline_labels: np.ndarray | None = None) -> tuple[Block, Block]:
         """Register a digest, anchor a PoI with votes, settle it: three blocks, the last two returned."""
         digest = hashlib.sha256(b"model:" + array_to_labels(labels)).digest()
-        self.commit(transactions=[self.tx(keys, RegisterDigest(digest))])
+        self.commit(transactions=[self.register(keys, digest)])
         poi, reveal = self.prove(keys, digest, labels, holdout_labels, baseline_labels=baseline_labels)
         votes = tuple(self.vote(v, poi, reveal) for v in (validators if validators is not None else self.validator_keys))
         anchored = self.commit(anchor=Anchor(poi, votes))

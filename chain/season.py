@@ -46,6 +46,7 @@ from del_embed.integer import error_ppb
 from .constants import PPB
 from .crypto import address_bytes as address_of, sha256
 from .errors import InvalidSeason, InvalidTransaction
+from .limits import check_message_sizes
 from .rewards import improvement_reward, validator_reward
 from .signing import is_valid_signature
 from .state import (
@@ -251,6 +252,7 @@ def process_new_holdout(state: State, problem: ProblemRecord, sender: bytes, hea
         raise InvalidTransaction("only the contributor seals a holdout", sender=sender)
     if season.holdout is not None:
         raise InvalidTransaction("the season already has a sealed holdout")
+    check_message_sizes(problem.params, problem.tuples, payload.holdout.m_h)
     if not lock(state, sender, problem.params.contributor_bond):
         raise InvalidTransaction("balance below the contributor bond", bond=problem.params.contributor_bond)
     season = Season(season.index, header.period + 1, payload.holdout, 0, (), season.confirmed_error_ppb)

@@ -22,7 +22,7 @@ from typing import Final, Iterator, TypeVar
 from . import constants as C
 from .codec import Bytes, ListOf, Optional_, Schema, SInt, Struct, schema
 from .crypto import sha256
-from .errors import DecodeError
+from .errors import BalanceOverflow, DecodeError
 from .types import (
     ADDRESS,
     AMOUNT,
@@ -633,7 +633,12 @@ def iter_records(state: State, prefix: bytes, cls: type[R]) -> Iterator[tuple[by
 
 # Typed helpers for amounts ----------------------------------------------------
 def credit(state: State, address: bytes, amount: int, *, locked: bool = False) -> None:
+    """Add ``amount``; past ``MAX_AMOUNT`` (spendable and locked together) it is an invalid tx,
+    never a record that cannot be encoded (which would stall whoever builds the block)."""
     acct = get_account(state, address)
+    total = acct.balance + acct.locked
+    if total + amount > C.MAX_AMOUNT:
+        raise BalanceOverflow(address, total, amount, C.MAX_AMOUNT)
     if locked:
         acct = Account(acct.balance, acct.locked + amount, acct.nonce)
     else:

@@ -24,6 +24,7 @@ from .errors import (
     AnchorOverProblemLimits,
     BadCommitterSignature,
     BodyHashMismatch,
+    BondBelowMinimum,
     CommitterEjected,
     CommitterNotAllowed,
     ContributorBondTooSmall,
@@ -37,11 +38,14 @@ from .errors import (
     InvalidStateRoot,
     InvalidTransaction,
     MissingContent,
+    ModelClaimTaken,
+    ModelNotClaimed,
     QuorumNotReached,
     QuorumOutOfRange,
     WrongChain,
 )
 from .labels import labels_hash, labels_to_array, masked_digest
+from .limits import check_block_tx_bytes, check_fee, check_message_sizes, check_min_fee_param, check_supply
 from .rewards import MAX_SCALE, improvement_reward, validator_reward
 from .season import (
     check_season_reference,
@@ -117,6 +121,7 @@ from .types import (
     Vote,
     WithdrawBond,
     body_hash,
+    model_claim,
 )
 
 
@@ -319,6 +324,8 @@ def validate_params(params: ProblemParams) -> None:
         raise InvalidProblem("max_ambiguous too large", max_ambiguous=params.max_ambiguous)
     if params.reward_scale > MAX_SCALE:
         raise InvalidProblem("reward scale too large", reward_scale=params.reward_scale, limit=MAX_SCALE)
+    check_min_fee_param(params)
+    check_supply(params)
     if params.season_periods:
         validate_season_params(params)
 
@@ -376,6 +383,7 @@ def process_problem_block(state: State, header: BlockHeader, body: ProblemBody, 
     tuples = (proposal.first_tuple, *body.extra_tuples)
     for tup in tuples:
         check_tuple(tup, params, env)
+    check_message_sizes(params, tuples, proposal.holdout.m_h if proposal.holdout is not None else 0)
     if proposal.holdout is not None and params.season_periods == 0:
         raise InvalidProblem("a sealed holdout needs a season length")
     new = state.copy()
@@ -401,6 +409,7 @@ def process_improvement_block(state: State, header: BlockHeader, body: Improveme
     meta = get_meta(state)
     validate_improvement_header(problem, meta, state.head, header)
     check_not_ejected(state, header.committer)
+    check_block_tx_bytes(body.transactions)
     new = state.copy()
     fees = process_transactions(new, problem, header, body.transactions)
     settlement = process_settlement(new, problem, header, body.settlement, env)
@@ -430,7 +439,7 @@ def process_transactions(state: State, problem: ProblemRecord, header: BlockHead
         try:
             fees += process_transaction(state, problem, header, tx)
         except InvalidTransaction as exc:
-            # keep the rule's own type (and values); the message gains the position
+            # Keep the typed error (callers tell rules apart by class); say which tx broke it.
             exc.values["tx_index"] = index
             exc.args = (f"tx {index}: {exc}",)
             raise
@@ -443,6 +452,7 @@ def process_transaction(state: State, problem: ProblemRecord, header: BlockHeade
     """Apply one tx; return its fee (credited to the committer by the caller)."""
     if tx.chain_id != problem.chain_id:
         raise InvalidTransaction("tx for another chain", chain_id=tx.chain_id)
+    check_fee(problem.params, tx)
     if not is_valid_signature(tx, problem.chain_id):
         raise InvalidTransaction("bad tx signature", sender=tx.sender)
     sender = address_of(tx.sender)
@@ -487,9 +497,28 @@ def process_transfer(state: State, sender: bytes, payload: Transfer) -> None:
 
 
 def process_register_digest(state: State, sender: bytes, header: BlockHeader, payload: RegisterDigest) -> None:
-    if get_digest(state, payload.digest) is not None:
-        raise InvalidTransaction("digest already registered", digest=payload.digest)
-    set_digest(state, payload.digest, DigestRecord(owner=sender, height=header.height))
+    """Record a model claim ``H(pk || digest)``. The claim names its prover, so whoever sends it
+    (the prover, or someone who copied the tx) it only ever lets that prover anchor the model."""
+    if get_digest(state, payload.claim) is not None:
+        raise ModelClaimTaken(payload.claim)
+    set_digest(state, payload.claim, DigestRecord(owner=sender, height=header.height))
+
+
+def check_model_claimed(state: State, poi: PoI, height: int) -> None:
+    """The PoI's prover claimed its model in a block before ``height`` (front-running defence)."""
+    claim = model_claim(poi.prover, poi.model_digest)
+    record = get_digest(state, claim)
+    if record is None or record.height >= height:
+        raise ModelNotClaimed(poi.prover, poi.model_digest, claim, None if record is None else record.height)
+
+
+def check_vote_bond(params: ProblemParams, validator: bytes, bond: Bond | None, height: int) -> None:
+    """A vote counts only from a full, active bond placed before ``height``: a bond slashed
+    below the validator bond must be withdrawn and placed again before it votes."""
+    if bond is None or bond.unbond_period != 0 or bond.since_height >= height:
+        raise InvalidAnchor("vote from a validator not bonded in an earlier block", validator=validator)
+    if bond.amount < params.validator_bond:
+        raise BondBelowMinimum(validator, bond.amount, params.validator_bond)
 
 
 def process_register_validator(state: State, problem: ProblemRecord, validator: bytes, header: BlockHeader) -> None:
@@ -508,7 +537,7 @@ def process_withdraw_bond(state: State, problem: ProblemRecord, validator: bytes
         raise InvalidTransaction("no bond to withdraw", validator=validator)
     if bond.unbond_period == 0:
         set_bond(state, validator, replace(bond, unbond_period=header.period + problem.params.unbonding_periods))
-        change_bonded(state, -bond.amount)
+        change_bonded(state, -voting_weight(problem.params, bond))
         return
     if header.period < bond.unbond_period:
         raise InvalidTransaction("bond still unbonding", until=bond.unbond_period, period=header.period)
@@ -516,8 +545,18 @@ def process_withdraw_bond(state: State, problem: ProblemRecord, validator: bytes
     set_bond(state, validator, None)
 
 
+def voting_weight(params: ProblemParams, bond: Bond) -> int:
+    """The stake a bond may vote with: all of it while it is active and at least the validator
+    bond (``check_vote_bond``), else none. ``meta.bonded`` is the sum of these, so a bond slashed
+    below the minimum leaves the quorum's total as it loses its vote (finding 9)."""
+    if bond.unbond_period != 0 or bond.amount < params.validator_bond:
+        return 0
+    return bond.amount
+
+
 def change_bonded(state: State, amount: int) -> None:
-    """Keep ``meta.bonded``, the stake a quorum is measured against, equal to the active bonds."""
+    """Keep ``meta.bonded``, the stake a quorum is measured against, equal to the sum of the
+    bonds' ``voting_weight``."""
     meta = get_meta(state)
     set_meta(state, replace(meta, bonded=meta.bonded + amount))
 
@@ -670,7 +709,7 @@ def process_settlement(state: State, problem: ProblemRecord, header: BlockHeader
     matching, mismatched = split_votes(pending.anchor, reveal)
     stake = vote_stake(state, matching)
     if stake < pending.quorum_stake:
-        return unconfirm_settlement(state, pending, mismatched, stake)
+        return unconfirm_settlement(state, problem, pending, mismatched, stake)
     return pay_settlement(state, problem, header, pending, reveal, distances, matching)
 
 
@@ -776,11 +815,12 @@ def fail_settlement(state: State, problem: ProblemRecord, pending: PendingAnchor
     """The PoI's own commitment is false: burn the improver bond and slash its voters."""
     poi = pending.anchor.poi
     slashed = burn(state, address_of(poi.prover), pending.improver_bond)
-    slashed += slash_votes(state, pending.anchor.votes)
+    slashed += slash_votes(state, problem.params, pending.anchor.votes)
     return Settlement(poi.hash, address_of(poi.prover), "failed", slashed=slashed, reason=reason)
 
 
-def unconfirm_settlement(state: State, pending: PendingAnchor, mismatched: Sequence[Vote], stake: int) -> Settlement:
+def unconfirm_settlement(state: State, problem: ProblemRecord, pending: PendingAnchor, mismatched: Sequence[Vote],
+                         stake: int) -> Settlement:
     """Matching votes below the quorum: nothing is paid and nothing moves.
 
     The reveal opens the PoI's commitment, so an honest validator (which checked
@@ -791,12 +831,12 @@ def unconfirm_settlement(state: State, pending: PendingAnchor, mismatched: Seque
     """
     poi = pending.anchor.poi
     unlock(state, address_of(poi.prover), pending.improver_bond)
-    slashed = slash_votes(state, mismatched)
+    slashed = slash_votes(state, problem.params, mismatched)
     return Settlement(poi.hash, address_of(poi.prover), "unconfirmed", slashed=slashed,
                       reason=f"matching stake {stake} below the quorum {pending.quorum_stake}")
 
 
-def slash_votes(state: State, votes: Sequence[Vote]) -> int:
+def slash_votes(state: State, params: ProblemParams, votes: Sequence[Vote]) -> int:
     """Each voter loses ``1 / VOTE_SLASH_DIVISOR`` of its bond; returns the total burned."""
     slashed = 0
     for vote in votes:
@@ -805,9 +845,9 @@ def slash_votes(state: State, votes: Sequence[Vote]) -> int:
             continue
         cut = bond.amount // C.VOTE_SLASH_DIVISOR
         slashed += burn(state, address_of(vote.validator), cut)
-        set_bond(state, vote.validator, replace(bond, amount=bond.amount - cut))
-        if bond.unbond_period == 0:
-            change_bonded(state, -cut)
+        cut_bond = replace(bond, amount=bond.amount - cut)
+        set_bond(state, vote.validator, cut_bond)
+        change_bonded(state, voting_weight(params, cut_bond) - voting_weight(params, bond))
     return slashed
 
 
@@ -848,11 +888,7 @@ def validate_poi(state: State, problem: ProblemRecord, meta: ChainMeta, header: 
         raise InvalidAnchor("no open season with a sealed holdout", period=header.period)
     if not is_valid_signature(poi, problem.chain_id):
         raise InvalidAnchor("bad PoI signature", prover=poi.prover)
-    record = get_digest(state, poi.model_digest)
-    if record is None or record.owner != address_of(poi.prover):
-        raise InvalidAnchor("model digest not registered by the prover", digest=poi.model_digest)
-    if record.height >= header.height:
-        raise InvalidAnchor("model digest registered in this block", digest=poi.model_digest)
+    check_model_claimed(state, poi, header.height)
     if len(poi.ys) != len(problem.tuples):
         raise InvalidAnchor("PoI has the wrong number of embeddings", ys=len(poi.ys))
     for i, (y, tup) in enumerate(zip(poi.ys, problem.tuples)):
@@ -888,9 +924,7 @@ def validate_votes(state: State, problem: ProblemRecord, header: BlockHeader, po
             raise InvalidAnchor("vote for another chain or period", period=vote.period)
         if vote.poi_hash != poi_hash or vote.parent != poi.parent:
             raise InvalidAnchor("vote bound to another PoI or parent", poi_hash=vote.poi_hash)
-        bond = get_bond(state, vote.validator)
-        if bond is None or bond.unbond_period != 0 or bond.since_height >= header.height:
-            raise InvalidAnchor("vote from a validator not bonded in an earlier block", validator=vote.validator)
+        check_vote_bond(params, vote.validator, get_bond(state, vote.validator), header.height)
         if not is_valid_signature(vote, problem.chain_id):
             raise InvalidAnchor("bad vote signature", validator=vote.validator)
 
@@ -920,4 +954,6 @@ __all__ = [
     "vote_order_key",
     "model_order_seed",
     "validate_quorum",
+    "check_model_claimed",
+    "check_vote_bond",
 ]

@@ -133,6 +133,7 @@ class ProblemParams(Schema):
     validator_bond: int
     improver_bond: int
     contributor_bond: int
+    min_fee: int  # base units every tx pays at least; at least 1 (no free spam)
     tie_margin_ppb: int  # top-two score gap (in 1e-9 of a score) that makes a position ambiguous
     max_ambiguous: int
     max_model_bytes: int
@@ -164,6 +165,7 @@ class ProblemParams(Schema):
         ("validator_bond", AMOUNT),
         ("improver_bond", AMOUNT),
         ("contributor_bond", AMOUNT),
+        ("min_fee", AMOUNT),
         ("tie_margin_ppb", U32),
         ("max_ambiguous", U32),
         ("max_model_bytes", U64),
@@ -353,11 +355,16 @@ class Transfer(Schema):
 @schema
 @dataclass(frozen=True)
 class RegisterDigest(Schema):
-    """Claims a model digest before its PoI may be anchored (front-running defence)."""
+    """Claims a model before its PoI may be anchored (front-running defence).
 
-    digest: bytes
+    ``claim`` is ``model_claim(prover, digest)``: it binds the prover and hides the
+    digest until the PoI, so a copy of the tx from another key registers the
+    claim for the prover who made it and blocks no one.
+    """
 
-    FIELDS = (("digest", HASH),)
+    claim: bytes
+
+    FIELDS = (("claim", HASH),)
     KIND: ClassVar[int] = 1
 
 
@@ -718,6 +725,11 @@ def decode_body(raw: bytes, check: "Callable[[Any], None] | None" = None) -> Pro
     if check is not None:
         check(obj)
     return BodyCodec().from_obj(obj)
+
+
+def model_claim(prover: bytes, digest: bytes) -> bytes:
+    """``H(domain || pk || digest)``: what a ``RegisterDigest`` registers for a prover's model."""
+    return sha256(C.DOMAIN_MODEL_CLAIM + prover + digest)
 
 
 def body_hash(body: ProblemBody | ImprovementBody) -> bytes:

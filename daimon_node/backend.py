@@ -230,27 +230,29 @@ class NodeBackend:
             await self.node._publish(f"/daimon/{chain.hex()}/proofs", raw)
         return hex0x(reveal.poi_hash)
 
-    async def submit_model(self, chain: bytes, raw: bytes) -> str:
+    async def submit_model(self, chain: bytes, raw: bytes, prover: bytes) -> str:
         """Keep and serve a model so validators can fetch it by digest.
 
-        Only a model whose digest is registered on chain or in a pooled RegisterDigest tx,
-        and within the problem's size limit, is stored (and pinned): the RPC cannot be used
-        to fill the node's disk with arbitrary bytes.
+        Only a model that ``prover`` claimed (``H(prover || digest)``) on chain or in a pooled
+        RegisterDigest tx, and within the problem's size limit, is stored (and pinned): the
+        RPC cannot be used to fill the node's disk with arbitrary bytes.
         """
         import hashlib
 
         from chain.state import get_digest
-        from chain.types import RegisterDigest
+        from chain.types import RegisterDigest, model_claim
 
         handle = self._started(chain)
         limit = handle.proposal.params.max_model_bytes
         if len(raw) > limit:
             raise Rejected(f"model of {len(raw)} bytes exceeds the problem's limit of {limit}")
         digest = hashlib.sha256(raw).digest()
-        pooled = any(isinstance(t.payload, RegisterDigest) and t.payload.digest == digest
+        claim = model_claim(prover, digest)
+        pooled = any(isinstance(t.payload, RegisterDigest) and t.payload.claim == claim
                      for t in handle.mempool.txs.values())
-        if get_digest(handle.state, digest) is None and not pooled:
-            raise Rejected("register the model's digest first (daimon-node model register)")
+        if get_digest(handle.state, claim) is None and not pooled:
+            raise Rejected("claim the model first (daimon-node model register): no H(prover || digest) "
+                           "on chain or pooled")
         self.node.content.put(raw)
         self.node.content.pin(digest, "submitted model")
         return hex0x(digest)

@@ -31,7 +31,8 @@ JsonOption = typer.Option(False, "--json", help="Print one JSON document (for sc
 ChainOption = typer.Option(None, "--chain", "-c", help="Problem chain id (64 hex digits, or a unique prefix of "
                            "8+ digits); default: the node's only chain.")
 KeyDirOption = typer.Option(Path(".daimon"), "--key-dir", "-k", help="Data directory holding the signing key.")
-FeeOption = typer.Option("0", "--fee", help="Fee in base units, paid to the block's committer.")
+FeeOption = typer.Option(None, "--fee", help="Fee in base units, paid to the block's committer (default: the "
+                         "problem's minimum fee; committers take the highest fee per byte first).")
 WaitOption = typer.Option(False, "--wait", help="Wait until a block includes the transaction.")
 TimeoutOption = typer.Option(0.0, "--timeout", help="Seconds --wait waits at most (0: three periods plus grace).")
 
@@ -188,13 +189,24 @@ def wait_for_tx(client: RpcClient, chain: bytes, tx_hash: str, after_height: int
         time.sleep(0.5)
 
 
-def send_transaction(client: RpcClient, chain: bytes, key_dir: Path, payload: Any, fee: int, *,
+def resolve_fee(client: RpcClient, chain: bytes, fee: str | None, params: dict[str, Any] | None = None) -> int:
+    """``--fee`` in base units, or the problem's minimum fee when it is not given."""
+    if fee is not None:
+        return parse_amount(fee, tokens=False, decimals=0, what="--fee")
+    params = params if params is not None else problem_params(client, chain)
+    return int(params["min_fee"])
+
+
+def send_transaction(client: RpcClient, chain: bytes, key_dir: Path, payload: Any, fee: int | None, *,
                      wait: bool, timeout: float, params: dict[str, Any] | None = None) -> Sent:
-    """Sign ``payload`` with the next nonce, send it, and with ``wait`` follow it into a block."""
+    """Sign ``payload`` with the next nonce, send it, and with ``wait`` follow it into a block.
+    ``fee`` None pays the problem's minimum fee."""
     from chain.builder import make_transaction
 
     from .keystore import load_key
 
+    if fee is None:
+        fee = resolve_fee(client, chain, None, params)
     keys = load_key(key_dir)
     nonce = client.get_nonce(chain, keys.address_bytes)
     after = client.block_number(chain)
@@ -304,7 +316,7 @@ def transfer_cmd(
     to: str = typer.Option(..., "--to", help="Recipient address (40 hex digits)."),
     amount: str = typer.Option(..., "--amount", help="Amount in base units (with --tokens: a decimal token amount)."),
     chain: Optional[str] = ChainOption,
-    fee: str = FeeOption,
+    fee: Optional[str] = FeeOption,
     tokens: bool = typer.Option(False, "--tokens", help="--amount is a decimal token amount, scaled by the "
                                 "problem's decimals (--fee stays in base units)."),
     key_dir: Path = KeyDirOption,
@@ -319,7 +331,8 @@ def transfer_cmd(
     from .keystore import load_key
 
     recipient = parse_address(to, "--to address")
-    fee_units = parse_amount(fee, tokens=False, decimals=0, what="--fee")
+    if fee is not None:
+        parse_amount(fee, tokens=False, decimals=0, what="--fee")  # fail before contacting the node
     if not tokens:
         parse_amount(amount, tokens=False, decimals=0, what="--amount")  # fail before contacting the node
     keys = load_key(key_dir)
@@ -327,6 +340,7 @@ def transfer_cmd(
         chain_id = resolve_chain(client, chain)
         params = problem_params(client, chain_id)
         decimals = int(params["decimals"])
+        fee_units = resolve_fee(client, chain_id, fee, params)
         units = parse_amount(amount, tokens=tokens, decimals=decimals, what="--amount")
         if units == 0:
             raise ChainCommandError("--amount must be positive")
@@ -347,7 +361,7 @@ def rate(
     target: str = typer.Option(..., "--target", help="Address to rate (40 hex digits)."),
     up: Optional[bool] = typer.Option(None, "--up/--down", help="Rate up (+1) or down (-1); one is required."),
     chain: Optional[str] = ChainOption,
-    fee: str = FeeOption,
+    fee: Optional[str] = FeeOption,
     key_dir: Path = KeyDirOption,
     rpc: str = RpcOption,
     wait: bool = WaitOption,
@@ -365,9 +379,11 @@ def rate(
     keys = load_key(key_dir)
     if who == keys.address_bytes:
         raise ChainCommandError("you cannot rate yourself")
-    fee_units = parse_amount(fee, tokens=False, decimals=0, what="--fee")
+    if fee is not None:
+        parse_amount(fee, tokens=False, decimals=0, what="--fee")
     with connect(rpc) as client:
         chain_id = resolve_chain(client, chain)
+        fee_units = resolve_fee(client, chain_id, fee)
         bal = client.get_balance(chain_id, keys.address_bytes)
         if bal["spendable"] + bal["locked"] == 0:
             raise ChainCommandError(f"{keys.address} holds no tokens on this chain; only holders may rate")

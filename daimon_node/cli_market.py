@@ -194,7 +194,7 @@ def infer(
             amount = parse_amount(deposit, tokens=False, decimals=0, what="--deposit") if deposit else 100 * price
             amount = max(amount, price)
             typer.echo(f"opening a channel to {offer['provider']}: deposit {amount}, waiting for a block...", err=True)
-            send_transaction(client, chain_id, key_dir, OpenChannel(provider, amount, period + channel_periods), 0,
+            send_transaction(client, chain_id, key_dir, OpenChannel(provider, amount, period + channel_periods), None,
                              wait=True, timeout=0.0)
             channel, floor = channel_floor()
         if channel is None or not channel["open"]:

@@ -181,29 +181,35 @@ def register_cmd(
     model: Path = typer.Argument(..., help="ONNX model file."),
     chain: Optional[str] = ChainOption,
     key_dir: Path = KeyDirOption,
-    fee: str = typer.Option("0", "--fee", help="Fee in base units."),
+    fee: Optional[str] = typer.Option(None, "--fee", help="Fee in base units (default: the problem's minimum)."),
     rpc: str = RpcOption,
     wait: bool = typer.Option(False, "--wait", help="Wait until a block includes the registration."),
     timeout: float = typer.Option(0.0, "--timeout", help="Seconds --wait waits at most (0: three periods plus grace)."),
     as_json: bool = JsonOption,
 ) -> None:
-    """Register a model's digest on a chain (a RegisterDigest tx); its PoI may follow once a block holds it."""
-    from chain.types import RegisterDigest
+    """Claim a model on a chain (a RegisterDigest tx of ``H(your key || digest)``, so a copy of the tx
+    claims it for you, not for the copier); its PoI may follow once a block holds it."""
+    from chain.types import RegisterDigest, model_claim
 
-    from .cli_chain import connect, hex0x, parse_amount, report_sent, resolve_chain, send_transaction
+    from .cli_chain import connect, hex0x, parse_amount, report_sent, resolve_chain, resolve_fee, send_transaction
+    from .keystore import load_key
     from .poi import model_digest
 
     data = read_file(model, "model")
     digest = model_digest(data)
-    fee_units = parse_amount(fee, tokens=False, decimals=0, what="--fee")
+    if fee is not None:
+        parse_amount(fee, tokens=False, decimals=0, what="--fee")
+    claim = model_claim(load_key(key_dir).public_key, digest)
     with connect(rpc) as client:
         chain_id = resolve_chain(client, chain)
         params = client.get_problem(chain_id)["params"]
+        fee_units = resolve_fee(client, chain_id, fee, params)
         if len(data) > int(params["max_model_bytes"]):
             raise ModelCommandError(f"{model} has {len(data)} bytes; the problem allows {params['max_model_bytes']}")
-        sent = send_transaction(client, chain_id, key_dir, RegisterDigest(digest), fee_units,
+        sent = send_transaction(client, chain_id, key_dir, RegisterDigest(claim), fee_units,
                                 wait=wait, timeout=timeout, params=params)
     report_sent(sent, as_json, {"chain": hex0x(chain_id), "type": "register_digest", "model_digest": digest.hex(),
+                                "claim": claim.hex(),
                                 "fee": str(fee_units)})
     if not as_json:
         typer.echo(f"model digest {digest.hex()}")
@@ -319,11 +325,11 @@ def submit_cmd(
                 f"- delta {delta}; validators would not vote for it (--force submits anyway)")
         try:
             # The node keeps and serves the model: validators fetch it by digest over p2p.
-            client.submit_model(chain_id, data)
+            client.submit_model(chain_id, data, keys.public_key)
             poi_hash = client.submit_proof(chain_id, proof.poi.encode())
         except Rejected as exc:
             hint = ("; register the model first ('daimon-node model register --wait') and submit once a block "
-                    "holds the registration" if "digest" in str(exc) else "")
+                    "holds the registration" if "ModelNotClaimed" in str(exc) or "claim" in str(exc) else "")
             raise ModelCommandError(f"{exc}{hint}") from None
     reveal_path = reveal_out or model.with_name(f"{model.name}.p{k}.reveal")
     write_private(reveal_path, proof.reveal.encode())

@@ -13,6 +13,8 @@ from typing import Optional
 
 import typer
 
+from chain.constants import DEFAULT_MIN_FEE
+
 from .errors import DaimonError
 
 app = typer.Typer(help="Create and inspect classification problems.", no_args_is_help=True)
@@ -58,6 +60,8 @@ def create_cmd(
                                   "torch); 0: untrained random-projection DEL."),
     del_max_seconds: float = typer.Option(0.0, "--del-max-seconds", help="Stop DEL training after this long (0: no cap)."),
     seed: int = typer.Option(0, "--seed", help="Split and DEL seed."),
+    min_fee: int = typer.Option(DEFAULT_MIN_FEE, "--min-fee", help="Least fee of any tx, base units (at least 1: "
+                                "a chain without a fee takes free spam)."),
 ) -> None:
     """Create a problem: split the dataset, build the DEL, sign the proposal and test tuple."""
     from .keystore import load_key
@@ -79,8 +83,10 @@ def create_cmd(
         max_model_bytes=max_model_bytes, max_infer_ms=max_infer_ms, season_periods=season_periods,
         t0=t0, del_steps=del_steps, del_max_seconds=del_max_seconds, seed=seed,
         holdout_margin_ppb=holdout_margin_ppb, consistency_ppb=consistency_ppb,
-        holdout_z_centi=int(round(holdout_z * 100)),
+        holdout_z_centi=int(round(holdout_z * 100)), min_fee=min_fee,
     )
+    if min_fee < 1:
+        raise ProblemCommandError(f"--min-fee {min_fee} must be at least 1")
     if not 0 < opts.holdout_z_centi <= 1000:
         raise ProblemCommandError(f"--holdout-z {holdout_z} is outside (0, 10]")
     created = create_problem(out, keys, dataset=dataset, test_fraction=test_fraction,
@@ -112,7 +118,7 @@ def reveal_cmd(
     NewHoldout transaction with the secret file's next holdout set; the node
     serving the problem (contributor role, same secret file) publishes its Z_h.
     """
-    from chain.builder import make_transaction
+    from chain.builder import make_paid_transaction
     from chain.types import NewHoldout
 
     from .cli_chain import connect
@@ -139,7 +145,7 @@ def reveal_cmd(
             typer.echo(f"season {index}: holdout revealed (m_h={held.sealed.m_h}); it is judged in the next block")
             return
         nonce = client.get_nonce(chain, keys.address_bytes)
-        tx = make_transaction(keys, chain, nonce, NewHoldout(held.sealed))
+        tx = make_paid_transaction(keys, p.params, chain, nonce, NewHoldout(held.sealed))
         client.send_raw_transaction(chain, tx.encode())
         typer.echo(f"season {index}: NewHoldout sent (m_h={held.sealed.m_h}, Z_h {held.sealed.z_h_id.hex()[:16]})")
 

@@ -12,7 +12,10 @@ signed already, and an ejected committer signs nothing.
 
 from __future__ import annotations
 
+import heapq
+from collections import deque
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Callable
 
 from chain import constants as C
@@ -20,6 +23,7 @@ from chain.builder import build_improvement_block, build_problem_block
 from chain.consensus import in_turn_committer, period_end, period_of
 from chain.crypto import KeyPair
 from chain.errors import ChainError
+from chain.limits import fee_rank, fits_tx_budget, tx_size
 from chain.signing import EMPTY_SIGNATURE
 from chain.state import State, get_meta, get_problem, is_ejected
 from chain.transition import Env, process_anchor, process_transaction
@@ -62,13 +66,26 @@ def _stub_header(state: State, plan: CommitPlan, keys: KeyPair) -> BlockHeader:
 
 
 def select_transactions(state: State, pool: Mempool, header: BlockHeader, limit: int = C.MAX_TXS_PER_BLOCK) -> list[Transaction]:
-    """Pending transactions that execute in order on top of ``state``."""
+    """Pending transactions by fee per byte that execute in order on top of ``state`` and fit the
+    block's byte budget (``chain.limits``). Each sender's txs go in nonce order, so a sender's next
+    tx competes with its fee once the one before it is in; a sender whose next tx does not execute
+    or fit contributes nothing more (its later nonces could not run without it)."""
     scratch = state.copy()
     problem = get_problem(scratch)
-    chosen = []
-    for tx in pool.pending_txs(state):
-        if len(chosen) >= limit:
-            break
+    queues: dict[bytes, deque[Transaction]] = {}
+    for tx in pool.pending_txs(state):  # by sender, then nonce
+        queues.setdefault(tx.sender, deque()).append(tx)
+    heap = [_fee_entry(q[0]) for q in queues.values()]
+    heapq.heapify(heap)
+    chosen: list[Transaction] = []
+    used = 0
+    while heap and len(chosen) < limit:
+        _, _, sender = heapq.heappop(heap)
+        queue = queues[sender]
+        tx = queue.popleft()
+        size = tx_size(tx)
+        if not fits_tx_budget(used, size):
+            continue
         trial = scratch.copy()
         try:
             process_transaction(trial, problem, header, tx)
@@ -76,7 +93,16 @@ def select_transactions(state: State, pool: Mempool, header: BlockHeader, limit:
             continue
         scratch = trial
         chosen.append(tx)
+        used += size
+        if queue:
+            heapq.heappush(heap, _fee_entry(queue[0]))
     return chosen
+
+
+def _fee_entry(tx: Transaction) -> tuple[Fraction, bytes, bytes]:
+    """Heap key: highest fee per byte first; ties by tx hash, so every committer orders alike."""
+    fee, size = fee_rank(tx)
+    return -Fraction(fee, size), tx.hash, tx.sender
 
 
 def select_settlement(state: State, pool: Mempool, period: int) -> Reveal | None:

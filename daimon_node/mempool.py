@@ -11,18 +11,22 @@ keep garbage out, not be the last word.
 from __future__ import annotations
 
 import enum
+import heapq
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Final
 
+from fractions import Fraction
+
 from chain.consensus import is_in_window, period_of
 from chain.crypto import address_bytes
 from chain.labels import labels_hash
+from chain.limits import check_fee, fee_rank
 from chain.signing import is_valid_signature
-from chain.state import State, get_account, get_bond, get_digest, get_meta, get_problem
+from chain.state import State, get_account, get_bond, get_meta, get_problem
 from chain.constants import KIND_IMPROVEMENT, ZERO_HASH
-from chain.errors import ChainError
-from chain.transition import process_transaction
+from chain.errors import BalanceOverflow, ChainError, FeeTooLow, InvalidAnchor
+from chain.transition import check_model_claimed, check_vote_bond, process_transaction
 from chain.types import BlockHeader, PoI, Reveal, SeasonReveal, Transaction, Transfer, Vote
 
 MAX_TXS: Final[int] = 10_000
@@ -30,6 +34,11 @@ MAX_TXS_PER_SENDER: Final[int] = 64
 NONCE_WINDOW: Final[int] = 64
 MAX_POIS_PER_PERIOD: Final[int] = 64
 MAX_VOTES_PER_POI: Final[int] = 256
+
+
+def _per_byte(tx: Transaction) -> Fraction:
+    fee, size = fee_rank(tx)
+    return Fraction(fee, size)
 
 
 class Verdict(enum.Enum):
@@ -45,6 +54,8 @@ class Mempool:
     chain_id: bytes
     clock_drift_s: float = 2.0
     txs: "OrderedDict[bytes, Transaction]" = field(default_factory=OrderedDict)
+    # (fee per byte, hash) of every tx taken, cheapest first; entries of txs that left are skipped
+    tx_rates: list[tuple[Fraction, bytes]] = field(default_factory=list)
     pois: dict[int, dict[bytes, PoI]] = field(default_factory=dict)  # period -> hash -> PoI
     votes: dict[bytes, dict[bytes, Vote]] = field(default_factory=dict)  # PoI hash -> validator -> Vote
     reveals: dict[bytes, Reveal] = field(default_factory=dict)  # PoI hash -> Reveal
@@ -61,12 +72,21 @@ class Mempool:
         self.last_reason = reason
         return Verdict.IGNORE
 
+    def _reject_rule(self, prefix: str, exc: ChainError) -> Verdict:
+        """Reject for a broken chain rule; the reason names the rule's class, never its text."""
+        return self._reject(f"{prefix}_{type(exc).__name__}")
+
     # --- transactions ----------------------------------------------------------------
     def add_tx(self, tx: Transaction, state: State) -> Verdict:
         if tx.hash in self.txs:
             return self._ignore("already known")
         if tx.chain_id != self.chain_id:
             return self._reject("tx_wrong_chain")
+        problem = get_problem(state)
+        try:
+            check_fee(problem.params, tx)
+        except FeeTooLow as exc:
+            return self._reject_rule("tx", exc)
         if not is_valid_signature(tx, self.chain_id):
             return self._reject("tx_bad_signature")
         acct = get_account(state, address_bytes(tx.sender))
@@ -76,12 +96,37 @@ class Mempool:
             return self._reject("tx_nonce_too_far")
         if tx.fee + (tx.payload.amount if isinstance(tx.payload, Transfer) else 0) > acct.balance:
             return self._reject("tx_cost_above_balance")
+        if tx.nonce == acct.nonce:
+            try:  # the next tx of its sender: run it on the head, as the committer will
+                process_transaction(state.copy(), problem, self._next_header(state), tx)
+            except BalanceOverflow as exc:  # would credit past the amount bound
+                return self._reject_rule("tx", exc)
+            except ChainError:
+                pass  # may still execute after other txs land; the committer decides
         if sum(1 for t in self.txs.values() if t.sender == tx.sender) >= MAX_TXS_PER_SENDER:
             return self._ignore("too many pending txs from this sender")
-        if len(self.txs) >= MAX_TXS:
-            self.txs.popitem(last=False)
+        if len(self.txs) >= MAX_TXS and not self._evict_cheaper_than(tx):
+            return self._ignore("pool full of txs paying as much per byte")
         self.txs[tx.hash] = tx
+        heapq.heappush(self.tx_rates, (_per_byte(tx), tx.hash))
         return Verdict.ACCEPT
+
+    def _evict_cheaper_than(self, tx: Transaction) -> bool:
+        """Make room by dropping the pooled tx paying least per byte, if it pays less than ``tx``:
+        a flood of minimum-fee txs cannot push a better-paying one out of a full pool."""
+        while self.tx_rates and self.tx_rates[0][1] not in self.txs:
+            heapq.heappop(self.tx_rates)  # left the pool (included, pruned)
+        if not self.tx_rates or self.tx_rates[0][0] >= _per_byte(tx):
+            return False
+        _, cheapest = heapq.heappop(self.tx_rates)
+        del self.txs[cheapest]
+        return True
+
+    def _next_header(self, state: State) -> BlockHeader:
+        """A stand-in header for the next block (what a tx sees when run on the head)."""
+        meta = get_meta(state)
+        return BlockHeader(self.chain_id, meta.height + 1, state.head, KIND_IMPROVEMENT, meta.period + 1, 0,
+                           b"\x00" * 32, ZERO_HASH, ZERO_HASH, b"\x00" * 64)
 
     def pending_txs(self, state: State) -> list[Transaction]:
         """Transactions not yet included, ordered by sender then nonce."""
@@ -102,9 +147,10 @@ class Mempool:
             return self._ignore(f"PoI for period {poi.period} outside its period")  # not provably invalid
         if not is_valid_signature(poi, self.chain_id):
             return self._reject("poi_bad_signature")
-        record = get_digest(state, poi.model_digest)
-        if record is None or record.owner != address_bytes(poi.prover):
-            return self._reject("poi_digest_not_registered")
+        try:
+            check_model_claimed(state, poi, get_meta(state).height + 1)
+        except InvalidAnchor as exc:
+            return self._reject_rule("poi", exc)
         bucket = self.pois.setdefault(poi.period, {})
         if len(bucket) >= MAX_POIS_PER_PERIOD:
             return self._ignore("too many PoIs this period")
@@ -128,9 +174,10 @@ class Mempool:
             return self._ignore(f"vote for period {vote.period} outside its period")
         if not is_valid_signature(vote, self.chain_id):
             return self._reject("vote_bad_signature")
-        bond = get_bond(state, vote.validator)
-        if bond is None or bond.unbond_period != 0:
-            return self._reject("vote_not_bonded")
+        try:
+            check_vote_bond(params, vote.validator, get_bond(state, vote.validator), get_meta(state).height + 1)
+        except InvalidAnchor as exc:
+            return self._reject_rule("vote", exc)
         if len(votes) >= MAX_VOTES_PER_POI:
             return self._ignore("too many votes for this PoI")
         votes[vote.validator] = vote
@@ -177,6 +224,9 @@ class Mempool:
             if tx.nonce < get_account(state, address_bytes(tx.sender)).nonce:
                 del self.txs[h]
         self.drop_unexecutable(state)
+        if len(self.tx_rates) > 2 * len(self.txs):  # forget the rates of txs that left
+            self.tx_rates = [(rate, h) for rate, h in self.tx_rates if h in self.txs]
+            heapq.heapify(self.tx_rates)
         for period in [p for p in self.pois if p < current - 2]:
             for poi_hash in self.pois.pop(period):
                 self.votes.pop(poi_hash, None)
@@ -189,10 +239,8 @@ class Mempool:
     def drop_unexecutable(self, state: State) -> None:
         """Drop a sender's txs from the first that no longer executes on the head (its balance
         was spent, its digest taken...): otherwise it and every later nonce would wait forever."""
-        meta = get_meta(state)
         problem = get_problem(state)
-        header = BlockHeader(self.chain_id, meta.height + 1, state.head, KIND_IMPROVEMENT, meta.period + 1, 0,
-                             b"\x00" * 32, ZERO_HASH, ZERO_HASH, b"\x00" * 64)
+        header = self._next_header(state)
         scratch = state.copy()
         broken: set[bytes] = set()
         gapped: set[bytes] = set()

@@ -13,10 +13,11 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Final
 
 import trio
 
+from chain import constants as C
 from chain.errors import ChainError, DecodeError
 from chain.state import is_ejected
 from chain.types import PoI, ReportEquivocation, Reveal, SeasonReveal, Transaction, Vote
@@ -57,6 +58,18 @@ _VERDICT = {Verdict.ACCEPT: ValidationResult.ACCEPT, Verdict.REJECT: ValidationR
             Verdict.IGNORE: ValidationResult.IGNORE}
 
 
+# Gossip caps from the protocol's own table (``chain.constants``): a problem's largest PoI,
+# reveal, season reveal and block are checked against the same numbers when it is created, so
+# every valid object fits the topic that carries it (p2p keeps its own generic defaults).
+TOPIC_CAPS: Final[dict[str, int]] = {
+    "proofs": C.MAX_PROOF_MESSAGE_BYTES,
+    "votes": C.MAX_VOTE_MESSAGE_BYTES,
+    "blocks": C.MAX_BLOCK_MESSAGE_BYTES,
+    "txs": C.MAX_TX_MESSAGE_BYTES,
+    "problems": C.MAX_PROBLEM_MESSAGE_BYTES,
+}
+
+
 def decode_proof_message(data: bytes) -> PoI | Reveal | SeasonReveal:
     """The proofs topic carries PoIs, reveals and season reveals; their arities differ."""
     for cls in (PoI, Reveal, SeasonReveal):
@@ -90,7 +103,8 @@ class Node:
         self.chains = ChainManager(self.data_dir, self.content, self.clock, config.chain.clock_drift_s)
         self.p2p = P2PNode(
             P2PConfig(seed=self.keys.seed, content_dir=self.data_dir / "content",
-                      listen_addr=config.p2p.listen, bootstrap=tuple(config.p2p.bootstrap)),
+                      listen_addr=config.p2p.listen, bootstrap=tuple(config.p2p.bootstrap),
+                      sync_max_item_bytes=C.MAX_BLOCK_MESSAGE_BYTES),
             sync_provider=self.chains, store=self.content)
         self.sandbox = Sandbox()
         self.metrics = NodeMetrics()
@@ -187,7 +201,8 @@ class Node:
                 await nursery.start(self.p2p.run)
                 if not self.p2p.listen_addrs():
                     raise NodeStartError(f"p2p cannot listen on {self.config.p2p.listen} (address in use?)")
-                await self.p2p.subscribe(PROBLEMS_TOPIC, self._on_problem_msg, self._validate_problem)
+                await self.p2p.subscribe(PROBLEMS_TOPIC, self._on_problem_msg, self._validate_problem,
+                                         max_size=TOPIC_CAPS["problems"])
                 for handle in list(self.chains.chains.values()):
                     await self._join(handle, nursery)
                 self._nursery = nursery
@@ -213,10 +228,14 @@ class Node:
             return
         self._joined.add(handle.chain_id)
         cid = handle.chain_id
-        await self.p2p.subscribe(chain_topic(cid, "blocks"), self._noop, self._validator(handle, self._validate_block))
-        await self.p2p.subscribe(chain_topic(cid, "txs"), self._noop, self._validator(handle, self._validate_tx))
-        await self.p2p.subscribe(chain_topic(cid, "proofs"), self._noop, self._validator(handle, self._validate_proof))
-        await self.p2p.subscribe(chain_topic(cid, "votes"), self._noop, self._validator(handle, self._validate_vote))
+        await self.p2p.subscribe(chain_topic(cid, "blocks"), self._noop, self._validator(handle, self._validate_block),
+                                 max_size=TOPIC_CAPS["blocks"])
+        await self.p2p.subscribe(chain_topic(cid, "txs"), self._noop, self._validator(handle, self._validate_tx),
+                                 max_size=TOPIC_CAPS["txs"])
+        await self.p2p.subscribe(chain_topic(cid, "proofs"), self._noop, self._validator(handle, self._validate_proof),
+                                 max_size=TOPIC_CAPS["proofs"])
+        await self.p2p.subscribe(chain_topic(cid, "votes"), self._noop, self._validator(handle, self._validate_vote),
+                                 max_size=TOPIC_CAPS["votes"])
         nursery.start_soon(self._fetch_needed, handle)
         self._sync_wakeup.set()
 

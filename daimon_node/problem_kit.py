@@ -39,7 +39,7 @@ from typing import Any, Final
 import numpy as np
 
 from chain import constants as C
-from chain.constants import ZERO_HASH
+from chain.constants import DEFAULT_MIN_FEE, ZERO_HASH
 from chain.crypto import KeyPair
 from chain.errors import DecodeError
 from chain.labels import array_to_labels
@@ -168,6 +168,7 @@ class ProblemOptions:
     validator_bond: int = 10**18
     improver_bond: int = 10**17
     contributor_bond: int | None = None  # None: what a season can mint (chain.season.season_mint_bound)
+    min_fee: int = DEFAULT_MIN_FEE  # base units every tx pays at least (1e-6 token at 18 decimals)
     tie_margin_ppb: int = 100_000  # top-two probability gap of 1e-4
     max_ambiguous: int | None = None  # None: 1% of all labelled positions
     max_model_bytes: int = 16 * 2**20
@@ -260,6 +261,7 @@ def build_params(opts: ProblemOptions, ds: Dataset, creator: KeyPair, m: int, m_
         improver_bond=opts.improver_bond,
         contributor_bond=(opts.contributor_bond if opts.contributor_bond is not None
                           else season_mint_bound(opts.reward_a, opts.reward_scale)),
+        min_fee=opts.min_fee,
         tie_margin_ppb=opts.tie_margin_ppb,
         max_ambiguous=opts.max_ambiguous if opts.max_ambiguous is not None else max(1, (m + 2 * m_h) // 100),
         max_model_bytes=opts.max_model_bytes,
@@ -275,6 +277,21 @@ def build_params(opts: ProblemOptions, ds: Dataset, creator: KeyPair, m: int, m_
         genesis=tuple(Allocation(a, v) for a, v in genesis),
         t0=int(time.time()) if opts.t0 is None else opts.t0,
     )
+
+
+def check_problem(params: ProblemParams, tup: TestTuple, holdout_sizes: list[int]) -> None:
+    """Refuse, before anything is written, a problem the chain would refuse: its parameters, and
+    the largest PoI, reveal and block of every season against the network caps (docs/protocol.md)."""
+    from chain.errors import InvalidProblem
+    from chain.limits import check_message_sizes
+    from chain.transition import validate_params
+
+    try:
+        validate_params(params)
+        for m_h in holdout_sizes or [0]:
+            check_message_sizes(params, (tup,), m_h)
+    except InvalidProblem as exc:
+        raise ProblemKitError(f"the chain would refuse this problem: {exc}") from exc  # the rule, typed
 
 
 # ---------------------------------------------------------------------------
@@ -418,6 +435,7 @@ def create_problem(
     if consistency is None and holdout is not None:
         consistency = calibrate_consistency(del_model, x_t, ds.num_classes, seed=opts.seed)
     params = build_params(opts, ds, creator, m, holdout.m_h if holdout else 0, consistency)
+    check_problem(params, tup, [int(held["m_h"]) for held in season_sets])
     proposal = sign(Proposal(params, tup, holdout, creator.public_key, EMPTY_SIGNATURE), creator)
     for cid, data in contents.items():
         (out_dir / cid.hex()).write_bytes(data)

@@ -19,7 +19,7 @@ from chain.consensus import period_end, period_of, period_start
 from chain.crypto import KeyPair
 from chain.errors import ChainError, MissingContent
 from chain.state import get_account, get_bond, get_digest, get_meta, get_problem
-from chain.types import PoI, RegisterDigest, RegisterValidator, Transaction
+from chain.types import PoI, RegisterDigest, RegisterValidator, Transaction, model_claim
 from del_embed.integer import integer_del_from_bytes
 from p2p import ContentStore
 
@@ -79,15 +79,15 @@ async def fetch_problem_view(ctx: RoleContext, handle: ChainHandle) -> Problem:
     return problem_view(handle, ctx.content)
 
 
-def next_tx(ctx: RoleContext, handle: ChainHandle, payload, fee: int = 0) -> Transaction:  # type: ignore[no-untyped-def]
-    """A signed tx with the next nonce after our pending ones."""
-    from chain.builder import make_transaction
+def next_tx(ctx: RoleContext, handle: ChainHandle, payload, fee: int | None = None) -> Transaction:  # type: ignore[no-untyped-def]
+    """A signed tx with the next nonce after our pending ones, paying ``fee`` or (None) the problem's minimum."""
+    from chain.builder import make_paid_transaction
 
     nonce = get_account(handle.state, ctx.keys.address_bytes).nonce
     pending = [t.nonce for t in handle.mempool.txs.values() if t.sender == ctx.keys.public_key and t.nonce >= nonce]
     if pending:
         nonce = max(pending) + 1
-    return make_transaction(ctx.keys, handle.chain_id, nonce, payload, fee)
+    return make_paid_transaction(ctx.keys, get_problem(handle.state).params, handle.chain_id, nonce, payload, fee)
 
 
 # ---------------------------------------------------------------------------
@@ -207,19 +207,17 @@ class ImproverRole:
         now = ctx.now()
         period = period_of(params, int(now))
         digest = model_digest(model)
-        record = get_digest(state, digest)
+        claim = model_claim(ctx.keys.public_key, digest)
+        record = get_digest(state, claim)
         if record is None:
             if period - self.register_sent_period >= 3:
                 self.register_sent_period = period
                 ctx.content.put(model)
                 ctx.content.pin(digest, "own model")
-                await ctx.submit_tx(handle, next_tx(ctx, handle, RegisterDigest(digest)))
+                await ctx.submit_tx(handle, next_tx(ctx, handle, RegisterDigest(claim)))
                 self.status = "registering"
             return
-        if record.owner != ctx.keys.address_bytes:
-            self.results.append(f"{self.models[self.index].name}: digest registered by someone else")
-            self.index += 1
-            return
+        # The claim names this key, so it is ours whoever sent it (a copied tx claims for us).
         if meta.provisional is not None and meta.provisional.digest == digest:
             self.results.append(f"{self.models[self.index].name}: settled, d={meta.provisional.d_ppb}")
             self.index += 1

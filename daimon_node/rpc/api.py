@@ -158,8 +158,9 @@ class RpcBackend(Protocol):
         """Admit an encoded ``Vote``; returns SHA-256 of its encoding (hex) or raises ``Rejected``."""
         ...
 
-    async def submit_model(self, chain: bytes, raw: bytes) -> str:
-        """Store and serve an ONNX model whose digest is registered (or pooled) by anyone; its digest."""
+    async def submit_model(self, chain: bytes, raw: bytes, prover: bytes) -> str:
+        """Store and serve an ONNX model that ``prover`` (a public key) has claimed on chain or in a
+        pooled ``RegisterDigest``; returns its digest."""
         ...
 
     async def submit_reveal(self, chain: bytes, raw: bytes) -> str:
@@ -258,6 +259,7 @@ CHAIN: Final = Hex(32)
 HASH: Final = Hex(32)
 ADDRESS: Final = Hex(20)
 RAW: Final = Hex()
+PUBKEY: Final = Hex(32)
 BLOCK_NUMBER: Final = UInt()
 
 
@@ -302,7 +304,7 @@ METHODS: Final[dict[str, MethodSpec]] = {
         MethodSpec("submit_proof", (_C, Param("raw", RAW))),
         MethodSpec("submit_vote", (_C, Param("raw", RAW))),
         MethodSpec("submit_reveal", (_C, Param("raw", RAW))),
-        MethodSpec("submit_model", (_C, Param("raw", RAW))),
+        MethodSpec("submit_model", (_C, Param("raw", RAW), Param("prover", PUBKEY))),
         MethodSpec("get_content", (Param("content_id", HASH),)),
         MethodSpec("peer_count"),
         MethodSpec("peers"),

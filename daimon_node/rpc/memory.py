@@ -165,7 +165,7 @@ class MemoryBackend:
     async def submit_reveal(self, chain: bytes, raw: bytes) -> str:
         return self._admit(chain, _decode(Reveal, raw, chain), raw, None)
 
-    async def submit_model(self, chain: bytes, raw: bytes) -> str:
+    async def submit_model(self, chain: bytes, raw: bytes, prover: bytes) -> str:
         """Kept in memory by digest (the fake has no content store or registrations)."""
         self._chain(chain)
         digest = hashlib.sha256(raw).digest()

@@ -35,12 +35,12 @@ def test_a_vested_improvement_is_paid_as_if_the_burned_one_never_settled():
     # As if the cheater had never settled: priced against the d_c the season started from.
     repriced = improvement_reward(fair.distances[0], C.PPB, d.params.reward_a, d.params.reward_scale)
     assert repriced > fair.improver_reward  # the underpayment the judge must make good
-    assert worth(d, honest) == before[honest.public_key] + repriced
+    assert worth(d, honest) == before[honest.public_key] + repriced - d.params.min_fee  # its registration fee
     for position, (addr, _) in enumerate(fair.validator_rewards, start=1):
         v = next(k for k in d.validator_keys if k.address_bytes == addr)
         assert worth(d, v) == before[v.public_key] + validator_reward(repriced, position)
     # The cheater gains nothing and loses its improver bond.
-    assert worth(d, cheater) == before[cheater.public_key] - d.params.improver_bond
+    assert worth(d, cheater) == before[cheater.public_key] - d.params.improver_bond - d.params.min_fee
     meta = get_meta(d.state)
     assert meta.confirmed.owner == honest.address_bytes and meta.d_c == fair.distances
 

@@ -103,7 +103,7 @@ def _commit_improvement(d: Devnet, keys: KeyPair, labels, cheat: KeyPair) -> Non
     import hashlib
 
     from chain.labels import array_to_labels
-    from chain.types import Anchor, RegisterDigest
+    from chain.types import Anchor, RegisterDigest, model_claim
 
     def commit(**kw):  # type: ignore[no-untyped-def]
         in_turn = d.committer_for(d.period + 1)
@@ -112,7 +112,7 @@ def _commit_improvement(d: Devnet, keys: KeyPair, labels, cheat: KeyPair) -> Non
         return d.commit(**kw)
 
     digest = hashlib.sha256(b"model:" + array_to_labels(labels)).digest()
-    commit(transactions=[d.tx(keys, RegisterDigest(digest))])
+    commit(transactions=[d.tx(keys, RegisterDigest(model_claim(keys.public_key, digest)))])
     poi, reveal = d.prove(keys, digest, labels)
     commit(anchor=Anchor(poi, tuple(d.vote(v, poi, reveal) for v in d.validator_keys)))
     receipt_block = commit(settlement=reveal)

@@ -23,7 +23,7 @@ from math import isqrt
 from chain.crypto import KeyPair
 from chain.devnet import Devnet, DevnetConfig, corrupt
 from chain.transition import vote_order_key
-from chain.types import Anchor, RegisterDigest, RegisterValidator, Transfer
+from chain.types import Anchor, RegisterDigest, RegisterValidator, Transfer, model_claim
 from factories import accept, next_block, resign_header
 
 
@@ -57,7 +57,7 @@ def test_the_parents_committer_cannot_grind_its_validator_first():
     for trial in range(TRIALS):
         labels = corrupt(d.truth, 0.3, 10, 100 + trial)  # each trial its own model
         digest = hashlib.sha256(b"model:%d" % trial).digest()
-        parent = next_block(d, transactions=[d.tx(prover, RegisterDigest(digest))])
+        parent = next_block(d, transactions=[d.tx(prover, RegisterDigest(model_claim(prover.public_key, digest)))])
         # The committer tries timestamps and keeps the parent that puts its sybil first by what it can compute.
         tries = [resign_header(d, parent, timestamp=parent.header.timestamp + i) for i in range(GRIND_TRIES)]
         best = min(tries, key=lambda b: sybil_first_rank(b.header.hash, sybil.public_key, honest_pks))

@@ -30,7 +30,6 @@ from chain.types import (
     BlockHeader,
     ImprovementBody,
     PoI,
-    RegisterDigest,
     Reveal,
     SeasonReveal,
     Transaction,
@@ -146,7 +145,7 @@ class Proof:
 
 
 def register(d: Devnet, keys: KeyPair, digest: bytes) -> Block:
-    return d.commit(transactions=[d.tx(keys, RegisterDigest(digest))])
+    return d.commit(transactions=[d.register(keys, digest)])
 
 
 def make_proof(

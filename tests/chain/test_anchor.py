@@ -8,9 +8,9 @@ import pytest
 
 from chain import constants as C
 from chain.devnet import corrupt
-from chain.errors import InvalidAnchor
+from chain.errors import InvalidAnchor, ModelNotClaimed
 from chain.state import get_bond, get_meta
-from chain.types import Ambiguous, Anchor, RegisterDigest, RegisterValidator, Transfer, WithdrawBond
+from chain.types import Ambiguous, Anchor, RegisterValidator, Transfer, WithdrawBond
 from del_embed.integer import distance_ppb, f_int
 from factories import (
     OTHER_CHAIN,
@@ -65,24 +65,26 @@ def test_anchor_with_a_subset_of_validators(devnet):
 # ---------------------------------------------------------------------------
 def test_invalid_digest_registered_in_the_same_block(devnet):
     proof = make_proof(devnet, do_register=False)
-    reg = devnet.tx(proof.keys, RegisterDigest(proof.digest))
+    reg = devnet.register(proof.keys, proof.digest)
     # invalid: the registration rides in the anchoring block itself
-    with pytest.raises(InvalidAnchor, match="model digest registered in this block"):
+    with pytest.raises(ModelNotClaimed) as err:
         apply(devnet, _anchor_block(devnet, proof.anchor, transactions=[reg]))
+    assert err.value.registered_height == get_meta(devnet.state).height + 1
 
 
-def test_invalid_digest_registered_by_another_owner(devnet):
+def test_invalid_digest_claimed_by_another_prover(devnet):
     thief, owner = devnet.improver_keys[0], devnet.improver_keys[1]
     proof = make_proof(devnet, thief, do_register=False)
-    register(devnet, owner, proof.digest)  # invalid: the digest belongs to someone else
+    register(devnet, owner, proof.digest)  # invalid: the owner's claim names the owner, not the thief
     proof = make_proof(devnet, thief, do_register=False)  # rebuilt on the new head
-    with pytest.raises(InvalidAnchor, match="model digest not registered by the prover"):
+    with pytest.raises(ModelNotClaimed) as err:
         apply(devnet, _anchor_block(devnet, proof.anchor))
+    assert err.value.registered_height is None
 
 
 def test_invalid_digest_unregistered(devnet):
     proof = make_proof(devnet, do_register=False)  # invalid: never registered
-    with pytest.raises(InvalidAnchor, match="model digest not registered by the prover"):
+    with pytest.raises(ModelNotClaimed, match="model not claimed by the prover"):
         apply(devnet, _anchor_block(devnet, proof.anchor))
 
 
@@ -237,7 +239,7 @@ def test_invalid_poi_made_stale_by_the_settlement_in_its_block(devnet):
     second_digest = make_proof(devnet, second_keys, error=0.2, seed=1, do_register=False).digest
     first = make_proof(devnet, error=0.1, seed=2, do_register=False)
     accept(devnet, next_block(devnet, anchor=first.anchor,
-                              transactions=[devnet.tx(second_keys, RegisterDigest(second_digest))]))
+                              transactions=[devnet.register(second_keys, second_digest)]))
     second = make_proof(devnet, second_keys, error=0.2, seed=1, do_register=False)
     with pytest.raises(InvalidAnchor, match="PoI does not claim to beat d_c - delta"):
         apply(devnet, _anchor_block(devnet, second.anchor, settlement=first.reveal))

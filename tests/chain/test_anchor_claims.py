@@ -7,7 +7,7 @@ import pytest
 from chain.devnet import Devnet, DevnetConfig, corrupt
 from chain.errors import InvalidAnchor
 from chain.state import get_meta
-from chain.types import Anchor, RegisterDigest
+from chain.types import Anchor
 
 
 def test_invalid_stale_poi_after_a_better_settlement() -> None:
@@ -18,7 +18,7 @@ def test_invalid_stale_poi_after_a_better_settlement() -> None:
     better = d.improver_keys[0]
     stale = d.improver_keys[1]
     digest_weak = b"\x11" * 32
-    d.commit(transactions=[d.tx(stale, RegisterDigest(digest_weak))])
+    d.commit(transactions=[d.register(stale, digest_weak)])
     d.improve(better, good)  # registers, anchors and settles the good model
     assert get_meta(d.state).d_c[0] < 10**9
     # The weak PoI would have improved on the genesis d_c, but not on the settled one.

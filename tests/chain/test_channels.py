@@ -45,7 +45,8 @@ def test_open_locks_the_deposit(devnet):
     before = account(devnet, payer)
     _open(devnet, payer, runner, 100)
     after = account(devnet, payer)
-    assert (after.balance, after.locked) == (before.balance - 100, before.locked + 100)
+    fee = devnet.params.min_fee
+    assert (after.balance, after.locked) == (before.balance - 100 - fee, before.locked + 100)
     ch = get_channel(devnet.state, payer.address_bytes, runner.address_bytes)
     assert (ch.deposit, ch.redeemed, ch.epoch) == (100, 0, 0)
     assert_supply(devnet)
@@ -56,10 +57,11 @@ def test_redeem_pays_the_runner_the_difference_exactly_once(devnet):
     _open(devnet, payer, runner, 100)
     r0, p0 = account(devnet, runner), account(devnet, payer)
     _run(devnet, devnet.tx(runner, RedeemVoucher(voucher(devnet, payer, runner, 30))))
-    assert account(devnet, runner).balance == r0.balance + 30
+    fee = devnet.params.min_fee  # the runner pays it on each redeem
+    assert account(devnet, runner).balance == r0.balance + 30 - fee
     assert account(devnet, payer).locked == p0.locked - 30
     _run(devnet, devnet.tx(runner, RedeemVoucher(voucher(devnet, payer, runner, 45))))
-    assert account(devnet, runner).balance == r0.balance + 45  # paid 15 more, not 45
+    assert account(devnet, runner).balance == r0.balance + 45 - 2 * fee  # paid 15 more, not 45
     assert get_channel(devnet.state, payer.address_bytes, runner.address_bytes).redeemed == 45
     assert_supply(devnet)
 
@@ -79,7 +81,7 @@ def test_close_after_expiry_refunds_and_bumps_the_epoch(devnet):
     before = account(devnet, payer)
     _run(devnet, devnet.tx(payer, CloseChannel(runner.address_bytes)))
     after = account(devnet, payer)
-    assert (after.balance, after.locked) == (before.balance + 60, before.locked - 60)
+    assert (after.balance, after.locked) == (before.balance + 60 - devnet.params.min_fee, before.locked - 60)
     ch = get_channel(devnet.state, payer.address_bytes, runner.address_bytes)
     assert (ch.deposit, ch.redeemed, ch.epoch, ch.is_open) == (0, 0, 1, False)
     _open(devnet, payer, runner, 20)  # reopening keeps the new epoch
@@ -214,6 +216,6 @@ def test_invalid_close_without_channel(devnet):
 
 def test_deposit_is_not_spendable(devnet):
     payer, runner = _payer_runner(devnet)
-    balance = account(devnet, payer).balance
+    balance = account(devnet, payer).balance - 2 * devnet.params.min_fee  # all but this tx's and the next's fee
     _open(devnet, payer, runner, balance)
     _rejects(devnet, devnet.tx(payer, Transfer(runner.address_bytes, 1)), "balance below amount")

@@ -93,8 +93,9 @@ def test_rewards_are_minted_locked():
     proof = improve(d)
     settlement = d.receipts[-1].settlement
     imp, old = account(d, proof.keys), before[proof.keys.public_key]
-    # in a season the improver bond stays locked until the judge, and the reward is minted locked
-    assert imp.balance == old.balance - d.params.improver_bond
+    # in a season the improver bond stays locked until the judge, the reward is minted locked,
+    # and the registration paid the minimum fee
+    assert imp.balance == old.balance - d.params.improver_bond - d.params.min_fee
     assert imp.locked == old.locked + d.params.improver_bond + settlement.improver_reward
     for address, amount in settlement.validator_rewards:
         v = next(k for k in d.validator_keys if k.address_bytes == address)
@@ -147,7 +148,7 @@ def test_correct_reveal_vests_an_honest_improvement():
     assert meta.season.confirmed_error_ppb == holdout_error_of(d, proof)
     assert_supply(d)
     # vested rewards are spendable
-    amount = account(d, proof.keys).balance
+    amount = account(d, proof.keys).balance - d.params.min_fee
     accept(d, next_block(d, transactions=[d.tx(proof.keys, Transfer(d.improver_keys[1].address_bytes, amount))]))
 
 

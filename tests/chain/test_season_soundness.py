@@ -21,7 +21,7 @@ from chain.labels import array_to_labels, labels_hash
 from chain.season import holdout_commitment
 from chain.state import get_meta
 from chain.signing import EMPTY_SIGNATURE, sign
-from chain.types import Anchor, NewHoldout, RegisterDigest, RegisterValidator, SealedHoldout, SeasonReveal, Transfer
+from chain.types import Anchor, NewHoldout, RegisterValidator, SealedHoldout, SeasonReveal, Transfer
 from del_embed.attack import Target, attack
 from del_embed.integer import distance_ppb, error_ppb, f_int
 
@@ -88,10 +88,11 @@ def test_cheater_wins_provisionally_and_is_burned_while_the_honest_model_vests()
     meta = get_meta(d.state)
     # The honest improver keeps every unit; the cheater's reward and its voters' burn.
     h_bal, h_lck = d.balance(honest)
-    assert h_bal == start[honest.address_bytes][0] + honest_receipt.improver_reward
+    fee = d.params.min_fee  # each improver paid one registration
+    assert h_bal == start[honest.address_bytes][0] - fee + honest_receipt.improver_reward
     c_bal, c_lck = d.balance(cheater)
-    # the cheater's improver bond, held until the judge, burns with its reward
-    assert c_bal == start[cheater.address_bytes][0] - d.params.improver_bond
+    # the cheater's improver bond, held until the judge, burns with its reward; it paid its fee
+    assert c_bal == start[cheater.address_bytes][0] - d.params.improver_bond - fee
     assert c_lck == start[cheater.address_bytes][1]
     cheat_total = cheat_receipt.improver_reward + sum(a for _, a in cheat_receipt.validator_rewards)
     assert meta.burned == burned_before + cheat_total + d.params.improver_bond
@@ -188,7 +189,7 @@ def test_invalid_anchor_without_the_confirmed_models_holdout_labels():
     keys = d.improver_keys[1]
     labels = corrupt(d.truth, 0.05, 10, 3)
     digest = b"\x44" * 32
-    d.commit(transactions=[d.tx(keys, RegisterDigest(digest))])
+    d.commit(transactions=[d.register(keys, digest)])
     poi, reveal = d.prove(keys, digest, labels, corrupt(truth1, 0.05, 10, 4), baseline_labels=corrupt(truth1, 0.2, 10, 5))
     assert len(poi.ambiguous) == 3  # Z, own Z_h, confirmed Z_h
     vecs = reveal.labels[:2]  # invalid: the confirmed model's labels on Z_h are missing
@@ -219,15 +220,15 @@ def test_locked_rewards_pay_no_bond_and_no_fee():
     bal, lck = d.balance(v)
     assert lck > d.params.validator_bond  # bond plus a locked validator reward
     # Drain the spendable balance, then try to pay a fee only the locked reward could cover.
-    d.commit(transactions=[d.tx(v, Transfer(imp.address_bytes, bal))])
+    d.commit(transactions=[d.tx(v, Transfer(imp.address_bytes, bal - d.params.min_fee))])
     assert d.balance(v)[0] == 0
     with pytest.raises(InvalidTransaction):
-        d.commit(transactions=[d.tx(v, Transfer(imp.address_bytes, 0), fee=1)])
+        d.commit(transactions=[d.tx(v, Transfer(imp.address_bytes, 0))])
     d.nonces.pop(v.public_key, None)
     # A fresh account holding only locked rewards cannot bond as a validator with them.
     x = d.improver_keys[0]
     bal_x, lck_x = d.balance(x)
-    d.commit(transactions=[d.tx(x, Transfer(imp.address_bytes, bal_x))])
+    d.commit(transactions=[d.tx(x, Transfer(imp.address_bytes, bal_x - d.params.min_fee))])
     assert d.balance(x)[0] == 0 and d.balance(x)[1] > 0
     with pytest.raises(InvalidTransaction):
         d.commit(transactions=[d.tx(x, RegisterValidator())])

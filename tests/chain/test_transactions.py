@@ -8,7 +8,7 @@ import pytest
 
 from chain.builder import make_transaction
 from chain.crypto import KeyPair
-from chain.errors import InvalidTransaction
+from chain.errors import InvalidTransaction, ModelClaimTaken
 from chain.state import get_bond, get_digest, get_meta, get_offer, get_reputation
 from chain.types import (
     OfferService,
@@ -17,6 +17,7 @@ from chain.types import (
     RegisterValidator,
     Transfer,
     WithdrawBond,
+    model_claim,
 )
 from factories import (
     OTHER_CHAIN,
@@ -38,10 +39,11 @@ def _run_tx(d, tx):
     return accept(d, next_block(d, transactions=[tx]))
 
 
-def _tx(d, keys, payload, *, nonce=None, fee=0, chain_id=None):
+def _tx(d, keys, payload, *, nonce=None, fee=None, chain_id=None):
+    """A tx paying ``fee``, or (None) the problem's minimum fee."""
     if nonce is None:
         return d.tx(keys, payload, fee)
-    return make_transaction(keys, chain_id or d.chain_id, nonce, payload, fee)
+    return make_transaction(keys, chain_id or d.chain_id, nonce, payload, d.params.min_fee if fee is None else fee)
 
 
 # ---------------------------------------------------------------------------
@@ -200,26 +202,38 @@ def test_invalid_tx_makes_the_whole_block_invalid(devnet):
 # ---------------------------------------------------------------------------
 # Digest registration
 # ---------------------------------------------------------------------------
-def test_register_digest_records_owner_and_height(devnet):
+def _claim(keys, tag):
+    return RegisterDigest(model_claim(keys.public_key, digest_for(tag)))
+
+
+def test_register_digest_records_the_claim_and_height(devnet):
     keys = devnet.improver_keys[0]
-    block = _run_tx(devnet, _tx(devnet, keys, RegisterDigest(digest_for("a"))))
-    record = get_digest(devnet.state, digest_for("a"))
+    block = _run_tx(devnet, _tx(devnet, keys, _claim(keys, "a")))
+    record = get_digest(devnet.state, model_claim(keys.public_key, digest_for("a")))
     assert record.owner == keys.address_bytes
     assert record.height == block.header.height
 
 
-def test_invalid_double_digest_registration(devnet):
-    _run_tx(devnet, _tx(devnet, devnet.improver_keys[0], RegisterDigest(digest_for("a"))))
-    # invalid digest: another owner claims a registered digest (front-running)
-    tx = _tx(devnet, devnet.improver_keys[1], RegisterDigest(digest_for("a")))
-    with pytest.raises(InvalidTransaction, match="digest already registered"):
+def test_two_provers_claim_one_digest_independently(devnet):
+    """A claim binds its prover: another prover's claim on the same model is another record."""
+    a, b = devnet.improver_keys[0], devnet.improver_keys[1]
+    _run_tx(devnet, _tx(devnet, a, _claim(a, "a")))
+    _run_tx(devnet, _tx(devnet, b, _claim(b, "a")))
+    assert get_digest(devnet.state, model_claim(b.public_key, digest_for("a"))).owner == b.address_bytes
+
+
+def test_invalid_double_claim_registration(devnet):
+    a, b = devnet.improver_keys[0], devnet.improver_keys[1]
+    _run_tx(devnet, _tx(devnet, a, _claim(a, "a")))
+    tx = _tx(devnet, b, _claim(a, "a"))  # invalid: a copy of a's claim, already on chain
+    with pytest.raises(ModelClaimTaken, match="model claim already registered"):
         apply(devnet, draft_block(devnet, transactions=[tx]))
 
 
-def test_invalid_double_digest_registration_in_one_block(devnet):
-    first = _tx(devnet, devnet.improver_keys[0], RegisterDigest(digest_for("a")))
-    second = _tx(devnet, devnet.improver_keys[0], RegisterDigest(digest_for("a")))  # invalid: same digest
-    with pytest.raises(InvalidTransaction, match="tx 1: digest already registered"):
+def test_invalid_double_claim_registration_in_one_block(devnet):
+    a = devnet.improver_keys[0]
+    first, second = _tx(devnet, a, _claim(a, "a")), _tx(devnet, a, _claim(a, "a"))  # invalid: same claim
+    with pytest.raises(ModelClaimTaken, match="tx 1: model claim already registered"):
         apply(devnet, draft_block(devnet, transactions=[first, second]))
 
 
@@ -231,7 +245,7 @@ def test_bond_locks_the_validator_bond(devnet):
     before = account(devnet, keys)
     block = _run_tx(devnet, _tx(devnet, keys, RegisterValidator()))
     after = account(devnet, keys)
-    assert after.balance == before.balance - devnet.params.validator_bond
+    assert after.balance == before.balance - devnet.params.validator_bond - devnet.params.min_fee
     assert after.locked == before.locked + devnet.params.validator_bond
     bond = get_bond(devnet.state, keys.public_key)
     assert (bond.amount, bond.since_height, bond.unbond_period) == (devnet.params.validator_bond,
@@ -269,14 +283,16 @@ def test_withdraw_bond_after_the_unbonding_delay(devnet):
     block = _run_tx(devnet, _tx(devnet, keys, WithdrawBond()))
     until = block.header.period + devnet.params.unbonding_periods
     assert get_bond(devnet.state, keys.public_key).unbond_period == until
-    assert account(devnet, keys) == dataclasses.replace(before, nonce=before.nonce + 1)  # still locked
+    fee = devnet.params.min_fee
+    assert account(devnet, keys) == dataclasses.replace(before, balance=before.balance - fee,
+                                                        nonce=before.nonce + 1)  # still locked
     # the second withdraw, in the first period the bond is free
     accept(devnet, next_block(devnet, transactions=[_tx(devnet, keys, WithdrawBond())],
                               skip=until - devnet.period - 1))
     assert devnet.period == until
     after = account(devnet, keys)
     assert get_bond(devnet.state, keys.public_key) is None
-    assert after.balance == before.balance + devnet.params.validator_bond
+    assert after.balance == before.balance + devnet.params.validator_bond - 2 * fee
     assert after.locked == before.locked - devnet.params.validator_bond
     assert_supply(devnet)
 
@@ -326,7 +342,9 @@ def test_invalid_rate_twice_in_a_period(devnet):
 
 
 def test_invalid_rate_by_a_non_holder(devnet):
-    # invalid rater: holds nothing (fee 0, so the nonce and fee checks pass)
+    fee = devnet.params.min_fee
+    _run_tx(devnet, _tx(devnet, devnet.improver_keys[1], Transfer(PAUPER.address_bytes, fee)))
+    # invalid rater: holds exactly the fee, so it holds nothing once the fee is paid
     tx = _tx(devnet, PAUPER, Rate(devnet.improver_keys[0].address_bytes, 1), nonce=0)
     with pytest.raises(InvalidTransaction, match="only holders may rate"):
         apply(devnet, draft_block(devnet, transactions=[tx]))

@@ -98,20 +98,23 @@ def test_four_node_testnet_runs_the_protocol(tmp_path: Path) -> None:
 
         wait_for("the Problem block on every node", lambda: agree(ports, chain, 0), 90)
         wait_for("two settled improvements, agreed by all nodes", settled_twice, 240)
+        height_before = try_call(ports[0], lambda c: c.block_number(chain))
         balances_before = {
             i: try_call(ports[0], lambda c, k=k: c.get_balance(chain, "0x" + k.address)) for i, k in enumerate(plan.keys)
         }
+        height_after = try_call(ports[0], lambda c: c.block_number(chain))  # the balances are of one of these heads
 
         # Phase 2: SIGKILL a node, keep the chain moving, restart it: it catches up.
         net.stop_node(3, kill=True)
         sender = plan.keys[0]
         nonce = try_call(ports[0], lambda c: c.get_nonce(chain, "0x" + sender.address))
         submit_port = ports[2]  # a node that stays up in every phase
+        min_fee = load_problem(plan.problem_dir).params.min_fee  # every tx pays at least this
 
         def send_transfer(amount: int) -> None:
             """Gives the committers something to do, so periods are not skipped."""
             nonlocal nonce
-            tx = make_transaction(sender, plan.chain_id, nonce, Transfer(plan.keys[3].address_bytes, amount))
+            tx = make_transaction(sender, plan.chain_id, nonce, Transfer(plan.keys[3].address_bytes, amount), min_fee)
             if try_call(submit_port, lambda c: c.send_raw_transaction(chain, "0x" + tx.encode().hex())) is not None:
                 nonce += 1
 
@@ -150,7 +153,8 @@ def test_four_node_testnet_runs_the_protocol(tmp_path: Path) -> None:
         net.stop()
 
     # Rewards: replay node 1's chain and check every payment against the formula.
-    receipts = replay_chain(plan.directory / "node1", plan.chain_id).receipts
+    replay = replay_chain(plan.directory / "node1", plan.chain_id)
+    receipts = replay.receipts
     params = problem.params
     d_c = [10**9]
     paid: dict[bytes, int] = {}
@@ -164,11 +168,20 @@ def test_four_node_testnet_runs_the_protocol(tmp_path: Path) -> None:
         paid[s.improver] = paid.get(s.improver, 0) + s.improver_reward
         for addr, amount in s.validator_rewards:
             paid[addr] = paid.get(addr, 0) + amount
-    # The improver's balance before phase 2 = genesis + its rewards - its validator bond (locked).
+    # The improver's holdings before phase 2 = genesis + its rewards - the fees of its txs + the fees
+    # of the blocks it committed, at the head the balances were read on (one of height_before..after).
     improver = plan.keys[1]
     bal = balances_before[1]
-    assert bal is not None
+    assert bal is not None and height_before is not None and height_after is not None
     genesis = 1000 * 10**18
-    assert int(bal["spendable"]) + int(bal["locked"]) == genesis + paid.get(improver.address_bytes, 0)
+
+    def fee_flow(height: int) -> int:
+        blocks = list(zip(replay.blocks[1:height + 1], receipts[1:height + 1]))
+        got = sum(r.fees for b, r in blocks if b.header.committer == improver.public_key)
+        spent = sum(tx.fee for b, _ in blocks for tx in b.body.transactions if tx.sender == improver.public_key)
+        return got - spent
+
+    expected = {genesis + paid.get(improver.address_bytes, 0) + fee_flow(h) for h in range(height_before, height_after + 1)}
+    assert int(bal["spendable"]) + int(bal["locked"]) in expected
     assert int(bal["locked"]) == params.validator_bond
     assert address_bytes(improver.public_key) in paid

@@ -5,7 +5,7 @@ from __future__ import annotations
 from chain.consensus import period_start
 from chain.devnet import Devnet, DevnetConfig
 from chain.state import get_account
-from chain.types import Anchor, RegisterDigest, Transfer
+from chain.types import Anchor, Transfer
 from daimon_node.mempool import Mempool, Verdict
 
 
@@ -43,11 +43,11 @@ def test_unexecutable_tx_and_its_successors_dropped() -> None:
     pool = Mempool(d.chain_id)
     alice, bob = d.improver_keys[0], d.improver_keys[1]
     digest = b"\x07" * 32
-    claim = d.tx(alice, RegisterDigest(digest))
+    claim = d.register(alice, digest)
     after = d.tx(alice, Transfer(d.creator.address_bytes, 1))
     assert pool.add_tx(claim, d.state) is Verdict.ACCEPT
     assert pool.add_tx(after, d.state) is Verdict.ACCEPT
-    d.commit(transactions=[d.tx(bob, RegisterDigest(digest))])  # bob takes the digest first
+    d.commit(transactions=[d.tx(bob, claim.payload)])  # bob's copy of alice's claim lands first
     pool.prune(d.state, period_start(d.params, d.period + 1))
     assert claim.hash not in pool.txs and after.hash not in pool.txs
 
@@ -69,7 +69,7 @@ def test_reveal_only_for_the_anchored_poi_in_the_next_period() -> None:
     keys = d.improver_keys[0]
     labels = d.improving_labels(1)[0]
     digest = b"\x42" * 32
-    d.commit(transactions=[d.tx(keys, RegisterDigest(digest))])
+    d.commit(transactions=[d.register(keys, digest)])
     poi, reveal = d.prove(keys, digest, labels)
     pool = Mempool(d.chain_id)
     # Before the anchor: the labels must not leak, so the reveal is not taken.

@@ -16,7 +16,7 @@ from chain.crypto import KeyPair
 from chain.labels import array_to_labels, labels_hash, labels_to_array, masked_digest
 from chain.signing import check_signature, sign
 from chain.transition import memory_env
-from chain.types import Ambiguous, Anchor, PoI, RegisterDigest, RegisterValidator
+from chain.types import Ambiguous, Anchor, PoI, RegisterDigest, RegisterValidator, model_claim
 from daimon_node.examples import train_example
 from daimon_node.poi import (
     BadProofSignature,
@@ -276,8 +276,9 @@ def test_chain_anchors_and_settles_a_real_proof(made, problem, models, sandbox) 
     state = out.state
     model = models["mlp"]
     digest = hashlib.sha256(model).digest()
-    txs = [make_transaction(IMPROVER, problem.chain_id, 0, RegisterDigest(digest)),
-           make_transaction(VALIDATOR, problem.chain_id, 0, RegisterValidator())]
+    fee = params.min_fee
+    txs = [make_transaction(IMPROVER, problem.chain_id, 0, RegisterDigest(model_claim(IMPROVER.public_key, digest)), fee),
+           make_transaction(VALIDATOR, problem.chain_id, 0, RegisterValidator(), fee)]
     _, out = build_improvement_block(state, creator, period=1, timestamp=period_end(params, 1), env=env, transactions=txs)
     state = out.state
     proof = prove(model, problem, IMPROVER, period=2, parent=state.head, sandbox=sandbox)

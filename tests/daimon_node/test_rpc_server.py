@@ -126,7 +126,7 @@ async def test_every_method_round_trip(nursery: trio.Nursery) -> None:
             "info": c.node_info(),
             "offers": c.get_offers(CHAIN),
             "reputation": c.get_reputation(CHAIN, validator.address_bytes),
-            "model": c.submit_model(CHAIN, b"onnx bytes"),
+            "model": c.submit_model(CHAIN, b"onnx bytes", validator.public_key),
             "content": c.get_content(hashlib.sha256(b"onnx bytes").digest()),
         }
 
