@@ -121,7 +121,7 @@ def create_cmd(
         "consistency_ppb": p.params.consistency_ppb,
         "train": len(created.split.train_y),
         "input_spec": problem_summary(p.proposal)["params"]["input_spec"],
-        "classes": list(ds.class_names) or ds.num_classes,
+        "classes": list(ds.class_names) or [str(c) for c in range(ds.num_classes)],
     }, indent=2))
 
 

@@ -17,9 +17,11 @@ from PIL import Image
 from chain.constants import MAX_CLASSES
 from chain.crypto import KeyPair
 from daimon_node import cli
+from chain.types import InputSpec
 from daimon_node.datasets import (
     FRACTION_DEN,
     DataOptions,
+    DatasetError,
     MissingLabelColumn,
     MixedImageSizes,
     OneClassOnly,
@@ -31,7 +33,14 @@ from daimon_node.datasets import (
     read_idx,
 )
 from daimon_node.keystore import init_data_dir
-from daimon_node.problem_kit import TooFewItems, ProblemOptions, create_problem, load_problem
+from daimon_node.problem_kit import (
+    ProblemKitError,
+    ProblemOptions,
+    TooFewItems,
+    check_inputs,
+    create_problem,
+    load_problem,
+)
 
 CREATOR = KeyPair.from_label("datasets-creator")
 T0 = 1_700_000_000
@@ -290,3 +299,26 @@ def test_problem_create_from_an_image_folder_then_export_train(tmp_path: Path, k
     # each exported item is one of the images written, with its own label
     written = {img.tobytes(): int(c) for img, c in zip(images, labels)}
     assert all(written[img.tobytes()] == int(c) for img, c in zip(x, y))
+
+
+@pytest.mark.timeout(120)
+def test_bundled_digits_still_work_and_do_not_mix_with_data(tmp_path: Path, key_dir: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """``--dataset digits`` (the testnet's and demo's data) gives the float32 0..16 spec it always had."""
+    cli.app(["problem", "create", "--dataset", "digits", "--out", str(tmp_path / "d"), "-k", str(key_dir),
+             "--t0", str(T0)], standalone_mode=False)
+    made = json.loads(capsys.readouterr().out)
+    assert made["input_spec"] == {"shape": [64], "dtype": "float32", "range": [0, 16, 1]}
+    assert made["classes"] == [str(c) for c in range(10)]
+    with pytest.raises(DatasetError, match="not --dataset and --data"):
+        cli.app(["problem", "create", "--dataset", "digits", "--data", str(tmp_path), "--out", str(tmp_path / "e"),
+                 "-k", str(key_dir)], standalone_mode=False)
+
+
+def test_invalid_problem_inputs_outside_their_declared_range() -> None:
+    """A contributor's Z must lie inside the spec it signed: a runner refuses such queries from users."""
+    spec = InputSpec((2,), "float32", 0, 1, 1)
+    assert check_inputs(np.array([[0.0, 1.0]], np.float32), 1, spec).shape == (1, 2)
+    for bad_value in (1.5, -0.25, np.nan):
+        with pytest.raises(ProblemKitError, match="outside the problem's range"):
+            check_inputs(np.array([[0.0, bad_value]], np.float32), 1, spec)
