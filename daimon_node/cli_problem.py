@@ -2,7 +2,10 @@
 
 ``create`` is the contributor's kit (``daimon_node.problem_kit``): it writes
 the published problem directory and, apart from it, a 0600 file with the
-hidden test labels and the holdout's salt and labels.
+hidden test labels and the holdout's salt and labels. Its data is the bundled
+digits or the user's own (``--data``, ``--images/--labels``; read by
+``daimon_node.datasets``); ``export-train`` writes the public training part
+for competitors.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ class ProblemCommandError(DaimonError):
 
 @app.command("create")
 def create_cmd(
-    dataset: str = typer.Option("digits", "--dataset", help="Bundled dataset (digits)."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Bundled dataset (digits; the default "
+                                          "when no --data or --images is given)."),
     out: Path = typer.Option(..., "--out", "-o", help="Problem directory to write (published)."),
     key_dir: Path = typer.Option(Path(".daimon"), "--key-dir", "-k", help="Creator's data directory."),
     secret_out: Optional[Path] = typer.Option(None, "--secret-out", help="Private file for x_t, x_h and the salt "
@@ -62,10 +66,31 @@ def create_cmd(
     seed: int = typer.Option(0, "--seed", help="Split and DEL seed."),
     min_fee: int = typer.Option(DEFAULT_MIN_FEE, "--min-fee", help="Least fee of any tx, base units (at least 1: "
                                 "a chain without a fee takes free spam)."),
+    # --- bring your own data (daimon_node.datasets) ---
+    data: Optional[Path] = typer.Option(None, "--data", help="Your labelled data: an .npz with X and y, a "
+                                        ".csv/.tsv (with --label-column), or a folder with one subfolder of "
+                                        "PNG/JPEG images per class."),
+    images: Optional[Path] = typer.Option(None, "--images", help="IDX images file (MNIST/FashionMNIST format, "
+                                          "gzipped or not); goes with --labels."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="IDX labels file; goes with --images."),
+    label_column: Optional[str] = typer.Option(None, "--label-column", help="CSV: the column holding the labels "
+                                               "(every other column is a numeric feature)."),
+    image_size: Optional[str] = typer.Option(None, "--image-size", help="Image folder: resize every image to W "
+                                             "or WxH pixels (needed when sizes differ)."),
+    grayscale: Optional[bool] = typer.Option(None, "--grayscale/--rgb", help="Image folder: inputs (H, W) or "
+                                             "(H, W, 3) uint8 (default: grayscale when every image is)."),
 ) -> None:
-    """Create a problem: split the dataset, build the DEL, sign the proposal and test tuple."""
+    """Create a problem: split the dataset, build the DEL, sign the proposal and test tuple.
+
+    The data's input spec (shape, dtype, value range) goes into the problem:
+    validators refuse a model whose input or output does not fit it.
+    """
+    from .datasets import DataOptions, parse_image_size, select_dataset
     from .keystore import load_key
-    from .problem_kit import ProblemOptions, create_problem
+    from .problem_kit import ProblemOptions, create_problem, problem_summary
+
+    ds = select_dataset(dataset, data, images, labels,
+                        DataOptions(label_column, parse_image_size(image_size), grayscale))
 
     committers: tuple[bytes, ...] = ()
     for text in committer or []:
@@ -89,7 +114,7 @@ def create_cmd(
         raise ProblemCommandError(f"--min-fee {min_fee} must be at least 1")
     if not 0 < opts.holdout_z_centi <= 1000:
         raise ProblemCommandError(f"--holdout-z {holdout_z} is outside (0, 10]")
-    created = create_problem(out, keys, dataset=dataset, test_fraction=test_fraction,
+    created = create_problem(out, keys, dataset=ds, test_fraction=test_fraction,
                              holdout_fraction=holdout_fraction, opts=opts, secret_path=secret_out, seasons=seasons)
     p = created.problem
     typer.echo(json.dumps({
@@ -101,7 +126,21 @@ def create_cmd(
         "holdout_margin_ppb": p.params.holdout_margin_ppb,
         "consistency_ppb": p.params.consistency_ppb,
         "train": len(created.split.train_y),
+        "input_spec": problem_summary(p.proposal)["params"]["input_spec"],
+        "classes": list(ds.class_names) or [str(c) for c in range(ds.num_classes)],
     }, indent=2))
+
+
+@app.command("export-train")
+def export_train_cmd(
+    problem: Path = typer.Option(..., "--problem", help="The problem directory (made by 'problem create')."),
+    out: Path = typer.Option(..., "--out", "-o", help="The .npz to write, with arrays X and y."),
+) -> None:
+    """Export a problem's public training part (X, y) as an .npz for competitors to train on."""
+    from .datasets import export_train
+
+    x_shape, y_shape = export_train(problem, out)
+    typer.echo(json.dumps({"out": str(out), "X": list(x_shape), "y": list(y_shape)}))
 
 
 @app.command("reveal")

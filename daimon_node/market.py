@@ -43,6 +43,7 @@ from chain.state import Channel
 from chain.types import InputSpec, ProblemParams, Voucher
 
 from .errors import DaimonError
+from .problem_kit import is_within_range
 from .sandbox import Sandbox, SandboxError
 
 log = logging.getLogger(__name__)
@@ -77,16 +78,9 @@ def check_inputs(arr: np.ndarray, spec: InputSpec, max_rows: int = MAX_BATCH) ->
         raise InferError("bad_input", f"{arr.shape[0]} rows; 1..{max_rows} per call")
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise InferError("bad_input", "inputs hold NaN or infinity")
-    # value * den within [lo, hi], compared exactly for integers
-    den = spec.range_den or 1
-    lo, hi = arr.min(), arr.max()
-    if arr.dtype.kind in "iu":
-        ok = int(lo) * den >= spec.range_num_low and int(hi) * den <= spec.range_num_high
-    else:
-        ok = float(lo) * den >= spec.range_num_low and float(hi) * den <= spec.range_num_high
-    if not ok:
-        raise InferError("bad_input", f"values in [{lo}, {hi}], the problem allows "
-                                      f"[{spec.range_num_low}/{den}, {spec.range_num_high}/{den}]")
+    if not is_within_range(arr, spec):
+        raise InferError("bad_input", f"values in [{arr.min()}, {arr.max()}], the problem allows "
+                                      f"[{spec.range_num_low}/{spec.range_den}, {spec.range_num_high}/{spec.range_den}]")
     return np.ascontiguousarray(arr)
 
 

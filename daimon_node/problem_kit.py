@@ -71,12 +71,26 @@ class ProblemKitError(DaimonError):
     """A dataset, a parameter or a problem directory is unusable."""
 
 
+class TooFewItems(ProblemKitError):
+    """The split would leave the test set, a season's holdout or the training part empty."""
+
+    def __init__(self, items: int, part: str, needed: int) -> None:
+        self.items, self.part, self.needed = items, part, needed
+        super().__init__(f"{items} items are too few for the split: {part} needs at least {needed}; "
+                         "add data or change --test-fraction/--holdout-fraction/--seasons")
+
+
 # ---------------------------------------------------------------------------
 # Datasets and splits
 # ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Dataset:
-    """Inputs ``x`` (N, ...) as float32, labels ``y`` (N,) in 0..C-1, and the value range."""
+    """Inputs ``x`` (N, ...) as float32 or uint8, labels ``y`` (N,) in 0..C-1, and the value
+    range ``value_low/value_den .. value_high/value_den`` (the problem's ``InputSpec``).
+
+    ``class_names[c]`` is class ``c``'s original label (empty when the labels were ids already);
+    user data is read into a ``Dataset`` by ``daimon_node.datasets``.
+    """
 
     name: str
     x: np.ndarray
@@ -84,6 +98,8 @@ class Dataset:
     num_classes: int
     value_low: int
     value_high: int
+    value_den: int = 1
+    class_names: tuple[str, ...] = ()
 
 
 def load_dataset(name: str) -> Dataset:
@@ -118,13 +134,25 @@ def split_dataset(ds: Dataset, *, test_fraction: float = 0.3, holdout_fraction: 
     perm = np.random.default_rng(seed).permutation(n)
     n_test = int(round(test_fraction * n))
     n_hold = int(round(holdout_fraction * n))
-    if n_test < 1 or (holdout_fraction > 0 and n_hold < 1):
-        raise ProblemKitError("the split leaves an empty test or holdout set")
+    if n_test < 1:
+        raise TooFewItems(n, f"a test share of {test_fraction}", min_items(test_fraction))
+    if holdout_fraction > 0 and n_hold < 1:
+        raise TooFewItems(n, f"a holdout share of {holdout_fraction}", min_items(holdout_fraction))
+    if n_test + n_hold > n:
+        raise TooFewItems(n, f"test and holdout shares rounded to {n_test} + {n_hold} items", n_test + n_hold)
     test, hold, train = perm[:n_test], perm[n_test : n_test + n_hold], perm[n_test + n_hold :]
     return Split(
         ds.x[train], ds.y[train], ds.x[test], ds.y[test],
         ds.x[hold] if n_hold else None, ds.y[hold] if n_hold else None,
     )
+
+
+def min_items(fraction: float) -> int:
+    """The fewest items of which ``fraction`` rounds to at least one (``round`` as the split uses it)."""
+    k = 1
+    while int(round(fraction * k)) < 1:
+        k += 1
+    return k
 
 
 # ---------------------------------------------------------------------------
@@ -246,7 +274,8 @@ def build_params(opts: ProblemOptions, ds: Dataset, creator: KeyPair, m: int, m_
         margin = detectable_margin(m_h, opts.holdout_z_centi)
     return ProblemParams(
         name=opts.name,
-        input_spec=InputSpec(tuple(int(d) for d in ds.x.shape[1:]), str(ds.x.dtype), ds.value_low, ds.value_high, 1),
+        input_spec=InputSpec(tuple(int(d) for d in ds.x.shape[1:]), str(ds.x.dtype), ds.value_low, ds.value_high,
+                             ds.value_den),
         num_classes=ds.num_classes,
         token_symbol=opts.token_symbol,
         decimals=opts.decimals,
@@ -394,6 +423,10 @@ def create_problem(
     opts = opts or ProblemOptions()
     ds = load_dataset(dataset) if isinstance(dataset, str) else dataset
     split = split_dataset(ds, test_fraction=test_fraction, holdout_fraction=holdout_fraction, seed=opts.seed)
+    if seasons < 1:
+        raise ProblemKitError(f"seasons must be at least 1, not {seasons}")
+    if split.holdout_y is not None and len(split.holdout_y) < seasons:
+        raise TooFewItems(len(ds.y), f"a holdout of {len(split.holdout_y)} inputs cut into {seasons} seasons", seasons)
     out_dir = Path(out_dir)
     if (out_dir / PROPOSAL_FILE).exists():
         raise ProblemKitError(f"{out_dir} already holds a problem; refusing to overwrite it")
@@ -413,11 +446,7 @@ def create_problem(
     salt = b""
     season_sets: list[dict[str, Any]] = []
     hold_x, hold_y = split.holdout_x, split.holdout_y
-    if seasons < 1:
-        raise ProblemKitError(f"seasons must be at least 1, not {seasons}")
     if hold_x is not None and hold_y is not None:
-        if len(hold_y) < seasons:
-            raise ProblemKitError(f"a holdout of {len(hold_y)} inputs cannot make {seasons} seasons")
         cuts = np.array_split(np.arange(len(hold_y)), seasons)
         for k, idx in enumerate(cuts):
             k_salt = secrets.token_bytes(32)
@@ -445,7 +474,7 @@ def create_problem(
     summary = problem_summary(proposal, del_model)
     summary["dataset"] = {"name": ds.name, "train": len(split.train_y), "test": m,
                           "holdout": holdout.m_h if holdout else 0, "split_seed": opts.seed,
-                          "seasons": len(season_sets)}
+                          "seasons": len(season_sets), "classes": list(ds.class_names)}
     (out_dir / PROBLEM_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     secret = Path(secret_path) if secret_path is not None else out_dir.with_name(out_dir.name + ".secret.json")
     private_dir = out_dir.with_name(out_dir.name + ".holdouts")
@@ -545,10 +574,26 @@ def load_problem(directory: Path) -> Problem:
 
 
 def check_inputs(z: np.ndarray, m: int, spec: InputSpec) -> np.ndarray:
-    """``Z`` must hold ``m`` inputs of the spec's shape and dtype."""
+    """``Z`` must hold ``m`` inputs of the spec's shape and dtype, every value in its range."""
     if z.shape != (m, *spec.shape) or str(z.dtype) != spec.dtype:
         raise ProblemKitError(f"inputs are {z.dtype}{list(z.shape)}, expected {spec.dtype}{[m, *spec.shape]}")
+    if not is_within_range(z, spec):
+        raise ProblemKitError(f"inputs hold values outside the problem's range "
+                              f"[{spec.range_num_low}/{spec.range_den}, {spec.range_num_high}/{spec.range_den}]")
     return z
+
+
+def is_within_range(arr: np.ndarray, spec: InputSpec) -> bool:
+    """Every value finite and ``value * den`` within ``[low, high]`` (compared exactly for integers)."""
+    if arr.size == 0:
+        return True
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        return False
+    den = spec.range_den or 1
+    lo, hi = arr.min(), arr.max()
+    if arr.dtype.kind in "iu":
+        return int(lo) * den >= spec.range_num_low and int(hi) * den <= spec.range_num_high
+    return float(lo) * den >= spec.range_num_low and float(hi) * den <= spec.range_num_high
 
 
 def load_train_split(directory: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -632,7 +677,8 @@ def season_reveal_for(holdout: SeasonHoldout, chain_id: bytes, keys: KeyPair):  
 
 
 __all__ = [
-    "Dataset", "Split", "Problem", "ProblemOptions", "CreatedProblem", "ProblemKitError",
+    "Dataset", "Split", "Problem", "ProblemOptions", "CreatedProblem", "ProblemKitError", "TooFewItems",
+    "is_within_range", "check_inputs",
     "load_dataset", "split_dataset", "random_projection_del", "trained_del", "build_params",
     "create_problem", "load_problem", "load_train_split", "read_secret", "problem_summary",
     "npy_bytes", "load_npy", "SeasonHoldout", "holdout_for_season", "season_reveal_for",

@@ -13,7 +13,11 @@ with onnxruntime's CPU provider and one thread, under
 - a wall-time deadline enforced by the parent, which kills the worker on
   expiry (a model may also block without burning CPU);
 - a size check against the problem's ``max_model_bytes`` before any byte of
-  the model is sent.
+  the model is sent;
+- a check of the model's declared signature once it is loaded and before it
+  runs: its input must take the problem's input dtype and shape, its first
+  output must be float scores ``(N, num_classes)`` (``signature_mismatch``);
+  the scores it returns are checked again after the run.
 
 Parent and worker speak over the worker's stdin/stdout with a small framing of
 their own: a 4-byte big-endian length, a JSON header, then raw blobs whose
@@ -61,6 +65,9 @@ DEFAULT_STARTUP_SECONDS: Final[float] = 60.0  # spawn plus imports (slow on a bu
 MAX_HEADER_BYTES: Final[int] = 1 << 16  # a JSON header is small; anything bigger is hostile
 ALLOWED_DTYPES: Final[frozenset[str]] = frozenset({"float32", "float64", "int64", "int32", "uint8"})
 SCORE_DTYPES: Final[frozenset[str]] = frozenset({"float32", "float64"})
+ONNX_TENSOR_TYPES: Final[dict[str, str]] = {"float32": "tensor(float)", "float64": "tensor(double)",
+                                            "int64": "tensor(int64)", "int32": "tensor(int32)", "uint8": "tensor(uint8)"}
+ONNX_SCORE_TYPES: Final[frozenset[str]] = frozenset({"tensor(float)", "tensor(double)"})
 PIPE_BYTES: Final[int] = 1 << 20  # requested pipe buffer (Linux default max)
 MAX_CACHED_INPUTS: Final[int] = 16  # input arrays a worker keeps; more resets the cache
 _LEN = struct.Struct(">I")
@@ -500,6 +507,32 @@ def _classify(exc: BaseException) -> str:
     return "runtime"
 
 
+def fixed_dims_differ(declared: Sequence[Any], actual: Sequence[int]) -> bool:
+    """A declared shape (ints fixed, strings or None symbolic; ``[]`` unknown rank) that ``actual`` breaks."""
+    if not declared:
+        return False  # onnxruntime shows an unknown rank as [] (a scalar too; the run's output check catches it)
+    return len(declared) != len(actual) or any(isinstance(d, int) and d != a for d, a in zip(declared, actual))
+
+
+def signature_mismatch(in_type: str, in_shape: Sequence[Any], out_type: str, out_shape: Sequence[Any],
+                       arr: np.ndarray, num_classes: int) -> tuple[str, str] | None:
+    """Why a model's declared input or first output cannot fit a problem, before it runs.
+
+    ``arr`` is one of the problem's input sets, which fits its ``InputSpec``
+    (``problem_kit.check_inputs``); the model must take that dtype and shape
+    and declare float scores of shape ``(N, num_classes)``. Returns the
+    refusal's kind and message, or None.
+    """
+    wanted = ONNX_TENSOR_TYPES.get(str(arr.dtype))
+    if in_type != wanted or fixed_dims_differ(in_shape, arr.shape):
+        return "bad_model", (f"model takes {in_type}{list(in_shape)}, the problem's inputs are "
+                             f"{wanted}{['N', *arr.shape[1:]]}")
+    if out_type not in ONNX_SCORE_TYPES or fixed_dims_differ(out_shape, (arr.shape[0], num_classes)):
+        return "bad_output", (f"model declares scores {out_type}{list(out_shape)}, the problem needs "
+                              f"tensor(float or double)[N, {num_classes}]")
+    return None
+
+
 def _worker_run(ort: Any, header: dict[str, Any], model: bytes, cache: dict[str, np.ndarray]) -> tuple[dict[str, Any], list[memoryview]]:
     """Load the model and score every requested input; errors become typed replies."""
     num_classes = int(header["num_classes"])
@@ -524,6 +557,11 @@ def _worker_run(ort: Any, header: dict[str, Any], model: bytes, cache: dict[str,
     if not outputs:
         return {"ok": False, "kind": "bad_model", "msg": "model has no outputs"}, []
     in_name, out_name = model_inputs[0].name, outputs[0].name
+    for arr in arrays:
+        refusal = signature_mismatch(model_inputs[0].type, model_inputs[0].shape, outputs[0].type,
+                                     outputs[0].shape, arr, num_classes)
+        if refusal is not None:
+            return {"ok": False, "kind": refusal[0], "msg": refusal[1]}, []
     metas: list[dict[str, Any]] = []
     blobs: list[memoryview] = []
     for arr in arrays:

@@ -24,6 +24,7 @@ from daimon_node.sandbox import (
     SandboxError,
     SandboxLimits,
     array_from_blob,
+    signature_mismatch,
 )
 
 N, F, C = 50, 64, 10
@@ -53,8 +54,10 @@ def good_model(seed: int = 0) -> bytes:
     )
 
 
-def forever_model() -> bytes:
-    """A Loop with a trip count of 2^62 whose state depends on the input (no constant folding)."""
+def forever_model(scores: tuple[int, list] = (TensorProto.FLOAT, [])) -> bytes:  # type: ignore[type-arg]
+    """A Loop with a trip count of 2^62 whose state depends on the input (no constant folding).
+
+    Its output is a scalar; ``scores`` is the type and shape it declares ([]: unknown rank)."""
     body = helper.make_graph(
         [helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("Add", ["v_in", "one"], ["v_out"])],
         "body",
@@ -71,7 +74,7 @@ def forever_model() -> bytes:
             helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
             helper.make_node("Loop", ["trips", "cond", "s"], ["y"], body=body),
         ],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])],
+        [helper.make_tensor_value_info("y", *scores)],
         [numpy_helper.from_array(np.array(2**62, np.int64), "trips"), numpy_helper.from_array(np.array(True), "cond")],
     )
 
@@ -233,6 +236,38 @@ def test_invalid_output(sandbox: Sandbox, z: np.ndarray, make, error) -> None:  
         run(sandbox, make(), z)
     assert_recovers(sandbox, z)
     assert sandbox.pid == pid  # a bad output does not cost the warm worker
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("declared", [(TensorProto.FLOAT, [None, C + 1]), (TensorProto.FLOAT, [None, C, 1]),
+                                      (TensorProto.FLOAT, [None])], ids=["one_class_too_many", "rank_3", "rank_1"])
+def test_invalid_declared_scores_are_refused_before_the_model_runs(sandbox: Sandbox, z: np.ndarray, declared) -> None:  # type: ignore[no-untyped-def]
+    """The model would loop until the wall limit kills it (ModelTimeout); refused for its declared
+    output instead, it never ran, and the warm worker survives."""
+    pid = sandbox.pid
+    with pytest.raises(BadModelOutput, match="declares scores"):
+        run(sandbox, forever_model(declared), z, wall_seconds=20.0)
+    assert sandbox.pid == pid
+    assert_recovers(sandbox, z)
+
+
+@pytest.mark.timeout(60)
+def test_invalid_model_input_that_does_not_take_the_problem_inputs(sandbox: Sandbox) -> None:
+    """A float model on a problem of uint8 8x8 images is refused for its declared input."""
+    images = np.random.default_rng(2).integers(0, 256, (N, 8, 8), dtype=np.uint8)
+    with pytest.raises(BadModel, match=r"model takes tensor\(float\)\[None, 64\], the problem's inputs are "
+                                       r"tensor\(uint8\)\['N', 8, 8\]"):
+        sandbox.run(good_model(), [(b"i" * 32, images)], num_classes=C, max_model_bytes=MAX_BYTES)
+
+
+def test_signature_check_accepts_symbolic_and_unknown_dims() -> None:
+    z8 = np.zeros((5, 8, 8), np.uint8)
+    assert signature_mismatch("tensor(uint8)", ["batch", 8, 8], "tensor(float)", [None, C], z8, C) is None
+    assert signature_mismatch("tensor(uint8)", [], "tensor(double)", [], z8, C) is None  # unknown ranks
+    assert signature_mismatch("tensor(uint8)", [5, 8, 8], "tensor(float)", [5, C], z8, C) is None
+    assert signature_mismatch("tensor(uint8)", [1, 8, 8], "tensor(float)", [None, C], z8, C)[0] == "bad_model"
+    assert signature_mismatch("tensor(uint8)", [None, 64], "tensor(float)", [None, C], z8, C)[0] == "bad_model"
+    assert signature_mismatch("tensor(uint8)", [None, 8, 8], "tensor(float)", [None, C, 1], z8, C)[0] == "bad_output"
 
 
 @pytest.mark.timeout(60)
