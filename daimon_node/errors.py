@@ -13,3 +13,21 @@ class DataDirError(DaimonError):
 
 class ConfigError(DaimonError):
     """A config file or flag has a bad value."""
+
+
+class StorageFailure(DaimonError):
+    """A write to the data directory failed. The node stops: it cannot keep a chain it
+    cannot extend, and a restart reopens the store at its last whole block."""
+
+    def __init__(self, directory: object, detail: str) -> None:
+        self.directory = directory
+        self.detail = detail
+        super().__init__(f"cannot write to {directory}: {detail}; stopping")
+
+
+class DiskFull(StorageFailure):
+    """The data directory's filesystem is full; the node stops until space returns."""
+
+    def __init__(self, directory: object, detail: str = "") -> None:
+        super().__init__(directory, detail)
+        Exception.__init__(self, f"disk full: cannot write to {directory}; stopping")
