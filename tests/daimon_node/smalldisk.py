@@ -91,7 +91,9 @@ class SmallDisk:
 
     def run(self, argv: list[str], timeout: float = 60) -> str:
         """Run ``argv`` where the small disk is visible; its stdout."""
-        done = subprocess.run(self.prefix + argv, capture_output=True, timeout=timeout, check=True)
+        done = subprocess.run(self.prefix + argv, capture_output=True, timeout=timeout)
+        if done.returncode != 0:
+            raise AssertionError(f"{argv[0]} exited {done.returncode}: {done.stderr.decode()[-2000:]}")
         return done.stdout.decode()
 
     def fill(self) -> int:

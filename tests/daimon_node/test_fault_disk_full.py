@@ -92,6 +92,53 @@ print(json.dumps(report))
 """
 
 
+_CONTENT_ON_A_FULL_DISK = """
+import json, sys
+from pathlib import Path
+from daimon_node.chains import data_dir_writes
+from daimon_node.errors import DiskFull
+from p2p import ContentStore, ContentStoreFull
+from smalldisk import fill_to_the_brim
+
+root = Path(sys.argv[1])
+store = ContentStore(root / "content")
+kept = store.put(b"kept" * 1024)
+store.pin(kept, "problem")
+fill_to_the_brim(root / ".balloon")
+report = {}
+for name, write in [("put", lambda: store.put(b"new" * 4096)), ("pin", lambda: store.pin(b"\\1" * 32, "x")),
+                    ("repin", lambda: store.pin(kept, "problem"))]:
+    try:
+        write()
+        report[name] = "ok"
+    except ContentStoreFull as exc:
+        try:
+            with data_dir_writes():
+                raise exc
+        except DiskFull as full:
+            report[name] = str(full)
+report["objects"] = sorted(p.name for p in (root / "content" / "objects").iterdir())
+report["tmp"] = sorted(p.name for p in (root / "content" / "tmp").iterdir())
+report["kept"] = kept.hex()
+print(json.dumps(report))
+"""
+
+
+def test_content_store_full_is_typed_and_leaves_no_partial_file(tmp_path: Path) -> None:
+    """A full disk is the node's failure, not a peer's: ``ContentStoreFull``, which the
+    node reports as ``DiskFull``; no partial object, and re-pinning a pinned object
+    writes nothing (the node re-pins after every block)."""
+    disk = small_disk(tmp_path / "disk", UNIT_DISK_BYTES)
+    try:
+        report = json.loads(disk.run(python_here(_CONTENT_ON_A_FULL_DISK) + [str(disk.directory)]))
+    finally:
+        disk.unmount()
+    expected = f"disk full: cannot write to {disk.directory / 'content'}; stopping"
+    assert report["put"] == expected and report["pin"] == expected, report
+    assert report["repin"] == "ok"
+    assert report["objects"] == [report["kept"]] and report["tmp"] == [], report
+
+
 def small_disk(directory: Path, size_bytes: int) -> SmallDisk:
     try:
         return SmallDisk(directory, size_bytes).mount()
