@@ -22,12 +22,14 @@ class StorageFailure(DaimonError):
     def __init__(self, directory: object, detail: str) -> None:
         self.directory = directory
         self.detail = detail
-        super().__init__(f"cannot write to {directory}: {detail}; stopping")
+        super().__init__(self.describe())
+
+    def describe(self) -> str:
+        return f"cannot write to {self.directory}: {self.detail}; stopping"
 
 
 class DiskFull(StorageFailure):
     """The data directory's filesystem is full; the node stops until space returns."""
 
-    def __init__(self, directory: object, detail: str = "") -> None:
-        super().__init__(directory, detail)
-        Exception.__init__(self, f"disk full: cannot write to {directory}; stopping")
+    def describe(self) -> str:
+        return f"disk full: cannot write to {self.directory}; stopping"
