@@ -12,6 +12,11 @@ Layout of one chain's database (one-byte prefixes):
 
 Every block's writes (block, index, state diff, undo, head) go in one atomic
 write batch, so a process killed at any point reopens to a consistent head.
+A batch LevelDB refuses (a full disk, an I/O error) is applied neither on disk
+nor in memory; the store then takes no further write (LevelDB's log may end in
+a torn record that only a reopen skips) and raises ``StoreWriteError``, or
+``StoreFull`` when the filesystem is out of space. Opening checks that the head
+has its weight record, height index and undo journal, as every batch leaves it.
 A heavier side chain triggers a reorg: the head state is rolled back with the
 undo journals to the common ancestor and the new branch applied, all in one
 batch.
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Iterator
@@ -62,9 +68,48 @@ P_UNDO: Final[bytes] = b"U"
 P_SIGNED: Final[bytes] = b"C"
 K_HEAD: Final[bytes] = b"h"
 
+# LevelDB's memtable (its default, set explicitly so this stays true): a flush writes a
+# table of about this size, the largest write a batch can set off. A failed write with
+# less free space than this on the store's filesystem is a full disk.
+WRITE_BUFFER_BYTES: Final[int] = 4 << 20
+
 
 class StoreError(ChainError):
     """The database is missing, locked by another process, or inconsistent."""
+
+
+class StoreWriteError(StoreError):
+    """LevelDB refused a write batch: nothing of it was applied, and the store takes no
+    further write until it is reopened (its log may end in a torn record)."""
+
+    def __init__(self, path: Path, detail: str) -> None:
+        self.path = path
+        self.detail = detail
+        super().__init__(f"cannot write to chain store {path}: {detail}")
+
+
+class StoreFull(StoreWriteError):
+    """The write failed and the store's filesystem has no room for LevelDB's next write."""
+
+
+def is_disk_full(path: Path) -> bool:
+    """Whether ``path``'s filesystem has less free space than one memtable flush, or no free inode.
+
+    plyvel reports LevelDB's I/O errors as text without an errno, so a failed write is
+    judged by the filesystem it failed on, measured right after.
+    """
+    try:
+        fs = os.statvfs(path)
+    except OSError:
+        return False
+    no_inode = fs.f_files > 0 and fs.f_ffree == 0
+    return fs.f_bfree * fs.f_frsize < WRITE_BUFFER_BYTES or no_inode
+
+
+def write_error(path: Path, exc: Exception) -> StoreWriteError:
+    """The typed error for a failed LevelDB write (or open) in ``path``."""
+    cls = StoreFull if is_disk_full(path) else StoreWriteError
+    return cls(path, str(exc))
 
 
 @dataclass(frozen=True)
@@ -97,10 +142,18 @@ class ChainStore:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         try:
-            self.db = plyvel.DB(str(self.path), create_if_missing=True)
+            self.db = plyvel.DB(str(self.path), create_if_missing=True, write_buffer_size=WRITE_BUFFER_BYTES)
         except plyvel.IOError as exc:
+            if is_disk_full(self.path):  # opening replays LevelDB's log into a new table
+                raise StoreFull(self.path, str(exc)) from None
             raise StoreError(f"cannot open chain store {self.path}: {exc}") from None
         self.sync = sync
+        self._write_failure: StoreWriteError | None = None
+        try:
+            self._check_head()
+        except StoreError:
+            self.db.close()
+            raise
         self.state = self._load_state()
 
     # --- opening -----------------------------------------------------------------------
@@ -110,6 +163,24 @@ class ChainStore:
         state = State(entries, head=head or ZERO_HASH)
         state.copy()  # freeze the loaded entries as a base layer
         return state
+
+    def _check_head(self) -> None:
+        """The head has what its batch wrote with it, and nothing canonical lies above it.
+
+        Every batch writes these together, so a store that breaks this was damaged or
+        written by something else: refuse it rather than build on it.
+        """
+        head = self.db.get(K_HEAD)
+        if head is None:
+            return
+        raw = self.db.get(P_WEIGHT + head)
+        if raw is None or self.db.get(P_BLOCK + head) is None:
+            raise StoreError(f"{self.path}: head {head.hex()[:16]} has no block or weight record")
+        height = msgpack.unpackb(raw)[0]
+        if self.db.get(_height_key(height)) != head or self.db.get(P_UNDO + head) is None:
+            raise StoreError(f"{self.path}: head {head.hex()[:16]} is not indexed at height {height} or has no undo journal")
+        if self.db.get(_height_key(height + 1)) is not None:
+            raise StoreError(f"{self.path}: a canonical block above the head (height {height + 1})")
 
     def close(self) -> None:
         self.db.close()
@@ -176,6 +247,18 @@ class ChainStore:
         return height, weight, parent
 
     # --- writes ------------------------------------------------------------------------
+    @contextmanager
+    def _batch(self) -> Iterator[plyvel.WriteBatch]:
+        """One atomic write batch; a failed write is typed, kept and raised again on any later write."""
+        if self._write_failure is not None:
+            raise self._write_failure
+        try:
+            with self.db.write_batch(transaction=True, sync=self.sync) as wb:
+                yield wb
+        except plyvel.Error as exc:
+            self._write_failure = write_error(self.path, exc)
+            raise self._write_failure from exc
+
     def import_block(self, block: Block, env: Env) -> ImportResult:
         """Validate and store a decoded ``block``; move the head if its chain is heavier.
 
@@ -284,7 +367,7 @@ class ChainStore:
         block_hash = block.hash
         changes = new_state.changes()
         undo = [[k, self.state.get(k)] for k in changes]
-        with self.db.write_batch(transaction=True, sync=self.sync) as wb:
+        with self._batch() as wb:
             wb.put(P_BLOCK + block_hash, block.encode())
             wb.put(P_WEIGHT + block_hash, msgpack.packb([block.header.height, weight, block.header.parent]))
             self._index_signed(wb, block.header)
@@ -305,7 +388,7 @@ class ChainStore:
         if better_tip(self.tip(), candidate) is not candidate:
             # Not heavier: keep it (its header passed every header-first check; it is
             # executed if its branch ever becomes the heaviest).
-            with self.db.write_batch(transaction=True, sync=self.sync) as wb:
+            with self._batch() as wb:
                 wb.put(P_BLOCK + block.hash, block.encode())
                 wb.put(P_WEIGHT + block.hash, msgpack.packb([block.header.height, weight, block.header.parent]))
                 self._index_signed(wb, block.header)
@@ -358,7 +441,7 @@ class ChainStore:
         state = base
         w = self._weight(fork)[1]
         outcome = None
-        with self.db.write_batch(transaction=True, sync=self.sync) as wb:
+        with self._batch() as wb:
             for height in range(fork_height + 1, self.height + 1):
                 wb.delete(_height_key(height))
             parent_period = self._parent_period(fork)

@@ -8,12 +8,18 @@ missing parent to sync, content to fetch, a timestamp ahead of our clock), or an
 equivocation (dropped, its evidence kept for a ``ReportEquivocation``). Only a
 block whose header passed the header-first checks (signature, committer rule) can
 be deferred or accepted: every outcome is told apart by the error's type.
+A write the data directory refuses is none of these: it raises ``StorageFailure``
+(``DiskFull`` when the disk is full), which stops the node.
 """
 
 from __future__ import annotations
 
 import enum
+import errno
 import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,16 +34,42 @@ from chain.errors import (
 )
 from chain.signing import is_valid_signature
 from chain.state import State, get_meta, get_problem
-from chain.store import ChainStore, ImportResult
+from chain.store import ChainStore, ImportResult, StoreFull, StoreWriteError
 from chain.transition import Env
 from chain.types import BlockHeader, Proposal, split_block
 from chain.constants import ZERO_HASH
-from p2p import ContentStore, SyncHead, SyncProvider
+from p2p import ContentStore, ContentStoreFull, SyncHead, SyncProvider
 
 from .clock import Clock
+from .errors import DiskFull, StorageFailure
 from .mempool import Mempool
 
 log = logging.getLogger(__name__)
+
+
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+@contextmanager
+def data_dir_writes() -> Iterator[None]:
+    """Writes to the data directory: any the disk refuses leave as one ``StorageFailure``.
+
+    The chain store and the content store each type their own failures; a plain file
+    write (a proposal, the port files) comes as an ``OSError`` with its errno.
+    """
+    try:
+        yield
+    except StoreFull as exc:
+        raise DiskFull(exc.path, exc.detail) from exc
+    except StoreWriteError as exc:
+        raise StorageFailure(exc.path, exc.detail) from exc
+    except ContentStoreFull as exc:
+        raise DiskFull(exc.root, exc.detail) from exc
+    except OSError as exc:
+        if exc.errno in _FULL_ERRNOS:
+            where = Path(exc.filename).parent if exc.filename else "the data directory"
+            raise DiskFull(where, os.strerror(exc.errno)) from exc
+        raise
 
 
 class ImportVerdict(enum.Enum):
@@ -130,16 +162,23 @@ class ChainManager(SyncProvider):
         if chain_id in self.chains:
             return self.chains[chain_id], False
         path = self.data_dir / "proposals" / f"{chain_id.hex()}.bin"
-        if not path.exists():
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(proposal.encode())
-            tmp.replace(path)
-        store = ChainStore(self.data_dir / "chains" / chain_id.hex())
+        with data_dir_writes():
+            if not path.exists():
+                tmp = path.with_suffix(".tmp")
+                tmp.write_bytes(proposal.encode())
+                tmp.replace(path)
+            store = ChainStore(self.data_dir / "chains" / chain_id.hex())
         handle = ChainHandle(proposal, store, Mempool(chain_id, self.clock_drift_s), self.env)
         self.chains[chain_id] = handle
-        for cid in self.needed_content(handle):
-            self.content.pin(cid, "problem") if self.content.has(cid) else None
+        self.pin_needed(handle)
         return handle, True
+
+    def pin_needed(self, handle: ChainHandle) -> None:
+        """Pin the content the chain needs that we hold (the rest is pinned once fetched)."""
+        with data_dir_writes():
+            for cid in self.needed_content(handle):
+                if self.content.has(cid):
+                    self.content.pin(cid, "problem")
 
     def needed_content(self, handle: ChainHandle) -> list[bytes]:
         """Content the chain needs to stay verifiable: Z, Z_h and DEL artifacts of its tuples."""
@@ -162,8 +201,9 @@ class ChainManager(SyncProvider):
     def import_block(self, handle: ChainHandle, data: bytes) -> ImportReport:
         """Import a block from the wire: its header is checked before its body is decoded."""
         try:
-            result = handle.store.import_bytes(data, handle.env, handle.proposal.params,
-                                               max_timestamp=self.clock.now() + self.clock_drift_s)
+            with data_dir_writes():  # a refused write is the node's failure, never the block's
+                result = handle.store.import_bytes(data, handle.env, handle.proposal.params,
+                                                   max_timestamp=self.clock.now() + self.clock_drift_s)
         except (DecodeError, InvalidBlock) as exc:
             handle.count("blocks_invalid")
             return ImportReport(ImportVerdict.INVALID, error=str(exc))
@@ -191,9 +231,7 @@ class ChainManager(SyncProvider):
         handle.count("blocks_imported")
         if result.status in ("head", "reorg"):
             handle.mempool.prune(handle.state, self.clock.now())
-            for cid in self.needed_content(handle):
-                if self.content.has(cid):
-                    self.content.pin(cid, "problem")
+            self.pin_needed(handle)
         return ImportReport(ImportVerdict.ACCEPTED, result)
 
     # --- SyncProvider -------------------------------------------------------------------

@@ -15,6 +15,17 @@ from .errors import DaimonError
 
 
 def configure_logging(level: str, log_file: Path | None = None) -> None:
+    """The node's log: stderr, or ``log_file``. libp2p's own records go there too.
+
+    Importing libp2p detaches its loggers (``propagate = False``, no handler unless
+    ``LIBP2P_DEBUG`` is set), so its warnings fell through to Python's last-resort
+    handler on stderr, which must stay free for the node's one-line errors.
+    """
+    import libp2p  # noqa: F401  (its import-time logging setup must run before ours)
+
+    libp2p_logger = logging.getLogger("libp2p")
+    if not libp2p_logger.handlers:
+        libp2p_logger.propagate = True
     handlers: list[logging.Handler] = [logging.StreamHandler()]
     if log_file is not None:
         handlers = [logging.FileHandler(log_file)]
@@ -72,15 +83,28 @@ def start(
 
 def run_node(cfg: NodeConfig, log_file: Path | None = None) -> None:
     """Configure logging and run the node until a signal; a user error inside the
-    nursery arrives wrapped in an exception group and is surfaced as one line."""
+    nursery arrives wrapped in an exception group and is surfaced as one line (the
+    CLI prints it on stderr; with a log file, it is the log's last line too)."""
     configure_logging(cfg.node.log_level, log_file)
     try:
-        trio.run(run_until_signal, cfg)
-    except BaseExceptionGroup as group:
-        matched, _ = group.split(DaimonError)
-        if matched is None:
-            raise
-        first: BaseException = matched
-        while isinstance(first, BaseExceptionGroup):
-            first = first.exceptions[0]
-        raise first from None
+        try:
+            trio.run(run_until_signal, cfg)
+        except BaseExceptionGroup as group:
+            raise first_user_error(group) from None
+    except DaimonError as err:
+        if log_file is not None:
+            logging.raiseExceptions = False  # a log file on the full disk cannot take it: stderr has it
+            logging.getLogger(__name__).critical("%s", err)
+        raise
+
+
+def first_user_error(group: BaseExceptionGroup[BaseException]) -> DaimonError:
+    """The first ``DaimonError`` in ``group``; the group itself (a bug) when it holds none."""
+    matched, _ = group.split(DaimonError)
+    if matched is None:
+        raise group
+    first: BaseException = matched
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    assert isinstance(first, DaimonError)
+    return first

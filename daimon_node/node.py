@@ -4,7 +4,9 @@
 starts the services): the libp2p node, one set of validated gossip topics per
 followed chain, a sync loop that catches up from peers, a tick loop that steps
 the enabled roles against the injectable clock, and the JSON-RPC server.
-Bad input from a peer is rejected, counted and never crashes the node.
+Bad input from a peer is rejected, counted and never crashes the node. A write
+the data directory refuses does stop it: ``StorageFailure`` (``DiskFull``) leaves
+``run`` from whichever task met it, and the CLI prints it as one line.
 """
 
 from __future__ import annotations
@@ -33,10 +35,10 @@ from p2p import (
     chain_topic,
 )
 
-from .chains import ChainHandle, ChainManager, ImportVerdict, decode_proposal
+from .chains import ChainHandle, ChainManager, ImportVerdict, data_dir_writes, decode_proposal
 from .clock import Clock, SystemClock
 from .config import NodeConfig
-from .errors import DaimonError
+from .errors import DaimonError, StorageFailure
 from .keystore import load_key
 from .mempool import Verdict
 from .roles import ContributorRole, ImproverRole, ValidatorRole, next_tx, step_committer
@@ -99,8 +101,9 @@ class Node:
         self.clock: Clock = clock or SystemClock()
         self.data_dir = config.data_dir
         self.keys: KeyPair = load_key(self.data_dir)
-        self.content = ContentStore(self.data_dir / "content")
-        self.chains = ChainManager(self.data_dir, self.content, self.clock, config.chain.clock_drift_s)
+        with data_dir_writes():
+            self.content = ContentStore(self.data_dir / "content")
+            self.chains = ChainManager(self.data_dir, self.content, self.clock, config.chain.clock_drift_s)
         self.p2p = P2PNode(
             P2PConfig(seed=self.keys.seed, content_dir=self.data_dir / "content",
                       listen_addr=config.p2p.listen, bootstrap=tuple(config.p2p.bootstrap),
@@ -184,7 +187,7 @@ class Node:
 
     async def fetch_content(self, content_id: bytes, max_bytes: int) -> bytes:
         if not self.content.has(content_id):
-            with trio.fail_after(60):
+            with trio.fail_after(60), data_dir_writes():
                 await self.p2p.fetch_content(content_id, max_bytes)
         return self.content.get(content_id, max_bytes)
 
@@ -198,6 +201,7 @@ class Node:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         try:
             async with trio.open_nursery() as nursery:
+                self._nursery = nursery
                 await nursery.start(self.p2p.run)
                 if not self.p2p.listen_addrs():
                     raise NodeStartError(f"p2p cannot listen on {self.config.p2p.listen} (address in use?)")
@@ -205,13 +209,14 @@ class Node:
                                          max_size=TOPIC_CAPS["problems"])
                 for handle in list(self.chains.chains.values()):
                     await self._join(handle, nursery)
-                self._nursery = nursery
                 if self.config.rpc.enabled:
                     from .backend import start_rpc
 
                     self.rpc_port = await start_rpc(self, nursery)
-                    (self.data_dir / "rpc.port").write_text(str(self.rpc_port))
-                (self.data_dir / "p2p.addrs").write_text("\n".join(self.p2p.listen_addrs()) + "\n")
+                    with data_dir_writes():
+                        (self.data_dir / "rpc.port").write_text(str(self.rpc_port))
+                with data_dir_writes():
+                    (self.data_dir / "p2p.addrs").write_text("\n".join(self.p2p.listen_addrs()) + "\n")
                 nursery.start_soon(self._tick_loop)
                 nursery.start_soon(self._sync_loop)
                 log.info("node %s up: p2p %s rpc %s", self.keys.address[:12], self.p2p.listen_addrs(), self.rpc_port)
@@ -242,10 +247,25 @@ class Node:
     async def _noop(self, msg: GossipMessage) -> None:
         return None
 
+    def _stop_on(self, failure: StorageFailure) -> None:
+        """Stop the node from a task it does not own.
+
+        Gossip validators and handlers run in the p2p layer's tasks, which log and drop
+        what they raise; raising the failure in the node's nursery stops the node as it
+        would from its own loops.
+        """
+        async def fail() -> None:
+            raise failure
+
+        self._nursery.start_soon(fail)
+
     def _validator(self, handle: ChainHandle, fn: Callable[[ChainHandle, bytes], ValidationResult]) -> Callable[[str, bytes], ValidationResult]:
         def validate(peer: str, data: bytes) -> ValidationResult:
             try:
                 return fn(handle, data)
+            except StorageFailure as failure:  # our disk, not the peer: no verdict on the message
+                self._stop_on(failure)
+                return ValidationResult.IGNORE
             except DecodeError:
                 return ValidationResult.REJECT
             except ChainError as exc:
@@ -272,7 +292,11 @@ class Node:
 
     async def _on_problem_msg(self, msg: GossipMessage) -> None:
         proposal = decode_proposal(msg.data)
-        handle, new = self.chains.add_proposal(proposal)
+        try:
+            handle, new = self.chains.add_proposal(proposal)
+        except StorageFailure as failure:
+            self._stop_on(failure)
+            return
         if new:
             log.info("following new problem %s (%s)", proposal.params.name, handle.chain_id.hex()[:16])
             await self._join(handle, self._nursery)
@@ -380,7 +404,10 @@ class Node:
         while True:
             for handle in list(self.chains.chains.values()):
                 try:
-                    await self._step_roles(handle)
+                    with data_dir_writes():  # roles store models and holdouts as content
+                        await self._step_roles(handle)
+                except StorageFailure:
+                    raise
                 except Exception:  # a role's failure is logged; the node keeps running
                     log.exception("role step failed on %s", handle.chain_id.hex()[:12])
             if time.monotonic() - last_rejudge > REJUDGE_INTERVAL_S:
@@ -415,8 +442,7 @@ class Node:
     async def _fetch_needed(self, handle: ChainHandle) -> None:
         for cid in self.chains.needed_content(handle):
             await self._fetch_one(cid, 1 << 30)
-            if self.content.has(cid):
-                self.content.pin(cid, "problem")
+        self.chains.pin_needed(handle)
 
     def _fetch_new_content(self, handle: ChainHandle) -> None:
         """Content a block made necessary (a new season's Z_h): fetch it in the background."""
@@ -430,8 +456,7 @@ class Node:
                 async def fetch(cid: bytes = cid) -> None:
                     try:
                         await self._fetch_one(cid, 1 << 30)
-                        if self.content.has(cid):
-                            self.content.pin(cid, "problem")
+                        self.chains.pin_needed(handle)
                     finally:
                         self._fetching.discard(cid)
 
@@ -442,7 +467,7 @@ class Node:
             if self.content.has(cid):
                 return
             try:
-                with trio.fail_after(60):
+                with trio.fail_after(60), data_dir_writes():
                     await self.p2p.fetch_content(cid, max_bytes)
                 await self.p2p.rejudge()
                 return

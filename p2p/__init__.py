@@ -6,6 +6,7 @@ See docs/p2p.md.
 
 from p2p.abc import GossipMessage, Handler, INetwork, PeerStats, SyncHead, SyncProvider, ValidationResult, Validator
 from p2p.errors import (
+    ContentStoreFull,
     ConfigError,
     ContentError,
     ContentHashMismatch,
@@ -29,6 +30,7 @@ from p2p.store import ContentStore, content_id
 from p2p.topics import PROBLEMS_TOPIC, chain_topic, chain_topics, topic_kind
 
 __all__ = [
+    "ContentStoreFull",
     "ConfigError", "ContentError", "ContentHashMismatch", "ContentNotFound", "ContentPinned",
     "ContentStore", "ContentTooLarge", "DialError", "FrameTooLarge", "GossipMessage", "Handler",
     "INetwork", "MessageTooLarge", "NoPeers", "NotSubscribed", "P2PConfig", "P2PError", "P2PNode",

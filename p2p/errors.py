@@ -100,3 +100,16 @@ class ContentHashMismatch(ContentError):
 
 class ContentPinned(ContentError):
     """Deleting a pinned object was refused: the chain needs it to stay verifiable."""
+
+
+class ContentStoreFull(Exception):
+    """The content store's filesystem is full (ENOSPC or a quota).
+
+    Deliberately not a ``P2PError``: the local disk failed, not a peer, so no retry with
+    another peer can help and no peer is blamed; the node stops instead.
+    """
+
+    def __init__(self, root: object, detail: str) -> None:
+        self.root = root
+        self.detail = detail
+        super().__init__(f"content store {root} is full: {detail}")

@@ -14,16 +14,18 @@ what the chain needs to stay verifiable (paper §VIII) and survive restarts;
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import tempfile
 import threading
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from p2p.errors import ContentHashMismatch, ContentNotFound, ContentPinned, ContentTooLarge
+from p2p.errors import ContentHashMismatch, ContentNotFound, ContentPinned, ContentStoreFull, ContentTooLarge
 
 ID_LEN = 32
 try:
@@ -31,6 +33,21 @@ try:
 except (AttributeError, ValueError, OSError):
     _IOV_MAX = 16  # the POSIX minimum
 _fdatasync = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
+
+
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+@contextmanager
+def _disk_writes(root: Path) -> Iterator[None]:
+    """A write that finds the filesystem full raises ``ContentStoreFull``: the node must
+    tell a full disk (stop) from a peer's bad bytes (try another)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in _FULL_ERRNOS:
+            raise ContentStoreFull(root, os.strerror(exc.errno)) from exc
+        raise
 
 
 def content_id(data: bytes) -> bytes:
@@ -63,7 +80,8 @@ class PartialWrite:
         self.cid = cid
         self.max_bytes = max_bytes
         self.sync_every = sync_every
-        fd, name = tempfile.mkstemp(prefix=cid.hex()[:16] + ".", suffix=".part", dir=store.tmp_dir)
+        with _disk_writes(store.root):
+            fd, name = tempfile.mkstemp(prefix=cid.hex()[:16] + ".", suffix=".part", dir=store.tmp_dir)
         self.path = Path(name)
         self._fd: int | None = fd
         self._hash = hashlib.sha256()
@@ -91,7 +109,8 @@ class PartialWrite:
         views = [memoryview(p) for p in parts if len(p)]
         i = 0
         while i < len(views):  # writev may write less than asked (signal, full disk): go on after it
-            done = os.writev(self._fd, views[i:i + _IOV_MAX])
+            with _disk_writes(self.store.root):
+                done = os.writev(self._fd, views[i:i + _IOV_MAX])
             while i < len(views) and done >= len(views[i]):
                 done -= len(views[i])
                 i += 1
@@ -129,9 +148,10 @@ class PartialWrite:
         with self._lock:
             self._lock.wait_for(lambda: not self._syncing)
         try:
-            if self._sync_error is not None:
-                raise self._sync_error
-            os.fsync(self._fd)
+            with _disk_writes(self.store.root):
+                if self._sync_error is not None:
+                    raise self._sync_error
+                os.fsync(self._fd)
         except BaseException:
             self.abort()
             raise
@@ -277,8 +297,14 @@ class ContentStore:
 
     # -- pins -------------------------------------------------------------
     def pin(self, cid: bytes, reason: str = "") -> None:
-        """Keep ``cid`` (it need not be present yet: pinning first, fetching after is fine)."""
-        self._pins[_check_id(cid)] = reason
+        """Keep ``cid`` (it need not be present yet: pinning first, fetching after is fine).
+
+        Pinning again for the same reason writes nothing (the node re-pins after every block).
+        """
+        key = _check_id(cid)
+        if self._pins.get(key) == reason:
+            return
+        self._pins[key] = reason
         self._save_pins()
 
     def unpin(self, cid: bytes) -> None:
@@ -301,9 +327,14 @@ class ContentStore:
         return {str(k): str(v) for k, v in raw.items()}
 
     def _save_pins(self) -> None:
-        fd, name = tempfile.mkstemp(prefix="pins.", dir=self.tmp_dir)
-        with os.fdopen(fd, "w") as f:
-            json.dump(self._pins, f, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(name, self.pins_path)
+        with _disk_writes(self.root):
+            fd, name = tempfile.mkstemp(prefix="pins.", dir=self.tmp_dir)
+            try:
+                with os.fdopen(fd, "w") as f:
+                    json.dump(self._pins, f, sort_keys=True)
+                    f.flush()
+                    os.fsync(f.fileno())
+            except BaseException:
+                Path(name).unlink(missing_ok=True)
+                raise
+            os.replace(name, self.pins_path)
