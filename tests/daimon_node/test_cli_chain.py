@@ -20,6 +20,7 @@ import tomli_w
 
 from daimon_node.client import RpcClient
 from daimon_node.keystore import init_data_dir
+from daimon_node.problem_kit import load_problem
 from daimon_node.testnet import Testnet, TestnetPlan, prepare_testnet
 from netutil import free_base_port
 
@@ -128,7 +129,8 @@ def test_transfer_wait_moves_amount_and_fee_exactly(net: Net) -> None:
     assert funded["amount"] == str(25 * 10**17) and funded["included"]["height"] >= 1
     assert balance(net, a_keys.address_bytes) == 25 * 10**17
 
-    amount, fee = 10**18 + 7, 12345
+    min_fee = load_problem(net.plan.problem_dir).params.min_fee
+    amount, fee = 10**18 + 7, min_fee + 12345  # an explicit fee above the problem's floor
     before_a, before_b = balance(net, a_keys.address_bytes), balance(net, b_keys.address_bytes)
     sent = ok_json("tx", "transfer", "--chain", net.chain, "--to", "0x" + b_keys.address, "--amount", str(amount),
                    "--fee", str(fee), "--key-dir", str(a), "--rpc", net.rpc, "--wait")

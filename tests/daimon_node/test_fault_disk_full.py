@@ -20,6 +20,7 @@ import pytest
 
 from chain.builder import make_transaction
 from chain.types import Transfer
+from daimon_node.problem_kit import load_problem
 from daimon_node.replay import replay_chain
 from daimon_node.testnet import Testnet, TestnetPlan, prepare_testnet
 from netutil import free_base_port, try_call, wait_for
@@ -247,12 +248,13 @@ def test_node_with_a_full_disk_stops_in_one_line_then_catches_up(tmp_path: Path)
     (tmp_path / "logs").mkdir()
     net = DiskTestnet(plan, disk, tmp_path / "logs")
     sender, receiver = plan.keys[0], plan.keys[VICTIM]
+    min_fee = load_problem(plan.problem_dir).params.min_fee  # a transfer below the floor is refused
     nonce = 0
 
     def send_transfer() -> None:
         """Something to commit every period, so blocks (and the victim's writes) keep coming."""
         nonlocal nonce
-        tx = make_transaction(sender, plan.chain_id, nonce, Transfer(receiver.address_bytes, 1))
+        tx = make_transaction(sender, plan.chain_id, nonce, Transfer(receiver.address_bytes, 1), min_fee)
         if try_call(ports[0], lambda c: c.send_raw_transaction(chain, "0x" + tx.encode().hex())) is not None:
             nonce += 1
 

@@ -37,6 +37,7 @@ import tomli_w
 from chain.builder import make_transaction
 from chain.types import Transfer
 from daimon_node.client import subscribe
+from daimon_node.problem_kit import load_problem
 from daimon_node.testnet import Testnet, prepare_testnet
 from netutil import free_base_port, try_call, wait_for
 from p2p.gossip import MAX_RPC_BYTES, MAX_INFLIGHT_BYTES_PER_PEER, MAX_PENDING_BYTES_PER_TOPIC
@@ -133,6 +134,7 @@ def test_flooder_is_banned_and_honest_gossip_flows(tmp_path: Path) -> None:
     net = Testnet(plan)
     net.start()
     sender, payee = plan.keys[3], plan.keys[1]
+    min_fee = load_problem(plan.problem_dir).params.min_fee  # every honest transfer pays the floor
     sent: dict[str, float] = {}  # tx hash -> wall time submitted
     stop_sending = threading.Event()
     try:
@@ -150,7 +152,7 @@ def test_flooder_is_banned_and_honest_gossip_flows(tmp_path: Path) -> None:
         def send_honest() -> None:
             nonlocal nonce
             while not stop_sending.wait(TX_INTERVAL_S):
-                tx = make_transaction(sender, plan.chain_id, nonce, Transfer(payee.address_bytes, 1))
+                tx = make_transaction(sender, plan.chain_id, nonce, Transfer(payee.address_bytes, 1), min_fee)
                 if try_call(ports[0], lambda c: c.send_raw_transaction(chain, "0x" + tx.encode().hex())):
                     sent["0x" + tx.hash.hex()] = time.time()
                     nonce += 1

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 import tomli_w
 
+from chain.crypto import address_bytes
 from chain.state import get_account, get_meta
 from daimon_node.problem_kit import load_problem
 from daimon_node.replay import replay_chain
@@ -90,9 +91,17 @@ def test_cheater_is_burned_and_the_honest_improver_vests(tmp_path: Path) -> None
     # Final balances: the honest improver kept every unit; the cheater kept nothing of its reward and
     # lost the improver bond held until the judge.
     vested_validator = dict(h.validator_rewards)
+
+    def fee_flow(addr: bytes) -> int:
+        """Fees ``addr`` earned committing blocks minus the fees its own transactions paid."""
+        got = sum(r.fees for b, r in zip(replay.blocks[1:], replay.receipts[1:]) if address_bytes(b.header.committer) == addr)
+        spent = sum(tx.fee for b in replay.blocks[1:] for tx in b.body.transactions if address_bytes(tx.sender) == addr)
+        return got - spent
+
     for i, addr in enumerate([honest, cheater]):
         acct = get_account(state, addr)
         assert acct.locked == params.validator_bond  # no locked reward is left in anyone's account
         expected = GENESIS + vested_validator.get(addr, 0) + (h.improver_reward if addr == honest else 0)
         expected -= params.improver_bond if addr == cheater else 0
+        expected += fee_flow(addr)
         assert acct.balance + acct.locked == expected, (i, acct)
