@@ -89,7 +89,8 @@ class Node:
         self.chains = ChainManager(self.data_dir, self.content, self.clock, config.chain.clock_drift_s)
         self.p2p = P2PNode(
             P2PConfig(seed=self.keys.seed, content_dir=self.data_dir / "content",
-                      listen_addr=config.p2p.listen, bootstrap=tuple(config.p2p.bootstrap)),
+                      listen_addr=config.p2p.listen, bootstrap=tuple(config.p2p.bootstrap),
+                      announce=tuple(config.p2p.announce)),
             sync_provider=self.chains, store=self.content)
         self.sandbox = Sandbox()
         self.metrics = NodeMetrics()
@@ -197,7 +198,8 @@ class Node:
                 (self.data_dir / "p2p.addrs").write_text("\n".join(self.p2p.listen_addrs()) + "\n")
                 nursery.start_soon(self._tick_loop)
                 nursery.start_soon(self._sync_loop)
-                log.info("node %s up: p2p %s rpc %s", self.keys.address[:12], self.p2p.listen_addrs(), self.rpc_port)
+                log.info("node %s up: p2p %s (announced %s) rpc %s", self.keys.address[:12], self.p2p.listen_addrs(),
+                         self.p2p.announced_addrs(), self.rpc_port)
                 task_status.started()
         finally:
             self.sandbox.close()
