@@ -429,7 +429,10 @@ class Node:
             head = await self.p2p.request_head(peer, handle.chain_id)
         if head is None or (ours is not None and head.weight <= ours.weight):
             return
-        start = (ours.height + 1) if ours is not None else 0
+        # Heavier need not mean taller (two halves of a partition seal as many blocks, the
+        # heavier more of them in turn): ask at least for the peer's head, whose parent
+        # then tells whether to step back to the fork.
+        start = min(ours.height + 1, head.height) if ours is not None else 0
         self.sync_targets[handle.chain_id] = (start - 1, head.height)
         for _ in range(64):  # bounded: at most 64 batches per round
             with trio.fail_after(SYNC_REQUEST_TIMEOUT_S):

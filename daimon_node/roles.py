@@ -176,10 +176,17 @@ class ValidatorRole:
 # ---------------------------------------------------------------------------
 @dataclass
 class ImproverRole:
-    """Competes with its models in order: register, prove, reveal; next model once settled."""
+    """Competes with its models in order: register, prove, reveal; next model once settled.
+
+    A settlement can be undone: a reorg onto a branch that never saw it (a healed
+    partition) takes it away. The role remembers the block that settled each model
+    and goes back to the first model whose block is no longer canonical, so an honest
+    improvement is proved again on the surviving chain rather than lost.
+    """
 
     models: list[Path]
     index: int = 0
+    settled_in: dict[int, tuple[int, bytes]] = field(default_factory=dict)  # model index -> (height, block)
     register_sent_period: int = -10
     proof: Proof | None = None
     proof_period: int = -1
@@ -195,6 +202,7 @@ class ImproverRole:
     async def step(self, ctx: RoleContext, handle: ChainHandle) -> None:
         if not handle.started:
             return
+        self._resume_reorged_out(handle)
         await self._reveal_if_anchored(ctx, handle)
         model = self.current_model()
         if model is None:
@@ -221,6 +229,8 @@ class ImproverRole:
             return
         if meta.provisional is not None and meta.provisional.digest == digest:
             self.results.append(f"{self.models[self.index].name}: settled, d={meta.provisional.d_ppb}")
+            height = meta.provisional.height
+            self.settled_in[self.index] = (height, handle.store.canonical_hash(height) or b"")
             self.index += 1
             self.proof = None
             return
@@ -252,6 +262,19 @@ class ImproverRole:
         self.proof_period = period
         self.status = f"proved for period {period}"
         await ctx.publish_proof(handle, proof.poi.encode())
+
+    def _resume_reorged_out(self, handle: ChainHandle) -> None:
+        """Go back to the first model whose settling block a reorg took off the chain."""
+        undone = [i for i, (height, block) in self.settled_in.items()
+                  if handle.store.canonical_hash(height) != block]
+        if not undone:
+            return
+        first = min(undone)
+        for i in [i for i in self.settled_in if i >= first]:
+            del self.settled_in[i]
+        self.index, self.proof, self.proof_period = first, None, -1
+        self.results.append(f"{self.models[first].name}: settlement undone by a reorg; competing again")
+        log.info("improver: the settlement of %s was reorged out; proving it again", self.models[first].name)
 
     async def _reveal_if_anchored(self, ctx: RoleContext, handle: ChainHandle) -> None:
         pending = get_meta(handle.state).pending
