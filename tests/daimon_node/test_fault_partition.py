@@ -312,6 +312,7 @@ def test_partition_two_two_then_heal(tmp_path: Path) -> None:
         balances = [{k.address: try_call(p, lambda c, k=k: c.get_balance(chain, "0x" + k.address)) for k in plan.keys}
                     for p in ports]
         assert agreed(range(4)) is not None and agreed(range(4))[0]["hash"] == final_head["hash"]
+        canonical = obs.ancestry(ports[0], final_head, 0)
         assert not leaks, f"connections around the proxies: {leaks}"
     finally:
         net.stop()
@@ -323,7 +324,6 @@ def test_partition_two_two_then_heal(tmp_path: Path) -> None:
 
     # The survivor is the heaviest: it extends A's head, and no node ever saw a heavier head.
     assert final_weight >= obs.max_weight_seen
-    canonical = obs.ancestry(ports[0], final_head, 0)
     hashes = [b["hash"] for b in canonical]
     assert a_head["hash"] in hashes and b_head["hash"] not in hashes
     # No honest PoI anchored on the losing side is in the final chain; each model is paid once.
