@@ -45,10 +45,11 @@ from chain.types import Transfer
 from daimon_node.poi import model_digest
 from daimon_node.problem_kit import load_problem
 from daimon_node.replay import replay_chain
+from daimon_node.node import SYNC_INTERVAL_S
 from daimon_node.testnet import Testnet, TestnetPlan, prepare_testnet
 from linkproxy import Proxies
 from netutil import free_base_port, try_call, wait_for
-from p2p import peer_id_from_seed
+from p2p import P2PConfig, peer_id_from_seed
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
@@ -60,9 +61,10 @@ LEAD_AT_HEAL = 2  # A's weight lead before healing (see the module docstring)
 MIN_CUT_PERIODS = 4  # "several periods"; both sides' improvements need about as many anyway
 # A first improvement takes 3 periods after its registration block: PoI + votes, anchor, reveal.
 IMPROVEMENT_PERIODS = 4
-# Bootstrap re-dials back off 1, 2, 4, ... s (jittered down to half, p2p.P2PConfig): a link cut for
-# C seconds is re-dialled at most about C + 1 s after the heal; then a sync round (node.SYNC_INTERVAL_S).
-BACKOFF_MAX_S = 60.0
+# Bootstrap re-dials back off base, 2 base, 4 base... up to a cap (jittered down to half): a link cut
+# for C seconds is re-dialled at most min(cap, C + base) s after the heal; then a sync round.
+_P2P_DEFAULTS = P2PConfig.__dataclass_fields__
+BACKOFF_BASE_S, BACKOFF_MAX_S = _P2P_DEFAULTS["backoff_base_s"].default, _P2P_DEFAULTS["backoff_max_s"].default
 
 
 @dataclass
@@ -279,8 +281,9 @@ def test_partition_two_two_then_heal(tmp_path: Path) -> None:
                 return False
             return obs.ancestry(ports[0], h[0], a_head["height"])[-1]["hash"] == a_head["hash"]
 
+        # Re-dial, one sync round, and periods for imports and reorgs on a loaded machine.
         wait_for("all four nodes on one head that extends A's", converged,
-                 min(BACKOFF_MAX_S, cut_s + 1) + 4 * T_B)
+                 min(BACKOFF_MAX_S, cut_s + BACKOFF_BASE_S) + SYNC_INTERVAL_S + 4 * T_B)
         converge_s = time.monotonic() - healed_at
 
         # B's improver lost its settlement with B's branch: it proves again on the surviving chain.
