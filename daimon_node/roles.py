@@ -90,6 +90,16 @@ def next_tx(ctx: RoleContext, handle: ChainHandle, payload, fee: int = 0) -> Tra
     return make_transaction(ctx.keys, handle.chain_id, nonce, payload, fee)
 
 
+def is_pending(handle: ChainHandle, keys: KeyPair, payload: object) -> bool:
+    """Whether the pool still holds our transaction with ``payload``.
+
+    A role resends what was not included, but a reorg returns the losing branch's
+    transactions to the pool: signing the same thing again would spend the nonce that
+    a client of the same key picked next, and one of the two would be dropped.
+    """
+    return any(tx.sender == keys.public_key and tx.payload == payload for tx in handle.mempool.txs.values())
+
+
 # ---------------------------------------------------------------------------
 # Committer
 # ---------------------------------------------------------------------------
@@ -128,7 +138,8 @@ class ValidatorRole:
         params = get_problem(state).params
         period = period_of(params, int(ctx.now()))
         if get_bond(state, ctx.keys.public_key) is None:
-            if period - self.bond_sent_period >= 3:  # resend if it was not included
+            if period - self.bond_sent_period >= 3 and not is_pending(handle, ctx.keys, RegisterValidator()):
+                # resend if it was not included (and is not waiting in the pool: a reorg returns it there)
                 self.bond_sent_period = period
                 await ctx.submit_tx(handle, next_tx(ctx, handle, RegisterValidator()))
             return
@@ -216,7 +227,7 @@ class ImproverRole:
         digest = model_digest(model)
         record = get_digest(state, digest)
         if record is None:
-            if period - self.register_sent_period >= 3:
+            if period - self.register_sent_period >= 3 and not is_pending(handle, ctx.keys, RegisterDigest(digest)):
                 self.register_sent_period = period
                 ctx.content.put(model)
                 ctx.content.pin(digest, "own model")

@@ -20,6 +20,7 @@ from daimon_node.clock import FakeClock
 from daimon_node.config import load_config
 from daimon_node.keystore import init_data_dir
 from daimon_node.node import Node
+from daimon_node.poi import model_digest
 from p2p import ContentStore, SyncHead
 
 
@@ -123,3 +124,35 @@ def test_improver_competes_again_when_its_settlement_is_reorged_out(tmp_path: Pa
     assert role.index == 1 and role.settled_in == {0: (5, b"\x01" * 32)} and role.proof is None
     role._resume_reorged_out(handle)  # type: ignore[arg-type]
     assert role.index == 1  # nothing else was undone
+
+
+@pytest.mark.trio
+async def test_roles_do_not_sign_again_what_a_reorg_returned_to_the_pool(tmp_path: Path) -> None:
+    """A second bond or registration would take the nonce a client of the same key chose next."""
+    from types import SimpleNamespace
+
+    from chain.types import RegisterDigest, RegisterValidator
+    from daimon_node.mempool import Mempool
+    from daimon_node.roles import ImproverRole, ValidatorRole
+
+    d = Devnet(DevnetConfig())
+    d.start()
+    keys = d.validator_keys[0]
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"not run: only its digest is registered")
+    pool = Mempool(d.chain_id)
+    for payload in (RegisterValidator(), RegisterDigest(model_digest(model.read_bytes()))):
+        returned = d.tx(keys, payload)
+        assert pool.add_tx(returned, d.state).value == "accept"
+    handle = SimpleNamespace(started=True, state=d.state, mempool=pool, chain_id=d.chain_id,
+                             store=SimpleNamespace(canonical_hash=lambda h: None))
+    sent: list[object] = []
+
+    async def submit_tx(h: object, tx: object) -> None:
+        sent.append(tx)
+
+    ctx = SimpleNamespace(keys=keys, now=lambda: period_end(d.params, d.period) + 1, submit_tx=submit_tx,
+                          content=ContentStore(tmp_path / "content"))
+    await ValidatorRole().step(ctx, handle)  # type: ignore[arg-type]
+    await ImproverRole([model]).step(ctx, handle)  # type: ignore[arg-type]
+    assert sent == []
