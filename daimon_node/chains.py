@@ -36,13 +36,13 @@ from chain.signing import is_valid_signature
 from chain.state import State, get_meta, get_problem
 from chain.store import ChainStore, ImportResult, StoreFull, StoreWriteError
 from chain.transition import Env
-from chain.types import BlockHeader, Proposal, split_block
+from chain.types import Block, BlockHeader, ImprovementBody, Proposal, split_block
 from chain.constants import ZERO_HASH
 from p2p import ContentStore, ContentStoreFull, SyncHead, SyncProvider
 
 from .clock import Clock
 from .errors import DiskFull, StorageFailure
-from .mempool import Mempool
+from .mempool import Mempool, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -229,10 +229,30 @@ class ChainManager(SyncProvider):
         if result.status == "known":
             return ImportReport(ImportVerdict.KNOWN, result)
         handle.count("blocks_imported")
+        if result.status == "reorg":
+            self._return_orphaned_txs(handle, result.reorged_out)
         if result.status in ("head", "reorg"):
             handle.mempool.prune(handle.state, self.clock.now())
             self.pin_needed(handle)
         return ImportReport(ImportVerdict.ACCEPTED, result)
+
+    def _return_orphaned_txs(self, handle: ChainHandle, removed: tuple[bytes, ...]) -> None:
+        """Put the transactions of blocks a reorg took off the chain back in the pool.
+
+        The surviving branch may not hold them (a healed partition: the losing side's
+        transfers, bonds, registrations), and their senders have already been told they
+        were included. The pool takes back only what still executes in nonce order on
+        the new head (``Mempool.add_tx``, then ``prune``); the rest was included on the
+        new branch too, or was spent there. They are not gossiped again (gossip drops a
+        message id it has seen), but every committer that sealed them holds them now.
+        """
+        for block_hash in removed:
+            block = handle.store.get_block(block_hash)
+            if block is None or not isinstance(block.body, ImprovementBody):
+                continue
+            for tx in block.body.transactions:
+                if handle.mempool.add_tx(tx, handle.state) is Verdict.ACCEPT:
+                    handle.count("txs_returned_by_reorg")
 
     # --- SyncProvider -------------------------------------------------------------------
     def get_head(self, chain_id: bytes) -> SyncHead | None:

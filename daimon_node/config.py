@@ -24,6 +24,7 @@ class NodeSection:
 class P2PSection:
     listen: str = "/ip4/127.0.0.1/tcp/0"  # libp2p listen multiaddr
     bootstrap: list[str] = field(default_factory=list)  # peers' multiaddrs with /p2p/<id>; give 3+
+    announce: list[str] = field(default_factory=list)  # what peers learn instead of `listen` (NAT, port map, proxy)
 
 
 @dataclass

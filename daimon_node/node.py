@@ -107,7 +107,8 @@ class Node:
         self.p2p = P2PNode(
             P2PConfig(seed=self.keys.seed, content_dir=self.data_dir / "content",
                       listen_addr=config.p2p.listen, bootstrap=tuple(config.p2p.bootstrap),
-                      sync_max_item_bytes=C.MAX_BLOCK_MESSAGE_BYTES),
+                      sync_max_item_bytes=C.MAX_BLOCK_MESSAGE_BYTES,
+                      announce=tuple(config.p2p.announce)),
             sync_provider=self.chains, store=self.content)
         self.sandbox = Sandbox()
         self.metrics = NodeMetrics()
@@ -219,7 +220,8 @@ class Node:
                     (self.data_dir / "p2p.addrs").write_text("\n".join(self.p2p.listen_addrs()) + "\n")
                 nursery.start_soon(self._tick_loop)
                 nursery.start_soon(self._sync_loop)
-                log.info("node %s up: p2p %s rpc %s", self.keys.address[:12], self.p2p.listen_addrs(), self.rpc_port)
+                log.info("node %s up: p2p %s (announced %s) rpc %s", self.keys.address[:12], self.p2p.listen_addrs(),
+                         self.p2p.announced_addrs(), self.rpc_port)
                 task_status.started()
         finally:
             self.sandbox.close()
@@ -504,7 +506,10 @@ class Node:
             head = await self.p2p.request_head(peer, handle.chain_id)
         if head is None or (ours is not None and head.weight <= ours.weight):
             return
-        start = (ours.height + 1) if ours is not None else 0
+        # Heavier need not mean taller (two halves of a partition seal as many blocks, the
+        # heavier more of them in turn): ask at least for the peer's head, whose parent
+        # then tells whether to step back to the fork.
+        start = min(ours.height + 1, head.height) if ours is not None else 0
         self.sync_targets[handle.chain_id] = (start - 1, head.height)
         for _ in range(64):  # bounded: at most 64 batches per round
             with trio.fail_after(SYNC_REQUEST_TIMEOUT_S):

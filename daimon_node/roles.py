@@ -90,6 +90,16 @@ def next_tx(ctx: RoleContext, handle: ChainHandle, payload, fee: int | None = No
     return make_paid_transaction(ctx.keys, get_problem(handle.state).params, handle.chain_id, nonce, payload, fee)
 
 
+def is_pending(handle: ChainHandle, keys: KeyPair, payload: object) -> bool:
+    """Whether the pool still holds our transaction with ``payload``.
+
+    A role resends what was not included, but a reorg returns the losing branch's
+    transactions to the pool: signing the same thing again would spend the nonce that
+    a client of the same key picked next, and one of the two would be dropped.
+    """
+    return any(tx.sender == keys.public_key and tx.payload == payload for tx in handle.mempool.txs.values())
+
+
 # ---------------------------------------------------------------------------
 # Committer
 # ---------------------------------------------------------------------------
@@ -129,7 +139,8 @@ class ValidatorRole:
         params = get_problem(state).params
         period = period_of(params, int(ctx.now()))
         if get_bond(state, ctx.keys.public_key) is None:
-            if period - self.bond_sent_period >= 3:  # resend if it was not included
+            if period - self.bond_sent_period >= 3 and not is_pending(handle, ctx.keys, RegisterValidator()):
+                # resend if it was not included (and is not waiting in the pool: a reorg returns it there)
                 self.bond_sent_period = period
                 await ctx.submit_tx(handle, next_tx(ctx, handle, RegisterValidator()))
             return
@@ -177,10 +188,17 @@ class ValidatorRole:
 # ---------------------------------------------------------------------------
 @dataclass
 class ImproverRole:
-    """Competes with its models in order: register, prove, reveal; next model once settled."""
+    """Competes with its models in order: register, prove, reveal; next model once settled.
+
+    A settlement can be undone: a reorg onto a branch that never saw it (a healed
+    partition) takes it away. The role remembers the block that settled each model
+    and goes back to the first model whose block is no longer canonical, so an honest
+    improvement is proved again on the surviving chain rather than lost.
+    """
 
     models: list[Path]
     index: int = 0
+    settled_in: dict[int, tuple[int, bytes]] = field(default_factory=dict)  # model index -> (height, block)
     register_sent_period: int = -10
     proof: Proof | None = None
     proof_period: int = -1
@@ -196,6 +214,7 @@ class ImproverRole:
     async def step(self, ctx: RoleContext, handle: ChainHandle) -> None:
         if not handle.started:
             return
+        self._resume_reorged_out(handle)
         await self._reveal_if_anchored(ctx, handle)
         model = self.current_model()
         if model is None:
@@ -210,7 +229,7 @@ class ImproverRole:
         claim = model_claim(ctx.keys.public_key, digest)
         record = get_digest(state, claim)
         if record is None:
-            if period - self.register_sent_period >= 3:
+            if period - self.register_sent_period >= 3 and not is_pending(handle, ctx.keys, RegisterDigest(digest)):
                 self.register_sent_period = period
                 ctx.content.put(model)
                 ctx.content.pin(digest, "own model")
@@ -220,6 +239,8 @@ class ImproverRole:
         # The claim names this key, so it is ours whoever sent it (a copied tx claims for us).
         if meta.provisional is not None and meta.provisional.digest == digest:
             self.results.append(f"{self.models[self.index].name}: settled, d={meta.provisional.d_ppb}")
+            height = meta.provisional.height
+            self.settled_in[self.index] = (height, handle.store.canonical_hash(height) or b"")
             self.index += 1
             self.proof = None
             return
@@ -251,6 +272,19 @@ class ImproverRole:
         self.proof_period = period
         self.status = f"proved for period {period}"
         await ctx.publish_proof(handle, proof.poi.encode())
+
+    def _resume_reorged_out(self, handle: ChainHandle) -> None:
+        """Go back to the first model whose settling block a reorg took off the chain."""
+        undone = [i for i, (height, block) in self.settled_in.items()
+                  if handle.store.canonical_hash(height) != block]
+        if not undone:
+            return
+        first = min(undone)
+        for i in [i for i in self.settled_in if i >= first]:
+            del self.settled_in[i]
+        self.index, self.proof, self.proof_period = first, None, -1
+        self.results.append(f"{self.models[first].name}: settlement undone by a reorg; competing again")
+        log.info("improver: the settlement of %s was reorged out; proving it again", self.models[first].name)
 
     async def _reveal_if_anchored(self, ctx: RoleContext, handle: ChainHandle) -> None:
         pending = get_meta(handle.state).pending

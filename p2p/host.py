@@ -31,6 +31,7 @@ from p2p.peers import PeerBook
 log = logging.getLogger(__name__)
 
 SEED_LEN = 32
+BOOTSTRAP_ADDR_TTL_S = 120  # what host.connect gives the addresses it is handed
 
 
 # -- narrowly scoped patches of libp2p 0.8.1 transport code (process-wide) ------
@@ -254,6 +255,7 @@ class HostService:
         bootstrap: Sequence[str],
         book: PeerBook,
         *,
+        announce: Sequence[str] = (),
         dial_timeout_s: float = 10.0,
         maintain_interval_s: float = 1.0,
     ) -> None:
@@ -262,7 +264,11 @@ class HostService:
         self.bootstrap = [(a, parse_peer_addr(a)) for a in bootstrap]
         self.dial_timeout_s = dial_timeout_s
         self.maintain_interval_s = maintain_interval_s
-        self.host: IHost = new_host(key_pair=key_pair_from_seed(seed))
+        # Peers learn our addresses from identify and from the signed peer record in every
+        # pubsub RPC, and libp2p dials every address it knows for a peer. ``announce``
+        # replaces the listen address there (NAT, port mapping, a proxy in front).
+        announced = [parse_listen_addr(a) for a in announce] or None
+        self.host: IHost = new_host(key_pair=key_pair_from_seed(seed), announce_addrs=announced)
         _cache_addrs(self.host)
         self.peer_id = self.host.get_id().to_base58()
         self._to_close_send, self._to_close_recv = trio.open_memory_channel[ID](256)
@@ -270,7 +276,11 @@ class HostService:
         self._dialing: set[str] = set()
 
     def listen_addrs(self) -> list[str]:
-        """Our addresses with ``/p2p/<id>``."""
+        """The addresses we are bound to, with ``/p2p/<id>`` (empty if listening failed)."""
+        return [f"{a}/p2p/{self.peer_id}" for a in self.host.get_transport_addrs()]
+
+    def announced_addrs(self) -> list[str]:
+        """The addresses peers learn from us (``announce`` if configured, else where we listen)."""
         return [str(a) for a in self.host.get_addrs()]
 
     def connected_peers(self) -> list[str]:
@@ -341,6 +351,7 @@ class HostService:
         unblock = getattr(self.host.get_network(), "unblock_peer", None)
         if unblock is not None:
             unblock(info.peer_id)
+        self._prefer_configured_addrs(info)
         try:
             await self.dial(info)
             self.book.dial_succeeded(addr)
@@ -349,6 +360,20 @@ class HostService:
             log.info("bootstrap %s unreachable (%s); retry in %.1f s", pid, exc, delay)
         finally:
             self._dialing.discard(pid)
+
+    def _prefer_configured_addrs(self, info: PeerInfo) -> None:
+        """Make the bootstrap address the one the swarm dials.
+
+        The swarm dials at most one address per transport (TCP here): the first the
+        peerstore holds. Once connected, the peer's signed peer record (identify, every
+        pubsub RPC) replaces what the peerstore held with the addresses the peer announces
+        itself, so without this a re-dial after a disconnect would only ever try those,
+        never the operator's: a peer announcing an address we cannot reach (NAT, a
+        wildcard listen address, a proxy in between) would never be reached again.
+        """
+        store = self.host.get_peerstore()
+        store.clear_addrs(info.peer_id)
+        store.add_addrs(info.peer_id, info.addrs, BOOTSTRAP_ADDR_TTL_S)
 
     async def _close_banned(self) -> None:
         async for peer in self._to_close_recv:

@@ -43,6 +43,7 @@ class P2PConfig:
     content_dir: Path  # where the content store lives
     listen_addr: str = "/ip4/127.0.0.1/tcp/0"
     bootstrap: Sequence[str] = ()  # multiaddrs ending in /p2p/<peer id>; give 3+ (no hub)
+    announce: Sequence[str] = ()  # addresses peers learn instead of listen_addr (NAT, port mapping, proxy)
     topic_caps: dict[str, int] = field(default_factory=dict)  # overrides of topics.DEFAULT_TOPIC_CAPS
     content_max_total_bytes: int | None = None
     # misbehaviour
@@ -84,7 +85,7 @@ class P2PNode(INetwork):
         )
         self.store = store or ContentStore(config.content_dir, config.content_max_total_bytes)
         self.hosting = HostService(
-            config.seed, config.listen_addr, config.bootstrap, self.book,
+            config.seed, config.listen_addr, config.bootstrap, self.book, announce=config.announce,
             dial_timeout_s=config.dial_timeout_s, maintain_interval_s=config.maintain_interval_s,
         )
         host = self.hosting.host
@@ -126,6 +127,9 @@ class P2PNode(INetwork):
 
     def listen_addrs(self) -> list[str]:
         return self.hosting.listen_addrs()
+
+    def announced_addrs(self) -> list[str]:
+        return self.hosting.announced_addrs()
 
     async def connect(self, addr: str) -> str:
         """Dial one peer now (besides the bootstrap list); returns its peer id."""

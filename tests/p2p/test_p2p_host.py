@@ -52,3 +52,42 @@ async def test_bootstrap_redial_with_backoff_until_peer_appears(tmp_path: Path) 
             await wait_until(lambda: a.peer_id not in b.connected_peers())
             await wait_until(lambda: a.peer_id in b.connected_peers())
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.trio
+async def test_bootstrap_peer_redialled_at_its_configured_address(tmp_path: Path) -> None:
+    """A peer that announces an address we cannot reach (NAT, a proxy in front) is still re-dialled.
+
+    The swarm dials one TCP address per peer, the first in the peerstore, and the peer's signed
+    record (identify, pubsub) replaces what the peerstore held: without care, the re-dial after a
+    disconnect would only try the announced address and never reconnect.
+    """
+    from libp2p.peer.id import ID
+
+    port, unreachable = free_port(), free_port()
+    a_id = peer_id_from_seed(seed(0))
+    fast = dict(backoff_base_s=0.2, backoff_max_s=1.0, maintain_interval_s=0.1, dial_timeout_s=3.0)
+    a = P2PNode(P2PConfig(seed=seed(0), content_dir=tmp_path / "a", listen_addr=f"/ip4/127.0.0.1/tcp/{port}",
+                          announce=[f"/ip4/127.0.0.1/tcp/{unreachable}"]))
+    b = P2PNode(P2PConfig(seed=seed(1), content_dir=tmp_path / "b",
+                          bootstrap=[f"/ip4/127.0.0.1/tcp/{port}/p2p/{a_id}"], **fast))
+
+    def b_knows_announced() -> bool:
+        try:
+            known = b.hosting.host.get_peerstore().addrs(ID.from_base58(a_id))
+        except Exception:
+            return False
+        return any(f"/tcp/{unreachable}" in str(x) for x in known)
+
+    async with trio.open_nursery() as nursery:
+        # Bound: a few dials at backoff_max_s apart, each under dial_timeout_s.
+        with trio.fail_after(20):
+            await nursery.start(a.run)
+            await nursery.start(b.run)
+            assert a.announced_addrs() == [f"/ip4/127.0.0.1/tcp/{unreachable}/p2p/{a_id}"]
+            assert a.listen_addrs() == [f"/ip4/127.0.0.1/tcp/{port}/p2p/{a_id}"]
+            await wait_until(lambda: a_id in b.connected_peers() and b_knows_announced())
+            await a.hosting.disconnect(b.peer_id)
+            await wait_until(lambda: a_id not in b.connected_peers())
+            await wait_until(lambda: a_id in b.connected_peers())
+        nursery.cancel_scope.cancel()
