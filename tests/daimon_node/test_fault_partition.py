@@ -15,13 +15,16 @@ B 1+1+2 = 4. A is therefore the heavier side, predictably; the test heals only
 once A leads by 2 (over any window B gains at most 1 on A, so A stays strictly
 heavier while the halves find each other again).
 
-Checked: both halves build blocks and settle an improvement each while cut;
-after the heal all four nodes end on one head, which extends A's head at the
-heal and is at least as heavy as any head any node ever had; B's anchored PoI is
-not in the final chain, and B's improver, whose settlement was undone, proves
-again and is paid exactly once; every transfer either side accepted is in the
-final chain exactly once; every node's balances at the final head are equal to
-the other nodes' and to a from-scratch replay of its own store.
+Checked: both halves build blocks while cut, and neither anchors a PoI: each
+holds 2 of 4 equal validator bonds, below the quorum of stake a PoI needs (more
+than half, by default 2/3), so no side of a split can pay an improvement that
+the other side would later undo; after the heal all four nodes end on one head,
+which extends A's head at the heal and is at least as heavy as any head any
+node ever had; the improvers' proofs then reach the quorum and settle on the
+one chain, each model paid at most once (the better one exactly once); every
+transfer either side accepted is in the final chain exactly once; every node's
+balances at the final head are equal to the other nodes' and to a from-scratch
+replay of its own store.
 """
 
 from __future__ import annotations
@@ -182,7 +185,8 @@ class Feeder:
             if self.nonce is None:
                 self.nonce = -1
                 return
-        tx = make_transaction(self.sender, self.plan.chain_id, self.nonce, Transfer(self.to, 1 + len(self.sent)))
+        fee = load_problem(self.plan.problem_dir).params.min_fee  # a transfer below the floor is refused
+        tx = make_transaction(self.sender, self.plan.chain_id, self.nonce, Transfer(self.to, 1 + len(self.sent)), fee)
         if try_call(self.port, lambda c: c.send_raw_transaction(chain, "0x" + tx.encode().hex())) is not None:
             self.sent.append("0x" + tx.hash.hex())
             self.nonce += 1
@@ -196,9 +200,7 @@ def test_partition_two_two_then_heal(tmp_path: Path) -> None:
     chain = "0x" + plan.chain_id.hex()
     params = load_problem(plan.problem_dir).params
     ports = plan.rpc_ports
-    weak = "0x" + model_digest(plan.models["weak"].read_bytes()).hex()  # node 1's, side A
     linear = "0x" + model_digest(plan.models["linear"].read_bytes()).hex()  # node 2's, side B
-    prover_b = "0x" + plan.keys[2].public_key.hex()  # a PoI names its prover by public key
     obs = Observer(chain, params)
     feeders = [Feeder(plan, plan.keys[SENDER_A], ports[SENDER_A], plan.keys[1].address_bytes),
                Feeder(plan, plan.keys[SENDER_B], ports[SENDER_B], plan.keys[2].address_bytes)]
@@ -246,14 +248,12 @@ def test_partition_two_two_then_heal(tmp_path: Path) -> None:
             a, b = agreed(SIDE_A), agreed(SIDE_B)
             if a is None or b is None:
                 return False
-            best = [try_call(ports[i], lambda c: c.best_model(chain)) for i in (SIDE_A[0], SIDE_B[0])]
             return (a[0]["hash"] != b[0]["hash"] and a[1] - b[1] >= LEAD_AT_HEAL
-                    and period_now() - cut_period >= MIN_CUT_PERIODS
-                    and best[0] is not None and best[0]["model_digest"] == weak
-                    and best[1] is not None and best[1]["model_digest"] == linear)
+                    and period_now() - cut_period >= MIN_CUT_PERIODS)
 
-        # Registration, PoI, anchor, reveal: IMPROVEMENT_PERIODS; A's lead grows 1 per 3 periods.
-        wait_for("both sides to settle an improvement and A to lead by 2", sides_progressed,
+        # Long enough for a registration, a PoI and its anchor (IMPROVEMENT_PERIODS) had the quorum
+        # been reachable; A's lead grows 1 per 3 periods.
+        wait_for("both sides to build blocks and A to lead by 2", sides_progressed,
                  (IMPROVEMENT_PERIODS + 3 * LEAD_AT_HEAL + 2) * T_B + GRACE)
         a_head, a_weight = agreed(SIDE_A) or (None, 0)
         b_head, b_weight = agreed(SIDE_B) or (None, 0)
@@ -263,12 +263,11 @@ def test_partition_two_two_then_heal(tmp_path: Path) -> None:
         cut_periods = period_now() - cut_period
         cut_s = time.monotonic() - cut_at
         b_branch = obs.ancestry(ports[SIDE_B[0]], b_head, fork_block["height"] + 1)
-        b_anchored = [b["anchor"]["poi"] for b in b_branch if b.get("anchor") and b["anchor"]["prover"] == prover_b]
-        assert b_anchored, "side B anchored no PoI of its improver while cut"
         assert min(b["height"] for b in b_branch) == fork_block["height"] + 1
         a_branch = obs.ancestry(ports[SIDE_A[0]], a_head, fork_block["height"] + 1)
-        # An improvement needs three blocks: the digest's registration, the anchor, the settlement.
-        assert len(a_branch) >= 3 and len(b_branch) >= 3
+        assert len(a_branch) >= 3 and len(b_branch) >= 3  # both halves kept sealing blocks
+        # Half the stake is below the quorum: no side anchored a PoI while cut.
+        assert not [b["anchor"] for b in a_branch + b_branch if b.get("anchor")]
         assert all(p.refused > 0 for p in proxies.crossing(set(SIDE_A)))  # the cut links were re-dialled
 
         # --- heal ---------------------------------------------------------------------------
@@ -286,13 +285,13 @@ def test_partition_two_two_then_heal(tmp_path: Path) -> None:
                  min(BACKOFF_MAX_S, cut_s + BACKOFF_BASE_S) + SYNC_INTERVAL_S + 4 * T_B)
         converge_s = time.monotonic() - healed_at
 
-        # B's improver lost its settlement with B's branch: it proves again on the surviving chain.
+        # Joined, the validators reach the quorum: B's improver settles on the one chain.
         def linear_settled_everywhere() -> bool:
             if agreed(range(4)) is None:
                 return False
             return all((try_call(p, lambda c: c.best_model(chain)) or {}).get("model_digest") == linear for p in ports)
 
-        wait_for("B's improvement settled again on the surviving chain", linear_settled_everywhere,
+        wait_for("B's improvement settled on the joined chain", linear_settled_everywhere,
                  (IMPROVEMENT_PERIODS + 2) * T_B + GRACE)
 
         # Stop feeding; wait until every sent transfer is in and the head has stood still a period.
@@ -329,9 +328,6 @@ def test_partition_two_two_then_heal(tmp_path: Path) -> None:
     assert final_weight >= obs.max_weight_seen
     hashes = [b["hash"] for b in canonical]
     assert a_head["hash"] in hashes and b_head["hash"] not in hashes
-    # No honest PoI anchored on the losing side is in the final chain; each model is paid once.
-    anchored = [b["anchor"]["poi"] for b in canonical if b.get("anchor")]
-    assert not set(b_anchored) & set(anchored)
     # No transfer lost or doubled.
     included = [t for b in canonical for t in b.get("transactions", [])]
     for sent in feeders_sent:
@@ -347,7 +343,9 @@ def test_partition_two_two_then_heal(tmp_path: Path) -> None:
             acct = get_account(replay.state, k.address_bytes)
             assert balances[i][k.address] == {"spendable": acct.balance, "locked": acct.locked}, (i, k.address)
         settled = [r.settlement for r in replay.receipts if r.settlement is not None and r.settlement.outcome == "settled"]
+        # Each model is paid at most once; the better (linear) exactly once. The weak one settles
+        # only if it was anchored before the linear one, which then beats it.
         assert [s.improver for s in settled].count(plan.keys[2].address_bytes) == 1
-        assert [s.improver for s in settled].count(plan.keys[1].address_bytes) == 1
+        assert [s.improver for s in settled].count(plan.keys[1].address_bytes) <= 1
     assert len(roots) == 1
     assert all(b == balances[0] for b in balances)
