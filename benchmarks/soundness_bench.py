@@ -26,8 +26,8 @@ and each cheater's pass rate, provisional and vested reward.
 
 Scales: digits (m = 539 test labels of the kit's split, m_h of 180 or 359
 holdout labels, the real digits labels) and FashionMNIST (the 10,000 test
-labels of /work/shared/datasets/fashion-mnist: x_h the first m_h, x_t the
-rest); FashionMNIST is skipped with a note when the file is absent.
+labels of FashionMNIST, from $FMNIST_LABELS or ``del_embed.data.fashion_mnist_test_labels``: x_h
+the first m_h, x_t the rest); FashionMNIST is skipped with a note when the file is absent.
 """
 
 from __future__ import annotations
@@ -50,9 +50,10 @@ from chain.season import holdout_verdict, season_mint_bound  # noqa: E402
 from chain.types import ProblemParams  # noqa: E402
 from daimon_node.problem_kit import ProblemOptions, calibrate_consistency, detectable_margin  # noqa: E402
 from del_embed.attack import Target, attack  # noqa: E402
+from del_embed.data import fashion_mnist_test_labels  # noqa: E402
 from del_embed.integer import PPB, distance_ppb, f_int, random_projection_del  # noqa: E402
 
-FMNIST = Path(os.environ.get("FMNIST_LABELS", "/work/shared/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz"))
+FMNIST = Path(os.environ.get("FMNIST_LABELS", str(fashion_mnist_test_labels())))
 C = 10
 NEW_SHARE = 0.3  # share of B's errors on items A got right
 REWARD_A, SCALE = 3, 10**18

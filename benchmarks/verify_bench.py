@@ -1,4 +1,4 @@
-"""VERIFY wall time against bare onnxruntime + f_int, on all of digits (DESIGN §7, issue 6).
+"""VERIFY wall time against bare onnxruntime + f_int, on all of digits (docs/design.md §7, issue 6).
 
 Z is the whole digits set (1,797 images, the largest real input set available
 offline); the DEL is the kit's 256-dim random-projection DEL for m = 1,797.

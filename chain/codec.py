@@ -1,4 +1,4 @@
-"""Canonical msgpack encoding with a schema per type (DESIGN §3).
+"""Canonical msgpack encoding with a schema per type (docs/design.md §3).
 
 Every protocol object is a frozen dataclass with a ``FIELDS`` table of
 ``(name, codec)`` pairs; it is encoded as a msgpack *array* in that order, so

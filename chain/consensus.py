@@ -1,4 +1,4 @@
-"""Periods, committers and fork choice (DESIGN §5). Pure functions of their arguments.
+"""Periods, committers and fork choice (docs/design.md §5). Pure functions of their arguments.
 
 Period 0 is ``[t0, t0 + T_p)``; competition period ``k >= 1`` is
 ``[t0 + T_p + (k-1) T_b, t0 + T_p + k T_b)``. Block ``k`` may be committed once

@@ -1,4 +1,4 @@
-"""Ed25519 keys, SHA-256 and addresses (DESIGN §3).
+"""Ed25519 keys, SHA-256 and addresses (docs/design.md §3).
 
 Every signature covers ``domain tag || chain id || canonical bytes`` so a
 signature made in one role or on one chain is never valid elsewhere.

@@ -1,4 +1,4 @@
-"""Reward amounts, exact to the base unit (DESIGN §1, §3).
+"""Reward amounts, exact to the base unit (docs/design.md §1, §3).
 
 ``R(d, d_c) = I_{1-d}(a, 1/2) - I_{1-d_c}(a, 1/2)`` with the regularised
 incomplete beta function. For integer ``a`` and ``b = 1/2`` it has the closed form

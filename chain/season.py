@@ -1,4 +1,4 @@
-"""Seasons and the sealed holdout (DESIGN §5): rewards vest only after an exact check.
+"""Seasons and the sealed holdout (docs/design.md §5): rewards vest only after an exact check.
 
 During a season of S periods, rewards of settled improvements are minted
 locked. After it, the contributor opens the holdout (salt, x_h) within W

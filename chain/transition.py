@@ -1,4 +1,4 @@
-"""The state transition: ``apply_block(state, block, env) -> state`` (DESIGN §5).
+"""The state transition: ``apply_block(state, block, env) -> state`` (docs/design.md §5).
 
 It reads like the consensus-specs' ``state_transition``: validate the header,
 process the body in the fixed order (transactions; settlement of the previous

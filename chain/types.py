@@ -1,4 +1,4 @@
-"""The whole data model of DESIGN §4, each type with its canonical schema.
+"""The whole data model of docs/design.md §4, each type with its canonical schema.
 
 Types are frozen dataclasses; ``FIELDS`` fixes the encoding order. Signed types
 end in ``signature`` and name their signer field in ``SIGNER``; what is signed

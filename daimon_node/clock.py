@@ -1,4 +1,4 @@
-"""Time for the node: injectable, so tests drive periods without sleeping (DESIGN §5)."""
+"""Time for the node: injectable, so tests drive periods without sleeping (docs/design.md §5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The block committer's choices (DESIGN §5), as functions of state, pool, clock and key.
+"""The block committer's choices (docs/design.md §5), as functions of state, pool, clock and key.
 
 At the end of period k the in-turn committer (any listed one after the grace
 time) seals block k: the transactions that still execute, the reveal settling

@@ -1,4 +1,4 @@
-"""PROVE and VERIFY: a proof of improvement from a real ONNX model, and its check (DESIGN §3–§5).
+"""PROVE and VERIFY: a proof of improvement from a real ONNX model, and its check (docs/design.md §3–§5).
 
 PROVE runs the model in the sandbox on every test tuple's ``Z`` (and on
 ``Z_h`` when a sealed holdout is in force, and then the season's confirmed

@@ -1,4 +1,4 @@
-"""The problem contributor's kit: dataset in, signed problem proposal out (DESIGN §1, §4).
+"""The problem contributor's kit: dataset in, signed problem proposal out (docs/design.md §1, §4).
 
 ``create_problem`` splits a labelled dataset into
 
@@ -10,7 +10,7 @@
 
 It builds the DEL for ``x_t`` (trained with ``del_embed`` when ``del_steps > 0``,
 otherwise an untrained MLP initialised as a random projection of the one-hot
-labels, DESIGN §9's baseline), signs the test tuple and the proposal, and
+labels, docs/design.md §9's baseline), signs the test tuple and the proposal, and
 writes a problem directory:
 
     problem.json    human-readable summary (ids in hex, parameters, file names)
@@ -354,7 +354,7 @@ class Problem:
     ``tuples`` may hold test tuples beyond the proposal's first (added during
     T_p); ``holdout`` is the sealed holdout in force (the season's), if any;
     ``confirmed_model`` is the season's confirmed model, whose labels on ``Z_h``
-    every PoI of the season carries for the paired holdout check (DESIGN §5).
+    every PoI of the season carries for the paired holdout check (docs/design.md §5).
     """
 
     proposal: Proposal

@@ -1,4 +1,4 @@
-"""The roles a node may play (DESIGN §1): contributor, improver, validator, committer.
+"""The roles a node may play (docs/design.md §1): contributor, improver, validator, committer.
 
 Each role is a small state machine stepped by the node's tick loop; it reads the
 chain's head state and pool, and acts through the ``RoleContext`` (gossip,

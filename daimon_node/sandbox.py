@@ -1,4 +1,4 @@
-"""Run untrusted ONNX models in a child process with hard limits (DESIGN §7).
+"""Run untrusted ONNX models in a child process with hard limits (docs/design.md §7).
 
 A validator runs whatever model a peer published. The model never runs in the
 node's own process: a worker child (``python -c ... worker_main()``) loads it

@@ -2,7 +2,7 @@
 
 By Johnson–Lindenstrauss, ``R onehot(x)`` with Gaussian ``R`` keeps
 ``cos(Rx, Rx_t) ≈ 1 - e(x, x_t)``, so ``d`` tracks ``e`` with no training at all.
-It is the bar a trained DEL must clear (DESIGN §9). Evaluated in float64 —
+It is the bar a trained DEL must clear (docs/design.md §9). Evaluated in float64 —
 it is a yardstick, never consensus.
 """
 

@@ -1,6 +1,6 @@
 """Label files and GENERATEDATA, the DEL's training distribution.
 
-GENERATEDATA (paper, DESIGN §1): copy ``x_t``, pick ``v`` uniformly in ``1..m``,
+GENERATEDATA (paper, docs/design.md §1): copy ``x_t``, pick ``v`` uniformly in ``1..m``,
 re-draw ``v`` distinct random positions uniformly from the ``C`` classes.
 Training never materialises the perturbed vectors: a DEL's first layer is
 linear in the one-hot input, so a perturbation is fully described by the

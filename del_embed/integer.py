@@ -1,7 +1,7 @@
 """The consensus DEL: quantisation and the integer embedding ``f_int``.
 
 This module is the one definition of the embedding every node must agree on
-(DESIGN §3). It uses numpy integer arithmetic and Python ints only — no floats
+(docs/design.md §3). It uses numpy integer arithmetic and Python ints only — no floats
 touch a value that reaches consensus — and it must stay importable without
 torch, because ``chain/`` imports it and a node never loads torch.
 
@@ -319,7 +319,7 @@ def random_projection_del(m: int, num_classes: int, *, n: int = 256, seed: int =
 
     ``W1`` is Gaussian (n x m*C); ``b1`` is each unit's worst-case |pre-activation| so
     ReLU never clips; ``W2`` is the identity and ``b2 = -b1``. By Johnson–Lindenstrauss
-    ``1 - cos`` tracks the label error (DESIGN §9), with no training and no torch; the
+    ``1 - cos`` tracks the label error (docs/design.md §9), with no training and no torch; the
     seed regenerates the floats. ``chain``'s devnet and the problem kit use it.
     """
     rng = np.random.default_rng(seed)

@@ -119,7 +119,7 @@ if _libp2p_pubsub.maybe_consume_signed_record is _consume_signed_record:
 
 
 def message_id(msg: rpc_pb2.Message) -> bytes:
-    """Message id = SHA-256 of the payload (DESIGN §6): duplicates from any author collapse."""
+    """Message id = SHA-256 of the payload (docs/design.md §6): duplicates from any author collapse."""
     return hashlib.sha256(msg.data).digest()
 
 

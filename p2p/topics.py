@@ -1,6 +1,6 @@
 """Gossip topic names and their default size caps.
 
-Topic strings are part of the network protocol (DESIGN §6); build them only here so
+Topic strings are part of the network protocol (docs/design.md §6); build them only here so
 that a typo cannot split the network.
 """
 

@@ -1,4 +1,4 @@
-"""Package boundaries of DESIGN §2 that a refactor could silently break."""
+"""Package boundaries of docs/design.md §2 that a refactor could silently break."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Periods, committers, grace and fork choice (DESIGN §5)."""
+"""Periods, committers, grace and fork choice (docs/design.md §5)."""
 
 from __future__ import annotations
 
