@@ -111,7 +111,7 @@ def testnet(
                                start_delay=start_delay, holdout_fraction=holdout,
                                hosts=docker_hosts(nodes), mount=DOCKER_MOUNT, rpc_port=DOCKER_RPC_PORT)
     else:
-        if base_port is not None:
+        if base_port is not None and not prepare_only:  # the ports are bound now, not when prepared
             check_ports_free(local_testnet_ports(base_port, nodes))  # one line naming a taken port, before any work
         plan = prepare_testnet(data_dir, nodes, t_p=t_p, t_b=t_b, grace=grace,
                                base_port=free_base_port(nodes) if base_port is None else base_port,
