@@ -349,14 +349,16 @@ def junk_blocks(view: ChainView, params: Any, rng: random.Random) -> list[tuple[
     small = body_bytes()
     big = body_bytes(big_anchor())
     side_parent = view.blocks[-2]
+    # The side block first: before the header was checked first, it was stored and relayed
+    # unchecked; later ones may meet a node that banned us already (5 rejections).
     return [
+        ("unsigned side block, in-turn committer", block(header(small, parent=side_parent), small)),
+        ("unsigned 1 MB, in-turn committer", block(header(big), big)),
         ("unsigned, in-turn committer", block(header(small), small)),
+        ("forged 1 MB, in-turn committer", block(forged(header(big)), big)),
         ("random signature, in-turn committer", block(dataclasses.replace(header(small), signature=rng.randbytes(64)), small)),
         ("forged signature, in-turn committer", block(forged(header(small)), small)),
         ("signed by a key that is no committer", block(sign(header(small, stranger.public_key), stranger, chain_id), small)),
-        ("unsigned 1 MB, in-turn committer", block(header(big), big)),
-        ("forged 1 MB, in-turn committer", block(forged(header(big)), big)),
-        ("unsigned side block, in-turn committer", block(header(small, parent=side_parent), small)),
         ("not a block", pack([rng.randrange(2**32), rng.randbytes(200)])),
     ]
 
