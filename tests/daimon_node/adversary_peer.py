@@ -22,9 +22,9 @@ frames by hand (as ``flooder.py`` does), so each message goes to chosen nodes on
   block for that period (same parent, the next second, no transactions), sent to the
   ``--twin-target`` node only. Once the chain shows the key ejected, a block for its next
   turn, valid but for the ejection, sent to the ``--junk-target`` nodes.
-- ``junk`` (finding 3). After the block of ``--junk-period``: blocks no committer signed
-  (unsigned, randomly or wrongly signed, signed by a key that is not a committer), most of
-  them claiming the in-turn committer, two of about 1 MB (an anchor with ~190,000 ambiguous
+- ``junk`` (finding 3). Just before the period after ``--junk-period`` ends: blocks no
+  committer signed (unsigned, randomly or wrongly signed, signed by a key that is not a
+  committer), most of them claiming the in-turn committer, two of about 1 MB (an anchor with ~190,000 ambiguous
   positions, 1 s of decoding before the header was checked first), a child of the head's
   parent (a side block, which used to be stored unchecked), and bytes that are no block.
 - ``spammer`` (finding 5). At the same time: model claims (they move no money) from keys
@@ -282,6 +282,11 @@ class Adversary:
         except Exception as exc:
             self.report.setdefault("errors", []).append(f"junk_and_spam: {exc!r}"[:400])
             return
+        # The junk claims the next period's in-turn committer, stamped at that period's end: sent
+        # ORPHAN_LEAD_S before it, its timestamp is within every node's drift, so no check that
+        # comes after the signature's can defer it instead of refusing it.
+        await trio.sleep(max(0.0, period_end(self.params, self.args.junk_period + 1) - ORPHAN_LEAD_S - time.time()))
+        await self.refresh()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.send_junk)
             nursery.start_soon(self.send_spam)
@@ -328,7 +333,7 @@ def junk_blocks(view: ChainView, params: Any, rng: random.Random) -> list[tuple[
     def body_bytes(anchor: Anchor | None = None) -> bytes:
         return pack(BodyCodec().to_obj(ImprovementBody((), None, None, anchor)))
 
-    def header(body: bytes, committer: bytes = in_turn, parent: Block = head) -> BlockHeader:
+    def header(body: bytes, committer: bytes = in_turn, parent: Block = head, period: int = period) -> BlockHeader:
         return BlockHeader(chain_id, parent.header.height + 1, parent.hash, C.KIND_IMPROVEMENT, period,
                            period_end(params, period), committer, sha256(body).digest(),
                            os.urandom(32), EMPTY_SIGNATURE)
@@ -352,7 +357,8 @@ def junk_blocks(view: ChainView, params: Any, rng: random.Random) -> list[tuple[
     # The side block first: before the header was checked first, it was stored and relayed
     # unchecked; later ones may meet a node that banned us already (5 rejections).
     return [
-        ("unsigned side block, in-turn committer", block(header(small, parent=side_parent), small)),
+        ("unsigned side block, in-turn committer",  # a rival of the head, for the head's period
+         block(header(small, in_turn_committer(params, head.header.period), side_parent, head.header.period), small)),
         ("unsigned 1 MB, in-turn committer", block(header(big), big)),
         ("unsigned, in-turn committer", block(header(small), small)),
         ("forged 1 MB, in-turn committer", block(forged(header(big)), big)),
