@@ -199,6 +199,7 @@ def test_adversarial_peer_gains_nothing_on_a_live_testnet(tmp_path: Path) -> Non
                                      env=dict(os.environ, PYTHONPATH=os.getcwd()))
 
         # Finding 5 over RPC, while the adversary spams the txs topic (after the block of JUNK_PERIOD).
+        # Its block comes at its end, out of turn by end + grace; one more period if it was skipped.
         wait_for(f"the block of period {JUNK_PERIOD}",
                  lambda: (heads([ports[1]], chain)[0] or {}).get("period", 0) >= JUNK_PERIOD,
                  period_end(params, JUNK_PERIOD) + GRACE + T_B - time.time())
@@ -220,12 +221,15 @@ def test_adversarial_peer_gains_nothing_on_a_live_testnet(tmp_path: Path) -> Non
             return (best is not None and best["prover"] == "0x" + plan.keys[2].address
                     and block is not None and block["period"] >= after["period"] and agree(ports, chain))
 
+        # The ejected turn is filled out of turn at its end + grace; two rival stand-ins (committers 1
+        # and 2 both may) agree at the next in-turn block, one period later, and one more to spread.
         wait_for("the linear model settled and a block past the ejected turn, on every node",
                  settled_after_ejection, period_end(params, after["period"]) + GRACE + 2 * T_B - time.time())
         honest.stop.set()
         honest.thread.join(timeout=10)
         # Included (not merely pooled: daimon_getNonce counts the pool): the sender's balance is down
-        # by every transfer and its fee, on every node. A tx sent last is in the block after next.
+        # by every transfer and its fee, on every node. The last tx waits at most one period for its
+        # block, which may come out of turn (+ grace), and a skipped period adds one more.
         spent = len(honest.sent) * (params.min_fee + 1)
         wait_for("every honest transfer included on every node",
                  lambda: all(int((try_call(p, lambda c: c.get_balance(chain, "0x" + sender.address)) or {})
