@@ -164,6 +164,7 @@ def prepare_testnet(
     hosts: list[str] | None = None,
     mount: str | None = None,
     rpc_port: int = 8545,
+    extra_accounts: tuple[bytes, ...] = (),
 ) -> TestnetPlan:
     """Write keys, a genesis problem, example models and configs for ``nodes`` nodes.
 
@@ -171,7 +172,8 @@ def prepare_testnet(
     RPC ``base_port + 100 + i``). With ``hosts`` (node i reachable at ``hosts[i]``, e.g. a
     container's static IP) every node listens on 0.0.0.0 at p2p ``base_port`` and RPC
     ``rpc_port``; with ``mount``, the configs name paths under ``mount`` (the directory as
-    a container sees it) instead of ``directory``.
+    a container sees it) instead of ``directory``. ``extra_accounts`` (addresses) get the same
+    genesis funds as the nodes' keys: a test's own sender, whose nonces no node role shares.
     """
     from p2p import peer_id_from_seed
 
@@ -195,7 +197,7 @@ def prepare_testnet(
     models = write_examples(directory / "models", split.train_x, split.train_y, dataset.num_classes)
     opts = ProblemOptions(
         name="digits-testnet", t_p=t_p, t_b=t_b, grace=grace, committers=committers,
-        genesis=tuple((k.address_bytes, 1000 * 10**18) for k in keys),
+        genesis=tuple((a, 1000 * 10**18) for a in [*(k.address_bytes for k in keys), *extra_accounts]),
         t0=int(time.time()) + start_delay, max_infer_ms=30_000,
         season_periods=season_periods, reveal_window=reveal_window,
     )
