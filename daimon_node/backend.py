@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import trio
 
 from chain.consensus import period_end, period_of, period_start
-from chain.errors import DecodeError
+from chain.errors import DecodeError, ModelNotClaimed
 from chain.state import (
     PREFIX_OFFER,
     Offer as OfferRecord,
@@ -184,7 +184,7 @@ class NodeBackend:
         if verdict is not Verdict.ACCEPT:
             self.node.metrics.rpc_rejected += 1
             word = "rejected" if verdict is Verdict.REJECT else "not accepted"
-            raise Rejected(f"{what} {word}: {reason}")
+            raise Rejected(f"{what} {word}: {reason}", rule=handle.mempool.last_rule or None)
 
     async def send_raw_transaction(self, chain: bytes, raw: bytes) -> str:
         handle = self._started(chain)
@@ -252,7 +252,7 @@ class NodeBackend:
                      for t in handle.mempool.txs.values())
         if get_digest(handle.state, claim) is None and not pooled:
             raise Rejected("claim the model first (daimon-node model register): no H(prover || digest) "
-                           "on chain or pooled")
+                           "on chain or pooled", rule=ModelNotClaimed.__name__)
         self.node.content.put(raw)
         self.node.content.pin(digest, "submitted model")
         return hex0x(digest)
@@ -338,7 +338,7 @@ class NodeBackend:
             stream = await self.node.p2p.open_stream(peer, INFER_PROTOCOL)
             return peer, await request(stream, req)
         except InferError as exc:
-            raise Rejected(f"runner refused: {exc.code}: {exc.message}") from None
+            raise Rejected(f"runner refused: {exc.code}: {exc.message}", rule=exc.code) from None
         except (P2PError, trio.TooSlowError, OSError) as exc:
             raise Unavailable(f"runner {peer[:16]} not reachable: {exc}") from None
         except Exception as exc:  # libp2p stream errors have no common base

@@ -210,7 +210,7 @@ def infer(
             result = client.call("daimon_infer", "0x" + chain_id.hex(), offer["provider"],
                                  "0x" + voucher.encode().hex(), "0x" + npy_bytes(inputs).hex())
         except Rejected as exc:
-            if "run_failed" in str(exc) or "bad_input" in str(exc):  # the runner kept no payment
+            if exc.rule in ("run_failed", "bad_input"):  # the runner kept no payment
                 ledger[key] = {"epoch": channel["epoch"], "cumulative": floor}
                 _save_ledger(key_dir, ledger)
             raise

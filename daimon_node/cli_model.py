@@ -329,7 +329,7 @@ def submit_cmd(
             poi_hash = client.submit_proof(chain_id, proof.poi.encode())
         except Rejected as exc:
             hint = ("; register the model first ('daimon-node model register --wait') and submit once a block "
-                    "holds the registration" if "ModelNotClaimed" in str(exc) or "claim" in str(exc) else "")
+                    "holds the registration" if exc.rule == "ModelNotClaimed" else "")
             raise ModelCommandError(f"{exc}{hint}") from None
     reveal_path = reveal_out or model.with_name(f"{model.name}.p{k}.reveal")
     write_private(reveal_path, proof.reveal.encode())

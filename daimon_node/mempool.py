@@ -62,19 +62,21 @@ class Mempool:
     season_reveals: dict[int, SeasonReveal] = field(default_factory=dict)
     reasons: dict[str, int] = field(default_factory=dict)  # rejection reasons, for metrics
     last_reason: str = ""  # why the last add_* call did not accept (for RPC replies)
+    last_rule: str = ""  # the chain rule (its error class) the last refusal broke, "" if none
 
-    def _reject(self, reason: str) -> Verdict:
+    def _reject(self, reason: str, rule: str = "") -> Verdict:
         self.reasons[reason] = self.reasons.get(reason, 0) + 1
-        self.last_reason = reason
+        self.last_reason, self.last_rule = reason, rule
         return Verdict.REJECT
 
     def _ignore(self, reason: str) -> Verdict:
-        self.last_reason = reason
+        self.last_reason, self.last_rule = reason, ""
         return Verdict.IGNORE
 
     def _reject_rule(self, prefix: str, exc: ChainError) -> Verdict:
         """Reject for a broken chain rule; the reason names the rule's class, never its text."""
-        return self._reject(f"{prefix}_{type(exc).__name__}")
+        rule = type(exc).__name__
+        return self._reject(f"{prefix}_{rule}", rule)
 
     # --- transactions ----------------------------------------------------------------
     def add_tx(self, tx: Transaction, state: State) -> Verdict:

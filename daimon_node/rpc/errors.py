@@ -85,13 +85,22 @@ class NotFound(RpcError):
 
 
 class Rejected(RpcError):
-    """The node refuses a submitted transaction, proof, vote or reveal; ``reason`` says why."""
+    """The node refuses a submitted transaction, proof, vote or reveal; ``reason`` says why.
+
+    ``rule``, when known, names what was broken in a form a program can test: a chain rule's
+    error class (``FeeTooLow``, ``ModelNotClaimed``...) or a runner's refusal code
+    (``run_failed``, ``bad_input``...). It travels in the error's ``data``, so a client never
+    has to search the message.
+    """
 
     CODE = REJECTED
 
-    def __init__(self, reason: str, *, code: int | None = None, data: Any = None) -> None:
-        super().__init__(f"rejected: {reason}", code=code, data={"reason": reason} if data is None else data)
+    def __init__(self, reason: str, *, rule: str | None = None, code: int | None = None, data: Any = None) -> None:
+        if data is None:
+            data = {"reason": reason} if rule is None else {"reason": reason, "rule": rule}
+        super().__init__(f"rejected: {reason}", code=code, data=data)
         self.reason: str = reason
+        self.rule: str | None = rule
 
 
 class LimitExceeded(RpcError):
@@ -156,7 +165,9 @@ def error_from_json(err: Any) -> RpcError:
     code, message, data = err["code"], str(err.get("message", "")), err.get("data")
     if code == REJECTED:
         reason = data.get("reason") if isinstance(data, dict) else None
-        return Rejected(str(reason) if reason is not None else message, data=data)
+        rule = data.get("rule") if isinstance(data, dict) else None
+        return Rejected(str(reason) if reason is not None else message,
+                        rule=str(rule) if rule is not None else None, data=data)
     cls = _BY_CODE.get(code, RpcError)
     return cls(message, code=code, data=data)
 

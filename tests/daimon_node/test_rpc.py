@@ -286,3 +286,14 @@ def test_error_from_json_round_trips_typed_errors() -> None:
         assert type(back) is type(err) and back.code == err.code and back.message == err.message
     assert E.error_from_json({"code": 12, "message": "m"}).code == 12
     assert isinstance(E.error_from_json("junk"), E.InternalError)
+
+
+def test_rejected_carries_the_broken_rule_through_json() -> None:
+    """A client tells refusals apart by ``rule`` (a chain rule's class or a runner's code), never by text."""
+    from daimon_node.rpc.errors import Rejected, error_from_json
+
+    sent = Rejected("transaction rejected: tx_FeeTooLow", rule="FeeTooLow")
+    back = error_from_json({"code": sent.code, "message": str(sent), "data": sent.data})
+    assert isinstance(back, Rejected) and back.rule == "FeeTooLow" and back.reason == sent.reason
+    plain = error_from_json({"code": sent.code, "message": "x", "data": {"reason": "nonce too low"}})
+    assert isinstance(plain, Rejected) and plain.rule is None
