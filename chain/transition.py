@@ -22,6 +22,11 @@ from .consensus import may_commit
 from .crypto import address_bytes as address_of, sha256
 from .errors import (
     AnchorOverProblemLimits,
+    BondStillUnbonding,
+    ChannelNotExpired,
+    NoBondToWithdraw,
+    NoOpenChannel,
+    ValidatorAlreadyBonded,
     BadCommitterSignature,
     BodyHashMismatch,
     BondBelowMinimum,
@@ -521,9 +526,14 @@ def check_vote_bond(params: ProblemParams, validator: bytes, bond: Bond | None, 
         raise BondBelowMinimum(validator, bond.amount, params.validator_bond)
 
 
+def check_may_bond(validator: bytes, bond: Bond | None) -> None:
+    """A key holds at most one bond: a second ``RegisterValidator`` waits until the first is withdrawn."""
+    if bond is not None:
+        raise ValidatorAlreadyBonded(validator)
+
+
 def process_register_validator(state: State, problem: ProblemRecord, validator: bytes, header: BlockHeader) -> None:
-    if get_bond(state, validator) is not None:
-        raise InvalidTransaction("validator already bonded", validator=validator)
+    check_may_bond(validator, get_bond(state, validator))
     amount = problem.params.validator_bond
     if not lock(state, address_of(validator), amount):
         raise InvalidTransaction("balance below the validator bond", bond=amount)
@@ -531,16 +541,26 @@ def process_register_validator(state: State, problem: ProblemRecord, validator: 
     change_bonded(state, amount)
 
 
+def check_withdraw_bond(validator: bytes, bond: Bond | None, period: int) -> None:
+    """A ``WithdrawBond`` in ``period`` needs a bond; the one that returns it, the end of unbonding.
+
+    The first ``WithdrawBond`` of an active bond starts unbonding (it always may); a later one
+    returns the bond from period ``unbond_period`` on, so a validator cannot vote for a bad
+    PoI and leave before the reveal slashes it."""
+    if bond is None:
+        raise NoBondToWithdraw(validator)
+    if bond.unbond_period != 0 and period < bond.unbond_period:
+        raise BondStillUnbonding(bond.unbond_period, period)
+
+
 def process_withdraw_bond(state: State, problem: ProblemRecord, validator: bytes, header: BlockHeader) -> None:
     bond = get_bond(state, validator)
-    if bond is None:
-        raise InvalidTransaction("no bond to withdraw", validator=validator)
+    check_withdraw_bond(validator, bond, header.period)
+    assert bond is not None
     if bond.unbond_period == 0:
         set_bond(state, validator, replace(bond, unbond_period=header.period + problem.params.unbonding_periods))
         change_bonded(state, -voting_weight(problem.params, bond))
         return
-    if header.period < bond.unbond_period:
-        raise InvalidTransaction("bond still unbonding", until=bond.unbond_period, period=header.period)
     unlock(state, address_of(validator), bond.amount)
     set_bond(state, validator, None)
 
@@ -623,12 +643,19 @@ def process_redeem_voucher(state: State, problem: ProblemRecord, runner: bytes, 
     set_channel(state, payer, runner, replace(channel, redeemed=voucher.cumulative))
 
 
+def check_close_channel(runner: bytes, channel: Channel | None, period: int) -> None:
+    """A channel closes from its ``expires_period`` on: until then the runner may redeem vouchers
+    against the deposit, so the payer cannot take it back under a runner it has paid."""
+    if channel is None or not channel.is_open:
+        raise NoOpenChannel(runner)
+    if period < channel.expires_period:
+        raise ChannelNotExpired(channel.expires_period, period)
+
+
 def process_close_channel(state: State, payer: bytes, header: BlockHeader, payload: CloseChannel) -> None:
     channel = get_channel(state, payer, payload.runner)
-    if channel is None or not channel.is_open:
-        raise InvalidTransaction("no open channel to close", runner=payload.runner)
-    if header.period < channel.expires_period:
-        raise InvalidTransaction("channel not expired", expires=channel.expires_period, period=header.period)
+    check_close_channel(payload.runner, channel, header.period)
+    assert channel is not None
     unlock(state, payer, channel.deposit - channel.redeemed)
     set_channel(state, payer, payload.runner, Channel(0, 0, 0, channel.epoch + 1))
 
@@ -956,4 +983,7 @@ __all__ = [
     "validate_quorum",
     "check_model_claimed",
     "check_vote_bond",
+    "check_may_bond",
+    "check_withdraw_bond",
+    "check_close_channel",
 ]
