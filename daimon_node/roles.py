@@ -229,13 +229,16 @@ class ImproverRole:
         claim = model_claim(ctx.keys.public_key, digest)
         record = get_digest(state, claim)
         if record is None:
-            if period - self.register_sent_period >= 3 and not is_pending(handle, ctx.keys, RegisterDigest(digest)):
+            if period - self.register_sent_period >= 3 and not is_pending(handle, ctx.keys, RegisterDigest(claim)):
                 self.register_sent_period = period
-                ctx.content.put(model)
-                ctx.content.pin(digest, "own model")
                 await ctx.submit_tx(handle, next_tx(ctx, handle, RegisterDigest(claim)))
                 self.status = "registering"
             return
+        # Only now, with the claim in a block, may peers fetch the model: the content store serves
+        # whatever it holds, and a copier who got the bytes before could claim them first.
+        if not ctx.content.has(digest) or not ctx.content.is_pinned(digest):
+            ctx.content.put(model)
+            ctx.content.pin(digest, "own model")
         # The claim names this key, so it is ours whoever sent it (a copied tx claims for us).
         if meta.provisional is not None and meta.provisional.digest == digest:
             self.results.append(f"{self.models[self.index].name}: settled, d={meta.provisional.d_ppb}")
