@@ -303,3 +303,12 @@ class ChannelNotExpired(InvalidTransaction):
         self.expires_period, self.period = expires_period, period
         super().__init__(f"channel not expired until period {expires_period}", expires=expires_period,
                          period=period)
+
+
+class ParameterOutOfRange(InvalidProblem):
+    """A numeric problem parameter outside the range the protocol works in (``high`` None: no bound above)."""
+
+    def __init__(self, name: str, value: int, low: int, high: int | None) -> None:
+        self.name, self.value, self.low, self.high = name, value, low, high
+        bound = f"at least {low}" if high is None else f"in {low}..{high}"
+        super().__init__(f"{name} must be {bound}", name=name, value=value)

@@ -44,6 +44,7 @@ from .errors import (
     InvalidTransaction,
     MissingContent,
     ModelClaimTaken,
+    ParameterOutOfRange,
     ModelNotClaimed,
     QuorumNotReached,
     QuorumOutOfRange,
@@ -304,41 +305,47 @@ def execute_block(state: State, header: BlockHeader, body: ProblemBody | Improve
 # ---------------------------------------------------------------------------
 # Problem block (height 0)
 # ---------------------------------------------------------------------------
+def check_range(name: str, value: int, low: int, high: int | None = None) -> None:
+    if value < low or (high is not None and value > high):
+        raise ParameterOutOfRange(name, value, low, high)
+
+
 def validate_params(params: ProblemParams) -> None:
+    """Every rule a problem's parameters must meet; the Problem block and ``problem create`` run it."""
     if not params.committers:
         raise InvalidProblem("a problem needs at least one committer")
     if len(set(params.committers)) != len(params.committers):
         raise InvalidProblem("committers repeat")
-    if not C.MIN_PERIOD_SECONDS <= params.t_p <= C.MAX_PERIOD_SECONDS:
-        raise InvalidProblem("T_p out of range", t_p=params.t_p)
-    if not C.MIN_PERIOD_SECONDS <= params.t_b <= C.MAX_PERIOD_SECONDS:
-        raise InvalidProblem("T_b out of range", t_b=params.t_b)
-    if not 2 <= params.num_classes <= C.MAX_CLASSES:
-        raise InvalidProblem("number of classes out of range", num_classes=params.num_classes)
-    if not 1 <= params.reward_a <= C.MAX_REWARD_A:
-        raise InvalidProblem("reward parameter a out of range", a=params.reward_a)
-    if params.delta_ppb >= C.PPB:
-        raise InvalidProblem("delta must be below 1", delta_ppb=params.delta_ppb)
-    if not 1 <= params.max_votes <= C.MAX_VOTES_PER_BLOCK:
-        raise InvalidProblem("max votes per block out of range", max_votes=params.max_votes)
+    check_range("t_p", params.t_p, C.MIN_PERIOD_SECONDS, C.MAX_PERIOD_SECONDS)
+    check_range("t_b", params.t_b, C.MIN_PERIOD_SECONDS, C.MAX_PERIOD_SECONDS)
+    check_range("num_classes", params.num_classes, 2, C.MAX_CLASSES)
+    check_range("reward_a", params.reward_a, 1, C.MAX_REWARD_A)
+    check_range("delta_ppb", params.delta_ppb, 0, C.PPB - 1)
+    check_range("max_votes", params.max_votes, 1, C.MAX_VOTES_PER_BLOCK)
     if not C.PPB // 2 < params.quorum_ppb <= C.PPB:
         raise QuorumOutOfRange(params.quorum_ppb)
-    if params.unbonding_periods < 2:
-        raise InvalidProblem("unbonding must last at least 2 periods", unbonding=params.unbonding_periods)
-    if params.max_ambiguous > C.MAX_AMBIGUOUS:
-        raise InvalidProblem("max_ambiguous too large", max_ambiguous=params.max_ambiguous)
-    if params.reward_scale > MAX_SCALE:
-        raise InvalidProblem("reward scale too large", reward_scale=params.reward_scale, limit=MAX_SCALE)
+    # A bond of 0 makes every vote weightless: a quorum of no stake is met by one fresh key voting
+    # for its own PoI. An improver bond of 0 lets a false PoI cost its author nothing.
+    check_range("validator_bond", params.validator_bond, 1)
+    check_range("improver_bond", params.improver_bond, 1)
+    check_range("unbonding_periods", params.unbonding_periods, 2)
+    check_range("max_ambiguous", params.max_ambiguous, 0, C.MAX_AMBIGUOUS)
+    check_range("reward_scale", params.reward_scale, 0, MAX_SCALE)
     check_min_fee_param(params)
     check_supply(params)
     if params.season_periods:
         validate_season_params(params)
 
 
+def check_holdout_season(params: ProblemParams, sealed: bool) -> None:
+    """A sealed holdout needs seasons: its rewards vest at the end of one."""
+    if sealed:
+        check_range("season_periods", params.season_periods, 1)
+
+
 def validate_season_params(params: ProblemParams) -> None:
     """A season must be revealable, and its bookkeeping must fit the ``Season`` record."""
-    if params.reveal_window < 1:
-        raise InvalidProblem("a season needs a reveal window of at least one period", window=params.reveal_window)
+    check_range("reveal_window", params.reveal_window, 1)  # else the holdout could never be opened
     # The contributor knows x_h and is trusted (docs/soundness.md); its bond covers at least what it could
     # make a season vest for itself, so a missed reveal compensates every locked holder in full.
     season_mint = season_mint_bound(params.reward_a, params.reward_scale)
@@ -389,8 +396,7 @@ def process_problem_block(state: State, header: BlockHeader, body: ProblemBody, 
     for tup in tuples:
         check_tuple(tup, params, env)
     check_message_sizes(params, tuples, proposal.holdout.m_h if proposal.holdout is not None else 0)
-    if proposal.holdout is not None and params.season_periods == 0:
-        raise InvalidProblem("a sealed holdout needs a season length")
+    check_holdout_season(params, proposal.holdout is not None)
     new = state.copy()
     for alloc in params.genesis:
         credit(new, alloc.address, alloc.amount)
@@ -986,4 +992,6 @@ __all__ = [
     "check_may_bond",
     "check_withdraw_bond",
     "check_close_channel",
+    "validate_params",
+    "check_holdout_season",
 ]
