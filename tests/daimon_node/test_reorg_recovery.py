@@ -196,3 +196,40 @@ async def test_improver_publishes_its_model_only_after_its_claim_is_in_a_block(t
     handle.state = d.state
     await role.step(ctx, handle)  # type: ignore[arg-type]
     assert content.has(digest) and content.is_pinned(digest)
+
+
+@pytest.mark.trio
+async def test_validator_role_lets_its_operator_unbond_and_withdraw(tmp_path: Path) -> None:
+    """`daimon-node validator unbond` / `withdraw` with a node's own key: the role must neither vote
+    with the unbonding bond nor bond again once the bond is withdrawn (it would lock it at once)."""
+    from types import SimpleNamespace
+
+    from chain.types import WithdrawBond
+    from daimon_node.mempool import Mempool
+    from daimon_node.roles import ValidatorRole
+
+    d = Devnet(DevnetConfig())
+    d.start()
+    d.bond_validators()
+    keys = d.validator_keys[0]
+    pool = Mempool(d.chain_id)
+    handle = SimpleNamespace(started=True, state=d.state, mempool=pool, chain_id=d.chain_id)
+    sent: list[object] = []
+
+    async def submit_tx(h: object, tx: object) -> None:
+        sent.append(tx)
+
+    clock = {"now": period_end(d.params, d.period) + 1}
+    ctx = SimpleNamespace(keys=keys, now=lambda: clock["now"], submit_tx=submit_tx)
+    role = ValidatorRole()
+    await role.step(ctx, handle)  # type: ignore[arg-type]
+    d.commit(transactions=[d.tx(keys, WithdrawBond())])
+    handle.state = d.state
+    await role.step(ctx, handle)  # type: ignore[arg-type]
+    assert role.status.startswith("unbonding until period")
+    until = d.period + d.params.unbonding_periods
+    d.commit(transactions=[d.tx(keys, WithdrawBond())], skip=until - d.period - 1)
+    handle.state = d.state
+    clock["now"] = period_end(d.params, d.period) + 1
+    await role.step(ctx, handle)  # type: ignore[arg-type]
+    assert sent == [], "the role bonded again right after its operator withdrew"
