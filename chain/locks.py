@@ -6,7 +6,7 @@ are locked and what returns them. Every rule that locks funds (``transition`` an
 records back: a validator bond (active or unbonding), channel deposits, rewards minted
 locked in a season, improver bonds held until a settlement or a season's judge, and the
 contributor's bond behind a sealed holdout. The parts add up to ``Account.locked``
-(``tests/chain/test_locks.py`` checks it on every kind); the RPC and ``daimon-node
+(``tests/chain/test_locks.py`` checks it for each kind); the RPC and ``daimon-node
 status`` show them.
 """
 
