@@ -261,3 +261,54 @@ class MinimumFeeMissing(InvalidProblem):
     def __init__(self, min_fee: int) -> None:
         self.min_fee = min_fee
         super().__init__("min_fee must be at least 1", min_fee=min_fee)
+
+
+# --- Issue 16: the exits a user takes (validator bond, channel deposit), each rule its own class ----
+class ValidatorAlreadyBonded(InvalidTransaction):
+    """A ``RegisterValidator`` from a key that already has a bond (active or unbonding)."""
+
+    def __init__(self, validator: bytes) -> None:
+        self.validator = validator
+        super().__init__("validator already bonded", validator=validator)
+
+
+class NoBondToWithdraw(InvalidTransaction):
+    """A ``WithdrawBond`` from a key without a bond: nothing to unbond or withdraw."""
+
+    def __init__(self, validator: bytes) -> None:
+        self.validator = validator
+        super().__init__("no bond to withdraw", validator=validator)
+
+
+class BondStillUnbonding(InvalidTransaction):
+    """A ``WithdrawBond`` before the bond's unbonding period is over."""
+
+    def __init__(self, until_period: int, period: int) -> None:
+        self.until_period, self.period = until_period, period
+        super().__init__(f"bond still unbonding until period {until_period}", until=until_period, period=period)
+
+
+class NoOpenChannel(InvalidTransaction):
+    """A ``CloseChannel`` for a payer and runner with no open channel."""
+
+    def __init__(self, runner: bytes) -> None:
+        self.runner = runner
+        super().__init__("no open channel to close", runner=runner)
+
+
+class ChannelNotExpired(InvalidTransaction):
+    """A ``CloseChannel`` before the channel's ``expires_period``: the runner may still redeem."""
+
+    def __init__(self, expires_period: int, period: int) -> None:
+        self.expires_period, self.period = expires_period, period
+        super().__init__(f"channel not expired until period {expires_period}", expires=expires_period,
+                         period=period)
+
+
+class ParameterOutOfRange(InvalidProblem):
+    """A numeric problem parameter outside the range the protocol works in (``high`` None: no bound above)."""
+
+    def __init__(self, name: str, value: int, low: int, high: int | None) -> None:
+        self.name, self.value, self.low, self.high = name, value, low, high
+        bound = f"at least {low}" if high is None else f"in {low}..{high}"
+        super().__init__(f"{name} must be {bound}", name=name, value=value)

@@ -22,6 +22,11 @@ from .consensus import may_commit
 from .crypto import address_bytes as address_of, sha256
 from .errors import (
     AnchorOverProblemLimits,
+    BondStillUnbonding,
+    ChannelNotExpired,
+    NoBondToWithdraw,
+    NoOpenChannel,
+    ValidatorAlreadyBonded,
     BadCommitterSignature,
     BodyHashMismatch,
     BondBelowMinimum,
@@ -39,6 +44,7 @@ from .errors import (
     InvalidTransaction,
     MissingContent,
     ModelClaimTaken,
+    ParameterOutOfRange,
     ModelNotClaimed,
     QuorumNotReached,
     QuorumOutOfRange,
@@ -299,41 +305,47 @@ def execute_block(state: State, header: BlockHeader, body: ProblemBody | Improve
 # ---------------------------------------------------------------------------
 # Problem block (height 0)
 # ---------------------------------------------------------------------------
+def check_range(name: str, value: int, low: int, high: int | None = None) -> None:
+    if value < low or (high is not None and value > high):
+        raise ParameterOutOfRange(name, value, low, high)
+
+
 def validate_params(params: ProblemParams) -> None:
+    """Every rule a problem's parameters must meet; the Problem block and ``problem create`` run it."""
     if not params.committers:
         raise InvalidProblem("a problem needs at least one committer")
     if len(set(params.committers)) != len(params.committers):
         raise InvalidProblem("committers repeat")
-    if not C.MIN_PERIOD_SECONDS <= params.t_p <= C.MAX_PERIOD_SECONDS:
-        raise InvalidProblem("T_p out of range", t_p=params.t_p)
-    if not C.MIN_PERIOD_SECONDS <= params.t_b <= C.MAX_PERIOD_SECONDS:
-        raise InvalidProblem("T_b out of range", t_b=params.t_b)
-    if not 2 <= params.num_classes <= C.MAX_CLASSES:
-        raise InvalidProblem("number of classes out of range", num_classes=params.num_classes)
-    if not 1 <= params.reward_a <= C.MAX_REWARD_A:
-        raise InvalidProblem("reward parameter a out of range", a=params.reward_a)
-    if params.delta_ppb >= C.PPB:
-        raise InvalidProblem("delta must be below 1", delta_ppb=params.delta_ppb)
-    if not 1 <= params.max_votes <= C.MAX_VOTES_PER_BLOCK:
-        raise InvalidProblem("max votes per block out of range", max_votes=params.max_votes)
+    check_range("t_p", params.t_p, C.MIN_PERIOD_SECONDS, C.MAX_PERIOD_SECONDS)
+    check_range("t_b", params.t_b, C.MIN_PERIOD_SECONDS, C.MAX_PERIOD_SECONDS)
+    check_range("num_classes", params.num_classes, 2, C.MAX_CLASSES)
+    check_range("reward_a", params.reward_a, 1, C.MAX_REWARD_A)
+    check_range("delta_ppb", params.delta_ppb, 0, C.PPB - 1)
+    check_range("max_votes", params.max_votes, 1, C.MAX_VOTES_PER_BLOCK)
     if not C.PPB // 2 < params.quorum_ppb <= C.PPB:
         raise QuorumOutOfRange(params.quorum_ppb)
-    if params.unbonding_periods < 2:
-        raise InvalidProblem("unbonding must last at least 2 periods", unbonding=params.unbonding_periods)
-    if params.max_ambiguous > C.MAX_AMBIGUOUS:
-        raise InvalidProblem("max_ambiguous too large", max_ambiguous=params.max_ambiguous)
-    if params.reward_scale > MAX_SCALE:
-        raise InvalidProblem("reward scale too large", reward_scale=params.reward_scale, limit=MAX_SCALE)
+    # A bond of 0 makes every vote weightless: a quorum of no stake is met by one fresh key voting
+    # for its own PoI. An improver bond of 0 lets a false PoI cost its author nothing.
+    check_range("validator_bond", params.validator_bond, 1)
+    check_range("improver_bond", params.improver_bond, 1)
+    check_range("unbonding_periods", params.unbonding_periods, 2)
+    check_range("max_ambiguous", params.max_ambiguous, 0, C.MAX_AMBIGUOUS)
+    check_range("reward_scale", params.reward_scale, 0, MAX_SCALE)
     check_min_fee_param(params)
     check_supply(params)
     if params.season_periods:
         validate_season_params(params)
 
 
+def check_holdout_season(params: ProblemParams, sealed: bool) -> None:
+    """A sealed holdout needs seasons: its rewards vest at the end of one."""
+    if sealed:
+        check_range("season_periods", params.season_periods, 1)
+
+
 def validate_season_params(params: ProblemParams) -> None:
     """A season must be revealable, and its bookkeeping must fit the ``Season`` record."""
-    if params.reveal_window < 1:
-        raise InvalidProblem("a season needs a reveal window of at least one period", window=params.reveal_window)
+    check_range("reveal_window", params.reveal_window, 1)  # else the holdout could never be opened
     # The contributor knows x_h and is trusted (docs/soundness.md); its bond covers at least what it could
     # make a season vest for itself, so a missed reveal compensates every locked holder in full.
     season_mint = season_mint_bound(params.reward_a, params.reward_scale)
@@ -384,8 +396,7 @@ def process_problem_block(state: State, header: BlockHeader, body: ProblemBody, 
     for tup in tuples:
         check_tuple(tup, params, env)
     check_message_sizes(params, tuples, proposal.holdout.m_h if proposal.holdout is not None else 0)
-    if proposal.holdout is not None and params.season_periods == 0:
-        raise InvalidProblem("a sealed holdout needs a season length")
+    check_holdout_season(params, proposal.holdout is not None)
     new = state.copy()
     for alloc in params.genesis:
         credit(new, alloc.address, alloc.amount)
@@ -521,9 +532,14 @@ def check_vote_bond(params: ProblemParams, validator: bytes, bond: Bond | None, 
         raise BondBelowMinimum(validator, bond.amount, params.validator_bond)
 
 
+def check_may_bond(validator: bytes, bond: Bond | None) -> None:
+    """A key holds at most one bond: a second ``RegisterValidator`` waits until the first is withdrawn."""
+    if bond is not None:
+        raise ValidatorAlreadyBonded(validator)
+
+
 def process_register_validator(state: State, problem: ProblemRecord, validator: bytes, header: BlockHeader) -> None:
-    if get_bond(state, validator) is not None:
-        raise InvalidTransaction("validator already bonded", validator=validator)
+    check_may_bond(validator, get_bond(state, validator))
     amount = problem.params.validator_bond
     if not lock(state, address_of(validator), amount):
         raise InvalidTransaction("balance below the validator bond", bond=amount)
@@ -531,16 +547,26 @@ def process_register_validator(state: State, problem: ProblemRecord, validator: 
     change_bonded(state, amount)
 
 
+def check_withdraw_bond(validator: bytes, bond: Bond | None, period: int) -> None:
+    """A ``WithdrawBond`` in ``period`` needs a bond; the one that returns it, the end of unbonding.
+
+    The first ``WithdrawBond`` of an active bond starts unbonding (it always may); a later one
+    returns the bond from period ``unbond_period`` on, so a validator cannot vote for a bad
+    PoI and leave before the reveal slashes it."""
+    if bond is None:
+        raise NoBondToWithdraw(validator)
+    if bond.unbond_period != 0 and period < bond.unbond_period:
+        raise BondStillUnbonding(bond.unbond_period, period)
+
+
 def process_withdraw_bond(state: State, problem: ProblemRecord, validator: bytes, header: BlockHeader) -> None:
     bond = get_bond(state, validator)
-    if bond is None:
-        raise InvalidTransaction("no bond to withdraw", validator=validator)
+    check_withdraw_bond(validator, bond, header.period)
+    assert bond is not None
     if bond.unbond_period == 0:
         set_bond(state, validator, replace(bond, unbond_period=header.period + problem.params.unbonding_periods))
         change_bonded(state, -voting_weight(problem.params, bond))
         return
-    if header.period < bond.unbond_period:
-        raise InvalidTransaction("bond still unbonding", until=bond.unbond_period, period=header.period)
     unlock(state, address_of(validator), bond.amount)
     set_bond(state, validator, None)
 
@@ -623,12 +649,19 @@ def process_redeem_voucher(state: State, problem: ProblemRecord, runner: bytes, 
     set_channel(state, payer, runner, replace(channel, redeemed=voucher.cumulative))
 
 
+def check_close_channel(runner: bytes, channel: Channel | None, period: int) -> None:
+    """A channel closes from its ``expires_period`` on: until then the runner may redeem vouchers
+    against the deposit, so the payer cannot take it back under a runner it has paid."""
+    if channel is None or not channel.is_open:
+        raise NoOpenChannel(runner)
+    if period < channel.expires_period:
+        raise ChannelNotExpired(channel.expires_period, period)
+
+
 def process_close_channel(state: State, payer: bytes, header: BlockHeader, payload: CloseChannel) -> None:
     channel = get_channel(state, payer, payload.runner)
-    if channel is None or not channel.is_open:
-        raise InvalidTransaction("no open channel to close", runner=payload.runner)
-    if header.period < channel.expires_period:
-        raise InvalidTransaction("channel not expired", expires=channel.expires_period, period=header.period)
+    check_close_channel(payload.runner, channel, header.period)
+    assert channel is not None
     unlock(state, payer, channel.deposit - channel.redeemed)
     set_channel(state, payer, payload.runner, Channel(0, 0, 0, channel.epoch + 1))
 
@@ -956,4 +989,9 @@ __all__ = [
     "validate_quorum",
     "check_model_claimed",
     "check_vote_bond",
+    "check_may_bond",
+    "check_withdraw_bond",
+    "check_close_channel",
+    "validate_params",
+    "check_holdout_season",
 ]

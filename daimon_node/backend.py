@@ -30,6 +30,9 @@ from .mempool import Verdict
 from .rpc.api import (
     Balance,
     BestModel,
+    BondInfo,
+    LockedPart,
+    Locks,
     NodeInfo,
     Offer,
     PeerInfo,
@@ -171,6 +174,41 @@ class NodeBackend:
             distance_ppb=sum(best.d_ppb) // len(best.d_ppb),
             period=block.header.period if block else 0, height=best.height,
         )
+
+    async def confirmed_model(self, chain: bytes) -> BestModel | None:
+        handle = self._started(chain)
+        confirmed = get_meta(handle.state).confirmed
+        if confirmed is None:
+            return None
+        block = handle.store.get_block_by_height(confirmed.height)
+        return BestModel(
+            model_digest=hex0x(confirmed.digest), prover=hex0x(confirmed.owner),
+            distance_ppb=sum(confirmed.d_ppb) // len(confirmed.d_ppb),
+            period=block.header.period if block else 0, height=confirmed.height,
+        )
+
+    async def get_locks(self, chain: bytes, address: bytes) -> Locks:
+        from chain.locks import locked_parts
+
+        handle = self._started(chain)
+        state = handle.state
+        acct = get_account(state, address)
+        parts = [LockedPart(kind=p.kind, amount=str(p.amount), free_from=p.free_from, action=p.action,
+                            ref=hex0x(p.ref) if p.ref else None, season=p.season if p.season >= 0 else None)
+                 for p in locked_parts(state, address).parts]
+        period = (await self.period(chain))["period"]
+        return Locks(address=hex0x(address), period=period, spendable=str(acct.balance), locked=str(acct.locked),
+                     parts=parts)
+
+    async def get_bond(self, chain: bytes, validator: bytes) -> BondInfo | None:
+        from chain.crypto import address_bytes
+        from chain.state import get_bond
+
+        bond = get_bond(self._started(chain).state, validator)
+        if bond is None:
+            return None
+        return BondInfo(validator=hex0x(validator), address=hex0x(address_bytes(validator)), amount=str(bond.amount),
+                        since_height=bond.since_height, unbond_period=bond.unbond_period)
 
     async def period(self, chain: bytes) -> PeriodInfo:
         params = self._chain(chain).proposal.params

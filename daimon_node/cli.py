@@ -67,6 +67,11 @@ app.command()(status)
 app.command()(rate)
 app.add_typer(tx_app, name="tx")
 
+from .cli_exits import channel_app, validator_app  # noqa: E402
+
+app.add_typer(validator_app, name="validator")
+app.add_typer(channel_app, name="channel")
+
 from .cli_market import infer, offers, runner_app  # noqa: E402
 
 app.add_typer(runner_app, name="runner")

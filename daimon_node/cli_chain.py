@@ -252,9 +252,30 @@ def _or_none(value: Any) -> Any:
     return None if isinstance(value, RpcError) else value
 
 
+def status_address(address: Optional[str], key_dir: Optional[Path]) -> bytes | None:
+    """The account ``status`` explains: ``--address``, else the key in ``--key-dir``, else none."""
+    if address is not None:
+        return parse_address(address, "--address")
+    if key_dir is not None:
+        from .keystore import load_key
+
+        return load_key(key_dir).address_bytes
+    return None
+
+
 @rpc_errors_as_one_line
-def status(rpc: str = RpcOption, as_json: bool = JsonOption) -> None:
-    """Show the node: version, peer id, peers, and per chain the height, head, period, time left, best model."""
+def status(
+    rpc: str = RpcOption,
+    as_json: bool = JsonOption,
+    address: Optional[str] = typer.Option(None, "--address", help="Also show this account per chain: spendable, "
+                                          "locked, and why each locked part is locked and from which period it "
+                                          "comes back."),
+    key_dir: Optional[Path] = typer.Option(None, "--key-dir", "-k", help="Show the account of the key in this "
+                                           "data directory (as --address)."),
+) -> None:
+    """Show the node: version, peer id, peers, and per chain the height, head, period, time left, best model;
+    with --address or --key-dir, the account's balance and what is locked, why, and until when."""
+    account = status_address(address, key_dir)
     with connect(rpc) as client:
         info, problems, syncing = client.batch([("daimon_nodeInfo", []), ("daimon_listProblems", []),
                                                 ("daimon_syncing", [])])
@@ -265,6 +286,12 @@ def status(rpc: str = RpcOption, as_json: bool = JsonOption) -> None:
         for p in problems:
             calls += [("daimon_period", [p["chain"]]), ("daimon_bestModel", [p["chain"]])]
         answers = client.batch(calls)
+        accounts = []
+        if account is not None:
+            account_calls = []
+            for p in problems:
+                account_calls += [("daimon_getLocks", [p["chain"], hex0x(account)]), ("daimon_getProblem", [p["chain"]])]
+            accounts = client.batch(account_calls)
     behind = {s["chain"]: s for s in syncing} if isinstance(syncing, list) else {}
     chains = []
     for i, p in enumerate(problems):
@@ -276,8 +303,13 @@ def status(rpc: str = RpcOption, as_json: bool = JsonOption) -> None:
             "remaining_s": None if period is None else round(period["remaining"], 3),
             "best": best, "syncing": behind.get(p["chain"]),
         })
+        if accounts:
+            chains[-1]["account"] = _or_none(accounts[2 * i])
+            problem = _or_none(accounts[2 * i + 1])
+            chains[-1]["_params"] = None if problem is None else problem["params"]
     out = {"rpc": rpc, "version": info.get("version"), "peer_id": info.get("peer_id"), "peers": info.get("peers"),
            "healthy": info.get("healthy"), "reason": info.get("reason"), "chains": chains}
+    params_of = {c["chain"]: c.pop("_params", None) for c in chains}
     if as_json:
         echo_json(out)
         return
@@ -304,6 +336,10 @@ def status(rpc: str = RpcOption, as_json: bool = JsonOption) -> None:
             typer.echo("  best     no improvement yet")
         if c["syncing"]:
             typer.echo(f"  syncing  {c['syncing']['current']} of {c['syncing']['highest']}")
+        if c.get("account") is not None and params_of[c["chain"]] is not None:
+            from .cli_exits import print_locks
+
+            print_locks(c["account"], params_of[c["chain"]])
 
 
 # --- tx transfer and rate -------------------------------------------------------------------

@@ -7,7 +7,8 @@ inputs through the node at ``--rpc``, which relays it over ``/daimon/infer/1``. 
 last signed cumulative amount per (chain, runner) is kept in
 ``<key-dir>/vouchers.json``, so a runner cannot make us sign for calls twice.
 Before paying, and again on the answer, the runner's model digest must equal the
-chain's best model: a runner serving a stale model is refused.
+chain's confirmed model (with ``--provisional``, its newest settled one): a runner
+serving another model is refused.
 """
 
 from __future__ import annotations
@@ -33,11 +34,11 @@ from .cli_chain import (
 )
 from .errors import DaimonError
 
-runner_app = typer.Typer(help="Serve the chain's best model for pay (a model runner).", no_args_is_help=True)
+runner_app = typer.Typer(help="Serve the chain's confirmed model for pay (a model runner).", no_args_is_help=True)
 
 
 class StaleModel(DaimonError):
-    """The runner's model digest is not the chain's best model."""
+    """The runner's model digest is not the model the user pays for (confirmed, or provisional)."""
 
 
 # --- runner start -------------------------------------------------------------------------
@@ -52,7 +53,8 @@ def runner_start(
     rpc_port: Optional[int] = typer.Option(None, help="Override rpc.port (0 = any free port)."),
     log_file: Optional[Path] = typer.Option(None, help="Write logs to this file instead of stderr."),
 ) -> None:
-    """Start the node with the runner role on: follow the best model, offer it, serve /daimon/infer/1."""
+    """Start the node with the runner role on: follow the confirmed model (roles.runner.serve), offer it,
+    serve /daimon/infer/1."""
     from .cli_start import run_node
     from .config import load_config
 
@@ -75,14 +77,16 @@ def offers(
     rpc: str = RpcOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """List the runners' inference offers with price, model (current or stale) and reputation."""
+    """List the runners' inference offers with price, model (confirmed, provisional or stale) and reputation."""
     with connect(rpc) as client:
         chain_id = resolve_chain(client, problem)
-        best = client.best_model(chain_id)
+        best, confirmed = client.best_model(chain_id), client.confirmed_model(chain_id)
         rows = []
         for o in client.get_offers(chain_id):
             rep = client.get_reputation(chain_id, o["provider"])
-            rows.append({**o, "current": best is not None and o["model_digest"] == best["model_digest"],
+            serves = ("confirmed" if confirmed is not None and o["model_digest"] == confirmed["model_digest"] else
+                      "provisional" if best is not None and o["model_digest"] == best["model_digest"] else "stale")
+            rows.append({**o, "current": serves != "stale", "serves": serves,
                          "reputation": rep["score"], "ratings": rep["ratings"]})
     if as_json:
         echo_json(rows)
@@ -90,7 +94,7 @@ def offers(
     if not rows:
         typer.echo("no offers")
     for r in rows:
-        state = "current" if r["current"] else "STALE"
+        state = "STALE" if r["serves"] == "stale" else f"current, {r['serves']}"
         typer.echo(f"{r['provider']}  price {r['price']}  model {r['model_digest'][2:18]} ({state})  "
                    f"reputation {r['reputation']} ({r['ratings']})  peer {r['peer_id']}")
 
@@ -114,7 +118,7 @@ def _save_ledger(key_dir: Path, ledger: dict[str, Any]) -> None:
 
 def pick_offer(offer_list: list[dict[str, Any]], best_digest: str, max_price: int | None,
                runner: bytes | None) -> dict[str, Any]:
-    """The cheapest offer serving the best model within ``max_price`` (and from ``runner`` if given)."""
+    """The cheapest offer serving model ``best_digest`` within ``max_price`` (and from ``runner`` if given)."""
     cands = [o for o in offer_list if runner is None or o["provider"] == "0x" + runner.hex()]
     if not cands:
         raise ChainCommandError("no runner offers inference on this chain" if runner is None
@@ -122,12 +126,30 @@ def pick_offer(offer_list: list[dict[str, Any]], best_digest: str, max_price: in
     current = [o for o in cands if o["model_digest"] == best_digest]
     if not current:
         raise StaleModel(f"every offer serves a stale model ({', '.join(o['model_digest'][2:14] for o in cands)}); "
-                         f"the chain's best is {best_digest[2:14]}")
+                         f"the chain's model is {best_digest[2:14]}")
     affordable = [o for o in current if max_price is None or int(o["price"]) <= max_price]
     if not affordable:
         raise ChainCommandError(f"no current offer at or below --max-price {max_price} "
                                 f"(cheapest {min(int(o['price']) for o in current)})")
     return min(affordable, key=lambda o: int(o["price"]))
+
+
+def wanted_model(client: Any, chain_id: bytes, provisional: bool) -> dict[str, Any]:
+    """The model a user pays for: the confirmed one (past its season's holdout, so it never
+    burns), or with ``provisional`` the newest settled one. Runners serve the same by default
+    (``roles.runner.serve``)."""
+    if provisional:
+        best = client.best_model(chain_id)
+        if best is None:
+            raise ChainCommandError("no model has settled on this chain yet")
+        return best  # type: ignore[no-any-return]
+    confirmed = client.confirmed_model(chain_id)
+    if confirmed is None:
+        settled = client.best_model(chain_id)
+        raise ChainCommandError("no model is confirmed on this chain yet" + (
+            " (the settled one waits for its season's holdout reveal; --provisional pays for it now)"
+            if settled is not None else ""))
+    return confirmed  # type: ignore[no-any-return]
 
 
 @rpc_errors_as_one_line
@@ -139,12 +161,15 @@ def infer(
     deposit: Optional[str] = typer.Option(None, "--deposit", help="Channel deposit when one must be opened or "
                                           "topped up (base units; default 100 calls)."),
     channel_periods: int = typer.Option(100, "--channel-periods", help="A new channel expires this many periods on."),
+    provisional: bool = typer.Option(False, "--provisional", help="Pay for the newest settled model, which its "
+                                     "season's holdout may still burn (default: only the confirmed model)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the scores here as .npy."),
     key_dir: Path = KeyDirOption,
     rpc: str = RpcOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """Pay a runner for one inference call on the chain's best model and print the outputs."""
+    """Pay a runner for one inference call on the chain's confirmed model (--provisional: its newest
+    settled one) and print the outputs."""
     import numpy as np
 
     from chain.types import OpenChannel
@@ -164,14 +189,12 @@ def infer(
 
     with RpcClient(rpc, timeout=120.0) as client:  # the first call may start the runner's sandbox
         chain_id = resolve_chain(client, problem)
-        best = client.best_model(chain_id)
-        if best is None:
-            raise ChainCommandError("no model has settled on this chain yet")
+        best = wanted_model(client, chain_id, provisional)
         offer = pick_offer(client.get_offers(chain_id), best["model_digest"], cap, runner_addr)
         provider = bytes.fromhex(offer["provider"][2:])
         quote = client.call("daimon_inferQuote", "0x" + chain_id.hex(), offer["provider"], "0x" + keys.address_bytes.hex())
         if quote["model_digest"] != best["model_digest"]:
-            raise StaleModel(f"runner {offer['provider']} serves model {quote['model_digest'][2:18]}, the chain's best "
+            raise StaleModel(f"runner {offer['provider']} serves model {quote['model_digest'][2:18]}, the chain's model "
                              f"is {best['model_digest'][2:18]}: stale, not paying")
         price = int(quote["price"])
         if cap is not None and price > cap:
@@ -215,7 +238,7 @@ def infer(
                 _save_ledger(key_dir, ledger)
             raise
     if result["model_digest"] != best["model_digest"]:
-        raise StaleModel(f"runner answered with model {result['model_digest'][2:18]}, the chain's best is "
+        raise StaleModel(f"runner answered with model {result['model_digest'][2:18]}, the chain's model is "
                          f"{best['model_digest'][2:18]}")
     scores = parse_npy(bytes.fromhex(result["scores_npy"]))
     if output is not None:

@@ -16,7 +16,8 @@ from typing import Optional
 
 import typer
 
-from chain.constants import DEFAULT_MIN_FEE
+from chain.constants import DEFAULT_MIN_FEE, DEFAULT_QUORUM_PPB, PPB
+from chain.errors import ContributorBondTooSmall, InvalidProblem, ParameterOutOfRange, QuorumOutOfRange, SupplyTooLarge
 
 from .errors import DaimonError
 
@@ -25,6 +26,50 @@ app = typer.Typer(help="Create and inspect classification problems.", no_args_is
 
 class ProblemCommandError(DaimonError):
     """A problem command got a bad option."""
+
+
+def base_units(text: str, flag: str) -> int:
+    from .cli_chain import parse_amount
+
+    return parse_amount(text, tokens=False, decimals=0, what=flag)
+
+
+def parse_allocations(items: list[str]) -> tuple[tuple[bytes, int], ...]:
+    """``--alloc ADDRESS=AMOUNT`` flags as genesis allocations; an address given twice is refused."""
+    from .cli_chain import parse_address
+
+    out: dict[bytes, int] = {}
+    for item in items:
+        address_text, sep, amount_text = item.partition("=")
+        if not sep:
+            raise ProblemCommandError(f"--alloc {item!r} is not ADDRESS=AMOUNT")
+        address = parse_address(address_text, "--alloc address")
+        if address in out:
+            raise ProblemCommandError(f"--alloc gives address {address_text} twice")
+        out[address] = base_units(amount_text, f"--alloc amount for {address_text}")
+    return tuple(out.items())
+
+
+# The flag that sets each parameter validate_params checks by name.
+PARAM_FLAGS = {"t_p": "--t-p", "t_b": "--t-b", "num_classes": "the data's class count"}
+
+
+def explain_refusal(exc: InvalidProblem) -> str:
+    """The chain's typed refusal of a parameter as one line naming the flag that sets it."""
+    if isinstance(exc, ParameterOutOfRange):
+        flag = PARAM_FLAGS.get(exc.name, "--" + exc.name.replace("_", "-"))
+        bound = f"at least {exc.low}" if exc.high is None else f"in {exc.low}..{exc.high}"
+        return f"{flag} {exc.value}: the chain requires {exc.name} {bound}"
+    if isinstance(exc, QuorumOutOfRange):
+        return (f"--quorum-ppb {exc.quorum_ppb}: the chain requires more than half the stake "
+                f"({PPB // 2}) and at most all of it ({PPB})")
+    if isinstance(exc, ContributorBondTooSmall):
+        return (f"--contributor-bond {exc.bond}: below what one season can mint ({exc.season_mint} with this "
+                "--reward-a and --reward-scale); a missed reveal must compensate every locked holder")
+    if isinstance(exc, SupplyTooLarge):
+        return (f"--alloc total {exc.genesis} plus what the problem can mint ({exc.mintable}) exceeds the largest "
+                f"amount the chain encodes ({exc.limit})")
+    return f"the chain would refuse this problem: {exc}"
 
 
 @app.command("create")
@@ -66,6 +111,26 @@ def create_cmd(
     seed: int = typer.Option(0, "--seed", help="Split and DEL seed."),
     min_fee: int = typer.Option(DEFAULT_MIN_FEE, "--min-fee", help="Least fee of any tx, base units (at least 1: "
                                 "a chain without a fee takes free spam)."),
+    # --- economics (each checked by the chain's validate_params before anything is built) ---
+    reward_a: int = typer.Option(3, "--reward-a", help="Reward exponent a: an improvement from d_c to d pays "
+                                 "scale * (G(d_c) - G(d)) with G(x) = (1 - x)^a (1..64)."),
+    reward_scale: str = typer.Option(str(10**18), "--reward-scale", help="Reward scale, base units: what a "
+                                     "perfect model from scratch earns."),
+    validator_bond: str = typer.Option(str(10**18), "--validator-bond", help="Bond a validator locks, base units "
+                                       "(at least 1; a vote weighs its bond)."),
+    improver_bond: str = typer.Option(str(10**17), "--improver-bond", help="Bond locked with each anchored proof, "
+                                      "base units (at least 1; burned if the proof is false)."),
+    contributor_bond: Optional[str] = typer.Option(None, "--contributor-bond", help="Bond behind each sealed "
+                                                   "holdout, base units (default and least: what a season can mint)."),
+    max_votes: int = typer.Option(16, "--max-votes", help="Votes one block may carry (1..256)."),
+    quorum_ppb: int = typer.Option(DEFAULT_QUORUM_PPB, "--quorum-ppb", help="Share of the bonded stake whose votes "
+                                   "anchor a proof, ppb (above half, at most 10^9)."),
+    unbonding_periods: int = typer.Option(2, "--unbonding-periods", help="Periods from 'validator unbond' until "
+                                          "the bond can be withdrawn (at least 2)."),
+    reveal_window: int = typer.Option(2, "--reveal-window", help="Periods after a season in which the contributor "
+                                      "must reveal its holdout (at least 1)."),
+    alloc: Optional[list[str]] = typer.Option(None, "--alloc", help="Genesis allocation ADDRESS=AMOUNT (base units); "
+                                              "repeat; default: the creator gets 1000 tokens."),
     # --- bring your own data (daimon_node.datasets) ---
     data: Optional[Path] = typer.Option(None, "--data", help="Your labelled data: an .npz with X and y, a "
                                         ".csv/.tsv (with --label-column), or a folder with one subfolder of "
@@ -87,7 +152,7 @@ def create_cmd(
     """
     from .datasets import DataOptions, parse_image_size, select_dataset
     from .keystore import load_key
-    from .problem_kit import ProblemOptions, create_problem, problem_summary
+    from .problem_kit import ProblemKitError, ProblemOptions, create_problem, problem_summary
 
     ds = select_dataset(dataset, data, images, labels,
                         DataOptions(label_column, parse_image_size(image_size), grayscale))
@@ -109,13 +174,24 @@ def create_cmd(
         t0=t0, del_steps=del_steps, del_max_seconds=del_max_seconds, seed=seed,
         holdout_margin_ppb=holdout_margin_ppb, consistency_ppb=consistency_ppb,
         holdout_z_centi=int(round(holdout_z * 100)), min_fee=min_fee,
+        reward_a=reward_a, reward_scale=base_units(reward_scale, "--reward-scale"),
+        validator_bond=base_units(validator_bond, "--validator-bond"),
+        improver_bond=base_units(improver_bond, "--improver-bond"),
+        contributor_bond=None if contributor_bond is None else base_units(contributor_bond, "--contributor-bond"),
+        max_votes=max_votes, quorum_ppb=quorum_ppb, unbonding_periods=unbonding_periods, reveal_window=reveal_window,
+        genesis=parse_allocations(alloc or []),
     )
     if min_fee < 1:
         raise ProblemCommandError(f"--min-fee {min_fee} must be at least 1")
     if not 0 < opts.holdout_z_centi <= 1000:
         raise ProblemCommandError(f"--holdout-z {holdout_z} is outside (0, 10]")
-    created = create_problem(out, keys, dataset=ds, test_fraction=test_fraction,
-                             holdout_fraction=holdout_fraction, opts=opts, secret_path=secret_out, seasons=seasons)
+    try:
+        created = create_problem(out, keys, dataset=ds, test_fraction=test_fraction,
+                                 holdout_fraction=holdout_fraction, opts=opts, secret_path=secret_out, seasons=seasons)
+    except ProblemKitError as err:
+        if isinstance(err.__cause__, InvalidProblem):
+            raise ProblemCommandError(explain_refusal(err.__cause__)) from None
+        raise
     p = created.problem
     typer.echo(json.dumps({
         "chain_id": p.chain_id.hex(),

@@ -146,6 +146,18 @@ class RpcClient:
     def best_model(self, chain: HexLike) -> dict[str, Any] | None:
         return self.call("daimon_bestModel", to_hex(chain))  # type: ignore[no-any-return]
 
+    def confirmed_model(self, chain: HexLike) -> dict[str, Any] | None:
+        return self.call("daimon_confirmedModel", to_hex(chain))  # type: ignore[no-any-return]
+
+    def get_locks(self, chain: HexLike, address: HexLike) -> dict[str, Any]:
+        return self.call("daimon_getLocks", to_hex(chain), to_hex(address))  # type: ignore[no-any-return]
+
+    def get_bond(self, chain: HexLike, validator: HexLike) -> dict[str, Any] | None:
+        return self.call("daimon_getBond", to_hex(chain), to_hex(validator))  # type: ignore[no-any-return]
+
+    def get_channel(self, chain: HexLike, payer: HexLike, runner: HexLike) -> dict[str, Any] | None:
+        return self.call("daimon_getChannel", to_hex(chain), to_hex(payer), to_hex(runner))  # type: ignore[no-any-return]
+
     def period(self, chain: HexLike) -> dict[str, Any]:
         return self.call("daimon_period", to_hex(chain))  # type: ignore[no-any-return]
 

@@ -75,6 +75,9 @@ class RunnerSection:
     price: int = 1  # base units of the problem's token per call (one voucher increment)
     chain: str = ""  # chain id hex; "" = every followed chain
     model: str = ""  # serve this ONNX file instead of following the best model (tests a stale runner)
+    # "confirmed": the last model past its season's holdout (never burns: a paying user gets what
+    # stays); "provisional": the newest settled one, which its season's judge may still burn.
+    serve: str = field(default="confirmed", metadata={"choices": ("confirmed", "provisional")})
 
 
 @dataclass
@@ -126,6 +129,9 @@ def _fill(cls: type, values: dict[str, Any], where: str) -> Any:
             not isinstance(value, type(current)) and not (isinstance(current, float) and isinstance(value, int))
         ):
             raise ConfigError(f"config key {where}{key} must be {type(current).__name__}, not {type(value).__name__}")
+        choices = known[key].metadata.get("choices")
+        if choices is not None and value not in choices:
+            raise ConfigError(f"config key {where}{key} must be one of {', '.join(map(repr, choices))}, not {value!r}")
         setattr(obj, key, float(value) if isinstance(current, float) else value)
     return obj
 

@@ -136,7 +136,7 @@ class Node:
             from .runner import RunnerRole
 
             rc = config.roles.runner
-            self.runner = RunnerRole(rc.price, rc.chain, Path(rc.model) if rc.model else None)
+            self.runner = RunnerRole(rc.price, rc.chain, Path(rc.model) if rc.model else None, serve=rc.serve)
             self.p2p.set_stream_handler(INFER_PROTOCOL, self.runner.attach(self).handle)
         self._fetching: set[bytes] = set()
         self._joined: set[bytes] = set()

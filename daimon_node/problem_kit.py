@@ -263,6 +263,15 @@ def calibrate_consistency(del_model: IntegerDEL, x_t: np.ndarray, num_classes: i
     return int(min(PPB, np.ceil(worst * 1.25 * 100) * PPB // 100))
 
 
+def default_contributor_bond(reward_a: int, reward_scale: int) -> int:
+    """What a season can mint; 0 when ``a`` or the scale is one the reward cannot price, which
+    ``validate_params`` then refuses by that parameter's own name."""
+    try:
+        return season_mint_bound(reward_a, reward_scale)
+    except ValueError:
+        return 0
+
+
 def build_params(opts: ProblemOptions, ds: Dataset, creator: KeyPair, m: int, m_h: int,
                  consistency_ppb: int | None = None) -> ProblemParams:
     """``ProblemParams`` from options, filling defaults that depend on the data and the creator."""
@@ -289,7 +298,7 @@ def build_params(opts: ProblemOptions, ds: Dataset, creator: KeyPair, m: int, m_
         validator_bond=opts.validator_bond,
         improver_bond=opts.improver_bond,
         contributor_bond=(opts.contributor_bond if opts.contributor_bond is not None
-                          else season_mint_bound(opts.reward_a, opts.reward_scale)),
+                          else default_contributor_bond(opts.reward_a, opts.reward_scale)),
         min_fee=opts.min_fee,
         tie_margin_ppb=opts.tie_margin_ppb,
         max_ambiguous=opts.max_ambiguous if opts.max_ambiguous is not None else max(1, (m + 2 * m_h) // 100),
@@ -306,6 +315,19 @@ def build_params(opts: ProblemOptions, ds: Dataset, creator: KeyPair, m: int, m_
         genesis=tuple(Allocation(a, v) for a, v in genesis),
         t0=int(time.time()) if opts.t0 is None else opts.t0,
     )
+
+
+def check_params(params: ProblemParams, sealed: bool) -> None:
+    """The chain's ``validate_params`` (and, with a sealed holdout, its season rule), as a
+    ``ProblemKitError`` whose cause is the chain's typed error."""
+    from chain.errors import InvalidProblem
+    from chain.transition import check_holdout_season, validate_params
+
+    try:
+        validate_params(params)
+        check_holdout_season(params, sealed)
+    except InvalidProblem as exc:
+        raise ProblemKitError(f"the chain would refuse this problem: {exc}") from exc
 
 
 def check_problem(params: ProblemParams, tup: TestTuple, holdout_sizes: list[int]) -> None:
@@ -427,6 +449,8 @@ def create_problem(
         raise ProblemKitError(f"seasons must be at least 1, not {seasons}")
     if split.holdout_y is not None and len(split.holdout_y) < seasons:
         raise TooFewItems(len(ds.y), f"a holdout of {len(split.holdout_y)} inputs cut into {seasons} seasons", seasons)
+    first_m_h = -(-len(split.holdout_y) // seasons) if split.holdout_y is not None else 0  # np.array_split's first
+    check_params(build_params(opts, ds, creator, len(split.test_y), first_m_h), first_m_h > 0)  # before the DEL
     out_dir = Path(out_dir)
     if (out_dir / PROPOSAL_FILE).exists():
         raise ProblemKitError(f"{out_dir} already holds a problem; refusing to overwrite it")

@@ -123,7 +123,10 @@ async def step_committer(ctx: RoleContext, handle: ChainHandle) -> None:
 # ---------------------------------------------------------------------------
 @dataclass
 class ValidatorRole:
-    """Bonds once, then verifies every PoI of the current period and votes for the good ones."""
+    """Bonds once, then verifies every PoI of the current period and votes for the good ones.
+
+    It stops voting when its bond unbonds (``daimon-node validator unbond``) and does not bond
+    again in this process once the bond is withdrawn, so a node's operator can take the bond out."""
 
     bond_sent_period: int = -10
     seen: set[bytes] = field(default_factory=set)
@@ -131,6 +134,8 @@ class ValidatorRole:
     verified: int = 0
     failed: int = 0
     last_error: str = ""
+    bonded: bool = False  # seen our bond on chain: after `validator withdraw` the role does not bond again
+    status: str = ""
 
     async def step(self, ctx: RoleContext, handle: ChainHandle) -> None:
         if not handle.started:
@@ -138,11 +143,19 @@ class ValidatorRole:
         state = handle.state
         params = get_problem(state).params
         period = period_of(params, int(ctx.now()))
-        if get_bond(state, ctx.keys.public_key) is None:
+        bond = get_bond(state, ctx.keys.public_key)
+        if bond is None:
+            if self.bonded:  # only a WithdrawBond removes a bond: its owner chose to leave
+                self.status = "bond withdrawn; not bonding again (switch roles.validator off)"
+                return
             if period - self.bond_sent_period >= 3 and not is_pending(handle, ctx.keys, RegisterValidator()):
                 # resend if it was not included (and is not waiting in the pool: a reorg returns it there)
                 self.bond_sent_period = period
                 await ctx.submit_tx(handle, next_tx(ctx, handle, RegisterValidator()))
+            return
+        self.bonded = True
+        if bond.unbond_period != 0:  # an unbonding bond's votes count for nothing (check_vote_bond)
+            self.status = f"unbonding until period {bond.unbond_period}"
             return
         for poi in list(handle.mempool.pois.get(period, {}).values()):
             if poi.hash in self.seen:
@@ -229,13 +242,16 @@ class ImproverRole:
         claim = model_claim(ctx.keys.public_key, digest)
         record = get_digest(state, claim)
         if record is None:
-            if period - self.register_sent_period >= 3 and not is_pending(handle, ctx.keys, RegisterDigest(digest)):
+            if period - self.register_sent_period >= 3 and not is_pending(handle, ctx.keys, RegisterDigest(claim)):
                 self.register_sent_period = period
-                ctx.content.put(model)
-                ctx.content.pin(digest, "own model")
                 await ctx.submit_tx(handle, next_tx(ctx, handle, RegisterDigest(claim)))
                 self.status = "registering"
             return
+        # Only now, with the claim in a block, may peers fetch the model: the content store serves
+        # whatever it holds, and a copier who got the bytes before could claim them first.
+        if not ctx.content.has(digest) or not ctx.content.is_pinned(digest):
+            ctx.content.put(model)
+            ctx.content.pin(digest, "own model")
         # The claim names this key, so it is ours whoever sent it (a copied tx claims for us).
         if meta.provisional is not None and meta.provisional.digest == digest:
             self.results.append(f"{self.models[self.index].name}: settled, d={meta.provisional.d_ppb}")

@@ -1,6 +1,7 @@
 """The model runner role: follow the chain's best model, offer it, serve it, collect payment.
 
-Each tick, per chain: when ``meta.provisional`` names a model we do not serve, fetch it
+Each tick, per chain: when the model to serve (``meta.confirmed`` by default, ``meta.provisional``
+with ``roles.runner.serve = "provisional"``) is one we do not serve, fetch it
 by digest over content exchange (hash-checked) and serve it; keep a signed
 ``OfferService`` tx on chain that names our price, peer id and that digest (re-offered
 when any of them changes); redeem the highest accepted voucher of every payer whose
@@ -17,7 +18,7 @@ from typing import Any
 
 from chain.consensus import period_of
 from chain.crypto import address_bytes
-from chain.state import get_channel, get_meta, get_offer, get_problem
+from chain.state import BestModel, ChainMeta, get_channel, get_meta, get_offer, get_problem
 from chain.types import OfferService, RedeemVoucher
 
 from .chains import ChainHandle
@@ -30,11 +31,20 @@ log = logging.getLogger(__name__)
 RESEND_PERIODS = 2  # resend an offer or redemption not included after this many periods
 
 
+def model_to_serve(meta: ChainMeta, serve: str) -> BestModel | None:
+    """The model a runner follows: by default the confirmed one, which no season's judge can burn
+    any more, so a paying user never pays for a model that may still be taken back; with
+    ``serve = "provisional"``, the newest settled one. Without a sealed holdout every settled
+    model is confirmed at once, and the two are the same."""
+    return meta.confirmed if serve == "confirmed" else meta.provisional
+
+
 @dataclass
 class RunnerRole:
     price: int
     chain: str = ""  # chain id hex; "" = every followed chain
     fixed_model: Path | None = None  # serve this file instead of following (testing stale runners)
+    serve: str = "confirmed"  # or "provisional" (config roles.runner.serve)
     service: InferService | None = None
     offer_sent: dict[bytes, tuple[tuple[int, bytes, bytes], int]] = field(default_factory=dict)
     fetch_failures: dict[bytes, int] = field(default_factory=dict)
@@ -75,9 +85,9 @@ class RunnerRole:
                 model = self.fixed_model.read_bytes()
                 self._serve(handle, model)
         else:
-            best = get_meta(state).provisional
+            best = model_to_serve(get_meta(state), self.serve)
             if best is None:
-                self.status = "waiting for a settled model"
+                self.status = f"waiting for a {self.serve} model"
                 return
             if served is None or served.digest != best.digest:
                 try:

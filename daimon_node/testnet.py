@@ -161,6 +161,7 @@ def prepare_testnet(
     seasons: int = 1,
     season_periods: int = 4,
     reveal_window: int = 2,
+    unbonding_periods: int = 2,
     hosts: list[str] | None = None,
     mount: str | None = None,
     rpc_port: int = 8545,
@@ -199,7 +200,7 @@ def prepare_testnet(
         name="digits-testnet", t_p=t_p, t_b=t_b, grace=grace, committers=committers,
         genesis=tuple((a, 1000 * 10**18) for a in [*(k.address_bytes for k in keys), *extra_accounts]),
         t0=int(time.time()) + start_delay, max_infer_ms=30_000,
-        season_periods=season_periods, reveal_window=reveal_window,
+        season_periods=season_periods, reveal_window=reveal_window, unbonding_periods=unbonding_periods,
     )
     created = create_problem(directory / "problem", keys[0], opts=opts, dataset=dataset,
                              holdout_fraction=holdout_fraction, seasons=seasons)

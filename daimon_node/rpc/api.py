@@ -43,6 +43,37 @@ class Balance(TypedDict):
     locked: str  # bonds (validator, improver, contributor), including unbonding
 
 
+class LockedPart(TypedDict):
+    """One part of ``daimon_getLocks``: why an amount is locked and when it can come back."""
+
+    kind: str  # validator_bond | unbonding | channel_deposit | season_reward | improver_bond | contributor_bond
+    amount: str  # decimal base units
+    free_from: int | None  # first period it can come back; null: not before the owner acts (an active bond)
+    action: str  # the command that returns it ("" when the chain returns it by itself)
+    ref: str | None  # 0x runner address (channel) or validator key (bond); null otherwise
+    season: int | None  # the season it waits for, or null
+
+
+class Locks(TypedDict):
+    """``daimon_getLocks``: an address's balance and what its locked part is made of."""
+
+    address: str
+    period: int  # the chain clock's current period
+    spendable: str
+    locked: str  # on a node, the sum of ``parts``
+    parts: list[LockedPart]
+
+
+class BondInfo(TypedDict):
+    """``daimon_getBond``: a validator key's bond."""
+
+    validator: str  # 0x + 32-byte public key
+    address: str
+    amount: str
+    since_height: int  # votes count from blocks after this one
+    unbond_period: int  # 0 while active; else the period from which ``WithdrawBond`` returns it
+
+
 class BestModel(TypedDict):
     """``daimon_bestModel``: the best settled model of a chain."""
 
@@ -143,6 +174,19 @@ class RpcBackend(Protocol):
         ...
 
     async def best_model(self, chain: bytes) -> BestModel | None: ...
+
+    async def confirmed_model(self, chain: bytes) -> BestModel | None:
+        """The last model past every check that can burn it (its season's holdout, when there is
+        one): what runners serve by default (``runner.serve``)."""
+        ...
+
+    async def get_locks(self, chain: bytes, address: bytes) -> Locks:
+        """What ``address`` holds locked, why, and from which period each part can come back."""
+        ...
+
+    async def get_bond(self, chain: bytes, validator: bytes) -> BondInfo | None:
+        """The bond of a validator public key, or None."""
+        ...
 
     async def period(self, chain: bytes) -> PeriodInfo: ...
 
@@ -299,6 +343,9 @@ METHODS: Final[dict[str, MethodSpec]] = {
         MethodSpec("get_balance", (_C, _A)),
         MethodSpec("get_nonce", (_C, _A)),
         MethodSpec("best_model", (_C,)),
+        MethodSpec("confirmed_model", (_C,)),
+        MethodSpec("get_locks", (_C, _A)),
+        MethodSpec("get_bond", (_C, Param("validator", PUBKEY))),
         MethodSpec("period", (_C,)),
         MethodSpec("send_raw_transaction", (_C, Param("raw", RAW))),
         MethodSpec("submit_proof", (_C, Param("raw", RAW))),
@@ -365,6 +412,6 @@ def block_to_json(block: Any) -> dict[str, Any]:
 
 __all__ = [
     "RpcBackend", "ProblemSummary", "Balance", "BestModel", "PeriodInfo", "SyncStatus", "ChainHead",
-    "NodeInfo", "PeerInfo", "Offer", "Reputation", "Hex", "UInt", "Param", "MethodSpec", "METHODS",
+    "NodeInfo", "PeerInfo", "Offer", "Reputation", "Locks", "LockedPart", "BondInfo", "Hex", "UInt", "Param", "MethodSpec", "METHODS",
     "SUBSCRIPTION_TOPICS", "rpc_method_name", "hex0x", "to_json", "block_to_json",
 ]

@@ -22,6 +22,8 @@ from chain.types import Block, PoI, Reveal, Transaction, Vote
 from .api import (
     Balance,
     BestModel,
+    BondInfo,
+    Locks,
     NodeInfo,
     Offer,
     PeerInfo,
@@ -139,6 +141,19 @@ class MemoryBackend:
 
     async def best_model(self, chain: bytes) -> BestModel | None:
         return self._chain(chain).best
+
+    async def confirmed_model(self, chain: bytes) -> BestModel | None:
+        return self._chain(chain).best  # the fake chain has no seasons: settled is confirmed
+
+    async def get_locks(self, chain: bytes, address: bytes) -> Locks:
+        c = self._chain(chain)
+        spendable, locked = c.balances.get(address, (0, 0))
+        return Locks(address=hex0x(address), period=c.period["period"], spendable=str(spendable), locked=str(locked),
+                     parts=[])  # the in-memory backend holds no records that say why
+
+    async def get_bond(self, chain: bytes, validator: bytes) -> BondInfo | None:
+        self._chain(chain)
+        return None  # the in-memory backend holds no chain state
 
     async def period(self, chain: bytes) -> PeriodInfo:
         return self._chain(chain).period

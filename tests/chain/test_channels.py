@@ -12,7 +12,7 @@ import dataclasses
 import pytest
 
 from chain.crypto import KeyPair
-from chain.errors import InvalidTransaction
+from chain.errors import ChannelNotExpired, InvalidTransaction, NoOpenChannel
 from chain.signing import EMPTY_SIGNATURE, sign
 from chain.state import get_channel
 from chain.types import CloseChannel, OpenChannel, RedeemVoucher, Transfer, Voucher
@@ -206,12 +206,16 @@ def test_invalid_redeem_after_close(devnet):
 def test_invalid_close_before_expiry(devnet):
     payer, runner = _payer_runner(devnet)
     _open(devnet, payer, runner, 100, expires_in=5)
-    _rejects(devnet, devnet.tx(payer, CloseChannel(runner.address_bytes)), "not expired")
+    expires = get_channel(devnet.state, payer.address_bytes, runner.address_bytes).expires_period
+    with pytest.raises(ChannelNotExpired) as caught:
+        apply(devnet, draft_block(devnet, transactions=[devnet.tx(payer, CloseChannel(runner.address_bytes))]))
+    assert caught.value.expires_period == expires and caught.value.period < expires
 
 
 def test_invalid_close_without_channel(devnet):
     payer, runner = _payer_runner(devnet)
-    _rejects(devnet, devnet.tx(payer, CloseChannel(runner.address_bytes)), "no open channel")
+    with pytest.raises(NoOpenChannel):
+        apply(devnet, draft_block(devnet, transactions=[devnet.tx(payer, CloseChannel(runner.address_bytes))]))
 
 
 def test_deposit_is_not_spendable(devnet):

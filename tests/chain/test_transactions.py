@@ -8,7 +8,7 @@ import pytest
 
 from chain.builder import make_transaction
 from chain.crypto import KeyPair
-from chain.errors import InvalidTransaction, ModelClaimTaken
+from chain.errors import BondStillUnbonding, InvalidTransaction, ModelClaimTaken, NoBondToWithdraw, ValidatorAlreadyBonded
 from chain.state import get_bond, get_digest, get_meta, get_offer, get_reputation
 from chain.types import (
     OfferService,
@@ -256,15 +256,16 @@ def test_bond_locks_the_validator_bond(devnet):
 def test_invalid_double_bond(devnet):
     # invalid: the validator is already bonded (bonded in the fixture)
     tx = _tx(devnet, devnet.validator_keys[0], RegisterValidator())
-    with pytest.raises(InvalidTransaction, match="validator already bonded"):
+    with pytest.raises(ValidatorAlreadyBonded):
         apply(devnet, draft_block(devnet, transactions=[tx]))
 
 
 def test_invalid_double_bond_in_one_block(devnet):
     keys = devnet.improver_keys[0]
     txs = [_tx(devnet, keys, RegisterValidator()), _tx(devnet, keys, RegisterValidator())]  # invalid: twice
-    with pytest.raises(InvalidTransaction, match="tx 1: validator already bonded"):
+    with pytest.raises(ValidatorAlreadyBonded) as caught:
         apply(devnet, draft_block(devnet, transactions=txs))
+    assert caught.value.values["tx_index"] == 1
 
 
 def test_invalid_bond_without_funds(devnet):
@@ -303,13 +304,14 @@ def test_invalid_withdraw_while_unbonding(devnet):
     until = block.header.period + devnet.params.unbonding_periods
     tx = _tx(devnet, keys, WithdrawBond())
     # invalid: the last period before the bond is free
-    with pytest.raises(InvalidTransaction, match="bond still unbonding"):
+    with pytest.raises(BondStillUnbonding) as caught:
         apply(devnet, draft_block(devnet, transactions=[tx], skip=until - devnet.period - 2))
+    assert (caught.value.until_period, caught.value.period) == (until, until - 1)
 
 
 def test_invalid_withdraw_without_bond(devnet):
     tx = _tx(devnet, devnet.improver_keys[0], WithdrawBond())  # invalid: never bonded
-    with pytest.raises(InvalidTransaction, match="no bond to withdraw"):
+    with pytest.raises(NoBondToWithdraw):
         apply(devnet, draft_block(devnet, transactions=[tx]))
 
 
@@ -320,7 +322,7 @@ def test_invalid_withdraw_twice_after_release(devnet):
     accept(devnet, next_block(devnet, transactions=[_tx(devnet, keys, WithdrawBond())],
                               skip=until - devnet.period - 1))
     tx = _tx(devnet, keys, WithdrawBond())  # invalid: the bond was already returned
-    with pytest.raises(InvalidTransaction, match="no bond to withdraw"):
+    with pytest.raises(NoBondToWithdraw):
         apply(devnet, draft_block(devnet, transactions=[tx]))
 
 

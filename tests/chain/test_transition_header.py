@@ -16,6 +16,7 @@ from chain.errors import (
     InvalidBody,
     InvalidHeader,
     InvalidProblem,
+    ParameterOutOfRange,
     InvalidSignature,
     InvalidStateRoot,
 )
@@ -297,8 +298,9 @@ def test_invalid_problem_params():
     d = _fresh()
     params = dataclasses.replace(d.params, reward_a=0)  # invalid reward parameter
     proposal = sign(dataclasses.replace(d.proposal, params=params), d.creator)
-    with pytest.raises(InvalidProblem, match="reward parameter a out of range"):
+    with pytest.raises(ParameterOutOfRange) as caught:
         apply_block(State(), _problem_with(d, proposal), d.env)
+    assert (caught.value.name, caught.value.value) == ("reward_a", 0)
 
 
 def _with_params(d, **changes):
@@ -316,8 +318,9 @@ def test_invalid_reward_scale_beyond_the_exact_reward_range():
 
     d = _fresh()
     proposal = _with_params(d, reward_scale=MAX_SCALE + 1)  # invalid: improvement_reward cannot pay it
-    with pytest.raises(InvalidProblem, match="reward scale too large"):
+    with pytest.raises(ParameterOutOfRange) as caught:
         apply_block(State(), _problem_with(d, proposal), d.env)
+    assert (caught.value.name, caught.value.high) == ("reward_scale", MAX_SCALE)
 
 
 def test_reward_scale_at_the_limit_is_valid():
@@ -330,8 +333,20 @@ def test_reward_scale_at_the_limit_is_valid():
 def test_invalid_season_without_a_reveal_window():
     d = _fresh(holdout_m=50)
     proposal = _with_params(d, reveal_window=0)  # invalid: the holdout could never be opened
-    with pytest.raises(InvalidProblem, match="reveal window of at least one period"):
+    with pytest.raises(ParameterOutOfRange) as caught:
         apply_block(State(), _problem_with(d, proposal), d.env)
+    assert (caught.value.name, caught.value.value) == ("reveal_window", 0)
+
+
+@pytest.mark.parametrize("name", ["validator_bond", "improver_bond"])
+def test_invalid_zero_bond(name):
+    """A validator bond of 0 makes every vote weightless: the quorum of no stake is met by one fresh
+    key voting for its own PoI. An improver bond of 0 makes a false PoI free for its author."""
+    d = _fresh()
+    proposal = _with_params(d, **{name: 0})
+    with pytest.raises(ParameterOutOfRange) as caught:
+        apply_block(State(), _problem_with(d, proposal), d.env)
+    assert (caught.value.name, caught.value.low) == (name, 1)
 
 
 def test_invalid_season_too_long_for_its_bookkeeping():

@@ -1,5 +1,5 @@
 """The user-facing CLI against a real 2-node testnet: status, problem list/show, tx transfer, rate, model
-register/submit/reveal, and one-line errors.
+register/submit/reveal, validator bond/unbond/withdraw, channel open/close, and one-line errors.
 
 One testnet (two node processes on 127.0.0.1, free ports, T_p=6 s, T_b=4 s, grace 2 s) serves the whole
 module; it is stopped in the fixture's ``finally``. The CLI runs as a subprocess, as a user runs it.
@@ -27,6 +27,10 @@ from netutil import free_base_port
 pytestmark = pytest.mark.slow
 
 T_P, T_B, GRACE = 6, 4, 2
+# A bond unbonds for 4 periods: after `validator unbond --wait` returns (the block of period k is made at
+# k's end, at most GRACE late), the clock is in k + 1, so `withdraw` sees "still unbonding" for two whole
+# periods (8 s) however slow the CLI starts; with the default 2 it would have under T_B - GRACE = 2 s.
+UNBONDING = 4
 
 
 
@@ -72,7 +76,8 @@ class Net:
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
     tmp = tmp_path_factory.mktemp("cli_chain")
-    plan = prepare_testnet(tmp / "net", 2, t_p=T_P, t_b=T_B, grace=GRACE, base_port=free_base_port(2), start_delay=2)
+    plan = prepare_testnet(tmp / "net", 2, t_p=T_P, t_b=T_B, grace=GRACE, base_port=free_base_port(2), start_delay=2,
+                           unbonding_periods=UNBONDING)
     # Node 1's improver role would compete with the model the tests submit: switch it off.
     cfg = tomllib.loads(plan.configs[1].read_text())
     cfg["roles"]["improver"]["enabled"] = False
@@ -230,3 +235,101 @@ def test_model_register_submit_reveal_settles(net: Net) -> None:
     assert best["prover"] == "0x" + keys.address and best["distance_ppb"] == sub["distances_ppb"][0]
     status = ok_json("status", "--rpc", net.rpc)
     assert status["chains"][0]["best"]["model_digest"] == "0x" + sub["model_digest"]
+
+
+def wait_for_period(net: Net, period: int) -> None:
+    """Until the chain's clock reaches ``period`` (bounded: the periods left, plus one for slack)."""
+    chain = net.plan.chain_id
+    left = period - net.client.period(chain)["period"]
+    deadline = time.monotonic() + (max(0, left) + 1) * T_B
+    while net.client.period(chain)["period"] < period:
+        assert time.monotonic() < deadline, f"period {period} not reached"
+        time.sleep(0.2)
+
+
+def funded_key(net: Net, name: str, tokens: str) -> tuple[Path, Any]:
+    key_dir = net.key_dir(name)
+    keys = init_data_dir(key_dir, exist_ok=True)
+    ok("tx", "transfer", "--to", keys.address, "--amount", tokens, "--tokens", "--key-dir",
+       str(net.plan.directory / "node0"), "--rpc", net.rpc, "--wait")
+    return key_dir, keys
+
+
+def locks(net: Net, keys: Any) -> dict[str, Any]:
+    """``status --key-dir`` as JSON: the account's parts, which must add up to its locked balance."""
+    [chain] = ok_json("status", "--rpc", net.rpc, "--address", keys.address)["chains"]
+    account = chain["account"]
+    assert sum(int(p["amount"]) for p in account["parts"]) == int(account["locked"]), account
+    return account
+
+
+def test_validator_bond_unbond_withdraw_returns_the_bond_to_the_base_unit(net: Net) -> None:
+    """Bond, unbond, withdraw: each command pays the problem's minimum fee, the bond comes back whole,
+    and every refusal on the way (nothing to unbond or withdraw, bonded twice, active, still
+    unbonding until period P) is one line, before any fee is spent."""
+    params = load_problem(net.plan.problem_dir).params
+    fee, bond = params.min_fee, params.validator_bond
+    key_dir, keys = funded_key(net, "validator", "2")
+    start = balance(net, keys.address_bytes)
+    assert start == 2 * 10**18
+    mine = ("--key-dir", str(key_dir), "--rpc", net.rpc)
+    assert "nothing to unbond" in fails_one_line("validator", "unbond", *mine)
+    assert "nothing to withdraw" in fails_one_line("validator", "withdraw", *mine)
+
+    bonded = ok_json("validator", "bond", *mine, "--wait")
+    assert bonded["included"] is not None and bonded["fee"] == str(fee) and bonded["bond"] == str(bond)
+    [part] = locks(net, keys)["parts"]
+    assert (part["kind"], part["amount"], part["free_from"]) == ("validator_bond", str(bond), None)
+    assert "already has a bond (active)" in fails_one_line("validator", "bond", *mine)
+    assert "the bond is active" in fails_one_line("validator", "withdraw", *mine)
+
+    unbonding = ok_json("validator", "unbond", *mine, "--wait")
+    until = unbonding["withdrawable_from"]
+    assert until == unbonding["included"]["period"] + UNBONDING
+    line = fails_one_line("validator", "withdraw", *mine)
+    assert f"still unbonding until period {until}" in line, line
+    assert f"already unbonding until period {until}" in fails_one_line("validator", "unbond", *mine)
+    account = locks(net, keys)
+    assert [(p["kind"], p["amount"], p["free_from"]) for p in account["parts"]] == [("unbonding", str(bond), until)]
+    text = ok("status", "--rpc", net.rpc, "--key-dir", str(key_dir))
+    assert f"unbonding until period {until}" in text and "daimon-node validator withdraw" in text
+    assert balance(net, keys.address_bytes) == start - bond - 2 * fee  # nonce order: no fee for the refusals
+
+    wait_for_period(net, until)
+    withdrawn = ok_json("validator", "withdraw", *mine, "--wait")
+    assert withdrawn["included"]["period"] >= until and withdrawn["amount"] == str(bond)
+    assert balance(net, keys.address_bytes) == start - 3 * fee
+    after = locks(net, keys)
+    assert (after["locked"], after["parts"]) == ("0", [])
+    assert "nothing to withdraw" in fails_one_line("validator", "withdraw", *mine)
+
+
+def test_channel_close_returns_the_deposit_after_expiry(net: Net) -> None:
+    """A deposit locked for a runner comes back whole (nothing redeemed) from its expiry period on;
+    closing before then, or a channel that is not open, is refused in one line."""
+    params = load_problem(net.plan.problem_dir).params
+    fee = params.min_fee
+    key_dir, keys = funded_key(net, "payer", "1")
+    runner = init_data_dir(net.key_dir("runner-only"), exist_ok=True)
+    start = balance(net, keys.address_bytes)
+    mine = ("--runner", runner.address, "--key-dir", str(key_dir), "--rpc", net.rpc)
+    assert "no open channel" in fails_one_line("channel", "close", *mine)
+
+    # 4 periods: after --wait the clock is at most one period on, so "not expired" holds for 2 more (8 s)
+    opened = ok_json("channel", "open", *mine, "--amount", "5000", "--periods", "4", "--wait")
+    expires = opened["expires_period"]
+    channel = net.client.get_channel(net.plan.chain_id, keys.address_bytes, runner.address_bytes)
+    assert channel["open"] and channel["deposit"] == "5000" and channel["expires_period"] == expires
+    line = fails_one_line("channel", "close", *mine)
+    assert f"channel not expired until period {expires}" in line, line
+    [part] = locks(net, keys)["parts"]
+    assert (part["kind"], part["amount"], part["free_from"], part["ref"]) == \
+        ("channel_deposit", "5000", expires, "0x" + runner.address)
+    assert balance(net, keys.address_bytes) == start - 5000 - fee
+
+    wait_for_period(net, expires)
+    closed = ok_json("channel", "close", *mine, "--wait")
+    assert closed["refund"] == "5000" and closed["included"]["period"] >= expires
+    assert balance(net, keys.address_bytes) == start - 2 * fee
+    assert locks(net, keys)["parts"] == []
+    assert "no open channel" in fails_one_line("channel", "close", *mine)

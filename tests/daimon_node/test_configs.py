@@ -41,3 +41,12 @@ def test_wrong_type_refused(tmp_path: Path) -> None:
 def test_flag_overrides_file() -> None:
     cfg = load_config(CONFIGS[0], {"rpc.port": 9999, "roles.validator.enabled": False})
     assert cfg.rpc.port == 9999 and cfg.roles.validator.enabled is False
+
+
+def test_runner_serve_defaults_to_confirmed_and_refuses_a_typo(tmp_path: Path) -> None:
+    assert load_config(None).roles.runner.serve == "confirmed"
+    assert load_config(None, {"roles.runner.serve": "provisional"}).roles.runner.serve == "provisional"
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[roles.runner]\nserve = "confirmd"\n')
+    with pytest.raises(ConfigError, match="roles.runner.serve must be one of 'confirmed', 'provisional', not 'confirmd'"):
+        load_config(bad)

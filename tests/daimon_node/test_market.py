@@ -211,3 +211,48 @@ def test_pick_offer_respects_max_price() -> None:
 
     with pytest.raises(ChainCommandError, match="max-price"):
         pick_offer(OFFERS, "0x" + "01" * 32, 4, None)
+
+
+def _settled_in_a_season() -> tuple[object, bytes]:
+    """A devnet whose one improvement settled inside a season: provisional, not yet confirmed."""
+    from chain.devnet import Devnet, DevnetConfig, corrupt
+    from chain.types import Anchor
+
+    d = Devnet(DevnetConfig(holdout_m=50))
+    d.start()
+    d.bond_validators()
+    keys, digest = d.improver_keys[0], b"\x42" * 32
+    d.commit(transactions=[d.register(keys, digest)])
+    labels = corrupt(d.truth, 0.2, d.cfg.num_classes, 1)
+    holdout = corrupt(d.holdout_truth, 0.2, d.cfg.num_classes, 2)
+    poi, reveal = d.prove(keys, digest, labels, holdout)
+    d.commit(anchor=Anchor(poi, tuple(d.vote(v, poi, reveal) for v in d.validator_keys)))
+    d.commit(settlement=reveal)
+    return d, digest
+
+
+@pytest.mark.parametrize("serve", ["confirmed", "provisional"])
+def test_runner_serves_only_the_confirmed_model_by_default(serve: str) -> None:
+    """A model settled in a season may still burn at the holdout reveal: the default runner waits for
+    it to be confirmed and never fetches it; a ``provisional`` runner goes for it at once."""
+    from chain.state import get_meta
+    from daimon_node.runner import RunnerRole
+
+    d, digest = _settled_in_a_season()
+    meta = get_meta(d.state)  # type: ignore[attr-defined]
+    assert meta.provisional is not None and meta.provisional.digest == digest and meta.confirmed is None
+    fetched: list[bytes] = []
+
+    async def fetch_content(content_id: bytes, max_bytes: int) -> bytes:
+        fetched.append(content_id)
+        raise OSError("no peer holds it")  # stops the step before it serves anything
+
+    role = RunnerRole(PRICE, serve=serve)
+    role.service = SimpleNamespace(served={})  # type: ignore[assignment]
+    handle = SimpleNamespace(started=True, state=d.state, chain_id=d.chain_id)  # type: ignore[attr-defined]
+    ctx = SimpleNamespace(now=lambda: 0.0, fetch_content=fetch_content)
+    trio.run(role.step, ctx, handle)
+    if serve == "confirmed":
+        assert fetched == [] and role.status == "waiting for a confirmed model"
+    else:
+        assert fetched == [digest]

@@ -171,3 +171,61 @@ def test_cli_create_show_train_prove_verify(tmp_path: Path) -> None:
                             "--problem", str(prob), "--key-dir", str(validator), "--d-c", str(better)])
     assert r.exit_code == 1
     assert "does not beat d_c" in str(r.exception)
+
+
+ALICE, BOB = "aa" * 20, "0x" + "bb" * 20
+
+
+def test_cli_create_sets_the_economics(tmp_path: Path) -> None:
+    creator = tmp_path / "creator"
+    init_data_dir(creator, seed=b"\x03" * 32)
+    prob = tmp_path / "prob"
+    r = CliRunner().invoke(app, [
+        "problem", "create", "--out", str(prob), "--key-dir", str(creator), "--t0", "1700000000",
+        "--reward-a", "5", "--reward-scale", "3000", "--validator-bond", "70", "--improver-bond", "9",
+        "--contributor-bond", "123456", "--max-votes", "7", "--quorum-ppb", "800000000",
+        "--unbonding-periods", "3", "--reveal-window", "4", "--season-periods", "6", "--min-fee", "2",
+        "--alloc", f"{ALICE}=1000", "--alloc", f"{BOB}=25"])
+    assert r.exit_code == 0, r.output
+    p = load_problem(prob).params
+    assert (p.reward_a, p.reward_scale, p.validator_bond, p.improver_bond, p.contributor_bond) == (5, 3000, 70, 9, 123456)
+    assert (p.max_votes, p.quorum_ppb, p.unbonding_periods, p.reveal_window, p.season_periods, p.min_fee) == \
+        (7, 800_000_000, 3, 4, 6, 2)
+    assert [(a.address.hex(), a.amount) for a in p.genesis] == [("aa" * 20, 1000), ("bb" * 20, 25)]
+
+
+# One case per rule the chain's validate_params (or the --alloc parser) applies to a flag: the flag
+# and the word that says what is wrong, in one line, and nothing written.
+BAD_ECONOMICS = {
+    "reward-a low": (["--reward-a", "0"], "--reward-a 0: the chain requires reward_a in 1..64"),
+    "reward-a high": (["--reward-a", "65"], "--reward-a 65: the chain requires reward_a in 1..64"),
+    "reward-scale": (["--reward-scale", str(1 << 120)], "--reward-scale"),
+    "validator-bond": (["--validator-bond", "0"], "--validator-bond 0: the chain requires validator_bond at least 1"),
+    "improver-bond": (["--improver-bond", "0"], "--improver-bond 0: the chain requires improver_bond at least 1"),
+    "contributor-bond": (["--contributor-bond", "1"], "--contributor-bond 1: below what one season can mint"),
+    "max-votes": (["--max-votes", "0"], "--max-votes 0: the chain requires max_votes in 1..256"),
+    "quorum": (["--quorum-ppb", "500000000"], "--quorum-ppb 500000000: the chain requires more than half"),
+    "unbonding": (["--unbonding-periods", "1"], "--unbonding-periods 1: the chain requires unbonding_periods at least 2"),
+    "reveal-window": (["--reveal-window", "0"], "--reveal-window 0: the chain requires reveal_window at least 1"),
+    "season-periods": (["--season-periods", "0"], "--season-periods 0: the chain requires season_periods at least 1"),
+    "alloc shape": (["--alloc", "aa"], "is not ADDRESS=AMOUNT"),
+    "alloc twice": (["--alloc", f"{ALICE}=1", "--alloc", f"0x{ALICE}=2"], "twice"),
+    "alloc address": (["--alloc", "abcd=1"], "40 hex digits"),
+    "alloc supply": (["--alloc", f"{ALICE}={1 << 127}", "--alloc", f"{BOB}={1 << 127}"],
+                     "exceeds the largest amount the chain encodes"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_ECONOMICS))
+def test_cli_create_refuses_a_bad_economic_parameter_in_one_line(tmp_path: Path, case: str) -> None:
+    from daimon_node.errors import DaimonError
+
+    flags, expected = BAD_ECONOMICS[case]
+    creator = tmp_path / "creator"
+    init_data_dir(creator, seed=b"\x04" * 32)
+    prob = tmp_path / "prob"
+    r = CliRunner().invoke(app, ["problem", "create", "--out", str(prob), "--key-dir", str(creator), *flags])
+    assert r.exit_code == 1 and isinstance(r.exception, DaimonError), (r.output, r.exception)
+    message = str(r.exception)
+    assert expected in message and "\n" not in message, message
+    assert not (prob / PROPOSAL_FILE).exists()

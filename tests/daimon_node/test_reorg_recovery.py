@@ -131,7 +131,7 @@ async def test_roles_do_not_sign_again_what_a_reorg_returned_to_the_pool(tmp_pat
     """A second bond or registration would take the nonce a client of the same key chose next."""
     from types import SimpleNamespace
 
-    from chain.types import RegisterDigest, RegisterValidator
+    from chain.types import RegisterDigest, RegisterValidator, model_claim
     from daimon_node.mempool import Mempool
     from daimon_node.roles import ImproverRole, ValidatorRole
 
@@ -141,7 +141,8 @@ async def test_roles_do_not_sign_again_what_a_reorg_returned_to_the_pool(tmp_pat
     model = tmp_path / "model.onnx"
     model.write_bytes(b"not run: only its digest is registered")
     pool = Mempool(d.chain_id)
-    for payload in (RegisterValidator(), RegisterDigest(model_digest(model.read_bytes()))):
+    claim = model_claim(keys.public_key, model_digest(model.read_bytes()))  # what the improver sends
+    for payload in (RegisterValidator(), RegisterDigest(claim)):
         returned = d.tx(keys, payload)
         assert pool.add_tx(returned, d.state).value == "accept"
     handle = SimpleNamespace(started=True, state=d.state, mempool=pool, chain_id=d.chain_id,
@@ -156,3 +157,79 @@ async def test_roles_do_not_sign_again_what_a_reorg_returned_to_the_pool(tmp_pat
     await ValidatorRole().step(ctx, handle)  # type: ignore[arg-type]
     await ImproverRole([model]).step(ctx, handle)  # type: ignore[arg-type]
     assert sent == []
+
+
+@pytest.mark.trio
+async def test_improver_publishes_its_model_only_after_its_claim_is_in_a_block(tmp_path: Path) -> None:
+    """Content in the store is served to any peer that asks (``/daimon/content/1``): a model stored
+    before its claim ``H(pk || digest)`` is in a block could be fetched and claimed first by a copier."""
+    from types import SimpleNamespace
+
+    from chain.types import RegisterDigest, model_claim
+    from daimon_node.mempool import Mempool
+    from daimon_node.roles import ImproverRole
+
+    d = Devnet(DevnetConfig())
+    d.start()
+    keys = d.improver_keys[0]
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"not run: the role stops before proving")
+    digest = model_digest(model.read_bytes())
+    pool = Mempool(d.chain_id)
+    handle = SimpleNamespace(started=True, state=d.state, mempool=pool, chain_id=d.chain_id,
+                             store=SimpleNamespace(canonical_hash=lambda h: None))
+
+    async def submit_tx(h: object, tx: object) -> None:
+        assert pool.add_tx(tx, handle.state).value == "accept"  # type: ignore[arg-type]
+
+    content = ContentStore(tmp_path / "content")
+    ctx = SimpleNamespace(keys=keys, now=lambda: period_end(d.params, d.period) + 1, submit_tx=submit_tx,
+                          content=content, fetch_content=None)
+    role = ImproverRole([model])
+    await role.step(ctx, handle)  # type: ignore[arg-type]
+    [sent] = pool.txs.values()
+    assert sent.payload == RegisterDigest(model_claim(keys.public_key, digest))
+    assert not content.has(digest), "model published while its claim was only in the pool"
+    await role.step(ctx, handle)  # type: ignore[arg-type]
+    assert len(pool.txs) == 1  # the pooled claim is not signed again
+    d.commit(transactions=[sent])
+    handle.state = d.state
+    await role.step(ctx, handle)  # type: ignore[arg-type]
+    assert content.has(digest) and content.is_pinned(digest)
+
+
+@pytest.mark.trio
+async def test_validator_role_lets_its_operator_unbond_and_withdraw(tmp_path: Path) -> None:
+    """`daimon-node validator unbond` / `withdraw` with a node's own key: the role must neither vote
+    with the unbonding bond nor bond again once the bond is withdrawn (it would lock it at once)."""
+    from types import SimpleNamespace
+
+    from chain.types import WithdrawBond
+    from daimon_node.mempool import Mempool
+    from daimon_node.roles import ValidatorRole
+
+    d = Devnet(DevnetConfig())
+    d.start()
+    d.bond_validators()
+    keys = d.validator_keys[0]
+    pool = Mempool(d.chain_id)
+    handle = SimpleNamespace(started=True, state=d.state, mempool=pool, chain_id=d.chain_id)
+    sent: list[object] = []
+
+    async def submit_tx(h: object, tx: object) -> None:
+        sent.append(tx)
+
+    clock = {"now": period_end(d.params, d.period) + 1}
+    ctx = SimpleNamespace(keys=keys, now=lambda: clock["now"], submit_tx=submit_tx)
+    role = ValidatorRole()
+    await role.step(ctx, handle)  # type: ignore[arg-type]
+    d.commit(transactions=[d.tx(keys, WithdrawBond())])
+    handle.state = d.state
+    await role.step(ctx, handle)  # type: ignore[arg-type]
+    assert role.status.startswith("unbonding until period")
+    until = d.period + d.params.unbonding_periods
+    d.commit(transactions=[d.tx(keys, WithdrawBond())], skip=until - d.period - 1)
+    handle.state = d.state
+    clock["now"] = period_end(d.params, d.period) + 1
+    await role.step(ctx, handle)  # type: ignore[arg-type]
+    assert sent == [], "the role bonded again right after its operator withdrew"
