@@ -106,5 +106,12 @@ async def test_broken_transfer_resumes_from_another_peer(tmp_path: Path, misbeha
         with trio.fail_after(60):
             path = await client.fetch_content(cid, max_bytes=SIZE, peers=[flaky.peer_id, honest.peer_id])
         assert path.read_bytes() == data
-        # The honest peer only sent what was missing: the download resumed at the offset.
-        assert stats(honest, client).content_bytes_sent == SIZE - half
+        # The honest peer only sent what was missing: the download resumed at the offset the client
+        # reached. A stalled stream delivered all `half` bytes, so the resume is exact. A reset may
+        # discard bytes the flaky peer wrote but the client had not read yet (yamux drops a reset
+        # stream's buffers), so there the client reached some offset in [0, half].
+        sent = stats(honest, client).content_bytes_sent
+        if misbehaviour == "stall":
+            assert sent == SIZE - half
+        else:
+            assert SIZE - half <= sent <= SIZE
