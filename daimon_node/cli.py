@@ -68,6 +68,9 @@ app.command()(rate)
 app.add_typer(tx_app, name="tx")
 
 from .cli_market import infer, offers, runner_app  # noqa: E402
+from .cli_committer import app as committer_app  # noqa: E402
+
+app.add_typer(committer_app, name="committer")
 
 app.add_typer(runner_app, name="runner")
 app.command()(infer)
