@@ -46,25 +46,30 @@ def period_of(params: ProblemParams, t: int) -> int:
     return 1 + since // params.t_b
 
 
-def in_turn_committer(params: ProblemParams, k: int) -> bytes:
-    return params.committers[k % len(params.committers)]
+def in_turn_committer(params: ProblemParams, k: int, committers: Sequence[bytes] | None = None) -> bytes:
+    """``committers[k mod N]`` over the set in force at ``k`` (the proposal's list when not given)."""
+    members = params.committers if committers is None else committers
+    return members[k % len(members)]
 
 
-def is_in_turn(params: ProblemParams, k: int, committer: bytes) -> bool:
-    return in_turn_committer(params, k) == committer
+def is_in_turn(params: ProblemParams, k: int, committer: bytes, committers: Sequence[bytes] | None = None) -> bool:
+    return in_turn_committer(params, k, committers) == committer
 
 
-def may_commit(params: ProblemParams, k: int, committer: bytes, timestamp: int) -> bool:
-    """Whether ``committer`` may sign block ``k`` stamped ``timestamp``."""
-    if committer not in params.committers:
+def may_commit(params: ProblemParams, k: int, committer: bytes, timestamp: int,
+               committers: Sequence[bytes] | None = None) -> bool:
+    """Whether ``committer`` may sign block ``k`` stamped ``timestamp``; ``committers`` is the
+    set in force at ``k`` (``chain.committers.committers_at``), the proposal's list if None."""
+    if committer not in (params.committers if committers is None else committers):
         return False
     end = period_end(params, k)
     if timestamp < end:
         return False
-    return is_in_turn(params, k, committer) or timestamp >= end + params.grace
+    return is_in_turn(params, k, committer, committers) or timestamp >= end + params.grace
 
 
-def block_weight(params: ProblemParams, k: int, committer: bytes, skipped: int = 0) -> int:
+def block_weight(params: ProblemParams, k: int, committer: bytes, skipped: int = 0,
+                 committers: Sequence[bytes] | None = None) -> int:
     """Weight of block ``k`` whose parent is ``skipped + 1`` periods older.
 
     Dividing by 4 per skipped period makes an in-turn block that skips (at most half a
@@ -72,7 +77,7 @@ def block_weight(params: ProblemParams, k: int, committer: bytes, skipped: int =
     block that skips ``s + 1`` periods lighter than an out-of-turn one that skips ``s``:
     whoever skips the previous period never out-weighs the block it would orphan.
     """
-    base = IN_TURN_WEIGHT if is_in_turn(params, k, committer) else OUT_OF_TURN_WEIGHT
+    base = IN_TURN_WEIGHT if is_in_turn(params, k, committer, committers) else OUT_OF_TURN_WEIGHT
     return max(MIN_BLOCK_WEIGHT, base >> (SKIP_DIVISOR_LOG2 * skipped))
 
 

@@ -67,6 +67,10 @@ DEFAULT_MIN_FEE: Final[int] = 10**12  # base units per tx: 1e-6 token at 18 deci
 # --- Rewards and penalties -------------------------------------------------------------
 DEFAULT_QUORUM_PPB: Final[int] = 666_666_667  # just over 2/3 of the bonded stake: 3 of 4 equal validators
 VOTE_SLASH_DIVISOR: Final[int] = 2  # a vote for a PoI that fails settlement loses bond / 2
+COMMITTER_MISS_BURN_DIVISOR: Final[int] = 2  # a committer removed for missed turns loses bond / 2
+MAX_COMMITTER_DELAY: Final[int] = 32  # periods; the largest committer_delay a problem may set
+# The committer schedule keeps the versions in force from D periods back to D periods ahead.
+MAX_COMMITTER_VERSIONS: Final[int] = 2 * MAX_COMMITTER_DELAY + 2
 MAX_REWARD_A: Final[int] = 64
 
 # --- Domain tags for signatures ---------------------------------------------------------

@@ -17,6 +17,7 @@ from del_embed.integer import distance_ppb, f_int, integer_del_to_bytes, random_
 
 from . import constants as C
 from .builder import build_improvement_block, build_problem_block, make_paid_transaction
+from .committers import committers_at
 from .consensus import in_turn_committer, period_end
 from .crypto import KeyPair
 from .labels import array_to_labels, labels_hash, masked_digest
@@ -89,6 +90,10 @@ class DevnetConfig:
     holdout_z_centi: int = 258
     max_ambiguous: int | None = None  # None: 1% of m
     seed: int = 0
+    committer_bond: int = 0  # > 0: committers by transaction (issue 17); 0 with no miss limit: a fixed list
+    committer_delay: int = 0
+    committer_miss_limit: int = 0
+    spare_committers: int = 0  # keys funded at genesis that may register as committers later
 
 
 @dataclass
@@ -107,6 +112,7 @@ class Devnet:
         self.committer_keys = [KeyPair.from_label(f"committer-{i}") for i in range(cfg.committers)]
         self.validator_keys = [KeyPair.from_label(f"validator-{i}") for i in range(cfg.validators)]
         self.improver_keys = [KeyPair.from_label(f"improver-{i}") for i in range(4)]
+        self.spare_keys = [KeyPair.from_label(f"spare-committer-{i}") for i in range(cfg.spare_committers)]
         self.truth = (np.asarray(self.truth_labels, dtype=np.int64) if self.truth_labels is not None
                       else rng.integers(0, cfg.num_classes, cfg.m))
         self.del_model = random_projection_del(cfg.m, cfg.num_classes, n=cfg.n, seed=cfg.seed)
@@ -124,7 +130,7 @@ class Devnet:
                                     holdout_commitment(self.holdout_salt, array_to_labels(self.holdout_truth)))
         y_t = f_int(self.del_model, self.truth)
         tup = sign(TestTuple(content_id(z_bytes), content_id(del_bytes), cfg.m, y_t, self.creator.public_key, EMPTY_SIGNATURE), self.creator)
-        everyone = [self.creator, *self.committer_keys, *self.validator_keys, *self.improver_keys]
+        everyone = [self.creator, *self.committer_keys, *self.validator_keys, *self.improver_keys, *self.spare_keys]
         params = ProblemParams(
             name="devnet", input_spec=InputSpec((8,), "uint8", 0, 255, 1), num_classes=cfg.num_classes,
             token_symbol="DEV", decimals=18, t_p=cfg.t_p, t_b=cfg.t_b, grace=cfg.grace,
@@ -138,7 +144,8 @@ class Devnet:
             season_periods=cfg.season_periods if holdout else 0, reveal_window=cfg.reveal_window,
             holdout_margin_ppb=cfg.holdout_margin_ppb, consistency_ppb=cfg.consistency_ppb,
             holdout_z_centi=cfg.holdout_z_centi, genesis=tuple(Allocation(k.address_bytes, cfg.genesis_amount) for k in everyone),
-            t0=cfg.t0,
+            t0=cfg.t0, committer_bond=cfg.committer_bond, committer_delay=cfg.committer_delay,
+            committer_miss_limit=cfg.committer_miss_limit,
         )
         self.proposal = sign(Proposal(params, tup, holdout, self.creator.public_key, EMPTY_SIGNATURE), self.creator)
         self.params = params
@@ -151,8 +158,10 @@ class Devnet:
 
     # --- block production ------------------------------------------------------------
     def committer_for(self, period: int) -> KeyPair:
-        pk = in_turn_committer(self.params, period)
-        return next(k for k in self.committer_keys if k.public_key == pk)
+        """The in-turn key of ``period`` over the set in force then (the head's state fixes it)."""
+        members = committers_at(self.state, self.params, period) if self.state.get(b"p") is not None else None
+        pk = in_turn_committer(self.params, period, members)
+        return next(k for k in (*self.committer_keys, *self.spare_keys) if k.public_key == pk)
 
     def start(self) -> Block:
         keys = self.committer_for(0)

@@ -312,3 +312,80 @@ class ParameterOutOfRange(InvalidProblem):
         self.name, self.value, self.low, self.high = name, value, low, high
         bound = f"at least {low}" if high is None else f"in {low}..{high}"
         super().__init__(f"{name} must be {bound}", name=name, value=value)
+
+
+# --- Committers by transaction (issue 17): one class per rule ------------------------------------
+class CommitterSetFixed(InvalidTransaction):
+    """The problem has no committer bond: its committer list is fixed in the proposal."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        super().__init__("the problem's committer set is fixed", kind=kind)
+
+
+class CommitterAlreadyRegistered(InvalidTransaction):
+    """A key registers as committer once (its record stays, so any past period's set can be read)."""
+
+    def __init__(self, committer: bytes) -> None:
+        self.committer = committer
+        super().__init__("key already registered as a committer", committer=committer)
+
+
+class CommitterBondUnpaid(InvalidTransaction):
+    """The sender's spendable balance is below the committer bond."""
+
+    def __init__(self, committer: bytes, balance: int, bond: int) -> None:
+        self.committer, self.balance, self.bond = committer, balance, bond
+        super().__init__("balance below the committer bond", committer=committer, balance=balance, bond=bond)
+
+
+class CommitterSetFull(InvalidTransaction):
+    """The set in force at the joining period already holds ``MAX_COMMITTERS`` keys."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        self.size, self.limit = size, limit
+        super().__init__("committer set full", size=size, limit=limit)
+
+
+class NotACommitter(InvalidTransaction):
+    """A ``LeaveCommitter`` (or an equivocation report) names a key with no committer record,
+    or one whose bond was already returned."""
+
+    def __init__(self, committer: bytes) -> None:
+        self.committer = committer
+        super().__init__("not a committer with a bond or a place to leave", committer=committer)
+
+
+class LastCommitter(InvalidTransaction):
+    """Leaving would leave no committer in force: the chain would stop."""
+
+    def __init__(self, committer: bytes, period: int) -> None:
+        self.committer, self.period = committer, period
+        super().__init__("the last committer may not leave", committer=committer, period=period)
+
+
+class CommitterBondLocked(InvalidTransaction):
+    """The bond of a committer that left comes back only ``committer_delay`` periods after it left
+    the set, so evidence of its last blocks can still burn it."""
+
+    def __init__(self, committer: bytes, available_period: int, period: int) -> None:
+        self.committer, self.available_period, self.period = committer, available_period, period
+        super().__init__("committer bond still locked", committer=committer, available_period=available_period,
+                         period=period)
+
+
+class CommitterParamsOutOfRange(InvalidProblem):
+    """A bonded (or miss-limited) committer set needs a delay of 1..MAX_COMMITTER_DELAY periods."""
+
+    def __init__(self, delay: int, limit: int) -> None:
+        self.delay, self.limit = delay, limit
+        super().__init__("committer delay out of range", delay=delay, limit=limit)
+
+
+class UnknownCommitter(InvalidHeader):
+    """A block whose parent this node lacks, signed by a key that never was a committer on its
+    chain: with no parent state to read the set from, only keys with a committer record pass."""
+
+    def __init__(self, committer: bytes) -> None:
+        self.committer = committer
+        super().__init__("block of an unknown parent by a key that never was a committer", committer=committer)

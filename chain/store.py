@@ -21,8 +21,10 @@ A heavier side chain triggers a reorg: the head state is rolled back with the
 undo journals to the common ancestor and the new branch applied, all in one
 batch.
 
-Every block passes the header-first checks (``chain.transition.validate_header_first``:
-signature and committer rule; then chain id, ejection, one block per committer and
+Every block passes the header-first checks (signature; committer rule over the set in
+force at its period, read from the problem's parameters for a fixed set, else from the
+head's state or, for a side block more than ``committer_delay`` periods past its fork
+point, from its parent's state rebuilt in memory; then chain id, ejection, one block per committer and
 period, known parent) before its body is decoded, hashed against the header or
 stored, so nothing unsigned is ever written or relayed. A second block from the
 same committer for the same period is stored (a node that saw it first must be
@@ -43,20 +45,29 @@ from typing import Any, Final, Iterator
 import msgpack
 import plyvel
 
+from .committers import committers_at, covers, is_committer_key, is_fixed_set
 from .consensus import ChainTip, better_tip, block_weight, skipped_periods
 from .constants import ZERO_HASH
 from .crypto import sha256
-from .errors import BodyHashMismatch, ChainError, CommitterEquivocation, FutureBlock, UnknownParent
+from .errors import (
+    BodyHashMismatch,
+    ChainError,
+    CommitterEquivocation,
+    FutureBlock,
+    UnknownCommitter,
+    UnknownParent,
+)
 from .state import State, get_meta, get_problem
 from .transition import (
     BlockOutcome,
     Env,
     check_chain_id,
+    check_committer_rule,
+    check_committer_signature,
     check_not_ejected,
     check_raw_body_limits,
     params_for,
     process_block,
-    validate_header_first,
 )
 from .types import Block, BlockHeader, ProblemBody, ProblemParams, body_hash, decode_body, split_block
 
@@ -270,7 +281,7 @@ class ChainStore:
         """
         if self.has_block(block.hash):
             return ImportResult("known", block.hash)
-        self._check_header(params_for(self.state, block), block.header)
+        self._check_header(params_for(self.state, block), block.header, env)
         computed = body_hash(block.body)
         if computed != block.header.body_hash:
             raise BodyHashMismatch(block.header.body_hash, computed)
@@ -294,7 +305,7 @@ class ChainStore:
             if self.head == ZERO_HASH:
                 raise StoreError("the chain's parameters are needed to check a header before its Problem block")
             params = get_problem(self.state).params
-        self._check_header(params, header)
+        self._check_header(params, header, env)
         if max_timestamp is not None and header.timestamp > max_timestamp:
             raise FutureBlock(header.timestamp, max_timestamp)
         computed = sha256(body_raw)
@@ -303,9 +314,15 @@ class ChainStore:
         body = decode_body(body_raw, lambda obj: check_raw_body_limits(params, obj))
         return self._import_checked(Block(header, body), env)
 
-    def _check_header(self, params: ProblemParams, header: BlockHeader) -> None:
+    def _check_header(self, params: ProblemParams, header: BlockHeader, env: Env) -> None:
         """Header-first checks, cheapest refusal first; nothing is decoded or written before them."""
-        validate_header_first(params, header)
+        check_committer_signature(header)
+        committers = self._committers_for(params, header, env)
+        if committers is None:  # unknown parent: only a key that has a committer record passes
+            if not is_committer_key(self.state, params, header.committer):
+                raise UnknownCommitter(header.committer)
+        else:
+            check_committer_rule(params, header, committers)
         if self.head != ZERO_HASH:
             check_chain_id(get_problem(self.state).chain_id, header)
             check_not_ejected(self.state, header.committer)
@@ -314,6 +331,68 @@ class ChainStore:
             raise CommitterEquivocation(self._stored_header(signed[0]), header)
         if header.parent != ZERO_HASH and not self.has_block(header.parent):
             raise UnknownParent(header.parent)
+
+    def _committers_for(self, params: ProblemParams, header: BlockHeader, env: Env) -> tuple[bytes, ...] | None:
+        """The set in force at ``header``'s period on its branch; None when its parent is unknown.
+
+        A fixed set comes from the parameters alone. Otherwise the set at period ``k`` is fixed
+        by any state of the branch at most ``D`` periods older (``chain.committers``), so the
+        head's state answers for the head's children and for a side block at most ``D``
+        periods past its fork point (changes made on the head's side after the fork take
+        effect later than that). A deeper side block is checked against its parent's state,
+        rebuilt from the fork point; only blocks whose own headers passed are on that path.
+        """
+        if is_fixed_set(params) or header.parent == ZERO_HASH:
+            return params.committers
+        if header.parent == self.head:
+            return committers_at(self.state, params, header.period)
+        if not self.has_block(header.parent):
+            return None
+        fork = self._fork_point(header.parent)
+        fork_period = self._parent_period(fork)
+        if fork_period is not None and header.period <= fork_period + params.committer_delay \
+                and covers(self.state, params, header.period):
+            return committers_at(self.state, params, header.period)
+        return committers_at(self._state_after(header.parent, env), params, header.period)
+
+    def _fork_point(self, block_hash: bytes) -> bytes:
+        """The newest canonical ancestor of a stored block (the block itself if canonical)."""
+        while block_hash != ZERO_HASH:
+            height, _, parent = self._weight(block_hash)
+            if self.canonical_hash(height) == block_hash:
+                return block_hash
+            block_hash = parent
+        return block_hash
+
+    def _state_after(self, block_hash: bytes, env: Env) -> State:
+        """The state after a stored block: the head's rolled back to the fork point, the branch
+        applied (in memory; nothing is written)."""
+        block = self.get_block(block_hash)
+        if block is None:
+            raise StoreError(f"missing block {block_hash.hex()[:16]}")
+        branch, fork = self._branch_to_canonical(block)
+        state, _, _ = self._rolled_back(fork)
+        for b in branch:
+            state = process_block(state, b, env, header_checked=True).state
+        return state
+
+    def _rolled_back(self, fork: bytes) -> tuple[State, dict[bytes, bytes], list[bytes]]:
+        """The state at canonical block ``fork`` (undo journals from the head), the head's entries
+        on disk, and the canonical hashes rolled back (head first)."""
+        fork_height = self._weight(fork)[0]
+        on_disk = {k[1:]: v for k, v in self.db.iterator(prefix=P_STATE)}
+        entries = dict(on_disk)
+        removed: list[bytes] = []
+        for height in range(self.height, fork_height, -1):
+            h = self.canonical_hash(height)
+            assert h is not None
+            for key, old in msgpack.unpackb(self.db.get(P_UNDO + h)):
+                if old is None:
+                    entries.pop(key, None)
+                else:
+                    entries[key] = old
+            removed.append(h)
+        return State(entries, head=fork), on_disk, removed
 
     def has_signed(self, committer: bytes, period: int) -> bool:
         """Whether a block by ``committer`` for ``period`` is stored (a committer never signs twice)."""
@@ -359,9 +438,12 @@ class ChainStore:
         return split_block(raw)[0].period
 
     def _block_weight(self, state: State, block: Block, parent_period: int | None) -> int:
+        """Weight from the state after ``block``, which still holds the set in force at its period."""
         params = get_problem(state).params
         skipped = skipped_periods(block.header.period, parent_period)
-        return block_weight(params, block.header.period, block.header.committer, skipped)
+        committers = params.committers if isinstance(block.body, ProblemBody) else \
+            committers_at(state, params, block.header.period)
+        return block_weight(params, block.header.period, block.header.committer, skipped, committers)
 
     def _write_extension(self, block: Block, new_state: State, weight: int) -> None:
         block_hash = block.hash
@@ -383,7 +465,7 @@ class ChainStore:
     def _import_side(self, block: Block, env: Env) -> ImportResult:
         """Store a block off the head; reorg onto its branch if that branch is heavier."""
         _, parent_weight, _ = self._weight(block.header.parent)
-        weight = parent_weight + self._side_block_weight(block)
+        weight = parent_weight + self._side_block_weight(block, env)
         candidate = ChainTip(weight=weight, head=block.hash, height=block.header.height)
         if better_tip(self.tip(), candidate) is not candidate:
             # Not heavier: keep it (its header passed every header-first check; it is
@@ -395,14 +477,16 @@ class ChainStore:
             return ImportResult("side", block.hash)
         return self._reorg(block, weight, env)
 
-    def _side_block_weight(self, block: Block) -> int:
-        """Weight from the block's own proposal (a rival Problem block) or the chain's."""
+    def _side_block_weight(self, block: Block, env: Env) -> int:
+        """Weight from the block's own proposal (a rival Problem block) or the chain's, over the
+        set in force at its period on its branch."""
         if isinstance(block.body, ProblemBody):
             params = block.body.proposal.params
         else:
             params = get_problem(self.state).params
+        committers = self._committers_for(params, block.header, env)
         skipped = skipped_periods(block.header.period, self._parent_period(block.header.parent))
-        return block_weight(params, block.header.period, block.header.committer, skipped)
+        return block_weight(params, block.header.period, block.header.committer, skipped, committers)
 
     def _branch_to_canonical(self, block: Block) -> tuple[list[Block], bytes]:
         """Blocks from the fork point (exclusive) to ``block`` (inclusive), and the fork point."""
@@ -424,19 +508,7 @@ class ChainStore:
         branch, fork = self._branch_to_canonical(block)
         fork_height = self._weight(fork)[0]
         # Roll the head state back to the fork point with the undo journals.
-        on_disk = {k[1:]: v for k, v in self.db.iterator(prefix=P_STATE)}
-        entries = dict(on_disk)
-        removed: list[bytes] = []
-        for height in range(self.height, fork_height, -1):
-            h = self.canonical_hash(height)
-            assert h is not None
-            for key, old in msgpack.unpackb(self.db.get(P_UNDO + h)):
-                if old is None:
-                    entries.pop(key, None)
-                else:
-                    entries[key] = old
-            removed.append(h)
-        base = State(entries, head=fork)
+        base, on_disk, removed = self._rolled_back(fork)
         # Apply the new branch; any invalid block aborts before anything is written.
         state = base
         w = self._weight(fork)[1]

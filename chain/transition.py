@@ -18,6 +18,16 @@ from typing import Callable, Sequence
 from del_embed.integer import IntegerDEL, IntegerDELError, distance_ppb, f_int, integer_del_from_bytes
 
 from . import constants as C
+from .committers import (
+    committers_at,
+    eject_committer,
+    init_committers,
+    is_committer_key,
+    process_leave_committer,
+    process_register_committer,
+    process_turn,
+    validate_committer_params,
+)
 from .consensus import may_commit
 from .crypto import address_bytes as address_of, sha256
 from .errors import (
@@ -110,6 +120,7 @@ from .types import (
     BlockHeader,
     CloseChannel,
     ImprovementBody,
+    LeaveCommitter,
     NewHoldout,
     OfferService,
     OpenChannel,
@@ -118,6 +129,7 @@ from .types import (
     ProblemParams,
     Rate,
     RedeemVoucher,
+    RegisterCommitter,
     RegisterDigest,
     RegisterValidator,
     ReportEquivocation,
@@ -210,7 +222,8 @@ def process_block(state: State, block: Block, env: Env, *, header_checked: bool 
     """
     header = block.header
     if not header_checked:
-        validate_header_first(params_for(state, block), header)
+        params = params_for(state, block)
+        validate_header_first(params, header, committers_for_block(state, params, block))
         computed = body_hash(block.body)
         if header.body_hash != computed:
             raise BodyHashMismatch(header.body_hash, computed)
@@ -243,9 +256,17 @@ def check_committer_signature(header: BlockHeader) -> None:
         raise BadCommitterSignature(header.committer)
 
 
-def check_committer_rule(params: ProblemParams, header: BlockHeader) -> None:
-    """A listed committer, in turn from the period's end or anyone listed after the grace."""
-    if not may_commit(params, header.period, header.committer, header.timestamp):
+def committers_for_block(state: State, params: ProblemParams, block: Block) -> tuple[bytes, ...]:
+    """The set in force at ``block``'s period, read from its parent's ``state``."""
+    if isinstance(block.body, ProblemBody):
+        return params.committers
+    return committers_at(state, params, block.header.period)
+
+
+def check_committer_rule(params: ProblemParams, header: BlockHeader, committers: tuple[bytes, ...] | None = None) -> None:
+    """A committer of the set in force at the header's period (``committers``; the proposal's list
+    for a fixed set), in turn from the period's end, or any of them after the grace."""
+    if not may_commit(params, header.period, header.committer, header.timestamp, committers):
         raise CommitterNotAllowed(header.committer, header.period, header.timestamp)
 
 
@@ -254,14 +275,17 @@ def check_not_ejected(state: State, committer: bytes) -> None:
         raise CommitterEjected(committer)
 
 
-def validate_header_first(params: ProblemParams, header: BlockHeader) -> None:
-    """The checks that need only the header and the problem's parameters.
+def validate_header_first(params: ProblemParams, header: BlockHeader, committers: tuple[bytes, ...] | None = None) -> None:
+    """The checks that need only the header and the set in force at its period.
 
-    They run before the body is decoded, stored or relayed, so a peer without a
-    committer key costs one header decode and one signature check.
+    ``committers`` is that set (``chain.committers.committers_at`` on a state at most
+    ``committer_delay`` periods older than the header); None for a fixed set, which the
+    problem's parameters alone give. They run before the body is decoded, stored or
+    relayed, so a peer without a committer key costs one header decode and one
+    signature check.
     """
     check_committer_signature(header)
-    check_committer_rule(params, header)
+    check_committer_rule(params, header, committers)
 
 
 def check_anchor_limits(params: ProblemParams, ambiguous: int, votes: int) -> None:
@@ -389,6 +413,7 @@ def process_problem_block(state: State, header: BlockHeader, body: ProblemBody, 
     if not is_valid_signature(proposal.first_tuple, C.ZERO_HASH):
         raise InvalidSignature("bad first test tuple signature")
     validate_params(params)
+    validate_committer_params(params)
     for tup in body.extra_tuples:
         if not is_valid_signature(tup, chain_id):
             raise InvalidSignature("bad test tuple signature")
@@ -409,6 +434,7 @@ def process_problem_block(state: State, header: BlockHeader, body: ProblemBody, 
     if params.season_periods:
         season = Season(0, 1, proposal.holdout, 0, (), C.PPB)
     set_meta(new, ChainMeta(0, 0, d_c, d_c, None, None, None, season, 0, 0, 0))
+    init_committers(new, params)
     return BlockOutcome(state=new)
 
 
@@ -418,10 +444,11 @@ def process_problem_block(state: State, header: BlockHeader, body: ProblemBody, 
 def process_improvement_block(state: State, header: BlockHeader, body: ImprovementBody, env: Env) -> BlockOutcome:
     problem = get_problem(state)
     meta = get_meta(state)
-    validate_improvement_header(problem, meta, state.head, header)
+    validate_improvement_header(state, problem, meta, state.head, header)
     check_not_ejected(state, header.committer)
     check_block_tx_bytes(body.transactions)
     new = state.copy()
+    process_turn(new, problem.params, header.period, header.committer)
     fees = process_transactions(new, problem, header, body.transactions)
     settlement = process_settlement(new, problem, header, body.settlement, env)
     season_note = process_season_reveal(new, problem, header, body.season_reveal)
@@ -431,7 +458,8 @@ def process_improvement_block(state: State, header: BlockHeader, body: Improveme
     return BlockOutcome(new, BlockReceipt(settlement, anchored, fees, season_note))
 
 
-def validate_improvement_header(problem: ProblemRecord, meta: ChainMeta, head: bytes, header: BlockHeader) -> None:
+def validate_improvement_header(state: State, problem: ProblemRecord, meta: ChainMeta, head: bytes,
+                                header: BlockHeader) -> None:
     params = problem.params
     check_chain_id(problem.chain_id, header)
     if header.height != meta.height + 1:
@@ -440,7 +468,7 @@ def validate_improvement_header(problem: ProblemRecord, meta: ChainMeta, head: b
         raise InvalidHeader("wrong parent", parent=header.parent, head=head)
     if header.period <= meta.period:
         raise InvalidHeader("period does not advance", period=header.period, last=meta.period)
-    check_committer_rule(params, header)
+    check_committer_rule(params, header, committers_at(state, params, header.period))
 
 
 # --- transactions ---------------------------------------------------------------
@@ -496,6 +524,10 @@ def process_transaction(state: State, problem: ProblemRecord, header: BlockHeade
         process_close_channel(state, sender, header, payload)
     elif isinstance(payload, ReportEquivocation):
         process_report_equivocation(state, problem, header, payload)
+    elif isinstance(payload, RegisterCommitter):
+        process_register_committer(state, problem.params, tx.sender, header.period)
+    elif isinstance(payload, LeaveCommitter):
+        process_leave_committer(state, problem.params, tx.sender, header.period)
     return tx.fee
 
 
@@ -675,7 +707,7 @@ def validate_equivocation_report(state: State, problem: ProblemRecord, report: R
         raise InvalidEquivocationReport("headers of another chain", chain_id=first.chain_id, other=second.chain_id)
     if first.committer != second.committer:
         raise InvalidEquivocationReport("headers by two committers", committer=first.committer, other=second.committer)
-    if first.committer not in problem.params.committers:
+    if not is_committer_key(state, problem.params, first.committer):
         raise InvalidEquivocationReport("not a committer of this problem", committer=first.committer)
     if first.period != second.period:
         raise InvalidEquivocationReport("headers for two periods", period=first.period, other=second.period)
@@ -700,6 +732,7 @@ def process_report_equivocation(state: State, problem: ProblemRecord, header: Bl
     committer = report.first.committer
     set_ejection(state, committer, Ejection(report.first.period, header.height))
     burn_spendable(state, address_of(committer))
+    eject_committer(state, problem.params, committer, header.period)
 
 
 def burn_spendable(state: State, address: bytes) -> int:

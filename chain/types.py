@@ -148,6 +148,10 @@ class ProblemParams(Schema):
     holdout_z_centi: int  # z-score of the holdout tests, in hundredths (258 = one-sided 99.5%)
     genesis: tuple[Allocation, ...]
     t0: int  # seconds since the epoch
+    # Committers by transaction (issue 17). All zero: the list above is the whole, fixed set.
+    committer_bond: int = 0  # base units a RegisterCommitter locks; 0 = nobody may register
+    committer_delay: int = 0  # D: a change made in period p takes effect at period p + D (>= 1 when bonded)
+    committer_miss_limit: int = 0  # in-turn slots filled out of turn in a row that remove a committer; 0 = never
 
     FIELDS = (
         ("name", Str(C.MAX_NAME_BYTES)),
@@ -180,6 +184,9 @@ class ProblemParams(Schema):
         ("holdout_z_centi", U16),
         ("genesis", ListOf(Struct(Allocation), C.MAX_GENESIS_ALLOCATIONS)),
         ("t0", U64),
+        ("committer_bond", AMOUNT),
+        ("committer_delay", U32),
+        ("committer_miss_limit", U32),
     )
 
 
@@ -498,15 +505,34 @@ class CloseChannel(Schema):
     KIND: ClassVar[int] = 9
 
 
+@schema
+@dataclass(frozen=True)
+class RegisterCommitter(Schema):
+    """Locks the problem's committer bond; the sender joins the rotation ``committer_delay`` periods later."""
+
+    FIELDS = ()
+    KIND: ClassVar[int] = 11
+
+
+@schema
+@dataclass(frozen=True)
+class LeaveCommitter(Schema):
+    """First call: leave the rotation ``committer_delay`` periods later. A later call, once
+    ``committer_delay`` more periods have passed, returns what is left of the bond."""
+
+    FIELDS = ()
+    KIND: ClassVar[int] = 12
+
+
 Payload = Union[Transfer, RegisterDigest, RegisterValidator, WithdrawBond, OfferService, Rate, NewHoldout,
-                OpenChannel, RedeemVoucher, CloseChannel, "ReportEquivocation"]
+                OpenChannel, RedeemVoucher, CloseChannel, "ReportEquivocation", RegisterCommitter, LeaveCommitter]
 
 
 def _payload_types() -> dict[int, type]:
     return {
         cls.KIND: cls  # type: ignore[attr-defined]
         for cls in (Transfer, RegisterDigest, RegisterValidator, WithdrawBond, OfferService, Rate, NewHoldout,
-                    OpenChannel, RedeemVoucher, CloseChannel, ReportEquivocation)
+                    OpenChannel, RedeemVoucher, CloseChannel, ReportEquivocation, RegisterCommitter, LeaveCommitter)
     }
 
 

@@ -345,6 +345,33 @@ class NodeBackend:
         rep = get_reputation(self._started(chain).state, address)
         return Reputation(address=hex0x(address), score=rep.score, ratings=rep.up + rep.down)
 
+    async def get_committers(self, chain: bytes) -> dict[str, Any]:
+        """The committer set in force at the clock's period, the next in-turn key, the versions
+        already scheduled after it, and each bonded key's record (issue 17)."""
+        from chain.committers import (EXIT_NAMES, PREFIX_COMMITTER, CommitterRecord, committers_at, get_schedule,
+                                      is_fixed_set)
+        from chain.crypto import address_bytes
+        from chain.state import iter_records
+
+        handle = self._started(chain)
+        state, params = handle.state, handle.proposal.params
+        k = max(get_meta(state).period + 1, period_of(params, int(self.node.now())))
+        members = committers_at(state, params, k)
+        out: dict[str, Any] = {
+            "period": k, "fixed": is_fixed_set(params), "bond": str(params.committer_bond),
+            "delay_periods": params.committer_delay, "miss_limit": params.committer_miss_limit,
+            "in_force": [hex0x(m) for m in members], "in_turn": hex0x(members[k % len(members)]),
+            "scheduled": [], "records": [],
+        }
+        if is_fixed_set(params):
+            return out
+        out["scheduled"] = [{"from_period": v.from_period, "members": [hex0x(m) for m in v.members]}
+                            for v in get_schedule(state).versions if v.from_period > k]
+        out["records"] = [{"committer": hex0x(key), "address": hex0x(address_bytes(key)), "bond": str(rec.bond),
+                           "misses": rec.misses, "until": rec.until, "status": EXIT_NAMES[rec.exit]}
+                          for key, rec in iter_records(state, PREFIX_COMMITTER, CommitterRecord)]
+        return out
+
     # --- the market (docs/market.md) --------------------------------------------------------
     async def get_channel(self, chain: bytes, payer: bytes, runner: bytes) -> dict[str, Any] | None:
         from chain.state import get_channel

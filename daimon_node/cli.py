@@ -73,6 +73,9 @@ app.add_typer(validator_app, name="validator")
 app.add_typer(channel_app, name="channel")
 
 from .cli_market import infer, offers, runner_app  # noqa: E402
+from .cli_committer import app as committer_app  # noqa: E402
+
+app.add_typer(committer_app, name="committer")
 
 app.add_typer(runner_app, name="runner")
 app.command()(infer)

@@ -20,6 +20,7 @@ from typing import Callable
 
 from chain import constants as C
 from chain.builder import build_improvement_block, build_problem_block
+from chain.committers import committers_at
 from chain.consensus import in_turn_committer, period_end, period_of
 from chain.crypto import KeyPair
 from chain.errors import ChainError
@@ -43,17 +44,20 @@ class CommitPlan:
 
 def plan_commit(state: State, keys: KeyPair, now: float,
                 has_signed: Callable[[int], bool] = lambda period: False) -> CommitPlan | None:
-    """The period this committer may seal at ``now``, if any."""
+    """The period this committer may seal at ``now``, if any: it must be in the set in force
+    at that period (``chain.committers``; a registered key from D periods after its
+    registration, a leaver until D periods after it left)."""
     problem = get_problem(state)
     params = problem.params
-    if keys.public_key not in params.committers or is_ejected(state, keys.public_key):
-        return None
     meta = get_meta(state)
     k = period_of(params, int(now)) - 1  # the last period that has ended
     if k <= meta.period or has_signed(k):
         return None
+    committers = committers_at(state, params, k)
+    if keys.public_key not in committers or is_ejected(state, keys.public_key):
+        return None
     end = period_end(params, k)
-    in_turn = in_turn_committer(params, k) == keys.public_key
+    in_turn = in_turn_committer(params, k, committers) == keys.public_key
     if not in_turn and now < end + params.grace:
         return None
     return CommitPlan(period=k, in_turn=in_turn, timestamp=max(int(now), end))

@@ -216,6 +216,9 @@ class ProblemOptions:
     del_n: int = 256
     del_max_seconds: float = 0.0
     seed: int = 0
+    committer_bond: int = 0  # > 0: keys may join the committer set by bond (issue 17); 0: the list is fixed
+    committer_delay: int = 2  # periods before a committer set change takes effect (used when bonded)
+    committer_miss_limit: int = 0  # in-turn slots missed in a row that remove a committer; 0: never
 
 
 ASSUMED_DISCORD: Final[float] = 0.15  # share of holdout items on which a model and its reference differ
@@ -303,6 +306,9 @@ def build_params(opts: ProblemOptions, ds: Dataset, creator: KeyPair, m: int, m_
         tie_margin_ppb=opts.tie_margin_ppb,
         max_ambiguous=opts.max_ambiguous if opts.max_ambiguous is not None else max(1, (m + 2 * m_h) // 100),
         max_model_bytes=opts.max_model_bytes,
+        committer_bond=opts.committer_bond,
+        committer_delay=opts.committer_delay if opts.committer_bond or opts.committer_miss_limit else 0,
+        committer_miss_limit=opts.committer_miss_limit,
         max_infer_ms=opts.max_infer_ms,
         max_votes=opts.max_votes,
         quorum_ppb=opts.quorum_ppb,
@@ -539,7 +545,7 @@ def problem_summary(proposal: Proposal, del_model: IntegerDEL | None = None) -> 
             v = [c.hex() for c in v]
         elif name == "genesis":
             v = [{"address": a.address.hex(), "amount": str(a.amount)} for a in v]
-        elif name in ("reward_scale", "validator_bond", "improver_bond", "contributor_bond"):
+        elif name in ("reward_scale", "validator_bond", "improver_bond", "contributor_bond", "committer_bond"):
             v = str(v)
         params[name] = v
     tup = proposal.first_tuple

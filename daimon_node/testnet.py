@@ -166,6 +166,9 @@ def prepare_testnet(
     mount: str | None = None,
     rpc_port: int = 8545,
     extra_accounts: tuple[bytes, ...] = (),
+    committer_bond: int = 0,
+    committer_delay: int = 2,
+    committer_miss_limit: int = 0,
 ) -> TestnetPlan:
     """Write keys, a genesis problem, example models and configs for ``nodes`` nodes.
 
@@ -201,6 +204,7 @@ def prepare_testnet(
         genesis=tuple((a, 1000 * 10**18) for a in [*(k.address_bytes for k in keys), *extra_accounts]),
         t0=int(time.time()) + start_delay, max_infer_ms=30_000,
         season_periods=season_periods, reveal_window=reveal_window, unbonding_periods=unbonding_periods,
+        committer_bond=committer_bond, committer_delay=committer_delay, committer_miss_limit=committer_miss_limit,
     )
     created = create_problem(directory / "problem", keys[0], opts=opts, dataset=dataset,
                              holdout_fraction=holdout_fraction, seasons=seasons)

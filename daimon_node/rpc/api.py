@@ -230,6 +230,11 @@ class RpcBackend(Protocol):
 
     async def get_reputation(self, chain: bytes, address: bytes) -> Reputation: ...
 
+    async def get_committers(self, chain: bytes) -> dict[str, Any]:
+        """The committer set in force now, the next in-turn key, scheduled changes and bonded
+        keys' records (docs/protocol.md, "Committers by transaction")."""
+        ...
+
     async def get_channel(self, chain: bytes, payer: bytes, runner: bytes) -> dict[str, Any] | None:
         """The payment channel from ``payer`` to ``runner`` (docs/market.md), or None."""
         ...
@@ -359,6 +364,7 @@ METHODS: Final[dict[str, MethodSpec]] = {
         MethodSpec("node_info"),
         MethodSpec("get_offers", (_C,)),
         MethodSpec("get_reputation", (_C, _A)),
+        MethodSpec("get_committers", (_C,)),
         MethodSpec("get_channel", (_C, Param("payer", ADDRESS), Param("runner", ADDRESS))),
         MethodSpec("infer_quote", (_C, Param("runner", ADDRESS), Param("payer", ADDRESS))),
         MethodSpec("infer", (_C, Param("runner", ADDRESS), Param("voucher", RAW), Param("inputs", RAW))),

@@ -230,6 +230,10 @@ class MemoryBackend:
         rep = self._chain(chain).reputation.get(address)
         return rep if rep is not None else Reputation(address=hex0x(address), score=0, ratings=0)
 
+    async def get_committers(self, chain: bytes) -> dict[str, Any]:
+        self._chain(chain)
+        raise Rejected("the in-memory backend holds no chain state")
+
     async def get_channel(self, chain: bytes, payer: bytes, runner: bytes) -> dict[str, Any] | None:
         self._chain(chain)
         return None  # the in-memory backend holds no chain state

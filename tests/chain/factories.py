@@ -54,7 +54,7 @@ def digest_for(tag: str) -> bytes:
 
 def keys_of(d: Devnet, pubkey: bytes) -> KeyPair:
     """The devnet key pair behind a public key."""
-    everyone = [d.creator, *d.committer_keys, *d.validator_keys, *d.improver_keys]
+    everyone = [d.creator, *d.committer_keys, *d.validator_keys, *d.improver_keys, *d.spare_keys]
     return next(k for k in everyone if k.public_key == pubkey)
 
 
