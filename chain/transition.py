@@ -357,6 +357,7 @@ def validate_params(params: ProblemParams) -> None:
     check_range("reward_scale", params.reward_scale, 0, MAX_SCALE)
     check_min_fee_param(params)
     check_supply(params)
+    validate_committer_params(params)
     if params.season_periods:
         validate_season_params(params)
 
@@ -413,7 +414,6 @@ def process_problem_block(state: State, header: BlockHeader, body: ProblemBody, 
     if not is_valid_signature(proposal.first_tuple, C.ZERO_HASH):
         raise InvalidSignature("bad first test tuple signature")
     validate_params(params)
-    validate_committer_params(params)
     for tup in body.extra_tuples:
         if not is_valid_signature(tup, chain_id):
             raise InvalidSignature("bad test tuple signature")

@@ -17,7 +17,14 @@ from typing import Optional
 import typer
 
 from chain.constants import DEFAULT_MIN_FEE, DEFAULT_QUORUM_PPB, PPB
-from chain.errors import ContributorBondTooSmall, InvalidProblem, ParameterOutOfRange, QuorumOutOfRange, SupplyTooLarge
+from chain.errors import (
+    CommitterParamsOutOfRange,
+    ContributorBondTooSmall,
+    InvalidProblem,
+    ParameterOutOfRange,
+    QuorumOutOfRange,
+    SupplyTooLarge,
+)
 
 from .errors import DaimonError
 
@@ -66,6 +73,9 @@ def explain_refusal(exc: InvalidProblem) -> str:
     if isinstance(exc, ContributorBondTooSmall):
         return (f"--contributor-bond {exc.bond}: below what one season can mint ({exc.season_mint} with this "
                 "--reward-a and --reward-scale); a missed reveal must compensate every locked holder")
+    if isinstance(exc, CommitterParamsOutOfRange):
+        return (f"--committer-delay {exc.delay}: a committer set that changes by transaction needs a delay of "
+                f"1..{exc.limit} periods")
     if isinstance(exc, SupplyTooLarge):
         return (f"--alloc total {exc.genesis} plus what the problem can mint ({exc.mintable}) exceeds the largest "
                 f"amount the chain encodes ({exc.limit})")
@@ -129,6 +139,13 @@ def create_cmd(
                                           "the bond can be withdrawn (at least 2)."),
     reveal_window: int = typer.Option(2, "--reveal-window", help="Periods after a season in which the contributor "
                                       "must reveal its holdout (at least 1)."),
+    committer_bond: str = typer.Option("0", "--committer-bond", help="Bond a key locks to join the committer set "
+                                       "by transaction, base units (0 with --committer-miss-limit 0: the --committer "
+                                       "list is fixed, as in Clique)."),
+    committer_delay: int = typer.Option(2, "--committer-delay", help="Periods before a committer joining, leaving "
+                                        "or removed takes effect (1..32)."),
+    committer_miss_limit: int = typer.Option(0, "--committer-miss-limit", help="In-turn slots a committer may miss "
+                                             "in a row before it is removed and half its bond burns (0: never)."),
     alloc: Optional[list[str]] = typer.Option(None, "--alloc", help="Genesis allocation ADDRESS=AMOUNT (base units); "
                                               "repeat; default: the creator gets 1000 tokens."),
     # --- bring your own data (daimon_node.datasets) ---
@@ -179,6 +196,8 @@ def create_cmd(
         improver_bond=base_units(improver_bond, "--improver-bond"),
         contributor_bond=None if contributor_bond is None else base_units(contributor_bond, "--contributor-bond"),
         max_votes=max_votes, quorum_ppb=quorum_ppb, unbonding_periods=unbonding_periods, reveal_window=reveal_window,
+        committer_bond=base_units(committer_bond, "--committer-bond"), committer_delay=committer_delay,
+        committer_miss_limit=committer_miss_limit,
         genesis=parse_allocations(alloc or []),
     )
     if min_fee < 1:

@@ -185,12 +185,14 @@ def test_cli_create_sets_the_economics(tmp_path: Path) -> None:
         "--reward-a", "5", "--reward-scale", "3000", "--validator-bond", "70", "--improver-bond", "9",
         "--contributor-bond", "123456", "--max-votes", "7", "--quorum-ppb", "800000000",
         "--unbonding-periods", "3", "--reveal-window", "4", "--season-periods", "6", "--min-fee", "2",
+        "--committer-bond", "500", "--committer-delay", "3", "--committer-miss-limit", "4",
         "--alloc", f"{ALICE}=1000", "--alloc", f"{BOB}=25"])
     assert r.exit_code == 0, r.output
     p = load_problem(prob).params
     assert (p.reward_a, p.reward_scale, p.validator_bond, p.improver_bond, p.contributor_bond) == (5, 3000, 70, 9, 123456)
     assert (p.max_votes, p.quorum_ppb, p.unbonding_periods, p.reveal_window, p.season_periods, p.min_fee) == \
         (7, 800_000_000, 3, 4, 6, 2)
+    assert (p.committer_bond, p.committer_delay, p.committer_miss_limit) == (500, 3, 4)
     assert [(a.address.hex(), a.amount) for a in p.genesis] == [("aa" * 20, 1000), ("bb" * 20, 25)]
 
 
@@ -208,6 +210,8 @@ BAD_ECONOMICS = {
     "unbonding": (["--unbonding-periods", "1"], "--unbonding-periods 1: the chain requires unbonding_periods at least 2"),
     "reveal-window": (["--reveal-window", "0"], "--reveal-window 0: the chain requires reveal_window at least 1"),
     "season-periods": (["--season-periods", "0"], "--season-periods 0: the chain requires season_periods at least 1"),
+    "committer-delay": (["--committer-bond", "5", "--committer-delay", "0"],
+                        "--committer-delay 0: a committer set that changes by transaction needs a delay of 1..32"),
     "alloc shape": (["--alloc", "aa"], "is not ADDRESS=AMOUNT"),
     "alloc twice": (["--alloc", f"{ALICE}=1", "--alloc", f"0x{ALICE}=2"], "twice"),
     "alloc address": (["--alloc", "abcd=1"], "40 hex digits"),
