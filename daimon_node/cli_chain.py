@@ -13,16 +13,21 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional
 
 import typer
 
 from .client import RpcClient
 from .errors import DaimonError
 from .rpc.errors import RpcError
+
+if TYPE_CHECKING:
+    from chain.crypto import KeyPair
 
 DEFAULT_RPC = "http://127.0.0.1:8545"
 
@@ -197,6 +202,29 @@ def resolve_fee(client: RpcClient, chain: bytes, fee: str | None, params: dict[s
     return int(params["min_fee"])
 
 
+class TxSession(NamedTuple):
+    """What every transaction command works with: the node, the chain, its parameters, the fee
+    (``--fee`` or the problem's minimum) and the signing key."""
+
+    client: RpcClient
+    chain_id: bytes
+    params: dict[str, Any]
+    fee: int
+    keys: "KeyPair"
+
+
+@contextmanager
+def tx_session(rpc: str, chain: Optional[str], fee: Optional[str], key_dir: Path) -> Iterator[TxSession]:
+    """Load the key, connect, resolve the chain and the fee: the start every transaction command shares."""
+    from .keystore import load_key
+
+    keys = load_key(key_dir)
+    with connect(rpc) as client:
+        chain_id = resolve_chain(client, chain)
+        params = problem_params(client, chain_id)
+        yield TxSession(client, chain_id, params, resolve_fee(client, chain_id, fee, params), keys)
+
+
 def send_transaction(client: RpcClient, chain: bytes, key_dir: Path, payload: Any, fee: int | None, *,
                      wait: bool, timeout: float, params: dict[str, Any] | None = None) -> Sent:
     """Sign ``payload`` with the next nonce, send it, and with ``wait`` follow it into a block.
@@ -364,19 +392,13 @@ def transfer_cmd(
     """Transfer tokens of a problem chain to another address; prints the transaction hash."""
     from chain.types import Transfer
 
-    from .keystore import load_key
-
     recipient = parse_address(to, "--to address")
     if fee is not None:
         parse_amount(fee, tokens=False, decimals=0, what="--fee")  # fail before contacting the node
     if not tokens:
         parse_amount(amount, tokens=False, decimals=0, what="--amount")  # fail before contacting the node
-    keys = load_key(key_dir)
-    with connect(rpc) as client:
-        chain_id = resolve_chain(client, chain)
-        params = problem_params(client, chain_id)
+    with tx_session(rpc, chain, fee, key_dir) as (client, chain_id, params, fee_units, keys):
         decimals = int(params["decimals"])
-        fee_units = resolve_fee(client, chain_id, fee, params)
         units = parse_amount(amount, tokens=tokens, decimals=decimals, what="--amount")
         if units == 0:
             raise ChainCommandError("--amount must be positive")

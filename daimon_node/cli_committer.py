@@ -29,10 +29,9 @@ from .cli_chain import (
     echo_json,
     format_tokens,
     hex0x,
-    problem_params,
     report_sent,
     resolve_chain,
-    resolve_fee,
+    tx_session,
     rpc_errors_as_one_line,
     send_transaction,
 )
@@ -57,16 +56,10 @@ def register_cmd(chain: Optional[str] = ChainOption, fee: Optional[str] = FeeOpt
     """Lock the committer bond; this key takes turns committer_delay periods after inclusion."""
     from chain.types import RegisterCommitter
 
-    from .keystore import load_key
-
-    keys = load_key(key_dir)
-    with connect(rpc) as client:
-        chain_id = resolve_chain(client, chain)
-        params = problem_params(client, chain_id)
+    with tx_session(rpc, chain, fee, key_dir) as (client, chain_id, params, fee_units, keys):
         bond = int(params["committer_bond"])
         if bond == 0:
             raise ChainCommandError(f"chain {chain_id.hex()[:16]} has a fixed committer list (no committer bond)")
-        fee_units = resolve_fee(client, chain_id, fee, params)
         balance = client.get_balance(chain_id, keys.address_bytes)["spendable"]
         if balance < bond + fee_units:
             decimals, symbol = int(params["decimals"]), params["token_symbol"]
@@ -90,17 +83,11 @@ def leave_cmd(chain: Optional[str] = ChainOption, fee: Optional[str] = FeeOption
     after leaving to get the bond back."""
     from chain.types import LeaveCommitter
 
-    from .keystore import load_key
-
-    keys = load_key(key_dir)
-    with connect(rpc) as client:
-        chain_id = resolve_chain(client, chain)
-        params = problem_params(client, chain_id)
+    with tx_session(rpc, chain, fee, key_dir) as (client, chain_id, params, fee_units, keys):
         record = own_record(get_committers(client, chain_id), keys.public_key)
         if record is None:
             raise ChainCommandError(f"{keys.address} is not a committer of chain {chain_id.hex()[:16]}")
         action = "leave" if record["until"] == 0 else "claim_bond"
-        fee_units = resolve_fee(client, chain_id, fee, params)
         sent = send_transaction(client, chain_id, key_dir, LeaveCommitter(), fee_units, wait=wait,
                                 timeout=timeout, params=params)
     report_sent(sent, as_json, {"chain": hex0x(chain_id), "type": "leave_committer", "action": action,

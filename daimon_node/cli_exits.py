@@ -28,15 +28,12 @@ from .cli_chain import (
     RpcOption,
     TimeoutOption,
     WaitOption,
-    connect,
     format_tokens,
     hex0x,
     parse_address,
     parse_amount,
-    problem_params,
     report_sent,
-    resolve_chain,
-    resolve_fee,
+    tx_session,
     rpc_errors_as_one_line,
     send_transaction,
 )
@@ -95,13 +92,7 @@ def bond_cmd(
     from chain.transition import check_may_bond
     from chain.types import RegisterValidator
 
-    from .keystore import load_key
-
-    keys = load_key(key_dir)
-    with connect(rpc) as client:
-        chain_id = resolve_chain(client, chain)
-        params = problem_params(client, chain_id)
-        fee_units = resolve_fee(client, chain_id, fee, params)
+    with tx_session(rpc, chain, fee, key_dir) as (client, chain_id, params, fee_units, keys):
         bond = fetch_bond(client, chain_id, keys.public_key)
         try:
             check_may_bond(keys.public_key, bond)
@@ -131,13 +122,7 @@ def unbond_cmd(
     problem's unbonding periods after the period of the block that includes it."""
     from chain.types import WithdrawBond
 
-    from .keystore import load_key
-
-    keys = load_key(key_dir)
-    with connect(rpc) as client:
-        chain_id = resolve_chain(client, chain)
-        params = problem_params(client, chain_id)
-        fee_units = resolve_fee(client, chain_id, fee, params)
+    with tx_session(rpc, chain, fee, key_dir) as (client, chain_id, params, fee_units, keys):
         bond = fetch_bond(client, chain_id, keys.public_key)
         if bond is None:
             raise ChainCommandError(f"nothing to unbond: key {keys.public_key.hex()[:16]} has no bond on this chain")
@@ -170,13 +155,7 @@ def withdraw_cmd(
     from chain.transition import check_withdraw_bond
     from chain.types import WithdrawBond
 
-    from .keystore import load_key
-
-    keys = load_key(key_dir)
-    with connect(rpc) as client:
-        chain_id = resolve_chain(client, chain)
-        params = problem_params(client, chain_id)
-        fee_units = resolve_fee(client, chain_id, fee, params)
+    with tx_session(rpc, chain, fee, key_dir) as (client, chain_id, params, fee_units, keys):
         bond = fetch_bond(client, chain_id, keys.public_key)
         period = current_period(client, chain_id)
         try:
@@ -219,18 +198,12 @@ def channel_open_cmd(
     """Lock a deposit for one runner (OpenChannel), or top up an open channel (the later expiry holds)."""
     from chain.types import OpenChannel
 
-    from .keystore import load_key
-
     runner_addr = parse_address(runner, "--runner")
     if periods < 1:
         raise ChainCommandError(f"--periods {periods} must be at least 1")
-    keys = load_key(key_dir)
-    if runner_addr == keys.address_bytes:
-        raise ChainCommandError("a channel to yourself pays nobody")
-    with connect(rpc) as client:
-        chain_id = resolve_chain(client, chain)
-        params = problem_params(client, chain_id)
-        fee_units = resolve_fee(client, chain_id, fee, params)
+    with tx_session(rpc, chain, fee, key_dir) as (client, chain_id, params, fee_units, keys):
+        if runner_addr == keys.address_bytes:
+            raise ChainCommandError("a channel to yourself pays nobody")
         units = parse_amount(amount, tokens=tokens, decimals=int(params["decimals"]), what="--amount")
         if units == 0:
             raise ChainCommandError("--amount must be positive")
@@ -258,14 +231,8 @@ def channel_close_cmd(
     from chain.transition import check_close_channel
     from chain.types import CloseChannel
 
-    from .keystore import load_key
-
     runner_addr = parse_address(runner, "--runner")
-    keys = load_key(key_dir)
-    with connect(rpc) as client:
-        chain_id = resolve_chain(client, chain)
-        params = problem_params(client, chain_id)
-        fee_units = resolve_fee(client, chain_id, fee, params)
+    with tx_session(rpc, chain, fee, key_dir) as (client, chain_id, params, fee_units, keys):
         channel = fetch_channel(client, chain_id, keys.address_bytes, runner_addr)
         period = current_period(client, chain_id)
         try:
