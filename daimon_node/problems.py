@@ -35,10 +35,12 @@ from .rpc.api import HolderInfo, ProblemSummary, hex0x
 log = logging.getLogger(__name__)
 
 # A new peer is asked within one tick of connecting; every peer again every ASK_EVERY_S
-# (a list is ~45 bytes a problem, so asking is cheap); a holder not heard from in three
-# asks is no longer shown.
+# (a list is ~45 bytes a problem, so asking is cheap); after a failed ask (a connection
+# still being set up, a busy peer) sooner: RETRY_S, doubling per failure up to ASK_EVERY_S.
+# A holder not heard from in three asks is no longer shown.
 TICK_S: Final[float] = 1.0
 ASK_EVERY_S: Final[float] = 10.0
+RETRY_S: Final[float] = 2.0
 HOLDER_TTL_S: Final[float] = 3 * ASK_EVERY_S
 REQUEST_TIMEOUT_S: Final[float] = 20.0  # above p2p's own 15 s request deadline
 # Bounds on what peers can make us do or hold: proposals fetched per peer per ask (the
@@ -93,6 +95,7 @@ class ProblemDirectory(ProblemProvider):
         self.follows = follows
         self.known: dict[bytes, KnownProblem] = {}
         self.asked_at: dict[str, float] = {}
+        self.failures: dict[str, int] = {}  # failed asks in a row, per peer
         self.forged = 0  # proposals refused since start (metrics, tests)
 
     # --- ProblemProvider ------------------------------------------------------------------
@@ -156,6 +159,7 @@ class ProblemDirectory(ProblemProvider):
                 connected = net.connected_peers()
                 for gone in [p for p, at in self.asked_at.items() if p not in connected and now - at >= ASK_EVERY_S]:
                     del self.asked_at[gone]  # asked again as soon as it reconnects
+                    self.failures.pop(gone, None)
                 for peer in connected:
                     if now - self.asked_at.get(peer, -math.inf) >= ASK_EVERY_S:
                         self.asked_at[peer] = now
@@ -173,8 +177,11 @@ class ProblemDirectory(ProblemProvider):
             with trio.fail_after(REQUEST_TIMEOUT_S):
                 listings = await net.request_problem_list(peer)
         except (P2PError, trio.TooSlowError) as exc:
-            log.debug("problem list from %s: %s", peer[:12], exc)
+            fails = self.failures[peer] = self.failures.get(peer, 0) + 1
+            log.log(logging.INFO if fails == 1 else logging.DEBUG, "no problem list from %s: %s", peer[:12], exc)
+            self.asked_at[peer] = time.monotonic() - ASK_EVERY_S + min(ASK_EVERY_S, RETRY_S * 2 ** (fails - 1))
             return
+        self.failures.pop(peer, None)
         unknown = self.record(peer, listings, time.monotonic())
         heights = {item.chain_id: item.height for item in listings}
         for chain_id in unknown[:MAX_FETCHES_PER_ASK]:
