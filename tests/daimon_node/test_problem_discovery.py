@@ -137,3 +137,36 @@ async def test_an_unfollowed_problem_is_shown_but_not_followed(tmp_path: Path) -
     assert followed == []
     assert [(r["name"], r["followed"], r["holders"]) for r in rows] == [
         (asked.params.name, False, [{"peer_id": peer.peer_id, "height": 7}])]
+
+
+class Lister(ProblemProvider):
+    """A peer that lists ``n`` chain ids and serves no proposal for any (counts the asks)."""
+
+    def __init__(self, n: int) -> None:
+        self.ids = [bytes([i]) * 32 for i in range(n)]
+        self.gets = 0
+
+    def list_problems(self) -> list[ProblemListing]:
+        return [ProblemListing(cid, 0) for cid in self.ids]
+
+    def get_proposal(self, chain_id: bytes) -> bytes | None:
+        self.gets += 1
+        return None
+
+
+@pytest.mark.trio
+async def test_one_ask_fetches_at_most_its_cap_of_proposals(tmp_path: Path) -> None:
+    """A peer listing many chains makes us fetch at most MAX_FETCHES_PER_ASK per ask; the rest
+    wait for the next ask (every ASK_EVERY_S), so a lister cannot turn one list into 256 requests."""
+    from daimon_node.problems import MAX_FETCHES_PER_ASK
+
+    lister = Lister(3 * MAX_FETCHES_PER_ASK)
+
+    async def follow(p: Proposal) -> None:
+        raise AssertionError("nothing here is followable")
+
+    async with learner_and_peer(tmp_path, lister) as (directory, learner, peer):
+        with trio.fail_after(30):
+            await directory.ask(learner, peer.peer_id, follow)
+    assert lister.gets == MAX_FETCHES_PER_ASK
+    assert directory.summaries() == []  # unverified claims are not shown
