@@ -113,6 +113,8 @@ class ProblemDirectory(ProblemProvider):
         for chain_id, known in self.known.items():
             if chain_id not in listed:
                 known.holders.pop(peer, None)
+            for stale in [p for p, h in known.holders.items() if now - h.told_at > HOLDER_TTL_S]:
+                del known.holders[stale]  # a peer that left is forgotten, not only hidden
         unknown: list[bytes] = []
         for chain_id, height in listed.items():
             known = self._known(chain_id)

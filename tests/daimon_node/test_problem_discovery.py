@@ -170,3 +170,26 @@ async def test_one_ask_fetches_at_most_its_cap_of_proposals(tmp_path: Path) -> N
             await directory.ask(learner, peer.peer_id, follow)
     assert lister.gets == MAX_FETCHES_PER_ASK
     assert directory.summaries() == []  # unverified claims are not shown
+
+
+def test_holders_expire_and_a_delisting_peer_is_dropped(tmp_path: Path) -> None:
+    """A holder is shown for HOLDER_TTL_S after its last list, then forgotten; a peer whose
+    new list lacks the chain stops being a holder at once."""
+    from daimon_node.problems import HOLDER_TTL_S
+
+    chains = ChainManager(tmp_path, ContentStore(tmp_path / "content"), SystemClock())
+    try:
+        p = proposal(1)
+        chains.add_proposal(p)
+        directory = ProblemDirectory(chains, follows=lambda chain_id: True)
+        assert directory.record("peer-a", [ProblemListing(p.chain_id, 3)], now=100.0) == []  # followed: nothing to fetch
+        directory.record("peer-b", [ProblemListing(p.chain_id, 4)], now=100.0)
+        assert directory.holders(p.chain_id, now=100.0) == {"peer-a": 3, "peer-b": 4}
+        directory.record("peer-b", [], now=101.0)  # b no longer lists it
+        assert directory.holders(p.chain_id, now=101.0) == {"peer-a": 3}
+        late = 100.0 + HOLDER_TTL_S + 1
+        assert directory.holders(p.chain_id, now=late) == {}
+        directory.record("peer-c", [ProblemListing(p.chain_id, 5)], now=late)
+        assert set(directory.known[p.chain_id].holders) == {"peer-c"}  # a's entry pruned, not only hidden
+    finally:
+        chains.close()
