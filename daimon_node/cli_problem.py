@@ -216,7 +216,7 @@ def list_cmd(
                    + ("" if p.get("followed", True) else "  (not followed)"))
         if network:
             holders = p.get("holders", [])
-            typer.echo(f"  held by {len(holders)} peer(s)" + ("" if holders else " heard from lately"))
+            typer.echo(f"  held by {len(holders)} peer(s)" if holders else "  no peer has listed it lately")
             for h in holders:
                 typer.echo(f"    {h['peer_id']}  height {h['height']}")
 
