@@ -31,7 +31,7 @@ from p2p.framing import (
     write_control,
 )
 from p2p.peers import PeerBook
-from p2p.serving import maybe_await, penalise, request_stream, serve_stream
+from p2p.serving import maybe_await, request_stream, serve_stream
 
 log = logging.getLogger(__name__)
 
@@ -178,9 +178,6 @@ class SyncService:
     ) -> T:
         return await request_stream(self.host, self.book, self.on_ban, SYNC_PROTOCOL, peer, req, read,
                                     timeout_s=self.request_timeout_s, failure=SyncError)
-
-    def _penalise(self, peer: str) -> None:
-        penalise(self.book, peer, self.on_ban)
 
 
 def _raise_status(reply: list[Any]) -> None:

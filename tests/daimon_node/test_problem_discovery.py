@@ -38,7 +38,8 @@ class Serving(ProblemProvider):
 
 
 @asynccontextmanager
-async def learner_and_peer(tmp_path: Path, provider: ProblemProvider) -> AsyncIterator[tuple[ProblemDirectory, P2PNode, P2PNode]]:
+async def learner_and_peer(tmp_path: Path,
+                           provider: ProblemProvider) -> AsyncIterator[tuple[ProblemDirectory, P2PNode, P2PNode]]:
     """A directory over an empty data dir on one node, connected to a peer serving ``provider``."""
     content = ContentStore(tmp_path / "learner" / "content")
     chains = ChainManager(tmp_path / "learner", content, SystemClock())
@@ -182,7 +183,8 @@ def test_holders_expire_and_a_delisting_peer_is_dropped(tmp_path: Path) -> None:
         p = proposal(1)
         chains.add_proposal(p)
         directory = ProblemDirectory(chains, follows=lambda chain_id: True)
-        assert directory.record("peer-a", [ProblemListing(p.chain_id, 3)], now=100.0) == []  # followed: nothing to fetch
+        # A chain we follow: nothing to fetch, the peer becomes a holder.
+        assert directory.record("peer-a", [ProblemListing(p.chain_id, 3)], now=100.0) == []
         directory.record("peer-b", [ProblemListing(p.chain_id, 4)], now=100.0)
         assert directory.holders(p.chain_id, now=100.0) == {"peer-a": 3, "peer-b": 4}
         directory.record("peer-b", [], now=101.0)  # b no longer lists it
