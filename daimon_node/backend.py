@@ -107,11 +107,7 @@ class NodeBackend:
         return handle
 
     async def list_problems(self) -> list[ProblemSummary]:
-        return [
-            ProblemSummary(chain=hex0x(h.chain_id), name=h.proposal.params.name,
-                           height=h.store.height, head=hex0x(h.store.head))
-            for h in self.node.chains.chains.values()
-        ]
+        return self.node.problems.summaries()
 
     async def get_problem(self, chain: bytes) -> dict[str, Any]:
         from .problem_kit import problem_summary
@@ -524,6 +520,8 @@ def register_metrics(node: "Node", metrics: MetricsRegistry) -> None:
                   function=lambda: float(node.metrics.rpc_rejected))
     metrics.gauge("daimon_p2p_bans", "Peers banned since start (penalty threshold or operator)",
                   function=lambda: float(node.p2p.bans_total))
+    metrics.gauge("daimon_problems_forged", "Proposals refused from peers since start (hash is not the chain id)",
+                  function=lambda: float(node.problems.forged))
     metrics.gauge("daimon_p2p_banned_peers", "Peers banned now",
                   function=lambda: float(sum(1 for s in node.p2p.peers() if s.banned_for_s > 0)))
 

@@ -125,7 +125,7 @@ def resolve_chain(client: RpcClient, text: Optional[str]) -> bytes:
     """A full chain id, a unique prefix of one the node follows, or (none given) the node's only chain."""
     if text is not None and is_chain_id(text):
         return parse_hex(text, 32, "chain id")
-    chains = [c["chain"][2:] for c in client.list_problems()]
+    chains = [c["chain"][2:] for c in client.list_problems() if c.get("followed", True)]
     if text is None:
         if len(chains) == 1:
             return bytes.fromhex(chains[0])

@@ -287,23 +287,33 @@ def reveal_cmd(
 @app.command("list")
 def list_cmd(
     rpc: str = typer.Option("http://127.0.0.1:8545", "--rpc", envvar="DAIMON_RPC", help="JSON-RPC URL of a node."),
+    network: bool = typer.Option(False, "--network", help="Also the problems the node's peers serve that it does "
+                                 "not follow, and for each problem the peers that hold it, with their heights."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list (for scripts)."),
 ) -> None:
-    """List the problem chains a node follows: chain id, name, height, head."""
+    """List the problem chains a node follows: chain id, name, height, head (--network: what its peers know)."""
     from .cli_chain import connect, echo_json
 
     with connect(rpc) as client:
         problems = client.list_problems()
+    if not network:
+        problems = [p for p in problems if p.get("followed", True)]
     if as_json:
         echo_json(problems)
         return
     if not problems:
-        typer.echo(f"the node at {rpc} follows no problem chain yet")
+        typer.echo(f"the node at {rpc} {'knows' if network else 'follows'} no problem chain yet")
         return
     typer.echo(f"{'chain':<64}  {'height':>6}  {'head':<16}  name")
     for p in problems:
         head = "-" if p["height"] < 0 else p["head"][2:18]
-        typer.echo(f"{p['chain'][2:]:<64}  {p['height']:>6}  {head:<16}  {p['name']}")
+        typer.echo(f"{p['chain'][2:]:<64}  {p['height']:>6}  {head:<16}  {p['name']}"
+                   + ("" if p.get("followed", True) else "  (not followed)"))
+        if network:
+            holders = p.get("holders", [])
+            typer.echo(f"  held by {len(holders)} peer(s)" if holders else "  no peer has listed it lately")
+            for h in holders:
+                typer.echo(f"    {h['peer_id']}  height {h['height']}")
 
 
 @app.command("show")

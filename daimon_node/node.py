@@ -22,7 +22,7 @@ import trio
 from chain import constants as C
 from chain.errors import ChainError, DecodeError
 from chain.state import is_ejected
-from chain.types import PoI, ReportEquivocation, Reveal, SeasonReveal, Transaction, Vote
+from chain.types import PoI, Proposal, ReportEquivocation, Reveal, SeasonReveal, Transaction, Vote
 from chain.crypto import KeyPair
 from p2p import (
     PROBLEMS_TOPIC,
@@ -41,6 +41,7 @@ from .config import NodeConfig
 from .errors import DaimonError, StorageFailure
 from .keystore import load_key
 from .mempool import Verdict
+from .problems import ProblemDirectory
 from .roles import ContributorRole, ImproverRole, ValidatorRole, next_tx, step_committer
 from .sandbox import Sandbox
 
@@ -104,12 +105,14 @@ class Node:
         with data_dir_writes():
             self.content = ContentStore(self.data_dir / "content")
             self.chains = ChainManager(self.data_dir, self.content, self.clock, config.chain.clock_drift_s)
+        self.problems = ProblemDirectory(self.chains, self._follows)  # serves and learns problems
         self.p2p = P2PNode(
             P2PConfig(seed=self.keys.seed, content_dir=self.data_dir / "content",
                       listen_addr=config.p2p.listen, bootstrap=tuple(config.p2p.bootstrap),
                       sync_max_item_bytes=C.MAX_BLOCK_MESSAGE_BYTES,
-                      announce=tuple(config.p2p.announce)),
-            sync_provider=self.chains, store=self.content)
+                      announce=tuple(config.p2p.announce),
+                      problems_max_proposal_bytes=C.MAX_PROBLEM_MESSAGE_BYTES),
+            sync_provider=self.chains, store=self.content, problem_provider=self.problems)
         self.sandbox = Sandbox()
         self.metrics = NodeMetrics()
         self.started_at = time.time()
@@ -220,6 +223,7 @@ class Node:
                     (self.data_dir / "p2p.addrs").write_text("\n".join(self.p2p.listen_addrs()) + "\n")
                 nursery.start_soon(self._tick_loop)
                 nursery.start_soon(self._sync_loop)
+                nursery.start_soon(self.problems.run, self.p2p, self.follow_proposal)
                 log.info("node %s up: p2p %s (announced %s) rpc %s", self.keys.address[:12], self.p2p.listen_addrs(),
                          self.p2p.announced_addrs(), self.rpc_port)
                 task_status.started()
@@ -286,14 +290,20 @@ class Node:
         except DecodeError:
             self.metrics.count("problem", "reject")
             return ValidationResult.REJECT
-        follow = self.config.chain.follow
-        if "*" in follow or proposal.chain_id.hex() in follow:
+        if self._follows(proposal.chain_id):
             self.metrics.count("problem", "accept")
             return ValidationResult.ACCEPT
         return ValidationResult.IGNORE
 
+    def _follows(self, chain_id: bytes) -> bool:
+        follow = self.config.chain.follow
+        return "*" in follow or chain_id.hex() in follow
+
     async def _on_problem_msg(self, msg: GossipMessage) -> None:
-        proposal = decode_proposal(msg.data)
+        await self.follow_proposal(decode_proposal(msg.data))
+
+    async def follow_proposal(self, proposal: Proposal) -> None:
+        """Follow a verified proposal's chain (from gossip or from a peer's problem list)."""
         try:
             handle, new = self.chains.add_proposal(proposal)
         except StorageFailure as failure:

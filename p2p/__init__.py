@@ -4,7 +4,18 @@ The node uses ``P2PNode`` and the types below; it never imports libp2p itself.
 See docs/p2p.md.
 """
 
-from p2p.abc import GossipMessage, Handler, INetwork, PeerStats, SyncHead, SyncProvider, ValidationResult, Validator
+from p2p.abc import (
+    GossipMessage,
+    Handler,
+    INetwork,
+    PeerStats,
+    ProblemListing,
+    ProblemProvider,
+    SyncHead,
+    SyncProvider,
+    ValidationResult,
+    Validator,
+)
 from p2p.errors import (
     ContentStoreFull,
     ConfigError,
@@ -20,6 +31,7 @@ from p2p.errors import (
     NotSubscribed,
     P2PError,
     PeerBanned,
+    ProblemsError,
     ProtocolViolation,
     RequestTimeout,
     SyncError,
@@ -34,7 +46,8 @@ __all__ = [
     "ConfigError", "ContentError", "ContentHashMismatch", "ContentNotFound", "ContentPinned",
     "ContentStore", "ContentTooLarge", "DialError", "FrameTooLarge", "GossipMessage", "Handler",
     "INetwork", "MessageTooLarge", "NoPeers", "NotSubscribed", "P2PConfig", "P2PError", "P2PNode",
-    "PROBLEMS_TOPIC", "PeerBanned", "PeerStats", "ProtocolViolation", "RequestTimeout", "SyncError",
+    "PROBLEMS_TOPIC", "PeerBanned", "PeerStats", "ProblemListing", "ProblemProvider", "ProblemsError",
+    "ProtocolViolation", "RequestTimeout", "SyncError",
     "SyncHead", "SyncProvider", "ValidationResult", "Validator", "chain_topic", "chain_topics",
     "content_id", "peer_id_from_seed", "topic_kind",
 ]

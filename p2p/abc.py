@@ -103,6 +103,30 @@ class SyncProvider(ABC):
         """Encoded headers for the same range (may be fewer)."""
 
 
+@dataclass(frozen=True, slots=True)
+class ProblemListing:
+    """One problem a peer says it follows (``/daimon/problems/1`` list): its chain id and
+    the peer's head height, -1 before the Problem block. A claim, not a proof: the
+    proposal fetched for it must hash to ``chain_id``."""
+
+    chain_id: bytes
+    height: int
+
+
+class ProblemProvider(ABC):
+    """The node's problems, used to *serve* ``/daimon/problems/1`` so that a node that
+    joins after a problem's creator left can still learn of it. Methods may be sync or
+    async; the p2p layer never decodes a proposal."""
+
+    @abstractmethod
+    def list_problems(self) -> "list[ProblemListing] | Awaitable[list[ProblemListing]]":
+        """Every problem we follow, with our height of it."""
+
+    @abstractmethod
+    def get_proposal(self, chain_id: bytes) -> "bytes | None | Awaitable[bytes | None]":
+        """The encoded signed proposal of ``chain_id``, or None if we do not follow it."""
+
+
 class INetwork(ABC):
     """What the node may ask of the network. ``P2PNode`` implements it."""
 

@@ -113,3 +113,7 @@ class ContentStoreFull(Exception):
         self.root = root
         self.detail = detail
         super().__init__(f"content store {root} is full: {detail}")
+
+
+class ProblemsError(P2PError):
+    """A problems request failed at the remote (an error status, a reset, a peer that left)."""

@@ -23,12 +23,14 @@ from typing import Any
 
 import trio
 
-from p2p.abc import Handler, INetwork, PeerStats, SyncHead, SyncProvider, Validator
+from p2p.abc import Handler, INetwork, PeerStats, ProblemListing, ProblemProvider, SyncHead, SyncProvider, Validator
 from p2p.content import ContentService
 from p2p.errors import DialError
 from p2p.gossip import GossipService
 from p2p.host import HostService
-from p2p.peers import PeerBook
+from p2p.peers import WEIGHT_BAD_CONTENT, PeerBook
+from p2p.problems import MAX_LISTED, MAX_PROPOSAL_BYTES, ProblemsService
+from p2p.serving import penalise
 from p2p.store import ContentStore
 from p2p.sync import SyncService
 
@@ -68,13 +70,15 @@ class P2PConfig:
     sync_max_batch: int = 64
     sync_max_item_bytes: int = 2 * 1024 * 1024
     content_stall_timeout_s: float = 15.0
+    problems_max_listed: int = MAX_LISTED
+    problems_max_proposal_bytes: int = MAX_PROPOSAL_BYTES
 
 
 class P2PNode(INetwork):
     """The network service of a DaiMoN node."""
 
     def __init__(self, config: P2PConfig, *, sync_provider: SyncProvider | None = None,
-                 store: ContentStore | None = None) -> None:
+                 store: ContentStore | None = None, problem_provider: ProblemProvider | None = None) -> None:
         self.config = config
         self.book = PeerBook(
             ban_threshold=config.ban_threshold,
@@ -99,6 +103,11 @@ class P2PNode(INetwork):
         self.sync = SyncService(
             host, self.book, sync_provider, max_batch=config.sync_max_batch,
             max_item_bytes=config.sync_max_item_bytes, request_timeout_s=config.request_timeout_s,
+            on_ban=self._on_ban,
+        )
+        self.problems = ProblemsService(
+            host, self.book, problem_provider, max_listed=config.problems_max_listed,
+            max_proposal_bytes=config.problems_max_proposal_bytes, request_timeout_s=config.request_timeout_s,
             on_ban=self._on_ban,
         )
         self.content = ContentService(
@@ -165,6 +174,20 @@ class P2PNode(INetwork):
 
     async def request_headers(self, peer: str | None, chain_id: bytes, start: int, count: int) -> list[bytes]:
         return await self.sync.request_range(peer, "headers", chain_id, start, count)
+
+    # -- problems -----------------------------------------------------------
+    async def request_problem_list(self, peer: str) -> list[ProblemListing]:
+        """The problems ``peer`` follows, with its head heights (``/daimon/problems/1``)."""
+        return await self.problems.request_list(peer)
+
+    async def request_proposal(self, peer: str, chain_id: bytes) -> bytes | None:
+        """The proposal bytes ``peer`` serves for ``chain_id`` (unchecked: see ``penalise_bad_data``)."""
+        return await self.problems.request_proposal(peer, chain_id)
+
+    def penalise_bad_data(self, peer: str) -> None:
+        """``peer`` served bytes that are not what their id says (a proposal whose hash is not
+        the chain id asked for): the content-mismatch penalty, which bans at the default threshold."""
+        penalise(self.book, peer, self._on_ban, WEIGHT_BAD_CONTENT)
 
     # -- content ------------------------------------------------------------
     async def fetch_content(self, content_id: bytes, max_bytes: int,

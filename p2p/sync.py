@@ -12,7 +12,6 @@ any item over ``max_item_bytes``. Every stream is closed under a deadline.
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -20,11 +19,9 @@ from typing import Any, TypeVar
 import trio
 from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
-from libp2p.network.stream.exceptions import StreamError
-from libp2p.peer.id import ID
 
 from p2p.abc import SyncHead, SyncProvider
-from p2p.errors import NoPeers, P2PError, ProtocolViolation, RequestTimeout, StreamEnded, SyncError
+from p2p.errors import NoPeers, P2PError, ProtocolViolation, SyncError
 from p2p.framing import (
     expect_bytes,
     expect_int,
@@ -34,17 +31,13 @@ from p2p.framing import (
     write_control,
 )
 from p2p.peers import PeerBook
-from p2p.serving import penalise, reset_quietly, serve_stream
+from p2p.serving import maybe_await, request_stream, serve_stream
 
 log = logging.getLogger(__name__)
 
 SYNC_PROTOCOL = TProtocol("/daimon/sync/1")
 MAX_HEIGHT = 2**63 - 1
 T = TypeVar("T")
-
-
-async def _maybe_await(value: T | Awaitable[T]) -> T:
-    return await value if inspect.isawaitable(value) else value  # type: ignore[return-value]
 
 
 class SyncService:
@@ -98,14 +91,14 @@ class SyncService:
             await write_control(stream, ["err", "no chains served"])
             return
         if op == "head":
-            head = await _maybe_await(self.provider.get_head(chain_id))
+            head = await maybe_await(self.provider.get_head(chain_id))
             reply: list[Any] = ["none"] if head is None else ["ok", head.height, head.block_hash, head.weight]
             await write_control(stream, reply)
             return
         start = expect_int(req[2], "start", 0, MAX_HEIGHT)
         count = min(expect_int(req[3], "count", 1, MAX_HEIGHT), self.max_batch)
         getter = self.provider.get_blocks if op == "blocks" else self.provider.get_headers
-        items = await _maybe_await(getter(chain_id, start, count))
+        items = await maybe_await(getter(chain_id, start, count))
         out: list[bytes] = []
         total = 0
         for item in items[:count]:
@@ -183,34 +176,8 @@ class SyncService:
     async def _request(
         self, peer: str, req: list[Any], read: Callable[[INetStream], Awaitable[T]]
     ) -> T:
-        stream: INetStream | None = None
-        try:
-            with trio.fail_after(self.request_timeout_s):
-                stream = await self.host.new_stream(ID.from_base58(peer), [SYNC_PROTOCOL])
-                await write_control(stream, req)
-                result = await read(stream)
-                await stream.close()
-                stream = None
-                return result
-        except trio.TooSlowError as exc:
-            raise RequestTimeout(f"sync {req[0]} from {peer} timed out") from exc
-        except StreamEnded as exc:
-            raise SyncError(f"{peer} closed the sync stream without replying") from exc
-        except ProtocolViolation:
-            self._penalise(peer)
-            raise
-        except StreamError as exc:
-            raise SyncError(f"sync stream to {peer} failed: {exc}") from exc
-        except P2PError:
-            raise
-        except Exception as exc:  # dial/negotiation failures surface as assorted types
-            raise SyncError(f"sync {req[0]} from {peer} failed: {exc}") from exc
-        finally:
-            if stream is not None:
-                await reset_quietly(stream)
-
-    def _penalise(self, peer: str) -> None:
-        penalise(self.book, peer, self.on_ban)
+        return await request_stream(self.host, self.book, self.on_ban, SYNC_PROTOCOL, peer, req, read,
+                                    timeout_s=self.request_timeout_s, failure=SyncError)
 
 
 def _raise_status(reply: list[Any]) -> None:

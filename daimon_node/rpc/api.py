@@ -27,13 +27,23 @@ from .errors import InvalidParams
 
 
 # --- Result shapes ---------------------------------------------------------------------
+class HolderInfo(TypedDict):
+    """A peer that said (over ``/daimon/problems/1``) it follows a chain, and its height."""
+
+    peer_id: str
+    height: int  # -1 before the Problem block
+
+
 class ProblemSummary(TypedDict):
-    """One entry of ``daimon_listProblems``."""
+    """One entry of ``daimon_listProblems``: the chains the node follows, then the ones peers
+    serve that it verified but does not follow (``followed`` false, ``height`` -1)."""
 
     chain: str  # 0x + 32-byte chain id
     name: str
-    height: int  # head height, -1 before the Problem block
+    height: int  # our head height, -1 before the Problem block (or when not followed)
     head: str  # 0x + head block hash
+    followed: bool
+    holders: list[HolderInfo]  # peers heard from lately, highest first
 
 
 class Balance(TypedDict):

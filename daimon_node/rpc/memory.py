@@ -116,7 +116,8 @@ class MemoryBackend:
     # --- RpcBackend --------------------------------------------------------------------------
     async def list_problems(self) -> list[ProblemSummary]:
         return [ProblemSummary(chain=hex0x(c.chain_id), name=c.name, height=len(c.blocks) - 1,
-                               head=c.blocks[-1]["hash"] if c.blocks else hex0x(bytes(32)))
+                               head=c.blocks[-1]["hash"] if c.blocks else hex0x(bytes(32)),
+                               followed=True, holders=[])
                 for c in self.chains.values()]
 
     async def get_problem(self, chain: bytes) -> dict[str, Any]:

@@ -108,7 +108,7 @@ function subscribe() {
 
 async function main() {
   try { const info = await rpc("daimon_nodeInfo"); $("node").textContent = info.peer_id.slice(0, 16) + "… · " + info.peers + " peers"; } catch (e) {}
-  const problems = await rpc("daimon_listProblems");
+  const problems = (await rpc("daimon_listProblems")).filter((p) => p.followed !== false);
   $("problems").innerHTML = problems.map((p) => `<option value="${p.chain}">${esc(p.name)} (${p.chain.slice(0, 10)}…)</option>`).join("");
   const want = new URLSearchParams(location.search).get("chain");
   chain = want || (problems[0] && problems[0].chain);

@@ -133,7 +133,7 @@ async def test_every_method_round_trip(nursery: trio.Nursery) -> None:
     with trio.fail_after(TIMEOUT):
         r = await s.client_call(calls)
     assert r["problems"] == [{"chain": "0x" + CHAIN.hex(), "name": "devnet", "height": 4,
-                              "head": "0x" + DEVNET.blocks[-1].hash.hex()}]
+                              "head": "0x" + DEVNET.blocks[-1].hash.hex(), "followed": True, "holders": []}]
     assert r["problem"]["params"]["name"] == "devnet" and r["problem"]["chain"] == "0x" + CHAIN.hex()
     assert r["height"] == len(DEVNET.blocks) - 1 == 4
     anchored = DEVNET.blocks[3]
