@@ -37,6 +37,20 @@ def configure_logging(level: str, log_file: Path | None = None) -> None:
     )
     for noisy in ("libp2p", "multiaddr", "async_service"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger(LIBP2P_TCP_LOGGER).addFilter(demote_failed_dial)
+
+
+# py-libp2p 0.8.1 logs every failed outgoing TCP dial at ERROR. On a peer-to-peer network that is
+# routine (the peer is down or not up yet) and the node re-dials with a backoff, so an operator
+# reading ERROR would chase nothing: such records are kept, as warnings.
+LIBP2P_TCP_LOGGER = "libp2p.transport.tcp.tcp"
+FAILED_DIAL_PREFIX = "Failed to open TCP stream"
+
+
+def demote_failed_dial(record: logging.LogRecord) -> bool:
+    if record.levelno == logging.ERROR and str(record.msg).startswith(FAILED_DIAL_PREFIX):
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+    return True
 
 
 async def run_until_signal(config: NodeConfig) -> None:
