@@ -250,37 +250,4 @@ def channel_close_cmd(
                                 "refund": str(channel.deposit - channel.redeemed), "fee": str(fee_units)})
 
 
-# --- status: what is locked ---------------------------------------------------------------
-def describe_part(part: dict[str, Any], period: int, unbonding_periods: int) -> str:
-    """Why an amount is locked and what returns it, in one line."""
-    kind, free_from = part["kind"], part["free_from"]
-    when = "now" if free_from is not None and free_from <= period else f"from period {free_from}"
-    if kind == "validator_bond":
-        return (f"validator bond, active: 'daimon-node validator unbond' starts unbonding; withdrawable "
-                f"{unbonding_periods} periods after")
-    if kind == "unbonding":
-        return f"validator bond unbonding until period {free_from}: 'daimon-node validator withdraw' {when}"
-    if kind == "channel_deposit":
-        return (f"channel deposit to {part['ref']}, expires period {free_from}: 'daimon-node channel close "
-                f"--runner {part['ref']}' {when}")
-    if kind == "season_reward":
-        return f"reward locked in season {part['season']}: vests or burns at its holdout reveal, {when}"
-    if kind == "improver_bond":
-        where = f"season {part['season']}'s holdout reveal" if part["season"] is not None else "the settlement"
-        return f"improver bond held until {where} ({when}); burned if the proof fails"
-    if kind == "contributor_bond":
-        return (f"contributor bond behind season {part['season']}'s sealed holdout: returned at its reveal, {when}; "
-                "slashed to the locked holders if the reveal window is missed")
-    return kind
-
-
-def print_locks(locks: dict[str, Any], params: dict[str, Any]) -> None:
-    decimals, symbol = int(params["decimals"]), params["token_symbol"]
-    typer.echo(f"  account  {locks['address']}  spendable {format_tokens(int(locks['spendable']), decimals)} {symbol}"
-               f"  locked {format_tokens(int(locks['locked']), decimals)} {symbol}")
-    for part in locks["parts"]:
-        amount = format_tokens(int(part["amount"]), decimals)
-        typer.echo(f"    {amount} {symbol}  {describe_part(part, int(locks['period']), int(params['unbonding_periods']))}")
-
-
-__all__ = ["validator_app", "channel_app", "print_locks", "describe_part"]
+__all__ = ["validator_app", "channel_app"]
