@@ -15,10 +15,10 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m daimon_node.demo
+	$(PY) -m daimon_node.harness.demo
 
 devnet: $(STAMP)
-	$(PY) -m daimon_node.devnet_demo
+	$(PY) -m daimon_node.harness.devnet_demo
 
 # Two workers: the multi-process testnet tests mostly wait on their periods, so two run side
 # by side in about half the wall time (the suite is under 10 minutes on 2 cores).

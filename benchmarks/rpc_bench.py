@@ -186,7 +186,7 @@ def main() -> None:
         serve_bare()
         return
 
-    from daimon_node.client import RpcClient
+    from daimon_node.rpc.client import RpcClient
 
     use_wrk = shutil.which("wrk") is not None
     load = run_wrk if use_wrk else run_python

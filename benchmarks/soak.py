@@ -34,10 +34,10 @@ import tomli_w
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from daimon_node.client import RpcClient  # noqa: E402
+from daimon_node.rpc.client import RpcClient  # noqa: E402
 from daimon_node.errors import DaimonError  # noqa: E402
-from daimon_node.problem_kit import load_train_split  # noqa: E402
-from daimon_node.testnet import Testnet, TestnetPlan, free_base_port, prepare_testnet, raise_on_sigterm, supervise  # noqa: E402
+from daimon_node.proofs.problem_kit import load_train_split  # noqa: E402
+from daimon_node.harness.testnet import Testnet, TestnetPlan, free_base_port, prepare_testnet, raise_on_sigterm, supervise  # noqa: E402
 
 T_P, T_B, GRACE = 12, 8, 3
 PRICE = 5

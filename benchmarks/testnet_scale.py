@@ -1,6 +1,6 @@
 """How many node processes on this machine still agree on the head within two periods?
 
-For each N (default 4, 8, 12, 16) this prepares a testnet (``daimon_node.testnet``:
+For each N (default 4, 8, 12, 16) this prepares a testnet (``daimon_node.harness.testnet``:
 keys, a digits problem, example models, one config per node on 127.0.0.1), starts
 the N nodes as separate processes, and polls every node's ``daimon_nodeInfo`` over
 JSON-RPC once a second. Each block (a new head hash first seen at some node) must be
@@ -36,10 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psutil  # noqa: E402
 
-from daimon_node.client import RpcClient  # noqa: E402
+from daimon_node.rpc.client import RpcClient  # noqa: E402
 from daimon_node.errors import DaimonError  # noqa: E402
-from daimon_node.problem_kit import load_problem  # noqa: E402
-from daimon_node.testnet import Testnet, prepare_testnet  # noqa: E402
+from daimon_node.proofs.problem_kit import load_problem  # noqa: E402
+from daimon_node.harness.testnet import Testnet, prepare_testnet  # noqa: E402
 
 TARGET_N = 16
 OUT = Path(__file__).resolve().parent / "out" / "testnet_scale"

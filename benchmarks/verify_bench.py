@@ -9,7 +9,7 @@ slows both alike):
   ``InferenceSession`` from the model bytes (CPU provider, one thread), one run
   over Z, argmax, ``f_int``. The session is built each time because VERIFY
   meets each model once.
-- **VERIFY**: ``daimon_node.poi.verify`` on a warm sandbox worker: signature,
+- **VERIFY**: ``daimon_node.proofs.poi.verify`` on a warm sandbox worker: signature,
   size and digest checks, the run in the child process (model bytes over the
   pipe; Z already cached there), tie checks, ``labels_hash``, ``f_int``, the
   distance check and signing the vote.
@@ -36,10 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from chain.constants import ZERO_HASH  # noqa: E402
 from chain.crypto import KeyPair  # noqa: E402
-from daimon_node.examples import train_example  # noqa: E402
-from daimon_node.poi import prove, verify  # noqa: E402
-from daimon_node.problem_kit import ProblemOptions, create_problem, load_dataset, split_dataset  # noqa: E402
-from daimon_node.sandbox import Sandbox  # noqa: E402
+from daimon_node.harness.examples import train_example  # noqa: E402
+from daimon_node.proofs.poi import prove, verify  # noqa: E402
+from daimon_node.proofs.problem_kit import ProblemOptions, create_problem, load_dataset, split_dataset  # noqa: E402
+from daimon_node.proofs.sandbox import Sandbox  # noqa: E402
 from del_embed.integer import f_int  # noqa: E402
 
 

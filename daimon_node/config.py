@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from daimon_node.errors import ConfigError
 
 
 @dataclass

@@ -12,7 +12,7 @@ from typing import Final
 
 from chain.crypto import SEED_BYTES, KeyPair
 
-from .errors import DataDirError
+from daimon_node.errors import DataDirError
 
 KEY_FILE: Final[str] = "node_key"
 

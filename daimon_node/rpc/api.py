@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Final, Literal, NotRequired, Protocol, TypedDict, runtime_checkable
 
-from .errors import InvalidParams
+from daimon_node.rpc.errors import InvalidParams
 
 
 # --- Result shapes ---------------------------------------------------------------------

@@ -21,8 +21,8 @@ from typing import Any, Awaitable, Callable, Final, Mapping, NoReturn
 
 from prometheus_client import Counter, Histogram
 
-from .api import METHODS, MethodSpec, RpcBackend
-from .errors import (
+from daimon_node.rpc.api import METHODS, MethodSpec, RpcBackend
+from daimon_node.rpc.errors import (
     BatchTooLarge,
     InternalError,
     InvalidParams,
@@ -35,7 +35,7 @@ from .errors import (
     RequestTooLarge,
     RpcError,
 )
-from .metrics import MetricsRegistry
+from daimon_node.rpc.metrics import MetricsRegistry
 
 log = logging.getLogger("daimon.rpc")
 

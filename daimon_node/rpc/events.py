@@ -16,9 +16,9 @@ from typing import Any, Final
 
 import trio
 
-from .api import SUBSCRIPTION_TOPICS
-from .errors import InvalidParams
-from .metrics import MetricsRegistry
+from daimon_node.rpc.api import SUBSCRIPTION_TOPICS
+from daimon_node.rpc.errors import InvalidParams
+from daimon_node.rpc.metrics import MetricsRegistry
 
 DEFAULT_QUEUE_SIZE: Final[int] = 256  # notifications buffered per WebSocket session
 MAX_SUBSCRIPTIONS: Final[int] = 64  # per WebSocket session

@@ -19,7 +19,7 @@ from chain.crypto import address_bytes, sha256
 from chain.errors import ChainError
 from chain.types import Block, PoI, Reveal, Transaction, Vote
 
-from .api import (
+from daimon_node.rpc.api import (
     Balance,
     BestModel,
     BondInfo,
@@ -35,8 +35,8 @@ from .api import (
     hex0x,
     to_json,
 )
-from .errors import NotFound, Rejected
-from .events import EventHub
+from daimon_node.rpc.errors import NotFound, Rejected
+from daimon_node.rpc.events import EventHub
 
 
 @dataclass

@@ -29,11 +29,11 @@ from wsproto.events import BytesMessage, CloseConnection, Message, Ping, TextMes
 from wsproto.utilities import ProtocolError as WsProtocolError
 from wsproto.utilities import generate_accept_token
 
-from .api import CHAIN, RpcBackend
-from .dispatcher import Dispatcher, DispatchLimits, ExtraMethod
-from .errors import InvalidParams, RequestTooLarge
-from .events import DEFAULT_QUEUE_SIZE, EventHub, Subscriber
-from .metrics import CONTENT_TYPE, MetricsRegistry
+from daimon_node.rpc.api import CHAIN, RpcBackend
+from daimon_node.rpc.dispatcher import Dispatcher, DispatchLimits, ExtraMethod
+from daimon_node.rpc.errors import InvalidParams, RequestTooLarge
+from daimon_node.rpc.events import DEFAULT_QUEUE_SIZE, EventHub, Subscriber
+from daimon_node.rpc.metrics import CONTENT_TYPE, MetricsRegistry
 
 log = logging.getLogger("daimon.rpc.server")
 

@@ -7,8 +7,8 @@ from chain.crypto import KeyPair
 from chain.devnet import Devnet
 from chain.state import State
 from chain.types import Block
-from daimon_node.committer import build_block
-from daimon_node.mempool import Mempool
+from daimon_node.daemon.committer import build_block
+from daimon_node.daemon.mempool import Mempool
 from factories import accept
 
 

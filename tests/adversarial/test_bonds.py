@@ -19,8 +19,8 @@ from chain.errors import BondBelowMinimum
 from chain.rewards import validator_reward
 from chain.transition import vote_order_key
 from chain.types import RegisterValidator, WithdrawBond
-from daimon_node.committer import select_anchor
-from daimon_node.mempool import Verdict
+from daimon_node.daemon.committer import select_anchor
+from daimon_node.daemon.mempool import Verdict
 from del_embed.integer import f_int
 from chain.devnet import corrupt
 from factories import (

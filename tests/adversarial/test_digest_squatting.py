@@ -15,7 +15,7 @@ from chain.errors import ModelClaimTaken, ModelNotClaimed
 from chain.consensus import period_start
 from chain.state import get_digest, get_meta
 from chain.types import Anchor, model_claim
-from daimon_node.mempool import Verdict
+from daimon_node.daemon.mempool import Verdict
 from factories import account, apply, assert_supply, digest_for, draft_block, new_devnet
 
 

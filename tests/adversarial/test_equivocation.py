@@ -173,9 +173,9 @@ def test_a_node_drops_the_twin_and_its_evidence_ejects_through_the_committer(tmp
     """The node path: the twin comes back as EQUIVOCATION (gossip IGNOREs it: not relayed), the
     evidence goes into a ReportEquivocation the pool accepts, and an honest committer's next
     block carries it."""
-    from daimon_node.chains import ChainManager, ImportVerdict
+    from daimon_node.daemon.chains import ChainManager, ImportVerdict
     from daimon_node.clock import FakeClock
-    from daimon_node.committer import build_block
+    from daimon_node.daemon.committer import build_block
     from p2p import ContentStore
 
     d = new_devnet()
@@ -209,7 +209,7 @@ def test_a_node_drops_the_twin_and_its_evidence_ejects_through_the_committer(tmp
 
 def test_a_committer_never_signs_a_period_twice(tmp_path: Path) -> None:
     """After a reorg away from its own block k, the committer does not re-sign period k."""
-    from daimon_node.committer import plan_commit
+    from daimon_node.daemon.committer import plan_commit
 
     d = new_devnet()
     k = d.period + 1

@@ -28,7 +28,7 @@ from chain.errors import BadCommitterSignature, AnchorOverProblemLimits
 from chain.signing import sign
 from chain.store import ChainStore
 from chain.types import Block, BodyCodec
-from daimon_node.chains import ChainManager, ChainHandle, ImportVerdict
+from daimon_node.daemon.chains import ChainManager, ChainHandle, ImportVerdict
 from daimon_node.clock import FakeClock
 from factories import flip, make_proof, new_devnet, next_block
 from p2p import ContentStore

@@ -34,7 +34,7 @@ from chain.types import (
     Transfer,
     Voucher,
 )
-from daimon_node.mempool import Verdict
+from daimon_node.daemon.mempool import Verdict
 from factories import accept, account, apply, assert_supply, draft_block, new_devnet, next_block
 
 
@@ -156,7 +156,7 @@ def test_caps_fit_the_transport():
 
 def test_problem_kit_refuses_what_the_chain_would_refuse():
     """``problem create`` checks the same rules before it writes or publishes anything."""
-    from daimon_node.problem_kit import ProblemKitError, check_problem
+    from daimon_node.proofs.problem_kit import ProblemKitError, check_problem
 
     d = new_devnet()
     tup = d.proposal.first_tuple

@@ -20,7 +20,7 @@ from chain.errors import BlockTransactionsTooLarge, FeeTooLow, MinimumFeeMissing
 from chain.limits import tx_size
 from chain.types import RegisterDigest, Transfer
 from chain.transition import validate_params
-from daimon_node.mempool import Verdict
+from daimon_node.daemon.mempool import Verdict
 from factories import account, apply, assert_supply, digest_for, draft_block, new_devnet
 
 
@@ -72,7 +72,7 @@ def test_paying_transfer_outbids_a_funded_flood_within_the_byte_budget():
     transfer paying twice the minimum still lands, and the block stays within its byte budget."""
     d = new_devnet()
     fee = d.params.min_fee
-    per_sender = 64  # the pool's per-sender limit (daimon_node.mempool.MAX_TXS_PER_SENDER)
+    per_sender = 64  # the pool's per-sender limit (daimon_node.daemon.mempool.MAX_TXS_PER_SENDER)
     probe = spam_tx(d, fresh_keys("flood", 1)[0], 0, fee)
     senders_needed = C.MAX_BLOCK_TX_BYTES // (tx_size(probe) * per_sender) + 2  # more than the budget holds
     flooders = fresh_keys("flood", senders_needed)
@@ -116,7 +116,7 @@ def test_block_over_the_byte_budget_is_invalid():
 def test_full_pool_evicts_its_cheapest_tx_per_byte(monkeypatch):
     """A pool full of minimum-fee txs takes a better-paying tx by dropping one of them, and
     refuses one that pays no more (before the fix it dropped the oldest, whatever it paid)."""
-    import daimon_node.mempool as mempool
+    import daimon_node.daemon.mempool as mempool
 
     capacity = 8  # a small pool: the rule does not depend on the size
     monkeypatch.setattr(mempool, "MAX_TXS", capacity)

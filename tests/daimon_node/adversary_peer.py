@@ -79,8 +79,8 @@ from chain.types import (
     model_claim,
     split_block,
 )
-from daimon_node.chains import content_env
-from daimon_node.problem_kit import load_problem
+from daimon_node.daemon.chains import content_env
+from daimon_node.proofs.problem_kit import load_problem
 from flooder import Forger, drain, frame
 from p2p import ContentStore, P2PConfig, P2PNode, chain_topic
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from daimon_node.client import RpcClient
+from daimon_node.rpc.client import RpcClient
 from daimon_node.errors import DaimonError
-from daimon_node.testnet import free_base_port  # noqa: F401  (the tests' import point)
+from daimon_node.harness.testnet import free_base_port  # noqa: F401  (the tests' import point)
 
 
 def wait_for(what: str, predicate: Callable[[], Any], timeout: float, poll: float = 1.0) -> Any:

@@ -51,11 +51,11 @@ from chain.state import State, get_account, get_meta, is_ejected
 from chain.store import P_BLOCK, ChainStore
 from chain.transition import process_block
 from chain.types import RegisterDigest, ReportEquivocation, Transfer, model_claim, split_block
-from daimon_node.chains import content_env
-from daimon_node.problem_kit import load_problem
-from daimon_node.replay import Replay, replay_chain
+from daimon_node.daemon.chains import content_env
+from daimon_node.proofs.problem_kit import load_problem
+from daimon_node.daemon.replay import Replay, replay_chain
 from daimon_node.rpc.errors import Rejected
-from daimon_node.testnet import Testnet, prepare_testnet
+from daimon_node.harness.testnet import Testnet, prepare_testnet
 from netutil import free_base_port, rpc, try_call, wait_for
 from p2p import ContentStore
 

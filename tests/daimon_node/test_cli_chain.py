@@ -18,10 +18,10 @@ from typing import Any, Iterator
 import pytest
 import tomli_w
 
-from daimon_node.client import RpcClient
+from daimon_node.rpc.client import RpcClient
 from daimon_node.keystore import init_data_dir
-from daimon_node.problem_kit import load_problem
-from daimon_node.testnet import Testnet, TestnetPlan, prepare_testnet
+from daimon_node.proofs.problem_kit import load_problem
+from daimon_node.harness.testnet import Testnet, TestnetPlan, prepare_testnet
 from netutil import free_base_port
 
 pytestmark = pytest.mark.slow

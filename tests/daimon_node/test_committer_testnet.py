@@ -26,8 +26,8 @@ from chain.builder import make_transaction
 from chain.consensus import in_turn_committer
 from chain.crypto import KeyPair
 from chain.types import Transfer
-from daimon_node.problem_kit import load_problem
-from daimon_node.testnet import Testnet, prepare_testnet
+from daimon_node.proofs.problem_kit import load_problem
+from daimon_node.harness.testnet import Testnet, prepare_testnet
 from netutil import free_base_port, try_call, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]

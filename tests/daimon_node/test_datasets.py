@@ -18,7 +18,7 @@ from chain.constants import MAX_CLASSES
 from chain.crypto import KeyPair
 from daimon_node import cli
 from chain.types import InputSpec
-from daimon_node.datasets import (
+from daimon_node.proofs.datasets import (
     FRACTION_DEN,
     DataOptions,
     DatasetError,
@@ -33,7 +33,7 @@ from daimon_node.datasets import (
     read_idx,
 )
 from daimon_node.keystore import init_data_dir
-from daimon_node.problem_kit import (
+from daimon_node.proofs.problem_kit import (
     ProblemKitError,
     ProblemOptions,
     TooFewItems,

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from daimon_node.cli import app
-from daimon_node.cli_testnet import DOCKER_MOUNT, DOCKER_P2P_PORT, DOCKER_RPC_PORT, DOCKER_SUBNET
+from daimon_node.cli.app import app
+from daimon_node.cli.testnet import DOCKER_MOUNT, DOCKER_P2P_PORT, DOCKER_RPC_PORT, DOCKER_SUBNET
 from daimon_node.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]

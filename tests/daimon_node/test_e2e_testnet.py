@@ -20,9 +20,9 @@ from chain.consensus import in_turn_committer
 from chain.crypto import address_bytes
 from chain.rewards import improvement_reward, validator_reward
 from chain.types import Transfer
-from daimon_node.problem_kit import load_problem
-from daimon_node.replay import replay_chain
-from daimon_node.testnet import Testnet, prepare_testnet
+from daimon_node.proofs.problem_kit import load_problem
+from daimon_node.daemon.replay import replay_chain
+from daimon_node.harness.testnet import Testnet, prepare_testnet
 from netutil import free_base_port, rpc, try_call, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]

@@ -20,9 +20,9 @@ import pytest
 
 from chain.builder import make_transaction
 from chain.types import Transfer
-from daimon_node.problem_kit import load_problem
-from daimon_node.replay import replay_chain
-from daimon_node.testnet import Testnet, TestnetPlan, prepare_testnet
+from daimon_node.proofs.problem_kit import load_problem
+from daimon_node.daemon.replay import replay_chain
+from daimon_node.harness.testnet import Testnet, TestnetPlan, prepare_testnet
 from netutil import free_base_port, try_call, wait_for
 from test_e2e_testnet import configure_single_improver
 from smalldisk import REPO, NoSmallDisk, SmallDisk, python_here
@@ -96,7 +96,7 @@ print(json.dumps(report))
 _CONTENT_ON_A_FULL_DISK = """
 import json, sys
 from pathlib import Path
-from daimon_node.chains import data_dir_writes
+from daimon_node.daemon.chains import data_dir_writes
 from daimon_node.errors import DiskFull
 from p2p import ContentStore, ContentStoreFull
 from smalldisk import fill_to_the_brim

@@ -36,9 +36,9 @@ import tomli_w
 
 from chain.builder import make_transaction
 from chain.types import Transfer
-from daimon_node.client import subscribe
-from daimon_node.problem_kit import load_problem
-from daimon_node.testnet import Testnet, prepare_testnet
+from daimon_node.rpc.client import subscribe
+from daimon_node.proofs.problem_kit import load_problem
+from daimon_node.harness.testnet import Testnet, prepare_testnet
 from netutil import free_base_port, try_call, wait_for
 from p2p.gossip import MAX_RPC_BYTES, MAX_INFLIGHT_BYTES_PER_PEER, MAX_PENDING_BYTES_PER_TOPIC
 from p2p.peers import PeerBook

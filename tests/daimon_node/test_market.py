@@ -18,8 +18,8 @@ from onnx import TensorProto, helper, numpy_helper
 from chain.crypto import KeyPair
 from chain.state import Channel
 from chain.types import InputSpec
-from daimon_node.cli_market import StaleModel, pick_offer
-from daimon_node.market import (
+from daimon_node.cli.market import StaleModel, pick_offer
+from daimon_node.market.service import (
     InferError,
     InferService,
     Served,
@@ -29,7 +29,7 @@ from daimon_node.market import (
     npy_bytes,
     parse_npy,
 )
-from daimon_node.sandbox import Sandbox
+from daimon_node.proofs.sandbox import Sandbox
 
 F, C = 8, 3
 CHAIN = b"\x11" * 32
@@ -207,7 +207,7 @@ def test_pick_offer_detects_stale_runners_by_digest() -> None:
 
 
 def test_pick_offer_respects_max_price() -> None:
-    from daimon_node.cli_chain import ChainCommandError
+    from daimon_node.cli.chain import ChainCommandError
 
     with pytest.raises(ChainCommandError, match="max-price"):
         pick_offer(OFFERS, "0x" + "01" * 32, 4, None)
@@ -236,7 +236,7 @@ def test_runner_serves_only_the_confirmed_model_by_default(serve: str) -> None:
     """A model settled in a season may still burn at the holdout reveal: the default runner waits for
     it to be confirmed and never fetches it; a ``provisional`` runner goes for it at once."""
     from chain.state import get_meta
-    from daimon_node.runner import RunnerRole
+    from daimon_node.daemon.runner import RunnerRole
 
     d, digest = _settled_in_a_season()
     meta = get_meta(d.state)  # type: ignore[attr-defined]

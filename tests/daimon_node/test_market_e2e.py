@@ -23,9 +23,9 @@ import numpy as np
 import pytest
 import tomli_w
 
-from daimon_node.client import RpcClient
+from daimon_node.rpc.client import RpcClient
 from daimon_node.errors import DaimonError
-from daimon_node.testnet import Testnet, prepare_testnet
+from daimon_node.harness.testnet import Testnet, prepare_testnet
 from netutil import free_base_port, try_call, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -67,7 +67,7 @@ def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
 def test_user_pays_runner_and_gets_the_committed_models_outputs(tmp_path: Path) -> None:
     import onnxruntime as ort
 
-    from daimon_node.problem_kit import load_train_split
+    from daimon_node.proofs.problem_kit import load_train_split
 
     base = free_base_port(4)
     plan, net = start_market_testnet(tmp_path, base)
@@ -113,7 +113,7 @@ def test_user_pays_runner_and_gets_the_committed_models_outputs(tmp_path: Path) 
         ledger = json.loads((plan.directory / "node0" / "vouchers.json").read_text())
         assert list(ledger.values())[0]["cumulative"] == 2 * PRICE
         from chain.crypto import address_bytes
-        from daimon_node.market import make_voucher, npy_bytes
+        from daimon_node.market.service import make_voucher, npy_bytes
 
         replay = make_voucher(user, plan.chain_id, runner.address_bytes, 0, 2 * PRICE)
         err = None

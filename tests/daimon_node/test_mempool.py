@@ -6,7 +6,7 @@ from chain.consensus import period_start
 from chain.devnet import Devnet, DevnetConfig
 from chain.state import get_account
 from chain.types import Anchor, Transfer
-from daimon_node.mempool import Mempool, Verdict
+from daimon_node.daemon.mempool import Mempool, Verdict
 
 
 def started() -> Devnet:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from daimon_node.cli_start import FAILED_DIAL_PREFIX, LIBP2P_TCP_LOGGER, demote_failed_dial
+from daimon_node.cli.start import FAILED_DIAL_PREFIX, LIBP2P_TCP_LOGGER, demote_failed_dial
 
 
 def record(msg: str, level: int = logging.ERROR) -> logging.LogRecord:
@@ -27,7 +27,7 @@ def test_other_libp2p_errors_stay_errors() -> None:
 
 
 def test_configure_logging_installs_the_filter(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from daimon_node.cli_start import configure_logging
+    from daimon_node.cli.start import configure_logging
 
     tcp = logging.getLogger(LIBP2P_TCP_LOGGER)
     try:

@@ -17,8 +17,8 @@ from chain.labels import array_to_labels, labels_hash, labels_to_array, masked_d
 from chain.signing import check_signature, sign
 from chain.transition import memory_env
 from chain.types import Ambiguous, Anchor, PoI, RegisterDigest, RegisterValidator, model_claim
-from daimon_node.examples import train_example
-from daimon_node.poi import (
+from daimon_node.harness.examples import train_example
+from daimon_node.proofs.poi import (
     BadProofSignature,
     DigestMismatch,
     EmbeddingMismatch,
@@ -36,8 +36,8 @@ from daimon_node.poi import (
     top_two_gap,
     verify,
 )
-from daimon_node.problem_kit import Problem, ProblemOptions, create_problem, read_content, read_secret
-from daimon_node.sandbox import ModelTooLarge, Sandbox, SandboxLimits
+from daimon_node.proofs.problem_kit import Problem, ProblemOptions, create_problem, read_content, read_secret
+from daimon_node.proofs.sandbox import ModelTooLarge, Sandbox, SandboxLimits
 from del_embed.integer import PPB, distance_ppb, f_int
 
 CREATOR = KeyPair.from_label("test-creator")

@@ -1,5 +1,5 @@
 """A node learns problems from any peer over /daimon/problems/1, and trusts only a proposal
-whose hash is the chain id the peer listed (daimon_node/problems.py)."""
+whose hash is the chain id the peer listed (daimon_node/daemon/problems.py)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import trio
 
 from chain.devnet import Devnet, DevnetConfig
 from chain.types import Proposal
-from daimon_node.chains import ChainManager
+from daimon_node.daemon.chains import ChainManager
 from daimon_node.clock import SystemClock
-from daimon_node.problems import ForgedProposal, ProblemDirectory, verify_fetched_proposal
+from daimon_node.daemon.problems import ForgedProposal, ProblemDirectory, verify_fetched_proposal
 from p2p import ContentStore, P2PConfig, P2PNode, ProblemListing, ProblemProvider
 from p2p.peers import WEIGHT_BAD_CONTENT
 
@@ -159,7 +159,7 @@ class Lister(ProblemProvider):
 async def test_one_ask_fetches_at_most_its_cap_of_proposals(tmp_path: Path) -> None:
     """A peer listing many chains makes us fetch at most MAX_FETCHES_PER_ASK per ask; the rest
     wait for the next ask (every ASK_EVERY_S), so a lister cannot turn one list into 256 requests."""
-    from daimon_node.problems import MAX_FETCHES_PER_ASK
+    from daimon_node.daemon.problems import MAX_FETCHES_PER_ASK
 
     lister = Lister(3 * MAX_FETCHES_PER_ASK)
 
@@ -176,7 +176,7 @@ async def test_one_ask_fetches_at_most_its_cap_of_proposals(tmp_path: Path) -> N
 def test_holders_expire_and_a_delisting_peer_is_dropped(tmp_path: Path) -> None:
     """A holder is shown for HOLDER_TTL_S after its last list, then forgotten; a peer whose
     new list lacks the chain stops being a holder at once."""
-    from daimon_node.problems import HOLDER_TTL_S
+    from daimon_node.daemon.problems import HOLDER_TTL_S
 
     chains = ChainManager(tmp_path, ContentStore(tmp_path / "content"), SystemClock())
     try:

@@ -19,9 +19,9 @@ from chain.season import holdout_commitment
 from chain.signing import check_signature
 from chain.transition import memory_env
 from chain.types import PoI, Proposal, Vote
-from daimon_node.cli import app
+from daimon_node.cli.app import app
 from daimon_node.keystore import init_data_dir
-from daimon_node.problem_kit import (
+from daimon_node.proofs.problem_kit import (
     PROBLEM_FILE,
     PROPOSAL_FILE,
     ProblemKitError,

@@ -15,12 +15,12 @@ import trio
 from chain.consensus import period_end
 from chain.devnet import Devnet, DevnetConfig
 from chain.types import Transfer
-from daimon_node.chains import ChainManager, ImportVerdict
+from daimon_node.daemon.chains import ChainManager, ImportVerdict
 from daimon_node.clock import FakeClock
 from daimon_node.config import load_config
 from daimon_node.keystore import init_data_dir
-from daimon_node.node import Node
-from daimon_node.poi import model_digest
+from daimon_node.daemon.node import Node
+from daimon_node.proofs.poi import model_digest
 from p2p import ContentStore, SyncHead
 
 
@@ -114,7 +114,7 @@ async def test_sync_takes_a_heavier_chain_that_is_no_higher(tmp_path: Path) -> N
 def test_improver_competes_again_when_its_settlement_is_reorged_out(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
-    from daimon_node.roles import ImproverRole
+    from daimon_node.daemon.roles import ImproverRole
 
     canonical = {5: b"\x01" * 32, 7: b"\x02" * 32}
     handle = SimpleNamespace(store=SimpleNamespace(canonical_hash=canonical.get))
@@ -132,8 +132,8 @@ async def test_roles_do_not_sign_again_what_a_reorg_returned_to_the_pool(tmp_pat
     from types import SimpleNamespace
 
     from chain.types import RegisterDigest, RegisterValidator, model_claim
-    from daimon_node.mempool import Mempool
-    from daimon_node.roles import ImproverRole, ValidatorRole
+    from daimon_node.daemon.mempool import Mempool
+    from daimon_node.daemon.roles import ImproverRole, ValidatorRole
 
     d = Devnet(DevnetConfig())
     d.start()
@@ -166,8 +166,8 @@ async def test_improver_publishes_its_model_only_after_its_claim_is_in_a_block(t
     from types import SimpleNamespace
 
     from chain.types import RegisterDigest, model_claim
-    from daimon_node.mempool import Mempool
-    from daimon_node.roles import ImproverRole
+    from daimon_node.daemon.mempool import Mempool
+    from daimon_node.daemon.roles import ImproverRole
 
     d = Devnet(DevnetConfig())
     d.start()
@@ -205,8 +205,8 @@ async def test_validator_role_lets_its_operator_unbond_and_withdraw(tmp_path: Pa
     from types import SimpleNamespace
 
     from chain.types import WithdrawBond
-    from daimon_node.mempool import Mempool
-    from daimon_node.roles import ValidatorRole
+    from daimon_node.daemon.mempool import Mempool
+    from daimon_node.daemon.roles import ValidatorRole
 
     d = Devnet(DevnetConfig())
     d.start()

@@ -47,7 +47,7 @@ from daimon_node.rpc.errors import (
     UNAVAILABLE,
 )
 from daimon_node.rpc.server import ServerConfig
-from daimon_node.testnet import Testnet, TestnetPlan, prepare_testnet
+from daimon_node.harness.testnet import Testnet, TestnetPlan, prepare_testnet
 from netutil import free_base_port, try_call, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -315,7 +315,7 @@ SENTINEL = b'{"jsonrpc":"2.0","id":"fuzz-sentinel","method":"daimon_peerCount"}'
 
 
 class WebSocket:
-    """A blocking WebSocket client on wsproto (as ``daimon_node.client.subscribe``), one reply per send."""
+    """A blocking WebSocket client on wsproto (as ``daimon_node.rpc.client.subscribe``), one reply per send."""
 
     def __init__(self, port: int) -> None:
         from wsproto import ConnectionType, WSConnection

@@ -18,7 +18,7 @@ from trio_websocket import ConnectionClosed, open_websocket_url
 
 from chain.devnet import Devnet, DevnetConfig, corrupt
 from chain.types import Transfer
-from daimon_node.client import RpcClient, RpcConnectionError, subscribe
+from daimon_node.rpc.client import RpcClient, RpcConnectionError, subscribe
 from daimon_node.rpc import errors as E
 from daimon_node.rpc.memory import MemoryBackend, object_hash
 from daimon_node.rpc.server import RpcServer, ServerConfig

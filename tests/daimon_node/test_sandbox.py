@@ -13,7 +13,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from daimon_node.errors import DaimonError
-from daimon_node.sandbox import (
+from daimon_node.proofs.sandbox import (
     BadModel,
     BadModelOutput,
     ModelCrashed,

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from chain.crypto import KeyPair
-from daimon_node.cli_model import ModelCommandError, season_problem
-from daimon_node.problem_kit import Problem, ProblemOptions, create_problem
+from daimon_node.cli.model import ModelCommandError, season_problem
+from daimon_node.proofs.problem_kit import Problem, ProblemOptions, create_problem
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,10 @@ from chain.crypto import KeyPair
 from chain.labels import array_to_labels
 from chain.season import holdout_commitment
 from chain.signing import is_valid_signature
-from daimon_node.cheater import build_cheat_model, model_labels
-from daimon_node.examples import train_example
-from daimon_node.lookup_onnx import lookup_model
-from daimon_node.problem_kit import (
+from daimon_node.harness.cheater import build_cheat_model, model_labels
+from daimon_node.harness.examples import train_example
+from daimon_node.harness.lookup_onnx import lookup_model
+from daimon_node.proofs.problem_kit import (
     ProblemKitError,
     ProblemOptions,
     calibrate_consistency,
@@ -27,7 +27,7 @@ from daimon_node.problem_kit import (
     read_secret,
     season_reveal_for,
 )
-from daimon_node.sandbox import Sandbox
+from daimon_node.proofs.sandbox import Sandbox
 
 CREATOR = KeyPair.from_label("soundness-creator")
 

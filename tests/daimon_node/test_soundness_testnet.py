@@ -26,9 +26,9 @@ import tomli_w
 
 from chain.crypto import address_bytes
 from chain.state import get_account, get_meta
-from daimon_node.problem_kit import load_problem
-from daimon_node.replay import replay_chain
-from daimon_node.testnet import Testnet, prepare_testnet
+from daimon_node.proofs.problem_kit import load_problem
+from daimon_node.daemon.replay import replay_chain
+from daimon_node.harness.testnet import Testnet, prepare_testnet
 from netutil import free_base_port, try_call, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]

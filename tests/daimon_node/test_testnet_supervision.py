@@ -17,7 +17,7 @@ import pytest
 
 from netutil import free_base_port, try_call, wait_for
 
-from daimon_node.testnet import NodeDied, Testnet, check_ports_free, log_tail, local_testnet_ports, PortInUse
+from daimon_node.harness.testnet import NodeDied, Testnet, check_ports_free, log_tail, local_testnet_ports, PortInUse
 
 NODES = 2
 # Preparing 2 nodes trains the example models (about 10 s at load 2); each node then imports the
@@ -120,7 +120,7 @@ def test_stopping_the_supervisor_stops_every_node(tmp_path: Path, how: str) -> N
 
 def test_testnet_check_raises_node_died_with_the_log_tail(tmp_path: Path) -> None:
     """``Testnet.check`` on a process that exited: the index, the code and the last lines of its log."""
-    from daimon_node.testnet import TestnetPlan
+    from daimon_node.harness.testnet import TestnetPlan
 
     (tmp_path / "node0").mkdir()
     (tmp_path / "node0" / "node.err").write_text("".join(f"line {i}\n" for i in range(30)) + "OSError: [Errno 98] Address already in use\n")

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from daimon_node.client import RpcClient
+from daimon_node.rpc.client import RpcClient
 from daimon_node.errors import DaimonError
 
 sys.path.insert(0, str(Path(__file__).parent))

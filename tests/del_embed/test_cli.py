@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 pytest.importorskip("torch")
 
-from daimon_node.cli import app  # noqa: E402
-from daimon_node.cli_del import DELCommandError  # noqa: E402
+from daimon_node.cli.app import app  # noqa: E402
+from daimon_node.cli.embedding import DELCommandError  # noqa: E402
 
 runner = CliRunner()
 
@@ -56,7 +56,7 @@ def test_bad_label_file_exits_1_with_one_line(tmp_path):
     bad = tmp_path / "bad.npy"
     bad.write_bytes(b"not a label file")
     proc = subprocess.run(
-        [sys.executable, "-c", "from daimon_node.cli import main; main()", "del", "eval", str(tmp_path), "--labels",
+        [sys.executable, "-c", "from daimon_node.cli.app import main; main()", "del", "eval", str(tmp_path), "--labels",
          str(bad)],
         capture_output=True, text=True, timeout=60,
     )

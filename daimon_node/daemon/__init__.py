@@ -1,0 +1,1 @@
+"""The daemon: the node, its chains, admission, roles and committer (docs/architecture.md)."""

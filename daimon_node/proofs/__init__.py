@@ -1,0 +1,1 @@
+"""Protocol tools: problem building, the model sandbox and proofs of improvement (docs/architecture.md)."""
