@@ -277,16 +277,7 @@ def quantize(
     # as W2q @ h, i.e. 2^(e2 + e1 - shift1).
     e2 = _pow2_exponent(np.abs(w2).max(initial=0.0), weight_bits)
     w2q = np.round(w2 * 2.0**e2).astype(np.int64)
-    while True:
-        b2_scale = 2.0 ** (e2 + e1 - shift1)
-        b2q_f = np.round(b2 * b2_scale)
-        b2_fits = b2q_f.size == 0 or float(np.abs(b2q_f).max()) < 2.0 ** (MAX_BIAS_BITS - 1)
-        b2q = np.clip(b2q_f, -(2**62), 2**62).astype(np.int64)
-        if b2_fits and _worst_out(w1q, b1q, w2q, b2q, encoding, m, num_classes, shift1) < INT64_SAFE:
-            break
-        if shift1 >= 62:
-            raise IntegerDELError("cannot quantise: output bias too large for any hidden shift")
-        shift1 += 1
+    shift1, b2q = _fit_output_bias(w1q, b1q, w2q, b2, e1, e2, shift1, encoding, m, num_classes)
     cfg = dict(config or {})
     cfg.update({"weight_bits": weight_bits, "hidden_bits": hidden_bits})
     return IntegerDEL(
@@ -302,6 +293,26 @@ def quantize(
         shift1=shift1,
         config=cfg,
     )
+
+
+def _fit_output_bias(
+    w1q: np.ndarray, b1q: np.ndarray, w2q: np.ndarray, b2: np.ndarray, e1: int, e2: int, shift1: int,
+    encoding: str, m: int, num_classes: int,
+) -> tuple[int, np.ndarray]:
+    """The least hidden shift (from ``shift1`` up) at which b2 and the worst output fit their bits.
+
+    The hidden layer's integer scale is 2^(e1 - shift1); b2 must live on the same scale as
+    W2q @ h, i.e. 2^(e2 + e1 - shift1), so a larger shift shrinks both.
+    """
+    while True:
+        b2q_f = np.round(b2 * 2.0 ** (e2 + e1 - shift1))
+        b2_fits = b2q_f.size == 0 or float(np.abs(b2q_f).max()) < 2.0 ** (MAX_BIAS_BITS - 1)
+        b2q = np.clip(b2q_f, -(2**62), 2**62).astype(np.int64)
+        if b2_fits and _worst_out(w1q, b1q, w2q, b2q, encoding, m, num_classes, shift1) < INT64_SAFE:
+            return shift1, b2q
+        if shift1 >= 62:
+            raise IntegerDELError("cannot quantise: output bias too large for any hidden shift")
+        shift1 += 1
 
 
 def _pow2_exponent(max_abs: float, bits: int) -> int:

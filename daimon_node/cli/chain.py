@@ -305,23 +305,32 @@ def status(
     with --address or --key-dir, the account's balance and what is locked, why, and until when."""
     account = status_address(address, key_dir)
     with connect(rpc) as client:
-        info, problems, syncing = client.batch([("daimon_nodeInfo", []), ("daimon_listProblems", []),
-                                                ("daimon_syncing", [])])
-        for value in (info, problems):
-            if isinstance(value, RpcError):
-                raise value
-        calls = []
+        out, params_of = gather_status(client, rpc, account)
+    if as_json:
+        echo_json(out)
+        return
+    print_status(out, params_of)
+
+
+def gather_status(client: RpcClient, rpc: str, account: bytes | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The node's view in two round trips, and each chain's parameters (to explain the locks)."""
+    info, problems, syncing = client.batch([("daimon_nodeInfo", []), ("daimon_listProblems", []),
+                                            ("daimon_syncing", [])])
+    for value in (info, problems):
+        if isinstance(value, RpcError):
+            raise value
+    calls = []
+    for p in problems:
+        calls += [("daimon_period", [p["chain"]]), ("daimon_bestModel", [p["chain"]])]
+    answers = client.batch(calls)
+    accounts = []
+    if account is not None:
+        account_calls = []
         for p in problems:
-            calls += [("daimon_period", [p["chain"]]), ("daimon_bestModel", [p["chain"]])]
-        answers = client.batch(calls)
-        accounts = []
-        if account is not None:
-            account_calls = []
-            for p in problems:
-                account_calls += [("daimon_getLocks", [p["chain"], hex0x(account)]), ("daimon_getProblem", [p["chain"]])]
-            accounts = client.batch(account_calls)
+            account_calls += [("daimon_getLocks", [p["chain"], hex0x(account)]), ("daimon_getProblem", [p["chain"]])]
+        accounts = client.batch(account_calls)
     behind = {s["chain"]: s for s in syncing} if isinstance(syncing, list) else {}
-    chains = []
+    chains, params_of = [], {}
     for i, p in enumerate(problems):
         period, best = _or_none(answers[2 * i]), _or_none(answers[2 * i + 1])
         chains.append({
@@ -334,39 +343,42 @@ def status(
         if accounts:
             chains[-1]["account"] = _or_none(accounts[2 * i])
             problem = _or_none(accounts[2 * i + 1])
-            chains[-1]["_params"] = None if problem is None else problem["params"]
+            params_of[p["chain"]] = None if problem is None else problem["params"]
     out = {"rpc": rpc, "version": info.get("version"), "peer_id": info.get("peer_id"), "peers": info.get("peers"),
            "healthy": info.get("healthy"), "reason": info.get("reason"), "chains": chains}
-    params_of = {c["chain"]: c.pop("_params", None) for c in chains}
-    if as_json:
-        echo_json(out)
-        return
+    return out, params_of
+
+
+def print_status(out: dict[str, Any], params_of: dict[str, Any]) -> None:
     health = "healthy" if out["healthy"] else f"unhealthy ({out['reason']})"
     typer.echo(f"node     {out['peer_id']}  v{out['version']}  {health}")
-    typer.echo(f"rpc      {rpc}")
+    typer.echo(f"rpc      {out['rpc']}")
     typer.echo(f"peers    {out['peers']}")
-    if not chains:
+    if not out["chains"]:
         typer.echo("chains   none yet")
-    for c in chains:
-        typer.echo(f"chain    {c['chain'][2:]}  {c['name']}")
-        if c["height"] < 0:
-            typer.echo("  height   - (waiting for the Problem block)")
-        else:
-            typer.echo(f"  height   {c['height']}  head {c['head'][2:18]}")
-        if c["period"] is not None:
-            phase = "T_p (problem definition)" if c["period"] == 0 else "competition"
-            typer.echo(f"  period   {c['period']} {phase}, {c['remaining_s']:.1f} s left")
-        best = c["best"]
-        if best:
-            typer.echo(f"  best     distance {best['distance_ppb'] / 1e9:.6f} ({best['distance_ppb']} ppb), model "
-                       f"{best['model_digest'][2:18]} by {best['prover']} at height {best['height']}")
-        else:
-            typer.echo("  best     no improvement yet")
-        if c["syncing"]:
-            typer.echo(f"  syncing  {c['syncing']['current']} of {c['syncing']['highest']}")
-        if c.get("account") is not None and params_of[c["chain"]] is not None:
-
+    for c in out["chains"]:
+        print_chain_status(c)
+        if c.get("account") is not None and params_of.get(c["chain"]) is not None:
             print_locks(c["account"], params_of[c["chain"]])
+
+
+def print_chain_status(c: dict[str, Any]) -> None:
+    typer.echo(f"chain    {c['chain'][2:]}  {c['name']}")
+    if c["height"] < 0:
+        typer.echo("  height   - (waiting for the Problem block)")
+    else:
+        typer.echo(f"  height   {c['height']}  head {c['head'][2:18]}")
+    if c["period"] is not None:
+        phase = "T_p (problem definition)" if c["period"] == 0 else "competition"
+        typer.echo(f"  period   {c['period']} {phase}, {c['remaining_s']:.1f} s left")
+    best = c["best"]
+    if best:
+        typer.echo(f"  best     distance {best['distance_ppb'] / 1e9:.6f} ({best['distance_ppb']} ppb), model "
+                   f"{best['model_digest'][2:18]} by {best['prover']} at height {best['height']}")
+    else:
+        typer.echo("  best     no improvement yet")
+    if c["syncing"]:
+        typer.echo(f"  syncing  {c['syncing']['current']} of {c['syncing']['highest']}")
 
 
 # --- tx transfer and rate -------------------------------------------------------------------

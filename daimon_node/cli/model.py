@@ -284,14 +284,9 @@ def submit_cmd(
     as_json: bool = JsonOption,
 ) -> None:
     """PROVE a model for the current period on the chain's head and submit its PoI; write the Reveal for next period."""
-    import time
-
-    from daimon_node.cli.chain import connect, head_block, parse_hex, resolve_chain
+    from daimon_node.cli.chain import connect, resolve_chain
     from daimon_node.keystore import load_key
-    from daimon_node.proofs.poi import model_digest, prove
     from daimon_node.proofs.problem_kit import load_problem
-    from daimon_node.rpc.errors import Rejected
-    from daimon_node.proofs.sandbox import Sandbox
 
     keys = load_key(key_dir)
     prob = load_problem(problem)
@@ -305,32 +300,9 @@ def submit_cmd(
         if "d_c_ppb" not in summary:
             raise ModelCommandError(f"chain {chain_id.hex()[:16]} has no Problem block yet")
         prob = season_problem(client, prob, summary)
-        params = prob.proposal.params
-        deadline = time.monotonic() + (timeout if timeout > 0 else params.t_b + params.grace + 5)
-        with Sandbox() as sandbox:
-            while True:
-                k, head = _wait_for_proving_slot(client, chain_id, params, deadline)
-                proof = prove(data, prob, keys, period=k, parent=parse_hex(head["hash"], 32, "head"), sandbox=sandbox)
-                now_period = client.period(chain_id)["period"]
-                if now_period == k and head_block(client, chain_id)["hash"] == head["hash"]:
-                    break  # still the period and head the proof was built on
-                if time.monotonic() >= deadline:
-                    raise ModelCommandError("the chain moved on while proving; try again (or raise --timeout)")
-        d_c = summary["d_c_ppb"]
-        delta = params.delta_ppb
-        better = all(d < dc - delta for d, dc in zip(proof.distances, d_c))
-        if not better and not force:
-            raise ModelCommandError(
-                f"distance {', '.join(map(str, proof.distances))} ppb does not beat d_c {', '.join(map(str, d_c))} "
-                f"- delta {delta}; validators would not vote for it (--force submits anyway)")
-        try:
-            # The node keeps and serves the model: validators fetch it by digest over p2p.
-            client.submit_model(chain_id, data, keys.public_key)
-            poi_hash = client.submit_proof(chain_id, proof.poi.encode())
-        except Rejected as exc:
-            hint = ("; register the model first ('daimon-node model register --wait') and submit once a block "
-                    "holds the registration" if exc.rule == "ModelNotClaimed" else "")
-            raise ModelCommandError(f"{exc}{hint}") from None
+        k, head, proof = prove_on_head(client, chain_id, prob, data, keys, timeout)
+        better = beats_current(proof.distances, summary["d_c_ppb"], prob.proposal.params.delta_ppb, force)
+        poi_hash = submit_model_and_proof(client, chain_id, data, keys, proof)
     reveal_path = reveal_out or model.with_name(f"{model.name}.p{k}.reveal")
     write_private(reveal_path, proof.reveal.encode())
     if out is not None:
@@ -338,19 +310,65 @@ def submit_cmd(
         out.write_bytes(proof.poi.encode())
     next_cmd = f"daimon-node model reveal {reveal_path} --chain {chain_id.hex()} --rpc {rpc}"
     if as_json:
+        from daimon_node.proofs.poi import model_digest
+
         echo_json({
             "poi_hash": poi_hash, "chain": "0x" + chain_id.hex(), "period": k, "parent": head["hash"],
-            "model_digest": model_digest(data).hex(), "distances_ppb": list(proof.distances), "d_c_ppb": d_c,
-            "improves": better, "prover": keys.address, "reveal": str(reveal_path),
+            "model_digest": model_digest(data).hex(), "distances_ppb": list(proof.distances),
+            "d_c_ppb": summary["d_c_ppb"], "improves": better, "prover": keys.address, "reveal": str(reveal_path),
             "proof": str(out) if out is not None else None, "reveal_period": k + 1, "next": next_cmd,
         })
         return
+    d_c = summary["d_c_ppb"]
     typer.echo(poi_hash)
     typer.echo(f"PoI for period {k} on head {head['hash'][:18]}...: distance "
                f"{', '.join(f'{d / 1e9:.6f}' for d in proof.distances)} (d_c {', '.join(f'{d / 1e9:.6f}' for d in d_c)})")
     typer.echo(f"reveal written to {reveal_path} (keep it private until period {k + 1})")
     typer.echo(f"if the block of period {k} anchors the PoI, publish the reveal during period {k + 1}:")
     typer.echo(f"  {next_cmd}")
+
+
+def prove_on_head(client: Any, chain_id: bytes, prob: Any, data: bytes, keys: Any, timeout: float) -> tuple[int, dict[str, Any], Any]:
+    """PROVE on the head of the current period, again if the period or head moved while proving."""
+    import time
+
+    from daimon_node.cli.chain import head_block, parse_hex
+    from daimon_node.proofs.poi import prove
+    from daimon_node.proofs.sandbox import Sandbox
+
+    params = prob.proposal.params
+    deadline = time.monotonic() + (timeout if timeout > 0 else params.t_b + params.grace + 5)
+    with Sandbox() as sandbox:
+        while True:
+            k, head = _wait_for_proving_slot(client, chain_id, params, deadline)
+            proof = prove(data, prob, keys, period=k, parent=parse_hex(head["hash"], 32, "head"), sandbox=sandbox)
+            if client.period(chain_id)["period"] == k and head_block(client, chain_id)["hash"] == head["hash"]:
+                return k, head, proof  # still the period and head the proof was built on
+            if time.monotonic() >= deadline:
+                raise ModelCommandError("the chain moved on while proving; try again (or raise --timeout)")
+
+
+def beats_current(distances: Any, d_c: list[int], delta: int, force: bool) -> bool:
+    """Whether the proof beats ``d_c - delta`` everywhere; refuses to submit a loser unless forced."""
+    better = all(d < dc - delta for d, dc in zip(distances, d_c))
+    if not better and not force:
+        raise ModelCommandError(
+            f"distance {', '.join(map(str, distances))} ppb does not beat d_c {', '.join(map(str, d_c))} "
+            f"- delta {delta}; validators would not vote for it (--force submits anyway)")
+    return better
+
+
+def submit_model_and_proof(client: Any, chain_id: bytes, data: bytes, keys: Any, proof: Any) -> str:
+    from daimon_node.rpc.errors import Rejected
+
+    try:
+        # The node keeps and serves the model: validators fetch it by digest over p2p.
+        client.submit_model(chain_id, data, keys.public_key)
+        return client.submit_proof(chain_id, proof.poi.encode())
+    except Rejected as exc:
+        hint = ("; register the model first ('daimon-node model register --wait') and submit once a block "
+                "holds the registration" if exc.rule == "ModelNotClaimed" else "")
+        raise ModelCommandError(f"{exc}{hint}") from None
 
 
 ANCHOR_LOOKBACK = 8

@@ -11,15 +11,13 @@ paths under ``/data`` (where compose mounts the directory):
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.live import Live
-from rich.table import Table
 
-from daimon_node.rpc.client import RpcClient
-from daimon_node.errors import DaimonError
+from daimon_node.harness.progress import poll_node, progress_table
 from daimon_node.harness.testnet import (
     NodeDied,
     Testnet,
@@ -47,38 +45,6 @@ def docker_hosts(nodes: int) -> list[str]:
     if DOCKER_FIRST_HOST + nodes > 255:
         raise typer.BadParameter(f"{nodes} nodes do not fit in {DOCKER_SUBNET}")
     return [f"{DOCKER_SUBNET_PREFIX}{DOCKER_FIRST_HOST + i}" for i in range(nodes)]
-
-
-def poll_node(port: int, chain: bytes) -> dict[str, Any]:
-    """One node's view over RPC; ``{"down": reason}`` when it does not answer."""
-    try:
-        with RpcClient(f"http://127.0.0.1:{port}", timeout=2.0) as client:
-            info, height, best, period = client.batch([
-                ("daimon_nodeInfo", []),
-                ("daimon_blockNumber", ["0x" + chain.hex()]),
-                ("daimon_bestModel", ["0x" + chain.hex()]),
-                ("daimon_period", ["0x" + chain.hex()]),
-            ])
-    except (DaimonError, OSError) as exc:
-        return {"down": str(exc)[:40]}
-    head = next((c["head"] for c in info.get("chains", []) if c["chain"] == "0x" + chain.hex()), "")
-    return {"height": height, "head": head, "peers": info.get("peers", 0),
-            "best": None if not isinstance(best, dict) else best.get("distance_ppb"),
-            "period": period.get("period") if isinstance(period, dict) else None}
-
-
-def progress_table(plan: TestnetPlan, views: list[dict[str, Any]], elapsed: float) -> Table:
-    table = Table(title=f"DaiMoN testnet: {len(views)} nodes, chain {plan.chain_id.hex()[:16]}, {elapsed:.0f} s")
-    for col in ("node", "rpc", "height", "head", "peers", "period", "best distance d"):
-        table.add_column(col)
-    for i, v in enumerate(views):
-        if "down" in v:
-            table.add_row(str(i), str(plan.rpc_ports[i]), "-", "down", "-", "-", v["down"])
-            continue
-        best = "-" if v["best"] is None else f"{v['best'] / 1e9:.4f}"
-        table.add_row(str(i), str(plan.rpc_ports[i]), str(v["height"]), str(v["head"])[:12], str(v["peers"]),
-                      str(v["period"]), best)
-    return table
 
 
 def testnet(

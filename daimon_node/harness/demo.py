@@ -38,7 +38,7 @@ from chain.consensus import in_turn_committer
 from chain.state import get_account, get_meta
 from chain.types import ImprovementBody
 
-from daimon_node.cli.testnet import poll_node, progress_table
+from daimon_node.harness.progress import poll_node, progress_table
 from daimon_node.daemon.replay import replay_chain
 from daimon_node.harness.testnet import NodeDied, Testnet, TestnetPlan, free_base_port, prepare_testnet, raise_on_sigterm, supervise
 
