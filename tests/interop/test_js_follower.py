@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import queue
-import shutil
 import subprocess
 import threading
 import time
@@ -37,9 +36,6 @@ from p2p import peer_id_from_seed
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
-JS_DIR = Path(__file__).resolve().parents[2] / "interop" / "js"
-MIN_NODE_MAJOR = 20
-NPM_CI_TIMEOUT_S = 240  # a cold install of ~115 small packages; seconds when the npm cache has them
 T_P, T_B, GRACE = 8, 4, 2  # short periods; one node, no votes: a block needs only a committer's turn
 START_DELAY = 6  # t0 after the plan is written: time for one node process to start
 GOSSIP_BLOCKS = 3  # blocks the follower waits for over gossip before it syncs
@@ -48,29 +44,6 @@ HEARTBEAT_S = 1.0  # the node's GossipSub heartbeat (p2p.P2PConfig.heartbeat_int
 # grace time, so with a transfer in every period a block comes at least every T_B + GRACE.
 FOLLOW_TIMEOUT_S = 2 * (START_DELAY + T_P + (GOSSIP_BLOCKS + 1) * (T_B + GRACE))  # doubled for load
 SETTLE_S = T_B  # how long the follower waits for a synced block's gossip copy: within one period
-
-
-def node_js() -> str:
-    """The ``node`` executable, after ``npm ci`` if the pinned packages are not installed; or skip."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None:
-        pytest.skip("no node (Node.js) on PATH")
-    if npm is None:
-        pytest.skip("no npm on PATH")
-    version = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
-    if int(version.lstrip("v").split(".")[0] or 0) < MIN_NODE_MAJOR:
-        pytest.skip(f"node {version} is older than {MIN_NODE_MAJOR}")
-    # npm writes node_modules/.package-lock.json last: without it an earlier install did not finish.
-    if not (JS_DIR / "node_modules" / ".package-lock.json").exists():
-        try:
-            done = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=JS_DIR, capture_output=True,
-                                  text=True, timeout=NPM_CI_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            pytest.skip(f"npm ci in interop/js did not finish in {NPM_CI_TIMEOUT_S} s (no registry?)")
-        if done.returncode != 0:
-            tail = " | ".join(done.stderr.strip().splitlines()[-3:])
-            pytest.skip(f"npm ci failed in interop/js (no registry?): {tail}")
-    return node
 
 
 def only_transfers(directory: Path) -> None:
@@ -110,8 +83,8 @@ class Lines:
                 return record
 
 
-def test_js_libp2p_follower_gets_every_block_and_the_chain(tmp_path: Path) -> None:
-    node = node_js()
+def test_js_libp2p_follower_gets_every_block_and_the_chain(tmp_path: Path, node_js: str, js_dir: Path) -> None:
+    node = node_js
     base = free_base_port(2)
     sender = KeyPair.from_label("js-follower-sender")
     plan = prepare_testnet(tmp_path / "net", 2, t_p=T_P, t_b=T_B, grace=GRACE, base_port=base,
@@ -141,9 +114,9 @@ def test_js_libp2p_follower_gets_every_block_and_the_chain(tmp_path: Path) -> No
         net.start_node(0)  # alone: it commits every period itself, so it has no rival block
         wait_for("node 0's RPC", lambda: try_call(port, lambda c: c.node_info()), 60, poll=0.5)
         follower = subprocess.Popen(
-            [node, str(JS_DIR / "follow.mjs"), "--peer", address, "--chain", plan.chain_id.hex(),
+            [node, str(js_dir / "follow.mjs"), "--peer", address, "--chain", plan.chain_id.hex(),
              "--blocks", str(GOSSIP_BLOCKS), "--timeout", str(FOLLOW_TIMEOUT_S), "--settle", str(SETTLE_S)],
-            cwd=JS_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            cwd=js_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         events = Lines(follower.stderr)
         events.wait_event("subscribed", 30)
         # The node adds the follower to its mesh when our GRAFT arrives; one heartbeat covers it.
