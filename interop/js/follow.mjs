@@ -29,6 +29,7 @@ const EXIT_MISMATCH = 1
 const EXIT_USAGE = 2
 const EXIT_TIMEOUT = 3
 const POLL_MS = 100 // how often waits look at what has arrived
+const STOP_GRACE_MS = 5000 // past --timeout, what stopping libp2p may take before we exit regardless
 
 function parseCommandLine () {
   const { values } = parseArgs({
@@ -111,7 +112,10 @@ async function follow (args, summary, signal) {
     node.services.pubsub.subscribe(topic)
     await until(() => node.services.pubsub.getMeshPeers(topic).includes(peerId), signal)
     summary.subscribed_after_s = summary.elapsed()
-    progress('subscribed', { topic, peer: peerId, connection: connection.remoteAddr.toString() })
+    const remote = await node.peerStore.get(connection.remotePeer) // what identify told us
+    summary.node_protocols = remote.protocols.filter((p) => p.startsWith('/daimon/') || p.startsWith('/meshsub/'))
+    progress('subscribed', { topic, peer: peerId, connection: connection.remoteAddr.toString(),
+      encryption: connection.encryption, multiplexer: connection.multiplexer, protocols: summary.node_protocols })
 
     await until(() => gossip.size >= args.blocks || gossipError !== null, signal)
     if (gossipError) throw new WireError(gossipError)
@@ -167,6 +171,12 @@ async function main () {
   const summary = { ok: false, peer: args.peer, chain: hex(args.chainId), gossip_blocks: 0, sync_height: null,
     head_hash: null, verified: false, elapsed_s: 0, elapsed: () => Math.round(performance.now() - started) / 1000 }
   const signal = AbortSignal.timeout(args.timeout * 1000)
+  // Every wait honours `signal`; this backstop bounds the run even if a library call does not.
+  setTimeout(() => {
+    process.stdout.write(JSON.stringify({ ...summary, elapsed: undefined, elapsed_s: summary.elapsed(),
+      error: 'did not stop after the timeout' }) + '\n')
+    process.exit(EXIT_TIMEOUT)
+  }, args.timeout * 1000 + STOP_GRACE_MS).unref()
   let code = 0
   try {
     await follow(args, summary, signal)
