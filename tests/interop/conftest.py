@@ -3,6 +3,7 @@ that says why), and the node-process helpers of ``tests/daimon_node`` (``netutil
 
 from __future__ import annotations
 
+import fcntl
 import shutil
 import subprocess
 import sys
@@ -29,17 +30,30 @@ def node_js() -> str:
     major = version.lstrip("v").split(".")[0]
     if not major.isdigit() or int(major) < MIN_NODE_MAJOR:
         pytest.skip(f"node {version or '(no version)'} is older than {MIN_NODE_MAJOR}")
-    # npm writes node_modules/.package-lock.json last: without it an earlier install did not finish.
-    if not (JS_DIR / "node_modules" / ".package-lock.json").exists():
-        try:
-            done = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=JS_DIR, capture_output=True,
-                                  text=True, timeout=NPM_CI_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            pytest.skip(f"npm ci in interop/js did not finish in {NPM_CI_TIMEOUT_S} s (no registry?)")
-        if done.returncode != 0:
-            tail = " | ".join(done.stderr.strip().splitlines()[-3:])
-            pytest.skip(f"npm ci failed in interop/js (no registry?): {tail}")
+    # Test workers (pytest-xdist) each run this fixture: one installs, the others wait for it
+    # (`npm ci` starts by deleting node_modules, so two at once would break each other).
+    with open(JS_DIR / "node_modules.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        install_failure = _npm_ci(npm)
+    if install_failure is not None:
+        pytest.skip(install_failure)
     return node
+
+
+def _npm_ci(npm: str) -> str | None:
+    """Install the pinned packages unless they are there; None, or why it failed."""
+    # npm writes node_modules/.package-lock.json last: without it an earlier install did not finish.
+    if (JS_DIR / "node_modules" / ".package-lock.json").exists():
+        return None
+    try:
+        done = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=JS_DIR, capture_output=True,
+                              text=True, timeout=NPM_CI_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return f"npm ci in interop/js did not finish in {NPM_CI_TIMEOUT_S} s (no registry?)"
+    if done.returncode != 0:
+        tail = " | ".join(done.stderr.strip().splitlines()[-3:])
+        return f"npm ci failed in interop/js (no registry?): {tail}"
+    return None
 
 
 @pytest.fixture(scope="session")
