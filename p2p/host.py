@@ -1,8 +1,8 @@
 """The libp2p host: identity, listening, bootstrap dialling with backoff, bans.
 
-Wraps ``libp2p.new_host`` (TCP + Noise + Yamux, the 0.8.1 defaults, which
-interoperate with go/js libp2p) and keeps the peer book in step with the
-connections the swarm reports.
+Wraps ``libp2p.new_host`` (TCP + Noise + Yamux, which interoperate with go/js
+libp2p; ``upgrade_options`` narrows 0.8.1's defaults to exactly these) and keeps
+the peer book in step with the connections the swarm reports.
 """
 
 from __future__ import annotations
@@ -18,11 +18,16 @@ from libp2p import new_host
 from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.keys import KeyPair
+from libp2p.crypto.x25519 import create_new_key_pair as create_new_x25519_key_pair
+from libp2p.custom_types import TProtocol
 from libp2p.io.exceptions import ConnectionClosedError
 from libp2p.io.trio import TrioTCPStream
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from libp2p.io.utils import read_exactly
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux, YamuxStream
 
 from p2p.errors import ConfigError, DialError, PeerBanned
@@ -164,6 +169,22 @@ def key_pair_from_seed(seed: bytes) -> KeyPair:
     return create_new_key_pair(seed)
 
 
+def upgrade_options(key_pair: KeyPair) -> dict[str, Any]:
+    """``new_host`` options for Noise and Yamux only (docs/wire.md "Transport").
+
+    0.8.1's defaults also accept ``/plaintext/2.0.0``, in which a peer names a key without
+    proving it holds it (so anyone could connect as any peer id and have that peer penalised
+    and banned), ``/secio/1.0.0``, TLS, and the ``/mplex/6.7.0`` muxer, which has no flow
+    control and so escapes the yamux window that bounds a flooding connection's memory
+    (docs/p2p.md, flood limits). Go and js libp2p speak Noise and Yamux too.
+    """
+    noise = NoiseTransport(key_pair, noise_privkey=create_new_x25519_key_pair().private_key)
+    return {
+        "sec_opt": {NOISE_PROTOCOL_ID: noise},
+        "muxer_opt": {TProtocol(YAMUX_PROTOCOL_ID): Yamux},
+    }
+
+
 def peer_id_from_seed(seed: bytes) -> str:
     """The peer id (base58, ``12D3KooW...``) a seed gives, without starting a host."""
     return ID.from_pubkey(key_pair_from_seed(seed).public_key).to_base58()
@@ -268,7 +289,8 @@ class HostService:
         # pubsub RPC, and libp2p dials every address it knows for a peer. ``announce``
         # replaces the listen address there (NAT, port mapping, a proxy in front).
         announced = [parse_listen_addr(a) for a in announce] or None
-        self.host: IHost = new_host(key_pair=key_pair_from_seed(seed), announce_addrs=announced)
+        key_pair = key_pair_from_seed(seed)
+        self.host: IHost = new_host(key_pair=key_pair, announce_addrs=announced, **upgrade_options(key_pair))
         _cache_addrs(self.host)
         self.peer_id = self.host.get_id().to_base58()
         self._to_close_send, self._to_close_recv = trio.open_memory_channel[ID](256)
