@@ -16,7 +16,7 @@ from PIL import Image
 
 from chain.constants import MAX_CLASSES
 from chain.crypto import KeyPair
-from daimon_node.cli import app as cli
+import daimon_node.cli.app as cli
 from chain.types import InputSpec
 from daimon_node.proofs.datasets import (
     FRACTION_DEN,
