@@ -334,7 +334,7 @@ class ChainStore(BranchMixin):
             check_not_ejected(self.state, header.committer)
         signed = self._signed_by(header)
         if len(signed) >= MAX_BLOCKS_PER_SIGNER_PERIOD:
-            raise CommitterEquivocation(self._stored_header(signed[0]), header)
+            raise CommitterEquivocation(self.get_header(signed[0]), header)
         if header.parent != ZERO_HASH and not self.has_block(header.parent):
             raise UnknownParent(header.parent)
 
@@ -375,7 +375,8 @@ class ChainStore(BranchMixin):
         if header.hash not in signed:
             wb.put(signed_key(header), b"".join([*signed, header.hash]))
 
-    def _stored_header(self, block_hash: bytes) -> BlockHeader:
+    def get_header(self, block_hash: bytes) -> BlockHeader:
+        """A stored block's header; its body is not decoded."""
         raw = self.get_block_bytes(block_hash)
         if raw is None:
             raise StoreError(f"missing block {block_hash.hex()[:16]}")
@@ -383,7 +384,7 @@ class ChainStore(BranchMixin):
 
     def _import_checked(self, block: Block, env: Env) -> ImportResult:
         signed = self._signed_by(block.header)
-        evidence = (self._stored_header(signed[0]), block.header) if signed else None
+        evidence = (self.get_header(signed[0]), block.header) if signed else None
         if block.header.parent == self.head:
             outcome = process_block(self.state, block, env, header_checked=True)
             parent_period = get_meta(self.state).period if self.head != ZERO_HASH else None
