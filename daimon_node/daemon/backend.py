@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import trio
 
 from chain.consensus import period_end, period_of, period_start
+from chain.crypto import sha256
 from chain.errors import DecodeError, ModelNotClaimed
 from chain.store_errors import ReceiptsMissing
 from chain.state import (
@@ -188,6 +189,8 @@ class NodeBackend:
         verdict = handle.mempool.add_poi(poi, handle.state, self.node.now())
         await self._submit(handle, verdict, "PoI", self._last_reason(handle))
         if verdict is Verdict.ACCEPT:
+            # the pool holds it now, so the node's own accept path sees a duplicate and stays quiet
+            self.node.emit("proofs", handle.chain_id, render.proof_event(poi))
             await self.node.publish_proof(handle, raw)
         return hex0x(poi.hash)
 
@@ -198,7 +201,7 @@ class NodeBackend:
         await self._submit(handle, verdict, "vote", self._last_reason(handle))
         if verdict is Verdict.ACCEPT:
             await self.node.publish_vote(handle, raw)
-        return hex0x(vote.poi_hash)
+        return hex0x(sha256(raw))  # the vote's own id (every vote on one PoI shares its poi_hash)
 
     async def submit_reveal(self, chain: bytes, raw: bytes) -> str:
         handle = self._started(chain)

@@ -1,48 +1,38 @@
-"""A real node over a devnet chain, for the RPC tests: the chain is real, no network runs.
-
-``chain.devnet`` builds the blocks; they are imported one by one through the node's own
-``ChainManager`` into a LevelDB data directory, with the content they need in the node's
-content store, so every RPC answer comes from ``NodeBackend`` reading a real store and
-state. The node's libp2p host is built but never started: it has no peers, and what the
-node would gossip goes nowhere.
-"""
+"""The devnet chain the RPC tests serve from a real node (``daimon_node.harness.devnet_node``)."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import hashlib
 
-from chain.consensus import period_start
-from chain.devnet import Devnet
-from daimon_node.clock import FakeClock
-from daimon_node.config import NodeConfig
-from daimon_node.daemon.backend import NodeBackend
-from daimon_node.daemon.chains import ImportVerdict
-from daimon_node.daemon.node import Node
-from daimon_node.keystore import init_data_dir
+from chain.devnet import Devnet, DevnetConfig, corrupt
+from chain.types import Anchor, OfferService, Rate, Reveal
 
 
-def open_node(data_dir: Path, devnet: Devnet) -> Node:
-    """A node on ``data_dir`` whose clock is at the start of the period after the devnet's head:
-    the period whose proofs, votes and transactions the chain takes next."""
-    init_data_dir(data_dir, exist_ok=True)
-    config = NodeConfig()
-    config.node.data_dir = str(data_dir)
-    config.p2p.listen = "/ip4/127.0.0.1/tcp/0"
-    config.rpc.enabled = False
-    return Node(config, clock=FakeClock(period_start(devnet.params, devnet.period + 1)))
+def rpc_devnet() -> Devnet:
+    """A chain that gives every read method something to find, and leaves work for the writes.
+
+    Heights: 0 the Problem block; 1 validator bonds; 2-4 improver 0 claims, anchors and settles
+    a model (best model, rewards); 5 improvers 1 and 2 claim models (2's is ``MODEL``), runner
+    ``validator_keys[1]`` offers inference and improver 3 rates it; 6 anchors improver 1's PoI,
+    whose reveal (``RPC_REVEALS[chain id]``) is due in period 7, the period the node's clock is in.
+    """
+    d = Devnet(DevnetConfig(m=50))
+    d.start()
+    d.bond_validators()
+    d.improve(d.improver_keys[0], corrupt(d.truth, 0.1, 10, seed=1))
+    runner = d.validator_keys[1]
+    d.commit(transactions=[
+        d.register(d.improver_keys[1], ANCHORED_DIGEST), d.register(d.improver_keys[2], MODEL_DIGEST),
+        d.tx(runner, OfferService(5, b"12D3KooWRunner", MODEL_DIGEST)),
+        d.tx(d.improver_keys[3], Rate(runner.address_bytes, 1)),
+    ])
+    poi, reveal = d.prove(d.improver_keys[1], ANCHORED_DIGEST, corrupt(d.truth, 0.08, 10, seed=2))
+    d.commit(anchor=Anchor(poi, tuple(d.vote(v, poi, reveal) for v in d.validator_keys)))
+    RPC_REVEALS[d.chain_id] = reveal
+    return d
 
 
-def import_devnet(node: Node, devnet: Devnet) -> None:
-    """The devnet's content, proposal and blocks, through the node's own import path."""
-    for data in devnet.contents.values():
-        node.content.put(data)
-    handle, _ = node.chains.add_proposal(devnet.proposal)
-    for block in devnet.blocks:
-        report = node.chains.import_block(handle, block.encode())
-        assert report.verdict is ImportVerdict.ACCEPTED, report
-
-
-def devnet_backend(data_dir: Path, devnet: Devnet) -> NodeBackend:
-    node = open_node(data_dir, devnet)
-    import_devnet(node, devnet)
-    return NodeBackend(node)
+MODEL = b"onnx bytes of improver 2"  # what daimon_submitModel stores; claimed at height 5
+MODEL_DIGEST = hashlib.sha256(MODEL).digest()
+ANCHORED_DIGEST = hashlib.sha256(b"improver 1's anchored model").digest()
+RPC_REVEALS: dict[bytes, Reveal] = {}  # chain id -> the reveal rpc_devnet left unsubmitted
