@@ -12,13 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from chain.constants import PPB
 from chain.state import ChainMeta, Reputation as ReputationRecord
 from chain.transition import BlockReceipt, Settlement
 from chain.types import Block, BlockHeader, ImprovementBody, PoI, ProblemBody, ProblemParams, Transaction, Vote
 
 from daimon_node.rpc.api import hex0x
 
-PPB = 10**9  # distances are parts per billion; the chain starts at the worst, 1.0
 TOP_ROWS = 10  # improvers and validators the page lists
 TOP_REPUTATION = 20
 RECENT_BLOCKS = 50  # blocks the page lists, newest first
@@ -127,7 +127,7 @@ class DashboardTally:
 
     @classmethod
     def start(cls, params: ProblemParams) -> "DashboardTally":
-        """The chain starts at distance 1.0 when its Problem block seals, at the end of T_p."""
+        """The chain starts at distance 1.0 (``PPB``) when its Problem block seals, at the end of T_p."""
         return cls([{"height": 0, "period": 0, "timestamp": params.t0 + params.t_p, "distance_ppb": PPB}])
 
     def add(self, header: BlockHeader, receipt: BlockReceipt) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import plyvel
 import pytest
@@ -14,6 +15,7 @@ import chain.transition as transition_module
 from chain.devnet import Devnet, DevnetConfig, corrupt
 from chain.store import ChainStore
 from chain.store_layout import K_VERSION, P_RECEIPT
+from chain.types import Transfer
 from daimon_node.daemon.backend import NodeBackend
 from daimon_node.daemon.replay import replay_chain
 from daimon_node.harness.devnet_node import devnet_backend, open_node
@@ -95,3 +97,16 @@ async def test_an_old_data_dir_without_its_content_answers_unavailable(tmp_path:
     assert await reopened.block_number(d.chain_id) == len(d.blocks) - 1  # what needs no receipt still answers
     with pytest.raises(Unavailable, match="predates stored receipts"):
         await reopened.dashboard(d.chain_id)
+
+
+async def test_a_transaction_sent_over_rpc_is_announced_in_the_one_event_shape(tmp_path: Path) -> None:
+    d = rpc_devnet()
+    backend = devnet_backend(tmp_path / "node", d)
+    seen: list[tuple[str, bytes, dict[str, Any]]] = []
+    backend.node.subscribers.append(lambda event, chain, payload: seen.append((event, chain, payload)))
+    sender = d.improver_keys[3]
+    tx = d.tx(sender, Transfer(d.creator.address_bytes, 1))
+    assert await backend.send_raw_transaction(d.chain_id, tx.encode()) == "0x" + tx.hash.hex()
+    assert seen == [("txs", d.chain_id, {"hash": "0x" + tx.hash.hex(), "sender": "0x" + sender.public_key.hex(),
+                                         "nonce": tx.nonce})]
+    backend.node.chains.close()
