@@ -1,8 +1,9 @@
 """JSON-RPC throughput: ``daimon_blockNumber`` requests/s and p99 latency against the real server.
 
-The server runs in a subprocess over a real LevelDB ``ChainStore`` holding a devnet chain
-(Problem block, validator bonds, one anchored and settled improvement), so each request
-does what a node does: h11 parse, dispatch, a store read of the head height, JSON reply.
+The server runs in a subprocess with the node's own ``NodeBackend`` over a real LevelDB
+``ChainStore`` holding a devnet chain (Problem block, validator bonds, one anchored and
+settled improvement; ``daimon_node.harness.devnet_node``), so each request does what a node
+does: h11 parse, dispatch, a store read of the head height, JSON reply.
 Load comes from ``wrk`` (Debian package ``wrk``: 1 thread, 16 keep-alive connections,
 8 s, as in notes/http.md) or, when wrk is absent, from a Python generator with several
 processes and connections (slower itself, so it understates the server).
@@ -36,40 +37,21 @@ def serve(db_dir: str) -> None:
     import trio
 
     from chain.devnet import Devnet, DevnetConfig, corrupt
-    from chain.store import ChainStore
-    from chain.types import Block
-    from daimon_node.rpc.api import block_to_json
-    from daimon_node.rpc.memory import MemoryBackend
+    from daimon_node.harness.devnet_node import devnet_backend
     from daimon_node.rpc.server import RpcServer
 
     devnet = Devnet(DevnetConfig(m=200))
     devnet.start()
     devnet.bond_validators()
     devnet.improve(devnet.improver_keys[0], corrupt(devnet.truth, 0.1, 10, seed=1))
-    store = ChainStore(Path(db_dir) / "chain")
-    for block in devnet.blocks:
-        store.import_block(Block.decode(block.encode()), devnet.env)
-
-    class StoreBackend(MemoryBackend):
-        """Block reads from the LevelDB store; the rest from memory."""
-
-        async def block_number(self, chain: bytes) -> int:
-            self._chain(chain)
-            return store.height
-
-        async def get_block_by_number(self, chain: bytes, number: int) -> dict | None:  # type: ignore[type-arg]
-            self._chain(chain)
-            block = store.get_block_by_height(number)
-            return None if block is None else block_to_json(block)
-
-    backend = StoreBackend.from_devnet(devnet)
+    backend = devnet_backend(Path(db_dir) / "node", devnet)  # the node's own backend over its LevelDB store
+    height = backend.node.chains.chains[devnet.chain_id].store.height
 
     async def main() -> None:
         server = RpcServer(backend)
         async with trio.open_nursery() as nursery:
             port = await nursery.start(server.serve, "127.0.0.1", 0)
-            print(json.dumps({"port": port, "chain": "0x" + devnet.chain_id.hex(), "height": store.height}),
-                  flush=True)
+            print(json.dumps({"port": port, "chain": "0x" + devnet.chain_id.hex(), "height": height}), flush=True)
 
     trio.run(main)
 

@@ -1,16 +1,8 @@
 """Persistent chain store over LevelDB (plyvel): the only module that touches disk.
 
-Layout of one chain's database (one-byte prefixes):
+The keys are laid out in ``chain.store_layout``.
 
-    B + hash            block bytes (every block seen, canonical or not)
-    W + hash            [height, cumulative weight, parent]  (fork choice)
-    H + height(8 BE)    canonical block hash at that height
-    S + key             the head state's entries
-    U + hash            undo journal of a canonical block: [[key, old value or nil], ...]
-    C + committer + period(4 BE)   hashes of the (at most two) blocks stored for that committer and period
-    h                   head hash
-
-Every block's writes (block, index, state diff, undo, head) go in one atomic
+Every block's writes (block, index, state diff, undo, receipt, head) go in one atomic
 write batch, so a process killed at any point reopens to a consistent head.
 A batch LevelDB refuses (a full disk, an I/O error) is applied neither on disk
 nor in memory; the store then takes no further write (LevelDB's log may end in
@@ -19,7 +11,11 @@ a torn record that only a reopen skips) and raises ``StoreWriteError``, or
 has its weight record, height index and undo journal, as every batch leaves it.
 A heavier side chain triggers a reorg: the head state is rolled back with the
 undo journals to the common ancestor and the new branch applied, all in one
-batch.
+batch (``chain.store_branches``). A receipt depends only on the block and its parent's state, so it is
+keyed by block hash and outlives a reorg. A store from before receipts (no
+version) opens, with ``needs_receipts`` set, until ``rebuild_receipts``
+re-executes its canonical chain once; reading a missing receipt raises
+``ReceiptsMissing``.
 
 Every block passes the header-first checks (signature; committer rule over the set in
 force at its period, read from the problem's parameters for a fixed set, else from the
@@ -38,7 +34,6 @@ from __future__ import annotations
 import dataclasses
 import os
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Iterator
 
@@ -46,20 +41,46 @@ import msgpack
 import plyvel
 
 from .committers import committers_at, covers, is_committer_key, is_fixed_set
-from .consensus import ChainTip, better_tip, block_weight, skipped_periods
+from .consensus import ChainTip, block_weight, skipped_periods
 from .constants import ZERO_HASH
 from .crypto import sha256
 from .errors import (
     BodyHashMismatch,
-    ChainError,
+    DecodeError,
     CommitterEquivocation,
     FutureBlock,
     UnknownCommitter,
     UnknownParent,
 )
+from .receipts import decode_receipt, encode_receipt
 from .state import State, get_meta, get_problem
+from .store_errors import (  # re-exported: the store's failures are part of its interface
+    WRITE_BUFFER_BYTES,
+    ReceiptsMissing,
+    StoreError,
+    StoreFull,
+    StoreWriteError,
+    is_disk_full,
+    write_error,
+)
+from .store_branches import BranchMixin, ImportResult
+from .store_layout import (
+    K_HEAD,
+    K_VERSION,
+    LAYOUT_VERSION,
+    P_BLOCK,
+    P_RECEIPT,
+    P_SIGNED,
+    P_STATE,
+    P_UNDO,
+    P_WEIGHT,
+    height_key,
+    signed_key,
+    version_bytes,
+)
 from .transition import (
     BlockOutcome,
+    BlockReceipt,
     Env,
     check_chain_id,
     check_committer_rule,
@@ -71,82 +92,10 @@ from .transition import (
 )
 from .types import Block, BlockHeader, ProblemBody, ProblemParams, body_hash, decode_body, split_block
 
-P_BLOCK: Final[bytes] = b"B"
-P_WEIGHT: Final[bytes] = b"W"
-P_HEIGHT: Final[bytes] = b"H"
-P_STATE: Final[bytes] = b"S"
-P_UNDO: Final[bytes] = b"U"
-P_SIGNED: Final[bytes] = b"C"
-K_HEAD: Final[bytes] = b"h"
-
-# LevelDB's memtable (its default, set explicitly so this stays true): a flush writes a
-# table of about this size, the largest write a batch can set off. A failed write with
-# less free space than this on the store's filesystem is a full disk.
-WRITE_BUFFER_BYTES: Final[int] = 4 << 20
-
-
-class StoreError(ChainError):
-    """The database is missing, locked by another process, or inconsistent."""
-
-
-class StoreWriteError(StoreError):
-    """LevelDB refused a write batch: nothing of it was applied, and the store takes no
-    further write until it is reopened (its log may end in a torn record)."""
-
-    def __init__(self, path: Path, detail: str) -> None:
-        self.path = path
-        self.detail = detail
-        super().__init__(f"cannot write to chain store {path}: {detail}")
-
-
-class StoreFull(StoreWriteError):
-    """The write failed and the store's filesystem has no room for LevelDB's next write."""
-
-
-def is_disk_full(path: Path) -> bool:
-    """Whether ``path``'s filesystem has less free space than one memtable flush, or no free inode.
-
-    plyvel reports LevelDB's I/O errors as text without an errno, so a failed write is
-    judged by the filesystem it failed on, measured right after.
-    """
-    try:
-        fs = os.statvfs(path)
-    except OSError:
-        return False
-    no_inode = fs.f_files > 0 and fs.f_ffree == 0
-    return fs.f_bfree * fs.f_frsize < WRITE_BUFFER_BYTES or no_inode
-
-
-def write_error(path: Path, exc: Exception) -> StoreWriteError:
-    """The typed error for a failed LevelDB write (or open) in ``path``."""
-    cls = StoreFull if is_disk_full(path) else StoreWriteError
-    return cls(path, str(exc))
-
-
-@dataclass(frozen=True)
-class ImportResult:
-    """What ``import_block`` did."""
-
-    status: str  # "head" (extended), "reorg", "side" (stored, lighter), "known"
-    block_hash: bytes
-    outcome: BlockOutcome | None = None
-    reorged_out: tuple[bytes, ...] = ()
-    # (first, this) when the block is its committer's second for its period: evidence
-    equivocation: tuple[BlockHeader, BlockHeader] | None = None
-
-
-def _height_key(height: int) -> bytes:
-    return P_HEIGHT + height.to_bytes(8, "big")
-
-
-def _signed_key(header: BlockHeader) -> bytes:
-    return P_SIGNED + header.committer + header.period.to_bytes(4, "big")
-
-
 MAX_BLOCKS_PER_SIGNER_PERIOD: Final[int] = 2  # the first block and the one that proves equivocation
 
 
-class ChainStore:
+class ChainStore(BranchMixin):
     """One problem chain on disk, with its head state kept in memory."""
 
     def __init__(self, path: str | os.PathLike[str], *, sync: bool = False) -> None:
@@ -162,6 +111,7 @@ class ChainStore:
         self._write_failure: StoreWriteError | None = None
         try:
             self._check_head()
+            self.needs_receipts = self._check_version()
         except StoreError:
             self.db.close()
             raise
@@ -188,10 +138,46 @@ class ChainStore:
         if raw is None or self.db.get(P_BLOCK + head) is None:
             raise StoreError(f"{self.path}: head {head.hex()[:16]} has no block or weight record")
         height = msgpack.unpackb(raw)[0]
-        if self.db.get(_height_key(height)) != head or self.db.get(P_UNDO + head) is None:
+        if self.db.get(height_key(height)) != head or self.db.get(P_UNDO + head) is None:
             raise StoreError(f"{self.path}: head {head.hex()[:16]} is not indexed at height {height} or has no undo journal")
-        if self.db.get(_height_key(height + 1)) is not None:
+        if self.db.get(height_key(height + 1)) is not None:
             raise StoreError(f"{self.path}: a canonical block above the head (height {height + 1})")
+
+    def _check_version(self) -> bool:
+        """Whether the store predates stored receipts; a new store is stamped with the layout."""
+        raw = self.db.get(K_VERSION)
+        if raw is None and self.db.get(K_HEAD) is not None:
+            return True
+        if raw is None:
+            with self._batch() as wb:
+                wb.put(K_VERSION, version_bytes())
+        elif int.from_bytes(raw, "big") > LAYOUT_VERSION:
+            raise StoreError(f"{self.path}: layout version {int.from_bytes(raw, 'big')} is newer than this node's")
+        return False
+
+    def rebuild_receipts(self, env: Env) -> int:
+        """Write the receipts a store from before them lacks: its canonical chain re-executed
+        from genesis once (signatures verified, as on import), in one batch with the version.
+
+        Raises ``MissingContent`` when content a block needs is not at hand, and
+        ``StoreError`` if the re-executed chain does not end at the stored head state.
+        """
+        state, receipts = State(), []
+        for height in range(self.height + 1):
+            block = self.get_block_by_height(height)
+            if block is None:
+                raise StoreError(f"{self.path}: canonical block {height} missing")
+            outcome = process_block(state, block, env)
+            state = outcome.state
+            receipts.append((block.hash, outcome.receipt))
+        if state.root != self.state.root:
+            raise StoreError(f"{self.path}: the re-executed chain does not reach the stored head state")
+        with self._batch() as wb:
+            for block_hash, receipt in receipts:
+                wb.put(P_RECEIPT + block_hash, encode_receipt(receipt))
+            wb.put(K_VERSION, version_bytes())
+        self.needs_receipts = False
+        return len(receipts)
 
     def close(self) -> None:
         self.db.close()
@@ -226,7 +212,7 @@ class ChainStore:
     def canonical_hash(self, height: int) -> bytes | None:
         if height < 0:
             return None
-        return self.db.get(_height_key(height))  # type: ignore[no-any-return]
+        return self.db.get(height_key(height))  # type: ignore[no-any-return]
 
     def get_block_by_height(self, height: int) -> Block | None:
         h = self.canonical_hash(height)
@@ -242,6 +228,26 @@ class ChainStore:
             raw = self.get_block_bytes(h)
             if raw is not None:
                 yield raw
+
+    def get_receipt(self, block_hash: bytes) -> BlockReceipt | None:
+        """What executing a stored block did; None for a block never executed (a side block)."""
+        raw = self.db.get(P_RECEIPT + block_hash)
+        if raw is None:
+            return None
+        try:
+            return decode_receipt(raw)
+        except DecodeError as exc:
+            raise StoreError(f"{self.path}: unreadable receipt of {block_hash.hex()[:16]}: {exc}") from None
+
+    def receipt_at(self, height: int) -> tuple[bytes, BlockReceipt]:
+        """The canonical block hash at ``height`` (``LookupError`` above the head) and its receipt."""
+        block_hash = self.canonical_hash(height)
+        if block_hash is None:
+            raise LookupError(f"no canonical block at height {height}")
+        receipt = self.get_receipt(block_hash)
+        if receipt is None:
+            raise ReceiptsMissing(self.path, height)
+        return block_hash, receipt
 
     def tip(self) -> ChainTip:
         height, weight, _ = self._weight(self.head)
@@ -328,7 +334,7 @@ class ChainStore:
             check_not_ejected(self.state, header.committer)
         signed = self._signed_by(header)
         if len(signed) >= MAX_BLOCKS_PER_SIGNER_PERIOD:
-            raise CommitterEquivocation(self._stored_header(signed[0]), header)
+            raise CommitterEquivocation(self.get_header(signed[0]), header)
         if header.parent != ZERO_HASH and not self.has_block(header.parent):
             raise UnknownParent(header.parent)
 
@@ -355,60 +361,22 @@ class ChainStore:
             return committers_at(self.state, params, header.period)
         return committers_at(self._state_after(header.parent, env), params, header.period)
 
-    def _fork_point(self, block_hash: bytes) -> bytes:
-        """The newest canonical ancestor of a stored block (the block itself if canonical)."""
-        while block_hash != ZERO_HASH:
-            height, _, parent = self._weight(block_hash)
-            if self.canonical_hash(height) == block_hash:
-                return block_hash
-            block_hash = parent
-        return block_hash
-
-    def _state_after(self, block_hash: bytes, env: Env) -> State:
-        """The state after a stored block: the head's rolled back to the fork point, the branch
-        applied (in memory; nothing is written)."""
-        block = self.get_block(block_hash)
-        if block is None:
-            raise StoreError(f"missing block {block_hash.hex()[:16]}")
-        branch, fork = self._branch_to_canonical(block)
-        state, _, _ = self._rolled_back(fork)
-        for b in branch:
-            state = process_block(state, b, env, header_checked=True).state
-        return state
-
-    def _rolled_back(self, fork: bytes) -> tuple[State, dict[bytes, bytes], list[bytes]]:
-        """The state at canonical block ``fork`` (undo journals from the head), the head's entries
-        on disk, and the canonical hashes rolled back (head first)."""
-        fork_height = self._weight(fork)[0]
-        on_disk = {k[1:]: v for k, v in self.db.iterator(prefix=P_STATE)}
-        entries = dict(on_disk)
-        removed: list[bytes] = []
-        for height in range(self.height, fork_height, -1):
-            h = self.canonical_hash(height)
-            assert h is not None
-            for key, old in msgpack.unpackb(self.db.get(P_UNDO + h)):
-                if old is None:
-                    entries.pop(key, None)
-                else:
-                    entries[key] = old
-            removed.append(h)
-        return State(entries, head=fork), on_disk, removed
-
     def has_signed(self, committer: bytes, period: int) -> bool:
         """Whether a block by ``committer`` for ``period`` is stored (a committer never signs twice)."""
         return self.db.get(P_SIGNED + committer + period.to_bytes(4, "big")) is not None
 
     def _signed_by(self, header: BlockHeader) -> list[bytes]:
         """Hashes of the blocks stored for ``header``'s committer and period."""
-        raw = self.db.get(_signed_key(header)) or b""
+        raw = self.db.get(signed_key(header)) or b""
         return [raw[i : i + 32] for i in range(0, len(raw), 32)]
 
     def _index_signed(self, wb: Any, header: BlockHeader) -> None:
         signed = self._signed_by(header)
         if header.hash not in signed:
-            wb.put(_signed_key(header), b"".join([*signed, header.hash]))
+            wb.put(signed_key(header), b"".join([*signed, header.hash]))
 
-    def _stored_header(self, block_hash: bytes) -> BlockHeader:
+    def get_header(self, block_hash: bytes) -> BlockHeader:
+        """A stored block's header; its body is not decoded."""
         raw = self.get_block_bytes(block_hash)
         if raw is None:
             raise StoreError(f"missing block {block_hash.hex()[:16]}")
@@ -416,12 +384,12 @@ class ChainStore:
 
     def _import_checked(self, block: Block, env: Env) -> ImportResult:
         signed = self._signed_by(block.header)
-        evidence = (self._stored_header(signed[0]), block.header) if signed else None
+        evidence = (self.get_header(signed[0]), block.header) if signed else None
         if block.header.parent == self.head:
             outcome = process_block(self.state, block, env, header_checked=True)
             parent_period = get_meta(self.state).period if self.head != ZERO_HASH else None
             weight = self.tip().weight + self._block_weight(outcome.state, block, parent_period)
-            self._write_extension(block, outcome.state, weight)
+            self._write_extension(block, outcome, weight)
             self.state = outcome.state
             result = ImportResult("head", block.hash, outcome)
         else:
@@ -445,97 +413,20 @@ class ChainStore:
             committers_at(state, params, block.header.period)
         return block_weight(params, block.header.period, block.header.committer, skipped, committers)
 
-    def _write_extension(self, block: Block, new_state: State, weight: int) -> None:
+    def _write_extension(self, block: Block, outcome: BlockOutcome, weight: int) -> None:
         block_hash = block.hash
-        changes = new_state.changes()
+        changes = outcome.state.changes()
         undo = [[k, self.state.get(k)] for k in changes]
         with self._batch() as wb:
             wb.put(P_BLOCK + block_hash, block.encode())
             wb.put(P_WEIGHT + block_hash, msgpack.packb([block.header.height, weight, block.header.parent]))
             self._index_signed(wb, block.header)
-            wb.put(_height_key(block.header.height), block_hash)
+            wb.put(height_key(block.header.height), block_hash)
             wb.put(P_UNDO + block_hash, msgpack.packb(undo))
+            wb.put(P_RECEIPT + block_hash, encode_receipt(outcome.receipt))
             for key, value in changes.items():
                 if value is None:
                     wb.delete(P_STATE + key)
                 else:
                     wb.put(P_STATE + key, value)
             wb.put(K_HEAD, block_hash)
-
-    def _import_side(self, block: Block, env: Env) -> ImportResult:
-        """Store a block off the head; reorg onto its branch if that branch is heavier."""
-        _, parent_weight, _ = self._weight(block.header.parent)
-        weight = parent_weight + self._side_block_weight(block, env)
-        candidate = ChainTip(weight=weight, head=block.hash, height=block.header.height)
-        if better_tip(self.tip(), candidate) is not candidate:
-            # Not heavier: keep it (its header passed every header-first check; it is
-            # executed if its branch ever becomes the heaviest).
-            with self._batch() as wb:
-                wb.put(P_BLOCK + block.hash, block.encode())
-                wb.put(P_WEIGHT + block.hash, msgpack.packb([block.header.height, weight, block.header.parent]))
-                self._index_signed(wb, block.header)
-            return ImportResult("side", block.hash)
-        return self._reorg(block, weight, env)
-
-    def _side_block_weight(self, block: Block, env: Env) -> int:
-        """Weight from the block's own proposal (a rival Problem block) or the chain's, over the
-        set in force at its period on its branch."""
-        if isinstance(block.body, ProblemBody):
-            params = block.body.proposal.params
-        else:
-            params = get_problem(self.state).params
-        committers = self._committers_for(params, block.header, env)
-        skipped = skipped_periods(block.header.period, self._parent_period(block.header.parent))
-        return block_weight(params, block.header.period, block.header.committer, skipped, committers)
-
-    def _branch_to_canonical(self, block: Block) -> tuple[list[Block], bytes]:
-        """Blocks from the fork point (exclusive) to ``block`` (inclusive), and the fork point."""
-        branch = [block]
-        parent = block.header.parent
-        while parent != ZERO_HASH:
-            height, _, grand = self._weight(parent)
-            if self.canonical_hash(height) == parent:
-                break
-            side = self.get_block(parent)
-            if side is None:
-                raise StoreError(f"missing side block {parent.hex()[:16]}")
-            branch.append(side)
-            parent = grand
-        branch.reverse()
-        return branch, parent
-
-    def _reorg(self, block: Block, weight: int, env: Env) -> ImportResult:
-        branch, fork = self._branch_to_canonical(block)
-        fork_height = self._weight(fork)[0]
-        # Roll the head state back to the fork point with the undo journals.
-        base, on_disk, removed = self._rolled_back(fork)
-        # Apply the new branch; any invalid block aborts before anything is written.
-        state = base
-        w = self._weight(fork)[1]
-        outcome = None
-        with self._batch() as wb:
-            for height in range(fork_height + 1, self.height + 1):
-                wb.delete(_height_key(height))
-            parent_period = self._parent_period(fork)
-            for b in branch:
-                # every branch block passed the header-first checks when it was stored
-                outcome = process_block(state, b, env, header_checked=True)
-                w += self._block_weight(outcome.state, b, parent_period)
-                parent_period = b.header.period
-                changes = outcome.state.changes()
-                wb.put(P_BLOCK + b.hash, b.encode())
-                wb.put(P_WEIGHT + b.hash, msgpack.packb([b.header.height, w, b.header.parent]))
-                self._index_signed(wb, b.header)
-                wb.put(_height_key(b.header.height), b.hash)
-                wb.put(P_UNDO + b.hash, msgpack.packb([[k, state.get(k)] for k in changes]))
-                state = outcome.state
-            final_entries = dict(state.items())
-            for key in set(on_disk) | set(final_entries):
-                value = final_entries.get(key)
-                if value is None:
-                    wb.delete(P_STATE + key)
-                elif on_disk.get(key) != value:
-                    wb.put(P_STATE + key, value)
-            wb.put(K_HEAD, block.hash)
-        self.state = state
-        return ImportResult("reorg", block.hash, outcome, tuple(removed))

@@ -15,16 +15,20 @@ from typing import TYPE_CHECKING, Any, Literal
 import trio
 
 from chain.consensus import period_end, period_of, period_start
+from chain.crypto import sha256
 from chain.errors import DecodeError, ModelNotClaimed
+from chain.store_errors import ReceiptsMissing
 from chain.state import (
     PREFIX_OFFER,
+    PREFIX_REPUTATION,
     Offer as OfferRecord,
+    Reputation as RepRecord,
     get_account,
     get_meta,
     get_reputation,
     iter_records,
 )
-from chain.types import Block, ImprovementBody, PoI, ProblemBody, Reveal, SeasonReveal, Transaction, Vote
+from chain.types import PoI, Reveal, SeasonReveal, Transaction, Vote
 from daimon_node.daemon.chains import ChainHandle
 from daimon_node.daemon.mempool import Verdict
 from daimon_node.rpc.api import (
@@ -42,7 +46,8 @@ from daimon_node.rpc.api import (
     SyncStatus,
     hex0x,
 )
-from daimon_node.rpc.errors import NotFound, Rejected
+from daimon_node.rpc import render
+from daimon_node.rpc.errors import NotFound, Rejected, Unavailable
 from daimon_node.rpc.events import EventHub
 from daimon_node.rpc.metrics import MetricsRegistry
 from daimon_node.rpc.server import RpcServer, ServerConfig
@@ -52,40 +57,6 @@ if TYPE_CHECKING:
 
 VERSION = "0.1.0"
 MAX_RPC_CONTENT_BYTES = 64 * 2**20  # daimon_getContent answers at most this much (hex doubles it)
-
-
-def block_json(block: Block) -> dict[str, Any]:
-    """A block as JSON: header fields, and a readable body (hex for the raw objects)."""
-    h = block.header
-    out: dict[str, Any] = {
-        "hash": hex0x(block.hash),
-        "chain": hex0x(h.chain_id),
-        "height": h.height,
-        "parent": hex0x(h.parent),
-        "kind": "problem" if h.kind == 0 else "improvement",
-        "period": h.period,
-        "timestamp": h.timestamp,
-        "committer": hex0x(h.committer),
-        "body_hash": hex0x(h.body_hash),
-        "state_root": hex0x(h.state_root),
-        "signature": hex0x(h.signature),
-    }
-    body = block.body
-    if isinstance(body, ProblemBody):
-        out["problem"] = {"name": body.proposal.params.name, "tuples": 1 + len(body.extra_tuples)}
-    elif isinstance(body, ImprovementBody):
-        out["transactions"] = [hex0x(tx.hash) for tx in body.transactions]
-        out["settlement"] = hex0x(body.settlement.poi_hash) if body.settlement else None
-        out["season_reveal"] = body.season_reveal.season if body.season_reveal else None
-        if body.anchor is not None:
-            poi = body.anchor.poi
-            out["anchor"] = {
-                "poi": hex0x(poi.hash), "prover": hex0x(poi.prover), "model_digest": hex0x(poi.model_digest),
-                "votes": [hex0x(v.validator) for v in body.anchor.votes],
-            }
-        else:
-            out["anchor"] = None
-    return out
 
 
 class NodeBackend:
@@ -116,22 +87,7 @@ class NodeBackend:
         summary = problem_summary(handle.proposal)
         summary["height"] = handle.store.height
         if handle.started:
-            meta = get_meta(handle.state)
-            summary["d_c_ppb"] = list(meta.d_c)
-            summary["minted"] = str(meta.minted)
-            summary["burned"] = str(meta.burned)
-            season = meta.season
-            if season is not None:
-                summary["season"] = {
-                    "index": season.index, "start_period": season.start_period,
-                    "sealed": season.holdout is not None, "improvements": season.improvement_count,
-                    "locked_rewards": str(sum(e.amount for e in season.locked)),
-                    "confirmed_error_ppb": season.confirmed_error_ppb,
-                    "holdout": None if season.holdout is None else {
-                        "z_h_id": hex0x(season.holdout.z_h_id), "m_h": season.holdout.m_h,
-                        "commitment": hex0x(season.holdout.commitment)},
-                    "confirmed_model": None if meta.confirmed is None else hex0x(meta.confirmed.digest),
-                }
+            summary.update(render.problem_on_chain(get_meta(handle.state)))
         return summary
 
     async def block_number(self, chain: bytes) -> int:
@@ -139,11 +95,11 @@ class NodeBackend:
 
     async def get_block_by_number(self, chain: bytes, number: int) -> dict[str, Any] | None:
         block = self._chain(chain).store.get_block_by_height(number)
-        return None if block is None else block_json(block)
+        return None if block is None else render.block_json(block)
 
     async def get_block_by_hash(self, chain: bytes, block_hash: bytes) -> dict[str, Any] | None:
         block = self._chain(chain).store.get_block(block_hash)
-        return None if block is None else block_json(block)
+        return None if block is None else render.block_json(block)
 
     async def get_balance(self, chain: bytes, address: bytes) -> Balance:
         acct = get_account(self._started(chain).state, address)
@@ -233,6 +189,8 @@ class NodeBackend:
         verdict = handle.mempool.add_poi(poi, handle.state, self.node.now())
         await self._submit(handle, verdict, "PoI", self._last_reason(handle))
         if verdict is Verdict.ACCEPT:
+            # the pool holds it now, so the node's own accept path sees a duplicate and stays quiet
+            self.node.emit("proofs", handle.chain_id, render.proof_event(poi))
             await self.node.publish_proof(handle, raw)
         return hex0x(poi.hash)
 
@@ -243,7 +201,7 @@ class NodeBackend:
         await self._submit(handle, verdict, "vote", self._last_reason(handle))
         if verdict is Verdict.ACCEPT:
             await self.node.publish_vote(handle, raw)
-        return hex0x(vote.poi_hash)
+        return hex0x(sha256(raw))  # the vote's own id (every vote on one PoI shares its poi_hash)
 
     async def submit_reveal(self, chain: bytes, raw: bytes) -> str:
         handle = self._started(chain)
@@ -384,7 +342,6 @@ class NodeBackend:
         from p2p.errors import P2PError
 
         from daimon_node.market.service import INFER_PROTOCOL, InferError, request
-        from daimon_node.rpc.errors import Unavailable
 
         offer = get_offer(self._started(chain).state, runner)
         if offer is None:
@@ -419,96 +376,53 @@ class NodeBackend:
                 "cumulative": str(reply[3]), **scores_to_json(scores)}
 
     # --- the web page ------------------------------------------------------------------------
-    def _replayed(self, handle: ChainHandle) -> list[tuple[Block, Any]]:
-        """Canonical blocks with their receipts, re-executed once and cached per chain."""
-        from chain.state import State
-        from chain.transition import process_block
-
-        cache = getattr(self, "_replay_cache", None)
-        if cache is None:
-            cache = self._replay_cache = {}
-        entry = cache.get(handle.chain_id)
-        store = handle.store
-        if entry is not None:
-            blocks = entry["blocks"]
-            if blocks and store.canonical_hash(len(blocks) - 1) != blocks[-1][0].hash:
-                entry = None  # a reorg: replay from scratch
-        if entry is None:
-            entry = cache[handle.chain_id] = {"blocks": [], "state": State()}
-        blocks = entry["blocks"]
-        for height in range(len(blocks), store.height + 1):
-            block = store.get_block_by_height(height)
-            if block is None:
-                break
-            outcome = process_block(entry["state"], block, handle.env)
-            entry["state"] = outcome.state
-            blocks.append((block, outcome.receipt))
-        return list(blocks)
-
     async def dashboard(self, chain: bytes) -> dict[str, Any]:
-        from chain.state import PREFIX_REPUTATION, Reputation as RepRecord
-
+        """The page's view of a chain, from the head state and the stored receipts (nothing executes)."""
         handle = self._chain(chain)
-        params = handle.proposal.params
-        out: dict[str, Any] = {
-            "chain": hex0x(chain), "name": params.name, "height": handle.store.height,
-            "problem": {"name": params.name, "token_symbol": params.token_symbol, "decimals": params.decimals,
-                        "t_p": params.t_p, "t_b": params.t_b, "num_classes": params.num_classes,
-                        "input_shape": list(params.input_spec.shape), "input_dtype": params.input_spec.dtype,
-                        "reward_scale": str(params.reward_scale), "committers": len(params.committers),
-                        "t0": params.t0},
-            "period": await self.period(chain), "best": None, "blocks": [], "history": [], "improvers": [],
-            "validators": [], "offers": [], "reputation": [], "minted": "0", "burned": "0",
-        }
+        out = render.dashboard_frame(chain, handle.proposal.params, handle.store.height, await self.period(chain))
         if not handle.started:
             return out
         meta = get_meta(handle.state)
-        out.update(best=await self.best_model(chain), d_c_ppb=list(meta.d_c), minted=str(meta.minted),
-                   burned=str(meta.burned))
-        history = [{"height": 0, "period": 0, "timestamp": params.t0 + params.t_p, "distance_ppb": 10**9}]
-        improvers: dict[str, dict[str, Any]] = {}
-        validators: dict[str, dict[str, Any]] = {}
-        rendered = []
-        for block, receipt in await trio.to_thread.run_sync(lambda: self._replayed(handle)):
-            item = block_json(block)
-            item["fees"] = str(receipt.fees)
-            s = receipt.settlement
-            if s is not None:
-                item["settlement"] = {
-                    "poi": hex0x(s.poi_hash), "outcome": s.outcome, "improver": hex0x(s.improver),
-                    "distances_ppb": list(s.distances), "reward": str(s.improver_reward),
-                    "validator_rewards": [[hex0x(a), str(r)] for a, r in s.validator_rewards],
-                    "slashed": str(s.slashed), "reason": s.reason}
-                if s.outcome == "settled":
-                    history.append({"height": block.header.height, "period": block.header.period,
-                                    "timestamp": block.header.timestamp,
-                                    "distance_ppb": sum(s.distances) // max(1, len(s.distances))})
-                    imp = improvers.setdefault(hex0x(s.improver), {"address": hex0x(s.improver), "rewards": 0,
-                                                                    "improvements": 0})
-                    imp["rewards"] += s.improver_reward
-                    imp["improvements"] += 1
-                    for addr, amount in s.validator_rewards:
-                        v = validators.setdefault(hex0x(addr), {"address": hex0x(addr), "rewards": 0, "votes": 0})
-                        v["rewards"] += amount
-                        v["votes"] += 1
-            rendered.append(item)
-        out["blocks"] = rendered[::-1][:50]
-        out["history"] = history
-        out["improvers"] = [dict(v, rewards=str(v["rewards"])) for v in
-                            sorted(improvers.values(), key=lambda v: -v["rewards"])][:10]
-        out["validators"] = [dict(v, rewards=str(v["rewards"])) for v in
-                             sorted(validators.values(), key=lambda v: -v["rewards"])][:10]
-        offers = []
-        for o in await self.get_offers(chain):
-            rep = await self.get_reputation(chain, bytes.fromhex(o["provider"][2:]))
-            offers.append(dict(o, reputation=rep["score"], ratings=rep["ratings"],
-                               current=o["model_digest"] == (out["best"] or {}).get("model_digest")))
-        out["offers"] = offers
-        out["reputation"] = sorted(
-            ({"address": hex0x(a), "score": r.score, "up": r.up, "down": r.down}
-             for a, r in iter_records(handle.state, PREFIX_REPUTATION, RepRecord)),
-            key=lambda r: -r["score"])[:20]
+        best = await self.best_model(chain)
+        out.update(best=best, d_c_ppb=list(meta.d_c), minted=str(meta.minted), burned=str(meta.burned))
+        try:
+            out.update(await trio.to_thread.run_sync(lambda: chain_rows(handle)))
+        except ReceiptsMissing as exc:
+            raise Unavailable(str(exc)) from None
+        out["offers"] = await self._offer_rows(chain, best)
+        out["reputation"] = render.reputation_rows(iter_records(handle.state, PREFIX_REPUTATION, RepRecord))
         return out
+
+    async def _offer_rows(self, chain: bytes, best: BestModel | None) -> list[dict[str, Any]]:
+        """Runner offers with their reputation, and whether each serves the best model."""
+        rows = []
+        for offer in await self.get_offers(chain):
+            rep = await self.get_reputation(chain, bytes.fromhex(offer["provider"][2:]))
+            rows.append(dict(offer, reputation=rep["score"], ratings=rep["ratings"],
+                             current=best is not None and offer["model_digest"] == best["model_digest"]))
+        return rows
+
+
+def chain_rows(handle: ChainHandle) -> dict[str, Any]:
+    """History, reward totals and the recent blocks, from the canonical chain's stored receipts.
+
+    Every receipt is small; only the headers of settling blocks and the last
+    ``RECENT_BLOCKS`` blocks are read in full. ``ReceiptsMissing`` for a store from
+    before receipts that the node could not rebuild.
+    """
+    store, height = handle.store, handle.store.height
+    tally = render.DashboardTally.start(handle.proposal.params)
+    recent = []
+    for h in range(height + 1):
+        block_hash, receipt = store.receipt_at(h)
+        if h > height - render.RECENT_BLOCKS:
+            block = store.get_block(block_hash)
+            assert block is not None  # a canonical hash names a stored block (the store checks at open)
+            recent.append(render.block_with_receipt(block, receipt))
+            tally.add(block.header, receipt)
+        elif receipt.settlement is not None:
+            tally.add(store.get_header(block_hash), receipt)
+    return {**tally.json(), "blocks": recent[::-1]}
 
 
 def register_metrics(node: "Node", metrics: MetricsRegistry) -> None:

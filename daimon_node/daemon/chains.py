@@ -168,10 +168,28 @@ class ChainManager(SyncProvider):
                 tmp.write_bytes(proposal.encode())
                 tmp.replace(path)
             store = ChainStore(self.data_dir / "chains" / chain_id.hex())
+        self._rebuild_receipts(store)
         handle = ChainHandle(proposal, store, Mempool(chain_id, self.clock_drift_s), self.env)
         self.chains[chain_id] = handle
         self.pin_needed(handle)
         return handle, True
+
+    def _rebuild_receipts(self, store: ChainStore) -> None:
+        """A store written before receipts were kept gets them once, from its own blocks.
+
+        Without the content its blocks need it stays as it is (its receipts are then
+        unavailable over RPC) and is tried again the next time the node opens it.
+        """
+        if not store.needs_receipts:
+            return
+        try:
+            with data_dir_writes():
+                count = store.rebuild_receipts(self.env)
+        except MissingContent as exc:
+            log.warning("receipts of %s not rebuilt: content %s missing", store.path.name[:16],
+                        exc.content_id.hex()[:16])
+            return
+        log.info("rebuilt the receipts of %d blocks in %s", count, store.path.name[:16])
 
     def pin_needed(self, handle: ChainHandle) -> None:
         """Pin the content the chain needs that we hold (the rest is pinned once fetched)."""

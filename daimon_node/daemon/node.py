@@ -44,6 +44,7 @@ from daimon_node.daemon.mempool import Verdict
 from daimon_node.daemon.problems import ProblemDirectory
 from daimon_node.daemon.roles import ContributorRole, ImproverRole, ValidatorRole, next_tx, step_committer
 from daimon_node.proofs.sandbox import Sandbox
+from daimon_node.rpc import render
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +187,7 @@ class Node:
     async def publish_vote(self, handle: ChainHandle, data: bytes) -> None:
         vote = Vote.decode(data)
         handle.mempool.add_vote(vote, handle.state, self.now())
-        self.emit("votes", handle.chain_id, {"poi": vote.poi_hash.hex(), "validator": vote.validator.hex()})
+        self.emit("votes", handle.chain_id, render.vote_event(vote))
         await self._publish(chain_topic(handle.chain_id, "votes"), data)
 
     async def fetch_content(self, content_id: bytes, max_bytes: int) -> bytes:
@@ -366,15 +367,13 @@ class Node:
         return _VERDICT[verdict]
 
     def _emit_tx(self, handle: ChainHandle, tx: Transaction) -> None:
-        self.emit("txs", handle.chain_id, {"hash": "0x" + tx.hash.hex(), "sender": "0x" + tx.sender.hex(),
-                                           "nonce": tx.nonce})
+        self.emit("txs", handle.chain_id, render.tx_event(tx))
 
     def _accept_proof(self, handle: ChainHandle, msg: PoI | Reveal | SeasonReveal) -> Verdict:
         if isinstance(msg, PoI):
             verdict = handle.mempool.add_poi(msg, handle.state, self.now())
             if verdict is Verdict.ACCEPT:
-                self.emit("proofs", handle.chain_id, {"poi": msg.hash.hex(), "period": msg.period,
-                                                      "prover": msg.prover.hex(), "digest": msg.model_digest.hex()})
+                self.emit("proofs", handle.chain_id, render.proof_event(msg))
         elif isinstance(msg, Reveal):
             verdict = handle.mempool.add_reveal(msg, handle.state, self.now())
         else:
@@ -395,7 +394,7 @@ class Node:
         verdict = handle.mempool.add_vote(vote, handle.state, self.now())
         self.metrics.count("vote", verdict.value)
         if verdict is Verdict.ACCEPT:
-            self.emit("votes", handle.chain_id, {"poi": vote.poi_hash.hex(), "validator": vote.validator.hex()})
+            self.emit("votes", handle.chain_id, render.vote_event(vote))
         return _VERDICT[verdict]
 
     def _on_imported(self, handle: ChainHandle, report: Any) -> None:
@@ -407,8 +406,7 @@ class Node:
                  f" settlement {settlement.outcome} {settlement.reason} d={settlement.distances}" if settlement else "")
         self._fetch_new_content(handle)
         if header is not None:
-            self.emit("newHeads", handle.chain_id, {"height": tip.height, "hash": tip.head.hex(),
-                                                    "period": header.header.period, "weight": tip.weight})
+            self.emit("newHeads", handle.chain_id, render.head_event(header.header, tip.weight))
 
     # --- loops -------------------------------------------------------------------------
     async def _tick_loop(self) -> None:

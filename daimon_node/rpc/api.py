@@ -18,7 +18,6 @@ Conventions, chosen once so that every method follows them:
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass
 from typing import Any, Final, Literal, NotRequired, Protocol, TypedDict, runtime_checkable
@@ -88,7 +87,7 @@ class BestModel(TypedDict):
     """``daimon_bestModel``: the best settled model of a chain."""
 
     model_digest: str  # 0x + 32 bytes
-    prover: str  # 0x + 32-byte public key
+    prover: str  # 0x + 20-byte address of the improver who proved it
     distance_ppb: int  # mean distance d_c in parts per billion
     period: int
     height: int  # block that settled it
@@ -172,7 +171,7 @@ class RpcBackend(Protocol):
     async def block_number(self, chain: bytes) -> int: ...
 
     async def get_block_by_number(self, chain: bytes, number: int) -> dict[str, Any] | None:
-        """Canonical block at ``number`` as ``block_to_json`` renders it, or None."""
+        """Canonical block at ``number`` as ``daimon_node.rpc.render.block_json`` renders it, or None."""
         ...
 
     async def get_block_by_hash(self, chain: bytes, block_hash: bytes) -> dict[str, Any] | None: ...
@@ -218,7 +217,8 @@ class RpcBackend(Protocol):
         ...
 
     async def submit_reveal(self, chain: bytes, raw: bytes) -> str:
-        """Admit an encoded ``Reveal``; returns SHA-256 of its encoding (hex) or raises ``Rejected``."""
+        """Admit an encoded ``Reveal`` (or a contributor's ``SeasonReveal``); returns the hash of the
+        PoI it opens (hex), or raises ``Rejected``."""
         ...
 
     async def get_content(self, content_id: bytes) -> str:
@@ -386,48 +386,14 @@ METHODS: Final[dict[str, MethodSpec]] = {
 SUBSCRIPTION_TOPICS: Final[tuple[str, ...]] = ("newHeads", "proofs", "votes", "txs")
 
 
-# --- Rendering chain objects --------------------------------------------------------
+# --- Rendering (objects of the chain are rendered by ``daimon_node.rpc.render``) ----------
 def hex0x(data: bytes) -> str:
     """Bytes as the RPC writes them."""
     return "0x" + data.hex()
 
 
-def to_json(value: Any) -> Any:
-    """A ``chain.types`` object (or a value inside one) as JSON-friendly data.
-
-    Walks each schema's ``FIELDS`` so the rendering follows the canonical encoding:
-    bytes become 0x-hex, ``Amount`` fields decimal strings, tuples lists; nested
-    payloads and bodies carry their class name as ``type``; objects with a ``hash``
-    (blocks, transactions, proofs, votes) include it.
-    """
-    if isinstance(value, bytes):
-        return hex0x(value)
-    if isinstance(value, (tuple, list)):
-        return [to_json(v) for v in value]
-    if dataclasses.is_dataclass(value) and hasattr(value, "FIELDS"):
-        from chain.codec import Amount  # the chain package is a sibling; imported lazily
-
-        out: dict[str, Any] = {}
-        if hasattr(type(value), "KIND"):
-            out["type"] = type(value).__name__
-        for name, codec in value.FIELDS:
-            field = getattr(value, name)
-            out[name] = str(field) if isinstance(codec, Amount) else to_json(field)
-        block_hash = getattr(value, "hash", None)
-        if isinstance(block_hash, bytes):
-            out["hash"] = hex0x(block_hash)
-        return out
-    return value
-
-
-def block_to_json(block: Any) -> dict[str, Any]:
-    """A ``chain.types.Block`` as ``daimon_getBlockBy*`` returns it: ``header``, ``body``, ``hash``."""
-    rendered: dict[str, Any] = to_json(block)
-    return rendered
-
-
 __all__ = [
     "RpcBackend", "ProblemSummary", "Balance", "BestModel", "PeriodInfo", "SyncStatus", "ChainHead",
     "NodeInfo", "PeerInfo", "Offer", "Reputation", "Locks", "LockedPart", "BondInfo", "Hex", "UInt", "Param", "MethodSpec", "METHODS",
-    "SUBSCRIPTION_TOPICS", "rpc_method_name", "hex0x", "to_json", "block_to_json",
+    "SUBSCRIPTION_TOPICS", "rpc_method_name", "hex0x",
 ]

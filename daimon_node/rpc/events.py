@@ -1,7 +1,8 @@
 """Event fan-out from the node to WebSocket subscribers, never blocking the node.
 
 The node calls ``EventHub.publish(topic, chain, payload)`` (synchronous, from its
-trio tasks) when a block is imported or a proof or vote is admitted. Each WebSocket
+trio tasks) when a block is imported or a proof or vote is admitted (payloads made by
+``daimon_node.rpc.render``, docs/rpc.md "WebSocket subscriptions"). Each WebSocket
 session owns one ``Subscriber``: a bounded memory channel that a writer task drains
 to the socket. ``publish`` only ever uses ``send_nowait``; when a subscriber's queue
 is full it is dropped (its session is told to close) instead of making the node

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 import chain.store as store_module
+import chain.store_branches as branches_module
 from chain import constants as C
 from chain.codec import pack, struct_to_obj
 from chain.consensus import period_end
@@ -106,14 +107,15 @@ def test_unsigned_in_turn_child_triggers_no_reorg(tmp_path: Path, monkeypatch: p
     executed: list[bytes] = []
     real = store_module.process_block
 
-    def spy(state: Any, block: Block, env: Any) -> Any:
+    def spy(state: Any, block: Block, env: Any, **kwargs: Any) -> Any:
         executed.append(block.hash)
-        return real(state, block, env)
+        return real(state, block, env, **kwargs)
 
     with ChainStore(tmp_path / "db") as store:
         for block in d.blocks:
             store.import_block(block, d.env)
-        monkeypatch.setattr(store_module, "process_block", spy)
+        monkeypatch.setattr(store_module, "process_block", spy)  # the head's extension
+        monkeypatch.setattr(branches_module, "process_block", spy)  # side branches and reorgs
         for block in junk:
             with pytest.raises(BadCommitterSignature):
                 store.import_block(block, d.env)

@@ -108,6 +108,9 @@ def test_heavier_fork_reorgs_state(tmp_path: Path) -> None:
         assert store.head == b.blocks[-1].hash
         assert store.state.root == b.state.root
         assert store.get_block_by_height(store.height) == b.blocks[-1]
+        # The reorg wrote the new branch's receipts in its batch; the orphaned block keeps its own.
+        assert [store.receipt_at(h)[1] for h in range(store.height + 1)] == b.receipts
+        assert store.get_receipt(a.blocks[-1].hash) == a.receipts[-1]
     with ChainStore(tmp_path / "db") as store:
         assert store.state.root == b.state.root
 
@@ -164,6 +167,8 @@ def test_kill_9_mid_import_reopens_consistent(tmp_path: Path) -> None:
         for block in d.blocks[: height + 1]:
             state = apply_block(state, block, d.env)
         assert store.state.root == state.root
+        # Every canonical block's receipt was in its block's batch.
+        assert [store.receipt_at(h)[1] for h in range(height + 1)] == d.receipts[: height + 1]
         # And the store continues from where it stopped.
         for block in d.blocks[height + 1 :]:
             store.import_block(block, d.env)

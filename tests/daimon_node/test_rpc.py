@@ -1,21 +1,25 @@
-"""The JSON-RPC dispatcher without sockets: JSON-RPC 2.0 rules, validation, typed errors, metrics."""
+"""The JSON-RPC dispatcher without sockets: JSON-RPC 2.0 rules, validation, typed errors, metrics.
+
+The backend is the node's own (``NodeBackend``) over a devnet chain in LevelDB (``rpcnode``).
+"""
 
 from __future__ import annotations
 
 import inspect
 import json
 import logging
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from chain.devnet import Devnet, DevnetConfig
 from chain.types import RegisterValidator
+from daimon_node.daemon.backend import NodeBackend
 from daimon_node.rpc import errors as E
 from daimon_node.rpc.api import METHODS, RpcBackend, rpc_method_name
 from daimon_node.rpc.dispatcher import Dispatcher, DispatchLimits
-from daimon_node.rpc.memory import MemoryBackend
+from daimon_node.harness.devnet_node import devnet_backend
 
 DEVNET = Devnet(DevnetConfig(m=50))
 DEVNET.start()
@@ -24,8 +28,9 @@ CHAIN = "0x" + DEVNET.chain_id.hex()
 ADDR = "0x" + DEVNET.validator_keys[0].address_bytes.hex()
 
 
-class FailingBackend(MemoryBackend):
-    """``peer_count`` hits a bug; ``syncing`` returns something JSON cannot encode."""
+class FailingBackend(NodeBackend):
+    """The node's backend, with two bugs planted: ``peer_count`` raises; ``syncing`` returns
+    something JSON cannot encode."""
 
     async def peer_count(self) -> int:
         raise RuntimeError("secret internal detail")
@@ -34,8 +39,15 @@ class FailingBackend(MemoryBackend):
         return {b"bytes": object()}
 
 
-def make(limits: DispatchLimits = DispatchLimits(), backend: MemoryBackend | None = None) -> Dispatcher:
-    return Dispatcher(backend or FailingBackend.from_devnet(DEVNET), limits=limits)
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FailingBackend]:
+    node_backend = devnet_backend(tmp_path_factory.mktemp("node"), DEVNET, FailingBackend)
+    yield node_backend
+    node_backend.node.chains.close()
+
+
+def make(backend: NodeBackend, limits: DispatchLimits = DispatchLimits()) -> Dispatcher:
+    return Dispatcher(backend, limits=limits)
 
 
 async def call(d: Dispatcher, payload: Any) -> Any:
@@ -67,13 +79,13 @@ def test_method_names_are_camel_case_of_backend_methods() -> None:
         assert [p for p in sig.parameters if p != "self"] == [p.name for p in spec.params]
 
 
-def test_memory_backend_implements_the_protocol() -> None:
-    assert isinstance(MemoryBackend(), RpcBackend)
+def test_node_backend_implements_the_protocol(backend: FailingBackend) -> None:
+    assert isinstance(backend, RpcBackend)
 
 
 # --- success ------------------------------------------------------------------------
-async def test_positional_and_named_params() -> None:
-    d = make()
+async def test_positional_and_named_params(backend: FailingBackend) -> None:
+    d = make(backend)
     assert (await call(d, req("daimon_blockNumber", [CHAIN])))["result"] == 1
     assert (await call(d, req("daimon_blockNumber", {"chain": CHAIN})))["result"] == 1
     reply = await call(d, req("daimon_getBalance", {"address": ADDR, "chain": CHAIN}, id_="abc"))
@@ -81,25 +93,24 @@ async def test_positional_and_named_params() -> None:
                      "result": {"spendable": str(DEVNET.balance(DEVNET.validator_keys[0])[0]), "locked": "0"}}
 
 
-async def test_amounts_are_decimal_strings_beyond_2_53() -> None:
-    problem = (await call(make(), req("daimon_getProblem", [CHAIN])))["result"]
+async def test_amounts_are_decimal_strings_beyond_2_53(backend: FailingBackend) -> None:
+    problem = (await call(make(backend), req("daimon_getProblem", [CHAIN])))["result"]
     amount = problem["params"]["genesis"][0]["amount"]
     assert amount == str(DEVNET.cfg.genesis_amount) and int(amount) > 2**53
 
 
-async def test_notification_gets_no_response_but_runs() -> None:
-    backend = MemoryBackend.from_devnet(DEVNET)
-    d = make(backend=backend)
+async def test_notification_gets_no_response_but_runs(backend: FailingBackend) -> None:
+    d = make(backend)
     tx = DEVNET.tx(DEVNET.improver_keys[3], RegisterValidator())
     assert await d.handle(json.dumps({"jsonrpc": "2.0", "method": "daimon_sendRawTransaction",
                                       "params": [CHAIN, "0x" + tx.encode().hex()]}).encode()) is None
-    assert tx.hash in backend.chains[DEVNET.chain_id].mempool
+    assert tx.hash in backend.node.chains.chains[DEVNET.chain_id].mempool.txs
 
 
 # --- standard error codes -----------------------------------------------------------------
 @pytest.mark.parametrize("body", [b"{", b"not json", b"\xff\xfe", b"[" * 100_000])
-async def test_parse_error(body: bytes) -> None:
-    reply = await call(make(), body)
+async def test_parse_error(backend: FailingBackend, body: bytes) -> None:
+    reply = await call(make(backend), body)
     assert error_code(reply) == E.PARSE_ERROR and reply["id"] is None
 
 
@@ -110,12 +121,12 @@ async def test_parse_error(body: bytes) -> None:
     {"jsonrpc": "2.0", "id": 1, "method": "daimon_peerCount", "params": 3},
     {"jsonrpc": "2.0", "id": [1], "method": "daimon_peerCount"},  # id must be scalar
 ])
-async def test_invalid_request(payload: Any) -> None:
-    assert error_code(await call(make(), payload)) == E.INVALID_REQUEST
+async def test_invalid_request(backend: FailingBackend, payload: Any) -> None:
+    assert error_code(await call(make(backend), payload)) == E.INVALID_REQUEST
 
 
-async def test_method_not_found() -> None:
-    d = make()
+async def test_method_not_found(backend: FailingBackend) -> None:
+    d = make(backend)
     reply = await call(d, req("daimon_noSuchThing"))
     assert error_code(reply) == E.METHOD_NOT_FOUND and reply["id"] == 1
     assert error_code(await call(d, req("eth_blockNumber"))) == E.METHOD_NOT_FOUND
@@ -140,14 +151,14 @@ async def test_method_not_found() -> None:
     ("daimon_getBalance", {"chain": CHAIN}, "missing params ['address']"),
     ("daimon_getBalance", {"chain": CHAIN, "address": ADDR, "extra": 1}, "unknown params ['extra']"),
 ])
-async def test_invalid_params(method: str, params: Any, fragment: str) -> None:
-    reply = await call(make(), req(method, params))
+async def test_invalid_params(backend: FailingBackend, method: str, params: Any, fragment: str) -> None:
+    reply = await call(make(backend), req(method, params))
     assert error_code(reply) == E.INVALID_PARAMS
     assert fragment in reply["error"]["message"]
 
 
-async def test_internal_error_hides_details_and_is_logged(caplog: pytest.LogCaptureFixture) -> None:
-    d = make()
+async def test_internal_error_hides_details_and_is_logged(backend: FailingBackend, caplog: pytest.LogCaptureFixture) -> None:
+    d = make(backend)
     with caplog.at_level(logging.ERROR, logger="daimon.rpc"):
         reply = await call(d, req("daimon_peerCount"))
     assert reply["error"] == {"code": E.INTERNAL_ERROR, "message": "internal error"}
@@ -157,18 +168,18 @@ async def test_internal_error_hides_details_and_is_logged(caplog: pytest.LogCapt
     assert (await call(d, req("daimon_blockNumber", [CHAIN])))["result"] == 1  # still serving
 
 
-async def test_server_defined_codes() -> None:
-    d = make()
+async def test_server_defined_codes(backend: FailingBackend) -> None:
+    d = make(backend)
     reply = await call(d, req("daimon_blockNumber", ["0x" + "ab" * 32]))
     assert error_code(reply) == E.NOT_FOUND and "unknown chain" in reply["error"]["message"]
     reply = await call(d, req("daimon_submitProof", [CHAIN, "0xdeadbeef"]))
     assert error_code(reply) == E.REJECTED
-    assert reply["error"]["data"]["reason"].startswith("cannot decode PoI")
+    assert reply["error"]["data"]["reason"].startswith("malformed PoI")
 
 
 # --- batches ------------------------------------------------------------------------------
-async def test_batch_mixed_keeps_ids_and_skips_notifications() -> None:
-    replies = await call(make(), [
+async def test_batch_mixed_keeps_ids_and_skips_notifications(backend: FailingBackend) -> None:
+    replies = await call(make(backend), [
         req("daimon_blockNumber", [CHAIN], id_=1),
         {"jsonrpc": "2.0", "method": "daimon_blockNumber", "params": [CHAIN]},  # notification
         req("daimon_nope", id_=2),
@@ -182,18 +193,18 @@ async def test_batch_mixed_keeps_ids_and_skips_notifications() -> None:
     assert replies[3] == {"jsonrpc": "2.0", "id": 3, "result": None}  # missing block: null
 
 
-async def test_empty_batch_is_one_invalid_request() -> None:
-    reply = await call(make(), [])
+async def test_empty_batch_is_one_invalid_request(backend: FailingBackend) -> None:
+    reply = await call(make(backend), [])
     assert isinstance(reply, dict) and error_code(reply) == E.INVALID_REQUEST
 
 
-async def test_all_notification_batch_has_no_response() -> None:
+async def test_all_notification_batch_has_no_response(backend: FailingBackend) -> None:
     note = {"jsonrpc": "2.0", "method": "daimon_blockNumber", "params": [CHAIN]}
-    assert await call(make(), [note, note]) is None
+    assert await call(make(backend), [note, note]) is None
 
 
-async def test_batch_and_request_size_caps() -> None:
-    d = make(DispatchLimits(max_request_bytes=2000, max_batch=3))
+async def test_batch_and_request_size_caps(backend: FailingBackend) -> None:
+    d = make(backend, DispatchLimits(max_request_bytes=2000, max_batch=3))
     reply = await call(d, [req("daimon_blockNumber", [CHAIN], id_=i) for i in range(4)])
     assert isinstance(reply, dict) and error_code(reply) == E.INVALID_REQUEST
     assert "limit of 3" in reply["error"]["message"]
@@ -208,13 +219,13 @@ async def test_batch_and_request_size_caps() -> None:
     (b'{"jsonrpc":"2.0","id":-Infinity,"method":"daimon_listProblems"}', E.PARSE_ERROR),
     (b'{"jsonrpc":"2.0","id":1e400,"method":"daimon_listProblems"}', E.INVALID_REQUEST),  # parses to inf
 ])
-async def test_an_id_json_cannot_write_is_refused_not_dropped(body: bytes, code: int) -> None:
-    reply = await call(make(), body)  # used to raise out of the dispatcher: the connection dropped
+async def test_an_id_json_cannot_write_is_refused_not_dropped(backend: FailingBackend, body: bytes, code: int) -> None:
+    reply = await call(make(backend), body)  # used to raise out of the dispatcher: the connection dropped
     assert error_code(reply) == code and reply["id"] is None
 
 
-async def test_lone_surrogates_are_echoed_escaped() -> None:
-    d = make()
+async def test_lone_surrogates_are_echoed_escaped(backend: FailingBackend) -> None:
+    d = make(backend)
     reply = await d.handle(b'{"jsonrpc":"2.0","id":"\\ud800","method":"daimon_blockNumber","params":["%s"]}'
                            % CHAIN.encode())
     assert reply is not None and reply.isascii() and json.loads(reply) == {"jsonrpc": "2.0", "id": "\ud800",
@@ -238,8 +249,8 @@ def refused(d: Dispatcher, limit: str) -> float:
     (b"[" + b"-" + b"1" * 4301 + b"]", E.NumberTooLarge, "number"),
     (json.dumps([req("daimon_peerCount", id_=i) for i in range(10_000)]).encode(), E.BatchTooLarge, "batch"),
 ])
-async def test_limits_are_typed_errors_and_counted(body: bytes, error: type[E.LimitExceeded], limit: str) -> None:
-    d = make()
+async def test_limits_are_typed_errors_and_counted(backend: FailingBackend, body: bytes, error: type[E.LimitExceeded], limit: str) -> None:
+    d = make(backend)
     reply = await call(d, body)
     assert error_code(reply) == error.CODE and reply["id"] is None
     assert reply["error"]["data"]["limit"] == limit == error.LIMIT
@@ -247,15 +258,15 @@ async def test_limits_are_typed_errors_and_counted(body: bytes, error: type[E.Li
     assert type(E.error_from_json(reply["error"])) in (E.ParseError, E.InvalidRequest)
 
 
-async def test_an_integer_under_the_conversion_limit_is_only_out_of_range() -> None:
-    reply = await call(make(), b'{"jsonrpc":"2.0","id":1,"method":"daimon_getBlockByNumber","params":["%s",%s]}'
+async def test_an_integer_under_the_conversion_limit_is_only_out_of_range(backend: FailingBackend) -> None:
+    reply = await call(make(backend), b'{"jsonrpc":"2.0","id":1,"method":"daimon_getBlockByNumber","params":["%s",%s]}'
                        % (CHAIN.encode(), b"9" * 4000))
     assert error_code(reply) == E.INVALID_PARAMS and len(reply["error"]["message"]) < 200
 
 
 # --- metrics ----------------------------------------------------------------------------
-async def test_counters_and_latency_histogram() -> None:
-    d = make()
+async def test_counters_and_latency_histogram(backend: FailingBackend) -> None:
+    d = make(backend)
     for _ in range(3):
         await call(d, req("daimon_blockNumber", [CHAIN]))
     await call(d, req("daimon_nope"))
@@ -272,8 +283,8 @@ async def test_counters_and_latency_histogram() -> None:
                     (("le", "+Inf"), ("method", "daimon_blockNumber")))] == 3
 
 
-def test_registry_get_or_create_and_conflicts() -> None:
-    d = make()
+def test_registry_get_or_create_and_conflicts(backend: FailingBackend) -> None:
+    d = make(backend)
     g = d.metrics.gauge("daimon_height", "head height", ["chain"])
     assert d.metrics.gauge("daimon_height", "head height", ["chain"]) is g
     with pytest.raises(ValueError):
