@@ -61,7 +61,8 @@ from daimon_node.cli.problem import app as problem_app  # noqa: E402
 app.add_typer(problem_app, name="problem")
 from daimon_node.cli.embedding import app as del_app  # noqa: E402
 app.add_typer(del_app, name="del")
-from daimon_node.cli.chain import rate, status, tx_app  # noqa: E402
+from daimon_node.cli.chain import rate, tx_app  # noqa: E402
+from daimon_node.cli.status import status  # noqa: E402
 
 app.command()(status)
 app.command()(rate)
