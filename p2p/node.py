@@ -28,6 +28,7 @@ from p2p.content import ContentService
 from p2p.errors import DialError
 from p2p.gossip import GossipService
 from p2p.host import HostService
+from p2p import libp2p_patches
 from p2p.peers import WEIGHT_BAD_CONTENT, PeerBook
 from p2p.problems import MAX_LISTED, MAX_PROPOSAL_BYTES, ProblemsService
 from p2p.serving import penalise
@@ -79,6 +80,7 @@ class P2PNode(INetwork):
 
     def __init__(self, config: P2PConfig, *, sync_provider: SyncProvider | None = None,
                  store: ContentStore | None = None, problem_provider: ProblemProvider | None = None) -> None:
+        libp2p_patches.install()  # before the host and pubsub exist (checks the libp2p version)
         self.config = config
         self.book = PeerBook(
             ban_threshold=config.ban_threshold,
