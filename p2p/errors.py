@@ -56,6 +56,15 @@ class StreamEnded(ProtocolViolation):
     """
 
 
+class MalformedMessage(ProtocolViolation):
+    """A frame arrived whole but its bytes are not a message of the protocol (a codec's verdict)."""
+
+
+class RequestFailed(P2PError):
+    """A request/response exchange failed without the peer breaking the protocol
+    (unreachable, banned, the stream reset or closed before the answer)."""
+
+
 class FrameTooLarge(ProtocolViolation):
     """A length prefix announced more bytes than the frame cap allows."""
 
