@@ -17,8 +17,7 @@ the service's check (a refusal, ``bad_input``, not a protocol violation).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Final, Union
+from typing import Any, Final
 
 import msgpack
 from p2p.errors import MalformedMessage
@@ -26,6 +25,16 @@ from p2p.reqresp import ReqRespLimits
 
 from chain.errors import DecodeError
 from chain.types import Voucher
+
+from daimon_node.market.messages import (
+    Inference,
+    InferReplyT,
+    InferRequest,
+    InferRequestT,
+    Quote,
+    QuoteRequest,
+    Refusal,
+)
 
 INFER_PROTOCOL: Final[str] = "/daimon/infer/1"
 INFER_LIMITS: Final[ReqRespLimits] = ReqRespLimits(
@@ -39,49 +48,6 @@ INFER_LIMITS: Final[ReqRespLimits] = ReqRespLimits(
 MAX_CODE_CHARS: Final[int] = 64
 MAX_MESSAGE_CHARS: Final[int] = 1000
 MAX_AMOUNT_DIGITS: Final[int] = 40  # 2^128 has 39
-
-
-@dataclass(frozen=True)
-class QuoteRequest:
-    chain_id: bytes
-    payer: bytes  # address
-
-
-@dataclass(frozen=True)
-class InferRequest:
-    chain_id: bytes
-    voucher: Voucher
-    inputs_npy: bytes
-
-
-@dataclass(frozen=True)
-class Quote:
-    price: int  # per input item
-    model_digest: bytes
-    paid: int  # what the runner holds from this payer in the channel's epoch
-    epoch: int
-
-
-@dataclass(frozen=True)
-class Inference:
-    model_digest: bytes
-    scores_npy: bytes
-    cumulative: int
-
-
-@dataclass(frozen=True)
-class Refusal:
-    code: str
-    message: str
-
-
-InferRequestT = Union[QuoteRequest, InferRequest]
-InferReplyT = Union[Quote, Inference, Refusal]
-
-
-def call_cost(price_per_item: int, items: int) -> int:
-    """What a call of ``items`` inputs costs at ``price_per_item`` (the voucher must add this)."""
-    return price_per_item * items
 
 
 # --- field checks ------------------------------------------------------------------------------

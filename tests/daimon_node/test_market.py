@@ -19,16 +19,10 @@ from chain.crypto import KeyPair
 from chain.state import Channel
 from chain.types import InputSpec
 from daimon_node.cli.market import StaleModel, pick_offer
-from daimon_node.market.service import (
-    InferError,
-    InferService,
-    Served,
-    VoucherBook,
-    check_inputs,
-    make_voucher,
-    npy_bytes,
-    parse_npy,
-)
+from daimon_node.market.errors import InferError
+from daimon_node.market.messages import Inference, InferRequest, Quote, QuoteRequest, Refusal, npy_bytes, parse_npy
+from daimon_node.market.service import InferService, Served, check_inputs
+from daimon_node.market.vouchers import VoucherBook, make_voucher
 from daimon_node.proofs.sandbox import Sandbox
 
 F, C = 8, 3
@@ -80,10 +74,11 @@ def world(sandbox, tmp_path):  # type: ignore[no-untyped-def]
 
 
 X = np.random.default_rng(3).uniform(0, 16, (4, F)).astype(np.float32)
+COST = PRICE * len(X)  # the price is per input row
 
 
 def call(world, voucher, x=X):  # type: ignore[no-untyped-def]
-    return trio.run(world.service.handle_request, ["infer", CHAIN, voucher.encode(), npy_bytes(x)])
+    return trio.run(world.service.handle, "peer", InferRequest(CHAIN, voucher, npy_bytes(x)))
 
 
 def voucher(cumulative: int, keys: KeyPair = USER, epoch: int = 0, runner: bytes = RUNNER.address_bytes):  # type: ignore[no-untyped-def]
@@ -91,34 +86,38 @@ def voucher(cumulative: int, keys: KeyPair = USER, epoch: int = 0, runner: bytes
 
 
 def assert_refused(reply, code: str) -> None:  # type: ignore[no-untyped-def]
-    assert reply[0] == "err" and reply[1] == code, reply
+    assert isinstance(reply, Refusal) and reply.code == code, reply
+
+
+def ok(reply) -> bool:  # type: ignore[no-untyped-def]
+    return isinstance(reply, (Inference, Quote))
 
 
 def test_paid_call_returns_the_committed_models_local_outputs(world) -> None:  # type: ignore[no-untyped-def]
-    reply = call(world, voucher(PRICE))
-    assert reply[0] == "ok", reply
-    assert reply[1] == world.service.served[CHAIN].digest
-    np.testing.assert_array_equal(parse_npy(reply[2]), local_scores(world.model, X))
-    assert reply[3] == str(PRICE)
-    assert world.service.calls == 1
+    reply = call(world, voucher(COST))
+    assert isinstance(reply, Inference), reply
+    assert reply.model_digest == world.service.served[CHAIN].digest
+    np.testing.assert_array_equal(parse_npy(reply.scores_npy), local_scores(world.model, X))
+    assert reply.cumulative == COST
+    assert world.service.calls == 1 and world.service.items == len(X)
 
 
 def test_successive_vouchers_each_pay_one_call(world) -> None:  # type: ignore[no-untyped-def]
     for k in range(1, 4):
-        assert call(world, voucher(k * PRICE))[0] == "ok"
-    assert world.service.book.accepted[(CHAIN, USER.address_bytes)].cumulative == 3 * PRICE
+        assert ok(call(world, voucher(k * COST)))
+    assert world.service.book.accepted[(CHAIN, USER.address_bytes)].cumulative == 3 * COST
 
 
 def test_replayed_voucher_is_refused(world) -> None:  # type: ignore[no-untyped-def]
-    v = voucher(PRICE)
-    assert call(world, v)[0] == "ok"
+    v = voucher(COST)
+    assert ok(call(world, v))
     assert_refused(call(world, v), "replayed")
     assert world.service.calls == 1
 
 
 def test_replay_after_restart_is_refused(world, sandbox) -> None:  # type: ignore[no-untyped-def]
-    v = voucher(PRICE)
-    assert call(world, v)[0] == "ok"
+    v = voucher(COST)
+    assert ok(call(world, v))
     world.service.book = VoucherBook.load(world.path)  # the runner restarted
     assert_refused(call(world, v), "replayed")
 
@@ -126,11 +125,11 @@ def test_replay_after_restart_is_refused(world, sandbox) -> None:  # type: ignor
 def test_voucher_below_what_the_chain_redeemed_is_refused(world) -> None:  # type: ignore[no-untyped-def]
     world.channels[USER.address_bytes] = Channel(100, 40, 50, 0)
     assert_refused(call(world, voucher(40)), "replayed")
-    assert call(world, voucher(45))[0] == "ok"
+    assert ok(call(world, voucher(40 + COST)))
 
 
 def test_underpaid_voucher_is_refused(world) -> None:  # type: ignore[no-untyped-def]
-    assert_refused(call(world, voucher(PRICE - 1)), "underpaid")
+    assert_refused(call(world, voucher(COST - 1)), "underpaid")  # pays 4 rows less one unit
 
 
 def test_overspent_voucher_is_refused(world) -> None:  # type: ignore[no-untyped-def]
@@ -138,24 +137,24 @@ def test_overspent_voucher_is_refused(world) -> None:  # type: ignore[no-untyped
 
 
 def test_forged_vouchers_are_refused(world) -> None:  # type: ignore[no-untyped-def]
-    v = voucher(PRICE)
+    v = voucher(COST)
     assert_refused(call(world, dataclasses.replace(v, cumulative=50)), "forged")  # amount changed after signing
     # signed by a stranger who claims to be the user
-    forged = dataclasses.replace(voucher(PRICE, keys=STRANGER), payer=USER.public_key)
+    forged = dataclasses.replace(voucher(COST, keys=STRANGER), payer=USER.public_key)
     assert_refused(call(world, forged), "forged")
-    assert_refused(call(world, voucher(PRICE, runner=STRANGER.address_bytes)), "forged")  # for another runner
+    assert_refused(call(world, voucher(COST, runner=STRANGER.address_bytes)), "forged")  # for another runner
     assert world.service.calls == 0
 
 
 def test_payer_without_channel_is_refused(world) -> None:  # type: ignore[no-untyped-def]
-    assert_refused(call(world, voucher(PRICE, keys=STRANGER)), "no_channel")
+    assert_refused(call(world, voucher(COST, keys=STRANGER)), "no_channel")
 
 
 def test_old_epoch_and_expiring_channel_are_refused(world) -> None:  # type: ignore[no-untyped-def]
     world.channels[USER.address_bytes] = Channel(100, 0, 50, 1)
-    assert_refused(call(world, voucher(PRICE, epoch=0)), "stale_epoch")
+    assert_refused(call(world, voucher(COST, epoch=0)), "stale_epoch")
     world.period["now"] = 49
-    assert_refused(call(world, voucher(PRICE, epoch=1)), "channel_expiring")
+    assert_refused(call(world, voucher(COST, epoch=1)), "channel_expiring")
 
 
 @pytest.mark.parametrize("x, what", [
@@ -165,11 +164,11 @@ def test_old_epoch_and_expiring_channel_are_refused(world) -> None:  # type: ign
     (np.full((2, F), np.nan, np.float32), "NaN"),
 ])
 def test_bad_inputs_take_no_payment(world, x, what) -> None:  # type: ignore[no-untyped-def]
-    reply = call(world, voucher(PRICE), x)
+    reply = call(world, voucher(COST), x)
     assert_refused(reply, "bad_input")
-    assert what in reply[2]
+    assert what in reply.message
     assert (CHAIN, USER.address_bytes) not in world.service.book.accepted
-    assert call(world, voucher(PRICE))[0] == "ok"  # the same amount still buys a call
+    assert ok(call(world, voucher(COST)))  # the same amount still buys a call
 
 
 def test_check_inputs_accepts_one_input_as_a_batch_of_one() -> None:
@@ -179,11 +178,10 @@ def test_check_inputs_accepts_one_input_as_a_batch_of_one() -> None:
 
 
 def test_quote_reports_price_digest_and_what_was_paid(world) -> None:  # type: ignore[no-untyped-def]
-    call(world, voucher(PRICE))
-    reply = trio.run(world.service.handle_request, ["quote", CHAIN, USER.address_bytes])
-    assert reply == ["ok", str(PRICE), world.service.served[CHAIN].digest, str(PRICE), 0]
-    assert_refused(trio.run(world.service.handle_request, ["quote", b"\x22" * 32, USER.address_bytes]), "not_serving")
-    assert_refused(trio.run(world.service.handle_request, ["bogus"]), "bad_request")
+    call(world, voucher(COST))
+    reply = trio.run(world.service.handle, "peer", QuoteRequest(CHAIN, USER.address_bytes))
+    assert reply == Quote(PRICE, world.service.served[CHAIN].digest, COST, 0)
+    assert_refused(trio.run(world.service.handle, "peer", QuoteRequest(b"\x22" * 32, USER.address_bytes)), "not_serving")
 
 
 # --- the user's choice of offer -----------------------------------------------------------
