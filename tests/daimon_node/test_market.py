@@ -254,3 +254,131 @@ def test_runner_serves_only_the_confirmed_model_by_default(serve: str) -> None:
         assert fetched == [] and role.status == "waiting for a confirmed model"
     else:
         assert fetched == [digest]
+
+
+# --- batch pricing -------------------------------------------------------------------------
+def test_a_batch_is_priced_per_input(world) -> None:  # type: ignore[no-untyped-def]
+    batch = np.random.default_rng(4).uniform(0, 16, (64, F)).astype(np.float32)
+    world.channels[USER.address_bytes] = Channel(deposit=65 * PRICE, redeemed=0, expires_period=50, epoch=0)
+    assert_refused(call(world, voucher(64 * PRICE - 1), batch), "underpaid")  # one unit short of 64 inputs
+    reply = call(world, voucher(64 * PRICE), batch)
+    assert isinstance(reply, Inference) and parse_npy(reply.scores_npy).shape == (64, C)
+    one = call(world, voucher(64 * PRICE + PRICE), X[0])  # one input without a batch axis is one row
+    assert isinstance(one, Inference) and parse_npy(one.scores_npy).shape == (1, C)
+    assert world.service.items == 65
+
+
+def test_runner_reuses_its_warm_session(world, sandbox) -> None:  # type: ignore[no-untyped-def]
+    loaded = sandbox.sessions_loaded
+    for k in range(1, 4):
+        assert ok(call(world, voucher(k * COST)))
+    assert sandbox.sessions_loaded - loaded <= 1  # built at most once (the module's sandbox may hold it)
+
+
+# --- the paying user's channel client --------------------------------------------------------
+class FakeNode:
+    """A ``MarketNode`` whose runner answers with ``self.refuse`` (a typed refusal) or the scores."""
+
+    def __init__(self, digest: bytes) -> None:
+        self.digest = digest
+        self.channel_view = None
+        self.opened: list[int] = []
+        self.sent: list[int] = []
+        self.refuse: InferError | None = None
+        self.paid = 0
+
+    def quote(self, chain_id, runner, payer):  # type: ignore[no-untyped-def]
+        return Quote(PRICE, self.digest, self.paid, 0)
+
+    def channel(self, chain_id, payer, runner):  # type: ignore[no-untyped-def]
+        return self.channel_view
+
+    def period(self, chain_id):  # type: ignore[no-untyped-def]
+        return 3
+
+    def open_channel(self, chain_id, runner, amount, expires_period):  # type: ignore[no-untyped-def]
+        from daimon_node.market.channel_client import ChannelView
+
+        self.opened.append(amount)
+        self.channel_view = ChannelView(amount, 0, expires_period, 0, True)
+
+    def infer(self, chain_id, runner, voucher, inputs_npy):  # type: ignore[no-untyped-def]
+        self.sent.append(voucher.cumulative)
+        if self.refuse is not None:
+            raise self.refuse
+        self.paid = voucher.cumulative
+        return Inference(self.digest, npy_bytes(np.zeros((len(parse_npy(inputs_npy)), C), np.float32)), voucher.cumulative)
+
+
+@pytest.fixture()
+def payer(tmp_path):  # type: ignore[no-untyped-def]
+    from daimon_node.market.channel_client import CallTerms, ChannelClient, VoucherLedger
+
+    node = FakeNode(b"\x07" * 32)
+    client = ChannelClient(USER, VoucherLedger(tmp_path / "vouchers.json"), node)
+    terms = CallTerms(node.digest)  # the model the user pays for
+    return SimpleNamespace(node=node, client=client, pay=lambda x=X: client.call(CHAIN, RUNNER.address_bytes, x, 1, terms))
+
+
+def test_channel_client_pays_per_input_and_opens_a_channel_once(payer) -> None:  # type: ignore[no-untyped-def]
+    paid = payer.pay()
+    assert paid.cost == COST and paid.inference.cumulative == COST
+    assert payer.node.opened == [100 * COST]  # the default deposit: 100 calls like this one
+    assert payer.pay().inference.cumulative == 2 * COST
+    assert payer.node.opened == [100 * COST]
+
+
+@pytest.mark.parametrize("error_code", ["run_failed", "bad_input", "underpaid", "not_serving"])
+def test_refusals_the_runner_kept_nothing_of_are_refunded(payer, error_code: str) -> None:  # type: ignore[no-untyped-def]
+    from daimon_node.market.errors import refusal
+
+    payer.pay()
+    payer.node.refuse = refusal(error_code, "no")
+    with pytest.raises(InferError) as info:
+        payer.pay()
+    assert info.value.wire_code == error_code and not info.value.voucher_kept
+    payer.node.refuse = None
+    assert payer.pay().inference.cumulative == 2 * COST  # the refused amount was reused
+    assert payer.node.sent == [COST, 2 * COST, 2 * COST]
+
+
+@pytest.mark.parametrize("error_code", ["replayed", "some_future_code"])
+def test_refusals_that_may_keep_the_voucher_are_not_refunded(payer, error_code: str) -> None:  # type: ignore[no-untyped-def]
+    from daimon_node.market.channel_client import LedgerEntry
+    from daimon_node.market.errors import refusal
+
+    payer.pay()
+    payer.node.refuse = refusal(error_code, "no")
+    with pytest.raises(InferError) as info:
+        payer.pay()
+    assert info.value.voucher_kept
+    assert payer.client.ledger.get(CHAIN, RUNNER.address_bytes) == LedgerEntry(0, 2 * COST)  # never signs below
+
+
+def test_refusal_codes_map_to_their_types() -> None:
+    from daimon_node.market import errors
+
+    assert isinstance(errors.refusal("run_failed", "x"), errors.RunFailed)
+    assert isinstance(errors.refusal("replayed", "x"), errors.Replayed)
+    unknown = errors.refusal("zzz", "x")
+    assert type(unknown) is InferError and unknown.wire_code == "zzz" and unknown.voucher_kept
+
+
+def test_rpc_relay_turns_a_rejection_rule_into_its_type(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from daimon_node.cli.market import RpcMarketNode
+    from daimon_node.market.errors import RunFailed
+    from daimon_node.rpc.errors import Rejected
+
+    class Client:
+        def call(self, method, *params):  # type: ignore[no-untyped-def]
+            raise Rejected("runner refused: run_failed: model crashed", rule="run_failed")
+
+    with pytest.raises(RunFailed):
+        RpcMarketNode(Client(), tmp_path).quote(CHAIN, RUNNER.address_bytes, USER.address_bytes)
+
+
+def test_stale_runner_is_refused_before_paying(payer) -> None:  # type: ignore[no-untyped-def]
+    payer.node.digest = b"\x08" * 32  # the runner now serves another model
+    with pytest.raises(StaleModel):
+        payer.pay()
+    assert payer.node.sent == []
