@@ -30,6 +30,8 @@ from daimon_node.market.errors import (
 )
 
 EXPIRY_MARGIN_PERIODS: Final[int] = 1  # refuse vouchers of channels closable within this many periods
+COMPACT_FACTOR: Final[int] = 4  # the voucher log is rewritten past this many lines per payer...
+COMPACT_SLACK: Final[int] = 1024  # ...plus this many
 
 
 def make_voucher(keys: KeyPair, chain_id: bytes, runner: bytes, epoch: int, cumulative: int) -> Voucher:
@@ -40,29 +42,53 @@ def make_voucher(keys: KeyPair, chain_id: bytes, runner: bytes, epoch: int, cumu
 class VoucherBook:
     """The runner's record of the highest voucher it accepted from each payer, per chain.
 
-    Persisted (JSON of encoded vouchers) so a restart cannot be used to replay old
-    vouchers against it.
+    Persisted so a restart cannot be used to replay old vouchers against it, as an
+    append-only log: one hex-encoded voucher per line, the last line of a (chain, payer)
+    wins. Accepting a voucher appends one line (a paid call must not rewrite the whole
+    book: with a JSON rewrite and rename per call, the save was the largest cost of a
+    call); a roll-back, and a log grown past ``COMPACT_FACTOR`` lines per payer,
+    rewrite the file (to a temporary name, then renamed over it). A book saved as one
+    JSON list by earlier versions is read too, and rewritten as a log.
     """
 
     path: Path | None = None
     accepted: dict[tuple[bytes, bytes], Voucher] = field(default_factory=dict)  # (chain, payer addr) -> voucher
     redeem_sent: dict[tuple[bytes, bytes], tuple[int, int]] = field(default_factory=dict)  # -> (cumulative, period)
+    _lines: int = 0  # lines in the log file
 
     @classmethod
     def load(cls, path: Path | None) -> "VoucherBook":
         book = cls(path)
-        if path is not None and path.exists():
-            for raw in json.loads(path.read_text()):
-                v = Voucher.decode(bytes.fromhex(raw))
-                book.accepted[(v.chain_id, address_bytes(v.payer))] = v
+        if path is None or not path.exists():
+            return book
+        text = path.read_text()
+        legacy = text.lstrip().startswith("[")
+        for raw in json.loads(text) if legacy else text.split():
+            v = Voucher.decode(bytes.fromhex(raw))
+            book.accepted[(v.chain_id, address_bytes(v.payer))] = v
+            book._lines += 1
+        if legacy:
+            book.save()
         return book
 
     def save(self) -> None:
+        """Rewrite the log with one line per payer."""
         if self.path is None:
             return
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps([v.encode().hex() for v in self.accepted.values()]))
+        tmp.write_text("".join(v.encode().hex() + "\n" for v in self.accepted.values()))
         tmp.replace(self.path)
+        self._lines = len(self.accepted)
+
+    def _append(self, voucher: Voucher) -> None:
+        if self.path is None:
+            return
+        if self._lines >= COMPACT_FACTOR * max(1, len(self.accepted)) + COMPACT_SLACK:
+            self.save()
+            return
+        with self.path.open("a") as log:
+            log.write(voucher.encode().hex() + "\n")
+        self._lines += 1
 
     def floor(self, chain_id: bytes, payer: bytes, channel: Channel | None) -> int:
         """What this payer has already paid in its channel's current epoch."""
@@ -100,7 +126,7 @@ class VoucherBook:
         key = (chain_id, payer)
         previous = self.accepted.get(key)
         self.accepted[key] = voucher
-        self.save()
+        self._append(voucher)
         return previous
 
     def roll_back(self, voucher: Voucher, previous: Voucher | None) -> None:

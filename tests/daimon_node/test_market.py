@@ -382,3 +382,26 @@ def test_stale_runner_is_refused_before_paying(payer) -> None:  # type: ignore[n
     with pytest.raises(StaleModel):
         payer.pay()
     assert payer.node.sent == []
+
+
+# --- the runner's voucher log ------------------------------------------------------------------
+def test_voucher_log_appends_per_call_and_survives_restarts(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from daimon_node.market.vouchers import COMPACT_SLACK
+
+    channel = Channel(deposit=10**6, redeemed=0, expires_period=50, epoch=0)
+    book = VoucherBook.load(tmp_path / "book")
+    accepted = [voucher(k * PRICE) for k in range(1, 4)]
+    for v in accepted:
+        book.accept(v, chain_id=CHAIN, runner=RUNNER.address_bytes, cost=PRICE, channel=channel, period=3)
+    assert len((tmp_path / "book").read_text().split()) == 3  # one line per accepted call, no rewrite
+    book.roll_back(accepted[-1], accepted[-2])  # the last call failed on the runner's side
+    again = VoucherBook.load(tmp_path / "book")
+    assert again.accepted[(CHAIN, USER.address_bytes)] == accepted[-2]  # the rolled-back voucher stays forgotten
+    for k in range(4, 4 + COMPACT_SLACK + 8):  # past the compaction bound for one payer: rewritten to one line
+        again.accept(voucher(k * PRICE), chain_id=CHAIN, runner=RUNNER.address_bytes, cost=PRICE, channel=channel,
+                     period=3)
+    assert len((tmp_path / "book").read_text().split()) < COMPACT_SLACK
+    (tmp_path / "legacy").write_text(json.dumps([accepted[0].encode().hex()]))  # the format of earlier versions
+    assert VoucherBook.load(tmp_path / "legacy").accepted[(CHAIN, USER.address_bytes)] == accepted[0]
