@@ -133,7 +133,7 @@ class InferService:
         answered = False
         try:
             async with self._limit:
-                scores = await trio.to_thread.run_sync(self._score, served, inputs)
+                scores = await self._score(served, inputs)
             answered = True
         except SandboxError as exc:
             raise RunFailed(str(exc)) from None
@@ -144,9 +144,9 @@ class InferService:
         self.items += len(inputs)
         return Inference(served.digest, npy_bytes(scores), voucher.cumulative)
 
-    def _score(self, served: Served, inputs: np.ndarray) -> np.ndarray:
-        """Scores from the warm sandbox session of the served model (runs in a worker thread)."""
-        return self.sandbox.infer(served.digest, served.model, inputs, num_classes=served.params.num_classes,
+    async def _score(self, served: Served, inputs: np.ndarray) -> np.ndarray:
+        """Scores from the warm sandbox session of the served model (its pipes awaited in trio)."""
+        return await self.sandbox.infer_async(served.digest, served.model, inputs, num_classes=served.params.num_classes,
                                   max_model_bytes=served.params.max_model_bytes,
                                   wall_seconds=max(1.0, served.params.max_infer_ms / 1000))
 

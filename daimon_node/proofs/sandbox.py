@@ -48,10 +48,8 @@ The worker's side is ``sandbox_worker.py``; the framing both use is ``sandbox_wi
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import selectors
 import signal
 import subprocess
 import sys
@@ -61,9 +59,10 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Sequence
+from typing import Any, Final, NoReturn, Sequence
 
 import numpy as np
+import trio
 
 from daimon_node.errors import DaimonError
 from daimon_node.proofs.sandbox_wire import (
@@ -71,17 +70,15 @@ from daimon_node.proofs.sandbox_wire import (
     DEFAULT_MEMORY_BYTES,
     DEFAULT_STARTUP_SECONDS,
     DEFAULT_WALL_SECONDS,
-    LEN,
     MAX_CACHED_INPUTS,
-    MAX_HEADER_BYTES,
     MAX_SESSIONS,
-    PIPE_BYTES,
     SCORE_DTYPES,
     array_from_blob,
     array_header,
     encode_message,
     widen_pipe,
 )
+from daimon_node.proofs.sandbox_pipe import PipeClosed, PipeProtocolError, PipeTimeout, WorkerPipe
 from daimon_node.proofs.sandbox_worker import signature_mismatch
 
 _PROJECT_ROOT: Final[str] = str(Path(__file__).resolve().parents[2])
@@ -156,8 +153,9 @@ class Sandbox:
         self._cwd: tempfile.TemporaryDirectory[str] | None = None
         self._cached: set[str] = set()
         self._sessions: OrderedDict[str, None] = OrderedDict()  # warm model digests in the worker, oldest first
-        self._recv = bytearray()  # bytes read from the worker beyond the current message
+        self._pipe: WorkerPipe | None = None
         self._lock = threading.Lock()
+        self._trio_lock = trio.Lock()  # queues trio callers of infer_async before they take _lock
         self.sessions_loaded = 0  # warm sessions built (a replaced worker builds its sessions again)
         self.cold_start_seconds: float | None = None
         self.restarts = 0  # workers started after the first
@@ -213,9 +211,10 @@ class Sandbox:
         assert self._proc.stdin is not None and self._proc.stdout is not None
         for stream in (self._proc.stdin, self._proc.stdout):
             widen_pipe(stream.fileno())
+        self._pipe = WorkerPipe(self._proc)
         self._cached = set()
         try:
-            reply, _ = self._read_message(time.monotonic() + self.limits.startup_seconds, max_blob=0)
+            reply, _ = self._exchange(b"", time.monotonic() + self.limits.startup_seconds, max_blob=0)
         except SandboxError as exc:
             self._stop(graceful=False)
             raise SandboxUnavailable(f"sandbox worker failed to start: {exc}") from None
@@ -229,7 +228,7 @@ class Sandbox:
         proc, self._proc = self._proc, None
         self._cached = set()
         self._sessions = OrderedDict()
-        self._recv = bytearray()
+        self._pipe = None
         if proc is not None:
             if graceful and proc.poll() is None and proc.stdin is not None:
                 try:
@@ -282,8 +281,7 @@ class Sandbox:
             deadline = time.monotonic() + wall
             expected = [(int(arr.shape[0]), num_classes) for _, arr in inputs]
             max_blob = max((n * c * 8 for n, c in expected), default=0)
-            self._send(encode_message(header, [model]), deadline)
-            reply, blobs = self._read_message(deadline, max_blob=max_blob)
+            reply, blobs = self._exchange(_joined(header, [model]), deadline, max_blob)
             seconds = reply.get("seconds")
             self.last_run_seconds = float(seconds) if isinstance(seconds, (int, float)) else None
             return self._scores_from_reply(reply, blobs, expected)
@@ -296,6 +294,38 @@ class Sandbox:
         loaded only on the first call (and again after the worker was replaced). The wall
         and CPU budgets cover that load plus the run. Raises like ``run``.
         """
+        call = self._warm_call(digest, model, inputs, num_classes, max_model_bytes, wall_seconds)
+        with self._lock:
+            self._ensure_started()
+            deadline = time.monotonic() + call.wall
+            if not self._is_warm(call.key):
+                self._loaded(call.key, self._exchange(self._load_request(call), deadline, 0)[0])
+            reply, blobs = self._exchange(call.request, deadline, call.max_blob)
+            return self._scores_from_reply(reply, blobs, [call.shape])[0]
+
+    async def infer_async(self, digest: bytes, model: bytes, inputs: np.ndarray, *, num_classes: int,
+                          max_model_bytes: int, wall_seconds: float | None = None) -> np.ndarray:
+        """``infer`` for a trio task: it waits on the worker's pipes in the event loop, so a call
+        costs no hop through a thread (a cold start still runs in one). Cancelled mid-call,
+        the worker is killed: its state is unknown."""
+        call = self._warm_call(digest, model, inputs, num_classes, max_model_bytes, wall_seconds)
+        async with self._trio_lock:
+            if self.pid is None:
+                await trio.to_thread.run_sync(self.start)
+            if not self._lock.acquire(blocking=False):  # a thread is using the worker
+                await trio.to_thread.run_sync(self._lock.acquire)
+            try:
+                self._ensure_started()  # a no-op unless the worker died since start()
+                deadline = time.monotonic() + call.wall
+                if not self._is_warm(call.key):
+                    self._loaded(call.key, (await self._aexchange(self._load_request(call), deadline, 0))[0])
+                reply, blobs = await self._aexchange(call.request, deadline, call.max_blob)
+                return self._scores_from_reply(reply, blobs, [call.shape])[0]
+            finally:
+                self._lock.release()
+
+    def _warm_call(self, digest: bytes, model: bytes, inputs: np.ndarray, num_classes: int,
+                   max_model_bytes: int, wall_seconds: float | None) -> "_WarmCall":
         if len(model) > max_model_bytes:
             raise ModelTooLarge(len(model), max_model_bytes)
         arr = np.ascontiguousarray(inputs)
@@ -303,32 +333,31 @@ class Sandbox:
             raise BadModel(f"input dtype {arr.dtype} not supported")
         wall = self.limits.wall_seconds if wall_seconds is None else wall_seconds
         cpu = self.limits.cpu_budget if wall_seconds is None else max(1, math.ceil(wall))
-        key = digest.hex()
-        with self._lock:
-            self._ensure_started()
-            deadline = time.monotonic() + wall
-            if key in self._sessions:
-                self._sessions.move_to_end(key)
-            else:
-                self._load_session(key, model, cpu, deadline)
-            header = {"op": "infer", "key": key, "num_classes": num_classes, "cpu": cpu, **array_header(arr)}
-            self._send(encode_message(header, [memoryview(arr).cast("B")]), deadline)
-            reply, blobs = self._read_message(deadline, max_blob=int(arr.shape[0]) * num_classes * 8)
-            return self._scores_from_reply(reply, blobs, [(int(arr.shape[0]), num_classes)])[0]
+        key, rows = digest.hex(), int(arr.shape[0]) if arr.ndim else 0
+        header = {"op": "infer", "key": key, "num_classes": num_classes, "cpu": cpu, **array_header(arr)}
+        return _WarmCall(key, model, cpu, wall, _joined(header, [memoryview(arr).cast("B")]),
+                         (rows, num_classes), rows * num_classes * 8)
 
-    def _load_session(self, key: str, model: bytes, cpu: int, deadline: float) -> None:
-        """Build the warm session ``key`` in the worker (evicting the oldest when full)."""
+    def _is_warm(self, key: str) -> bool:
+        if key in self._sessions:
+            self._sessions.move_to_end(key)
+            return True
+        return False
+
+    def _load_request(self, call: "_WarmCall") -> bytes:
+        """The ``load`` message of a session, evicting the oldest when the worker is full."""
         drop = next(iter(self._sessions)) if len(self._sessions) >= MAX_SESSIONS else None
         if drop is not None:
             del self._sessions[drop]
-        self._send(encode_message({"op": "load", "key": key, "drop": drop, "cpu": cpu}, [model]), deadline)
-        reply, _ = self._read_message(deadline, max_blob=0)
+        return _joined({"op": "load", "key": call.key, "drop": drop, "cpu": call.cpu}, [call.model])
+
+    def _loaded(self, key: str, reply: dict[str, Any]) -> None:
         if reply.get("ok") is not True:
             self._raise_model_failure(reply)
         self._sessions[key] = None
         self.sessions_loaded += 1
 
-    def _raise_model_failure(self, reply: dict[str, Any]) -> None:
+    def _raise_model_failure(self, reply: dict[str, Any]) -> NoReturn:
         """The typed error of a worker's failure reply; one without a kind is out of protocol."""
         kind, msg = reply.get("kind"), str(reply.get("msg", ""))[:500]
         error = {"memory": ModelMemoryError, "bad_model": BadModel, "bad_output": BadModelOutput}.get(str(kind))
@@ -351,8 +380,7 @@ class Sandbox:
 
     def _request(self, header: dict[str, Any], blobs: Sequence[bytes | memoryview], max_blob: int) -> dict[str, Any]:
         deadline = time.monotonic() + self.limits.startup_seconds
-        self._send(encode_message(header, blobs), deadline)
-        reply, _ = self._read_message(deadline, max_blob=max_blob)
+        reply, _ = self._exchange(_joined(header, blobs), deadline, max_blob)
         if reply.get("ok") is not True:
             self._stop(graceful=False)
             raise SandboxUnavailable(f"sandbox worker refused {header['op']}: {reply.get('msg')}")
@@ -383,74 +411,46 @@ class Sandbox:
         return out
 
     # pipe I/O with deadlines ------------------------------------------------------------------
-    def _send(self, buffers: list[bytes | memoryview], deadline: float) -> None:
-        proc = self._proc
-        assert proc is not None and proc.stdin is not None
-        fd = proc.stdin.fileno()
-        os.set_blocking(fd, False)
-        # Joined into one buffer (a copy is cheaper than waking the worker once per piece).
-        view = memoryview(b"".join(buffers))
-        with selectors.DefaultSelector() as sel:
-            sel.register(fd, selectors.EVENT_WRITE)
-            while view.nbytes:
-                try:
-                    n = os.write(fd, view)
-                except BlockingIOError:
-                    if not sel.select(self._remaining(deadline)):
-                        self._timeout()
-                    continue
-                except (BrokenPipeError, ConnectionResetError):
-                    self._died()
-                view = view[n:]
+    def _exchange(self, data: bytes, deadline: float, max_blob: int) -> tuple[dict[str, Any], list[bytes]]:
+        """Send ``data`` (if any) and read the worker's reply, from a thread."""
+        assert self._pipe is not None
+        try:
+            if data:
+                self._pipe.send(data, deadline)
+            return self._pipe.read_message(deadline, max_blob)
+        except PipeTimeout:
+            self._timeout()
+        except PipeClosed:
+            self._died()
+        except PipeProtocolError as exc:
+            self._stop(graceful=False)
+            raise SandboxUnavailable(str(exc)) from None
 
-    def _read_message(self, deadline: float, *, max_blob: int) -> tuple[dict[str, Any], list[bytes]]:
-        proc = self._proc
-        assert proc is not None and proc.stdout is not None
-        fd = proc.stdout.fileno()
-        os.set_blocking(fd, False)
-        with selectors.DefaultSelector() as sel:
-            sel.register(fd, selectors.EVENT_READ)
-            (length,) = LEN.unpack(self._read_exact(sel, fd, LEN.size, deadline))
-            if length > MAX_HEADER_BYTES:
+    async def _aexchange(self, data: bytes, deadline: float, max_blob: int) -> tuple[dict[str, Any], list[bytes]]:
+        """``_exchange`` from a trio task; cancelled half-way, the worker is killed."""
+        assert self._pipe is not None
+        answered = False
+        try:
+            await self._pipe.asend(data, deadline)
+            reply = await self._pipe.aread_message(deadline, max_blob)
+            answered = True
+            return reply
+        except PipeTimeout:
+            self._timeout()
+        except PipeClosed:
+            self._died()
+        except PipeProtocolError as exc:
+            self._stop(graceful=False)
+            raise SandboxUnavailable(str(exc)) from None
+        finally:
+            if not answered:
                 self._stop(graceful=False)
-                raise SandboxUnavailable(f"sandbox header of {length} bytes")
-            try:
-                header = json.loads(self._read_exact(sel, fd, length, deadline))
-                sizes = header["blobs"]
-                if not isinstance(header, dict) or not all(isinstance(s, int) and 0 <= s <= max_blob for s in sizes):
-                    raise ValueError(f"blob sizes {sizes!r} over {max_blob}")
-            except (ValueError, KeyError, TypeError) as exc:
-                self._stop(graceful=False)
-                raise SandboxUnavailable(f"sandbox worker spoke out of protocol: {exc}") from None
-            blobs = [self._read_exact(sel, fd, size, deadline) for size in sizes]
-        return header, blobs
 
-    def _read_exact(self, sel: selectors.BaseSelector, fd: int, n: int, deadline: float) -> bytes:
-        """``n`` bytes from the worker; reads as much as is there (one message is one write)."""
-        buf = self._recv
-        while len(buf) < n:
-            try:
-                chunk = os.read(fd, max(n - len(buf), PIPE_BYTES))
-            except BlockingIOError:
-                if not sel.select(self._remaining(deadline)):
-                    self._timeout()
-                continue
-            if not chunk:
-                self._died()
-            buf += chunk
-        out = bytes(buf[:n])
-        del buf[:n]
-        return out
-
-    @staticmethod
-    def _remaining(deadline: float) -> float:
-        return max(0.0, deadline - time.monotonic())
-
-    def _timeout(self) -> None:
+    def _timeout(self) -> NoReturn:
         self._stop(graceful=False)
         raise ModelTimeout("model exceeded its wall-time limit; worker killed")
 
-    def _died(self) -> None:
+    def _died(self) -> NoReturn:
         proc = self._proc
         code = None
         if proc is not None:
@@ -467,17 +467,25 @@ class Sandbox:
 
 
 
+@dataclass(frozen=True)
+class _WarmCall:
+    """One ``infer`` call, prepared before the worker is touched."""
+
+    key: str  # the model digest, hex
+    model: bytes
+    cpu: int
+    wall: float
+    request: bytes  # the ``infer`` message
+    shape: tuple[int, int]  # of the scores
+    max_blob: int
+
+
+def _joined(header: dict[str, Any], blobs: Sequence[bytes | memoryview]) -> bytes:
+    """A message as one buffer (a copy is cheaper than waking the worker once per piece)."""
+    return b"".join(encode_message(header, blobs))
+
+
 __all__ = [
-    "Sandbox",
-    "SandboxLimits",
-    "SandboxError",
-    "ModelTooLarge",
-    "ModelTimeout",
-    "ModelMemoryError",
-    "ModelCrashed",
-    "BadModel",
-    "BadModelOutput",
-    "SandboxUnavailable",
-    "array_from_blob",
-    "signature_mismatch",
+    "Sandbox", "SandboxLimits", "SandboxError", "ModelTooLarge", "ModelTimeout", "ModelMemoryError", "ModelCrashed",
+    "BadModel", "BadModelOutput", "SandboxUnavailable", "array_from_blob", "signature_mismatch",
 ]

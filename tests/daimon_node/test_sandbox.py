@@ -381,3 +381,30 @@ def test_warm_session_checks_signature_and_outputs(sandbox: Sandbox, z: np.ndarr
         sandbox.infer(digest(model), model, images, num_classes=C, max_model_bytes=MAX_BYTES)
     with pytest.raises(ModelTooLarge):
         sandbox.infer(digest(model), model, z, num_classes=C, max_model_bytes=len(model) - 1)
+
+
+@pytest.mark.timeout(60)
+def test_warm_session_from_trio_without_a_thread(sandbox: Sandbox, z: np.ndarray) -> None:
+    """``infer_async`` gives ``infer``'s scores; a crash, a deadline and a cancellation each leave a
+    worker that the next call replaces."""
+    import trio
+
+    model, slow = good_model(), forever_model((TensorProto.FLOAT, [None, C]))
+
+    async def calls() -> None:
+        kw = dict(num_classes=C, max_model_bytes=MAX_BYTES)
+        expected = sandbox.infer(digest(model), model, z, **kw)
+        np.testing.assert_array_equal(await sandbox.infer_async(digest(model), model, z, **kw), expected)
+        assert sandbox.sessions_loaded == 1
+        os.kill(sandbox.pid, signal.SIGKILL)  # type: ignore[arg-type]
+        with pytest.raises(ModelCrashed):
+            await sandbox.infer_async(digest(model), model, z, **kw)
+        with pytest.raises(ModelTimeout):
+            await sandbox.infer_async(digest(slow), slow, z, wall_seconds=1.5, **kw)
+        with trio.move_on_after(1.0):  # the caller gives up first: the busy worker is killed
+            await sandbox.infer_async(digest(slow), slow, z, wall_seconds=20.0, **kw)
+        assert sandbox.pid is None
+        np.testing.assert_array_equal(await sandbox.infer_async(digest(model), model, z, **kw), expected)
+
+    trio.run(calls)
+    assert sandbox.restarts == 3  # after the kill, the deadline and the cancellation
