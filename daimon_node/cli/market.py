@@ -210,7 +210,7 @@ def infer(
 
     from daimon_node.keystore import load_key
     from daimon_node.market.channel_client import CallTerms, ChannelClient, VoucherLedger
-    from daimon_node.market.service import parse_npy
+    from daimon_node.market.messages import parse_npy
     from daimon_node.rpc.client import RpcClient
 
     keys = load_key(key_dir)
