@@ -13,7 +13,8 @@ batch size (1 and 64), four rows, each in microseconds per call:
 - ``paid call over /daimon/infer/1``: a second node sends a fresh voucher and the inputs.
 
 ``overhead`` = paid call - (bare request/response + bare onnxruntime): what the market adds
-(voucher, input checks, the sandbox's process hop, encoding). The rows are measured in
+(the payer's voucher signature and the runner's check of it, input checks, the hop to the
+sandbox's worker process, encoding). The rows are measured in
 interleaved rounds and each figure is the median round, so a load spike on a shared machine
 moves one round, not one row.
 """
