@@ -182,8 +182,9 @@ class ReqRespService(Generic[Req, Resp]):
                 raise
 
     async def _exchange(self, peer: str, streams: _PeerStreams, data: bytes) -> bytes:
-        """Write ``data`` and read the response frame; a reused stream the server had
-        closed (it ended before any byte of the answer) is replaced once by a new one."""
+        """Write ``data`` and read the response frame. A reused stream that ends before any
+        byte of the answer was closed by the server between exchanges (it closes at no other
+        time), so the request was not handled: it is sent again on another stream."""
         while True:
             stream, reused = await self._take_stream(peer, streams)
             try:
@@ -194,10 +195,8 @@ class ReqRespService(Generic[Req, Resp]):
                 if reused:
                     continue
                 raise RequestFailed(f"{peer} closed the {self.protocol} stream without answering") from exc
-            except StreamError as exc:
+            except StreamError as exc:  # a reset may come after the server handled the request: no retry
                 await reset_quietly(stream)
-                if reused:
-                    continue
                 raise RequestFailed(f"{self.protocol} stream to {peer} failed: {exc}") from exc
             except BaseException:
                 await reset_quietly(stream)  # a deadline or a bad frame: the stream's state is unknown

@@ -189,3 +189,18 @@ async def test_streams_per_peer_are_capped_without_penalty(tmp_path: Path) -> No
             assert await raw_exchange(client, server, encode_frame(b"one too many")) == b""
         assert service.refused == 1
         assert penalty_of(server, client.peer_id) == 0.0
+
+
+async def test_idle_streams_are_not_reused(tmp_path: Path) -> None:
+    limits = ReqRespLimits(max_request_bytes=1024, max_response_bytes=4096, idle_timeout_s=1.0)
+    async with running_nodes(tmp_path, 2) as (server, client):
+        serve(server, limits)
+        await link(client, server)
+        opened = count_new_streams(client)
+        rr = client.request_response(PROTOCOL, EchoCodec(), limits)
+        with trio.fail_after(15):
+            assert await rr.request(server.peer_id, b"a") == b"echo:a"
+            await trio.sleep(limits.idle_timeout_s)  # past the client's reuse window (half the server's)
+            assert await rr.request(server.peer_id, b"b") == b"echo:b"
+            assert await rr.request(server.peer_id, b"c") == b"echo:c"
+        assert opened[0] == 2  # a fresh stream after the idle spell, reused right after
