@@ -72,7 +72,7 @@ class RunnerSection:
     """A model runner (docs/market.md): serves the chain's best model over /daimon/infer/1."""
 
     enabled: bool = False
-    price: int = 1  # base units of the problem's token per call (one voucher increment)
+    price: int = 1  # base units of the problem's token per input; a call of N inputs costs N x price
     chain: str = ""  # chain id hex; "" = every followed chain
     model: str = ""  # serve this ONNX file instead of following the best model (tests a stale runner)
     # "confirmed": the last model past its season's holdout (never burns: a paying user gets what

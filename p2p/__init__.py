@@ -26,6 +26,7 @@ from p2p.errors import (
     ContentTooLarge,
     DialError,
     FrameTooLarge,
+    MalformedMessage,
     MessageTooLarge,
     NoPeers,
     NotSubscribed,
@@ -33,11 +34,14 @@ from p2p.errors import (
     PeerBanned,
     ProblemsError,
     ProtocolViolation,
+    RequestFailed,
     RequestTimeout,
     SyncError,
+    UnsupportedLibp2p,
 )
 from p2p.host import peer_id_from_seed
 from p2p.node import P2PConfig, P2PNode
+from p2p.reqresp import Codec, ReqRespLimits, ReqRespService
 from p2p.store import ContentStore, content_id
 from p2p.topics import PROBLEMS_TOPIC, chain_topic, chain_topics, topic_kind
 
@@ -47,7 +51,8 @@ __all__ = [
     "ContentStore", "ContentTooLarge", "DialError", "FrameTooLarge", "GossipMessage", "Handler",
     "INetwork", "MessageTooLarge", "NoPeers", "NotSubscribed", "P2PConfig", "P2PError", "P2PNode",
     "PROBLEMS_TOPIC", "PeerBanned", "PeerStats", "ProblemListing", "ProblemProvider", "ProblemsError",
-    "ProtocolViolation", "RequestTimeout", "SyncError",
+    "ProtocolViolation", "RequestTimeout", "SyncError", "MalformedMessage", "RequestFailed", "UnsupportedLibp2p",
+    "Codec", "ReqRespLimits", "ReqRespService",
     "SyncHead", "SyncProvider", "ValidationResult", "Validator", "chain_topic", "chain_topics",
     "content_id", "peer_id_from_seed", "topic_kind",
 ]

@@ -16,6 +16,16 @@ class ConfigError(P2PError):
     """A listen address, bootstrap address or limit in the config is unusable."""
 
 
+class UnsupportedLibp2p(P2PError):
+    """The installed libp2p is not the version ``p2p/libp2p_patches.py`` was written for."""
+
+    def __init__(self, found: str, pinned: str) -> None:
+        super().__init__(f"libp2p {found} is installed; p2p/libp2p_patches.py patches {pinned} only "
+                         f"(install libp2p=={pinned}, or port the patches and raise the pin)")
+        self.found = found
+        self.pinned = pinned
+
+
 class DialError(P2PError):
     """A dial to a peer failed or timed out."""
 
@@ -44,6 +54,15 @@ class StreamEnded(ProtocolViolation):
     (a loaded honest node would otherwise be banned by its peers); anything that
     ends mid-frame still is.
     """
+
+
+class MalformedMessage(ProtocolViolation):
+    """A frame arrived whole but its bytes are not a message of the protocol (a codec's verdict)."""
+
+
+class RequestFailed(P2PError):
+    """A request/response exchange failed without the peer breaking the protocol
+    (unreachable, banned, the stream reset or closed before the answer)."""
 
 
 class FrameTooLarge(ProtocolViolation):

@@ -8,8 +8,7 @@ the peer book in step with the connections the swarm reports.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import multiaddr
@@ -20,146 +19,21 @@ from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.keys import KeyPair
 from libp2p.crypto.x25519 import create_new_key_pair as create_new_x25519_key_pair
 from libp2p.custom_types import TProtocol
-from libp2p.io.exceptions import ConnectionClosedError
-from libp2p.io.trio import TrioTCPStream
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
-from libp2p.io.utils import read_exactly
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
-from libp2p.stream_muxer.yamux.yamux import Yamux, YamuxStream
+from libp2p.stream_muxer.yamux.yamux import Yamux
 
 from p2p.errors import ConfigError, DialError, PeerBanned
+from p2p.libp2p_patches import cache_host_addrs
 from p2p.peers import PeerBook
 
 log = logging.getLogger(__name__)
 
 SEED_LEN = 32
 BOOTSTRAP_ADDR_TTL_S = 120  # what host.connect gives the addresses it is handed
-
-
-# -- narrowly scoped patches of libp2p 0.8.1 transport code (process-wide) ------
-# Each replaces one upstream function, keeps its contract, and is applied once at
-# import of this module (tests/p2p/test_p2p_patches.py checks them). They exist
-# because a gossip RPC of 1 KB costs ~1 ms of CPU per send or receive in 0.8.1,
-# most of it per-frame and per-read overhead rather than bytes (docs/p2p.md).
-
-TCP_READ_CHUNK = 64 * 1024
-
-
-async def _tcp_read_buffered(self: TrioTCPStream, n: int | None = None) -> bytes:
-    """Replaces ``TrioTCPStream.read`` (libp2p/io/trio.py).
-
-    Upstream asks the socket for exactly what the caller wants, and Noise reads
-    each frame as a 2-byte length then the body: two ``recv`` calls (two trio
-    checkpoints, two lock round trips) per frame. This version receives up to
-    64 KiB and serves later reads from what is left. Contract unchanged: returns
-    at most ``n`` bytes (any amount for ``None``), ``b""`` at EOF or after a
-    local close, ``ConnectionClosedError`` on a reset.
-    """
-    if n == 0:
-        return b""
-    async with self.read_lock:
-        buf: bytes = getattr(self, "_daimon_rbuf", b"")
-        if not buf:
-            try:
-                buf = await self.stream.receive_some(max(n or 0, TCP_READ_CHUNK))
-            except trio.BrokenResourceError as error:
-                raise ConnectionClosedError(
-                    f"TCP connection reset by remote peer: {error}", transport="tcp"
-                ) from error
-            except trio.ClosedResourceError:
-                return b""
-        if n is None or n >= len(buf):
-            self._daimon_rbuf = b""  # type: ignore[attr-defined]
-            return buf
-        self._daimon_rbuf = buf[n:]  # type: ignore[attr-defined]
-        return buf[:n]
-
-
-async def _yamux_window_update_go(self: YamuxStream, *, bytes_read: int = 0) -> None:
-    """Replaces ``YamuxStream._auto_tune_and_send_window_update`` (libp2p/stream_muxer/yamux/yamux.py).
-
-    Upstream's "partial slack" branch sends a WINDOW_UPDATE after *every* read
-    that leaves any credit outstanding, i.e. always, whatever
-    PY_YAMUX_RELEASE_ON_READ says: one extra yamux frame (a Noise message and a
-    syscall at each end) per gossip RPC. This keeps only go-yamux's rule
-    (``sendWindowUpdate``): grant credit once the consumed-but-unreturned bytes
-    reach half the target window, with upstream's auto-tuning of that window.
-    A sender therefore never waits while the reader keeps reading. Runs without
-    ``window_lock``: the bookkeeping has no await, so in trio it is atomic.
-    """
-    buffered = len(self.conn.stream_buffers.get(self.stream_id, b""))
-    delta = self.target_recv_window - (self.recv_window + buffered)
-    if delta <= 0 or delta < self.target_recv_window // 2:
-        return
-    total = self._grow_to_delta(buffered) + self._apply_autotune_epoch(buffered)
-    self._pending_recv_release = 0
-    if total > 0:
-        await self.send_window_update(total, skip_lock=True)
-
-
-async def _yamux_read_data_body(self: Yamux, length: int) -> bytes:
-    """Replaces ``Yamux._read_data_body`` (libp2p/stream_muxer/yamux/yamux.py).
-
-    Upstream arms a ``trio.fail_after`` (and reads PY_YAMUX_DATA_READ_TIMEOUT from
-    the environment) for every DATA frame body. py-libp2p writes a frame's header
-    and body as one Noise message, so once the header is read the body is almost
-    always already decrypted in the ``SecureSession`` buffer: take it from there
-    without a deadline (nothing can block). Otherwise, upstream's path.
-    """
-    conn = self.secured_conn
-    high = getattr(conn, "high_watermark", None)
-    low = getattr(conn, "low_watermark", None)
-    if isinstance(high, int) and isinstance(low, int) and high - low >= length:
-        return await read_exactly(conn, length)
-    return await _UPSTREAM_YAMUX_READ_DATA_BODY(self, length)
-
-
-_yamux_log = logging.getLogger("libp2p.stream_muxer.yamux.yamux")
-
-
-async def _yamux_write_frame(self: Yamux, data: bytes) -> None:
-    """Replaces ``Yamux._write_frame`` (libp2p/stream_muxer/yamux/yamux.py).
-
-    Upstream unpacks every outgoing header and formats a debug f-string for it
-    whether or not debug logging is on. Same writes, same lock, same checkpoint;
-    upstream's own code runs when that logger is at DEBUG.
-    """
-    if _yamux_log.isEnabledFor(logging.DEBUG):
-        await _UPSTREAM_YAMUX_WRITE_FRAME(self, data)
-        return
-    async with self._write_lock:
-        await self.secured_conn.write(data)
-    await trio.lowlevel.checkpoint()
-
-
-_PATCHES = (
-    (TrioTCPStream, "read", _tcp_read_buffered),
-    (YamuxStream, "_auto_tune_and_send_window_update", _yamux_window_update_go),
-    (Yamux, "_read_data_body", _yamux_read_data_body),
-    (Yamux, "_write_frame", _yamux_write_frame),
-)
-
-
-def _upstream(cls: type, name: str) -> Callable[..., Any]:
-    fn = getattr(cls, name)
-    return getattr(fn, "daimon_upstream", fn)  # a reload must not capture our own version
-
-
-_UPSTREAM_YAMUX_READ_DATA_BODY = _upstream(Yamux, "_read_data_body")
-_UPSTREAM_YAMUX_WRITE_FRAME = _upstream(Yamux, "_write_frame")
-
-
-def apply_transport_patches() -> None:
-    """Install the replacements above (idempotent); each keeps its upstream as ``daimon_upstream``."""
-    for cls, name, fn in _PATCHES:
-        fn.daimon_upstream = _upstream(cls, name)  # type: ignore[attr-defined]
-        setattr(cls, name, fn)
-
-
-apply_transport_patches()
 
 
 def key_pair_from_seed(seed: bytes) -> KeyPair:
@@ -207,28 +81,6 @@ def parse_peer_addr(addr: str) -> PeerInfo:
         return info_from_p2p_addr(multiaddr.Multiaddr(addr))
     except Exception as exc:
         raise ConfigError(f"bad peer address {addr!r} (needs /p2p/<id>): {exc}") from exc
-
-
-def _cache_addrs(host: IHost, ttl_s: float = 1.0) -> None:
-    """Memoise ``host.get_addrs()`` for ``ttl_s``.
-
-    libp2p 0.8.1 calls ``get_addrs()`` for every outgoing pubsub RPC (to attach
-    the signed peer record, ``env_to_send_in_RPC``), and each call rebuilds the
-    multiaddrs from strings: ~1.6 ms, measured as a seventh of the CPU of a
-    gossip publish. Listen addresses change rarely, so a short cache is safe.
-    """
-    original: Callable[[], list[multiaddr.Multiaddr]] = host.get_addrs
-    cached: list[multiaddr.Multiaddr] = []
-    stamp = [-float("inf")]
-
-    def get_addrs() -> list[multiaddr.Multiaddr]:
-        now = time.monotonic()
-        if now - stamp[0] > ttl_s or not cached:
-            cached[:] = original()
-            stamp[0] = now
-        return list(cached)
-
-    host.get_addrs = get_addrs  # type: ignore[method-assign]
 
 
 class _ConnectionWatcher(INotifee):
@@ -291,7 +143,7 @@ class HostService:
         announced = [parse_listen_addr(a) for a in announce] or None
         key_pair = key_pair_from_seed(seed)
         self.host: IHost = new_host(key_pair=key_pair, announce_addrs=announced, **upgrade_options(key_pair))
-        _cache_addrs(self.host)
+        cache_host_addrs(self.host)
         self.peer_id = self.host.get_id().to_base58()
         self._to_close_send, self._to_close_recv = trio.open_memory_channel[ID](256)
         self.host.get_network().register_notifee(_ConnectionWatcher(book, self._to_close_send))

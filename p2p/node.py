@@ -16,7 +16,7 @@ Usage::
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,9 @@ from p2p.content import ContentService
 from p2p.errors import DialError
 from p2p.gossip import GossipService
 from p2p.host import HostService
+from p2p import libp2p_patches
 from p2p.peers import WEIGHT_BAD_CONTENT, PeerBook
+from p2p.reqresp import Codec, Req, ReqRespLimits, ReqRespService, Resp
 from p2p.problems import MAX_LISTED, MAX_PROPOSAL_BYTES, ProblemsService
 from p2p.serving import penalise
 from p2p.store import ContentStore
@@ -79,6 +81,7 @@ class P2PNode(INetwork):
 
     def __init__(self, config: P2PConfig, *, sync_provider: SyncProvider | None = None,
                  store: ContentStore | None = None, problem_provider: ProblemProvider | None = None) -> None:
+        libp2p_patches.install()  # before the host and pubsub exist (checks the libp2p version)
         self.config = config
         self.book = PeerBook(
             ban_threshold=config.ban_threshold,
@@ -114,6 +117,7 @@ class P2PNode(INetwork):
             host, self.book, self.store, open_timeout_s=config.request_timeout_s,
             stall_timeout_s=config.content_stall_timeout_s, on_ban=self._on_ban,
         )
+        self._reqresp: dict[str, ReqRespService[Any, Any]] = {}
         self._bans: trio.MemorySendChannel[str] | None = None
         self.bans_total = 0  # bans decided since start (threshold or operator), for metrics
 
@@ -198,20 +202,18 @@ class P2PNode(INetwork):
         """Ask one peer whether it has ``content_id`` (its size) or not (None)."""
         return await self.content.have(peer, content_id)
 
-    # -- stream protocols of the caller's own (e.g. /daimon/infer/1) ----------
-    def set_stream_handler(self, protocol: str, handler: Callable[[Any], Awaitable[None]]) -> None:
-        """Serve ``protocol``: ``handler`` gets each inbound stream (``read``/``write``/``close``/``reset``)."""
-        from libp2p.custom_types import TProtocol
+    # -- request/response protocols of the caller's own (e.g. /daimon/infer/1) --
+    def request_response(self, protocol: str, codec: Codec[Req, Resp], limits: ReqRespLimits) -> ReqRespService[Req, Resp]:
+        """The client (and, after its ``serve``, the server) of ``protocol``; one per protocol.
 
-        self.hosting.host.set_stream_handler(TProtocol(protocol), handler)
-
-    async def open_stream(self, peer: str, protocol: str) -> Any:
-        """Open a stream to a connected (or dialable) ``peer`` speaking ``protocol``."""
-        from libp2p.custom_types import TProtocol
-        from libp2p.peer.id import ID
-
-        with trio.fail_after(self.config.request_timeout_s):
-            return await self.hosting.host.new_stream(ID.from_base58(peer), [TProtocol(protocol)])
+        Asking again for the same protocol returns the same service, so the runner's server
+        and the node's client share its streams and counters.
+        """
+        service = self._reqresp.get(protocol)
+        if service is None:
+            service = ReqRespService(self.hosting.host, self.book, self._on_ban, protocol, codec, limits)
+            self._reqresp[protocol] = service
+        return service  # type: ignore[return-value]
 
     # -- peers ----------------------------------------------------------------
     def peers(self) -> list[PeerStats]:

@@ -13,9 +13,8 @@ serving another model is refused.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
@@ -32,13 +31,15 @@ from daimon_node.cli.chain import (
     rpc_errors_as_one_line,
     send_transaction,
 )
-from daimon_node.errors import DaimonError
+from daimon_node.market.errors import StaleModel
+
+if TYPE_CHECKING:
+    from chain.types import Voucher
+
+    from daimon_node.market.channel_client import ChannelView, PaidCall
+    from daimon_node.market.messages import Inference, Quote
 
 runner_app = typer.Typer(help="Serve the chain's confirmed model for pay (a model runner).", no_args_is_help=True)
-
-
-class StaleModel(DaimonError):
-    """The runner's model digest is not the model the user pays for (confirmed, or provisional)."""
 
 
 # --- runner start -------------------------------------------------------------------------
@@ -46,7 +47,7 @@ class StaleModel(DaimonError):
 def runner_start(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config (see configs/runner.toml)."),
     data_dir: Optional[Path] = typer.Option(None, "--dir", "-d", help="Override node.data_dir."),
-    price: Optional[int] = typer.Option(None, "--price", help="Override roles.runner.price (base units per call)."),
+    price: Optional[int] = typer.Option(None, "--price", help="Override roles.runner.price (base units per input)."),
     chain: Optional[str] = typer.Option(None, "--chain", help="Override roles.runner.chain (chain id hex)."),
     listen: Optional[str] = typer.Option(None, help="Override p2p.listen (a multiaddr)."),
     bootstrap: Optional[list[str]] = typer.Option(None, help="Add a bootstrap peer multiaddr (repeatable)."),
@@ -100,22 +101,6 @@ def offers(
 
 
 # --- infer --------------------------------------------------------------------------------
-def _ledger_path(key_dir: Path) -> Path:
-    return key_dir / "vouchers.json"
-
-
-def _ledger(key_dir: Path) -> dict[str, Any]:
-    path = _ledger_path(key_dir)
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
-def _save_ledger(key_dir: Path, ledger: dict[str, Any]) -> None:
-    path = _ledger_path(key_dir)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(ledger, indent=1))
-    tmp.replace(path)
-
-
 def pick_offer(offer_list: list[dict[str, Any]], best_digest: str, max_price: int | None,
                runner: bytes | None) -> dict[str, Any]:
     """The cheapest offer serving model ``best_digest`` within ``max_price`` (and from ``runner`` if given)."""
@@ -152,14 +137,65 @@ def wanted_model(client: Any, chain_id: bytes, provisional: bool) -> dict[str, A
     return confirmed  # type: ignore[no-any-return]
 
 
+class RpcMarketNode:
+    """``market.channel_client.MarketNode`` over a node's JSON-RPC; a runner's refusal, which the
+    node relays as ``Rejected`` with the refusal's code as ``rule``, becomes its typed ``InferError``."""
+
+    def __init__(self, client: Any, key_dir: Path) -> None:
+        self.client = client
+        self.key_dir = key_dir
+
+    def quote(self, chain_id: bytes, runner: bytes, payer: bytes) -> Quote:
+        from daimon_node.market.messages import Quote
+
+        q = self._relay("daimon_inferQuote", "0x" + chain_id.hex(), "0x" + runner.hex(), "0x" + payer.hex())
+        return Quote(int(q["price"]), bytes.fromhex(q["model_digest"][2:]), int(q["paid"]), int(q["epoch"]))
+
+    def channel(self, chain_id: bytes, payer: bytes, runner: bytes) -> ChannelView | None:
+        from daimon_node.market.channel_client import ChannelView
+
+        ch = self.client.call("daimon_getChannel", "0x" + chain_id.hex(), "0x" + payer.hex(), "0x" + runner.hex())
+        if ch is None:
+            return None
+        return ChannelView(int(ch["deposit"]), int(ch["redeemed"]), int(ch["expires_period"]), int(ch["epoch"]),
+                           bool(ch["open"]))
+
+    def period(self, chain_id: bytes) -> int:
+        return int(self.client.period(chain_id)["period"])
+
+    def open_channel(self, chain_id: bytes, runner: bytes, amount: int, expires_period: int) -> None:
+        from chain.types import OpenChannel
+
+        send_transaction(self.client, chain_id, self.key_dir, OpenChannel(runner, amount, expires_period), None,
+                         wait=True, timeout=0.0)
+
+    def infer(self, chain_id: bytes, runner: bytes, voucher: Voucher, inputs_npy: bytes) -> Inference:
+        from daimon_node.market.messages import Inference
+
+        r = self._relay("daimon_infer", "0x" + chain_id.hex(), "0x" + runner.hex(), "0x" + voucher.encode().hex(),
+                        "0x" + inputs_npy.hex())
+        return Inference(bytes.fromhex(r["model_digest"][2:]), bytes.fromhex(r["scores_npy"]), int(r["cumulative"]))
+
+    def _relay(self, method: str, *params: str) -> dict[str, Any]:
+        from daimon_node.market.errors import refusal
+        from daimon_node.rpc.errors import Rejected
+
+        try:
+            return self.client.call(method, *params)  # type: ignore[no-any-return]
+        except Rejected as exc:
+            if exc.rule is None:
+                raise
+            raise refusal(exc.rule, exc.reason) from None
+
+
 @rpc_errors_as_one_line
 def infer(
     problem: str = typer.Option(..., "--problem", "-p", help="Problem chain id (or a unique prefix of 8+ digits)."),
     input_file: Path = typer.Option(..., "--input", "-i", help="Inputs as .npy: one input or a batch [N, ...]."),
-    max_price: Optional[str] = typer.Option(None, "--max-price", help="Most base units to pay per call."),
+    max_price: Optional[str] = typer.Option(None, "--max-price", help="Most base units to pay per input."),
     runner: Optional[str] = typer.Option(None, "--runner", help="Use this runner's offer (address)."),
     deposit: Optional[str] = typer.Option(None, "--deposit", help="Channel deposit when one must be opened or "
-                                          "topped up (base units; default 100 calls)."),
+                                          "topped up (base units; default 100 calls like this one)."),
     channel_periods: int = typer.Option(100, "--channel-periods", help="A new channel expires this many periods on."),
     provisional: bool = typer.Option(False, "--provisional", help="Pay for the newest settled model, which its "
                                      "season's holdout may still burn (default: only the confirmed model)."),
@@ -168,90 +204,49 @@ def infer(
     rpc: str = RpcOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """Pay a runner for one inference call on the chain's confirmed model (--provisional: its newest
-    settled one) and print the outputs."""
+    """Pay a runner for one inference call (price per input) on the chain's confirmed model
+    (--provisional: its newest settled one) and print the outputs."""
     import numpy as np
 
-    from chain.types import OpenChannel
-
     from daimon_node.keystore import load_key
-    from daimon_node.market.service import make_voucher, npy_bytes, parse_npy
-    from daimon_node.rpc.errors import Rejected
+    from daimon_node.market.channel_client import CallTerms, ChannelClient, VoucherLedger
+    from daimon_node.market.messages import parse_npy
+    from daimon_node.rpc.client import RpcClient
 
     keys = load_key(key_dir)
     cap = parse_amount(max_price, tokens=False, decimals=0, what="--max-price") if max_price is not None else None
+    amount = parse_amount(deposit, tokens=False, decimals=0, what="--deposit") if deposit else None
     runner_addr = parse_address(runner, "--runner") if runner else None
     try:
         inputs = parse_npy(input_file.read_bytes())
     except FileNotFoundError:
         raise ChainCommandError(f"input file {input_file} not found") from None
-    from daimon_node.rpc.client import RpcClient
-
     with RpcClient(rpc, timeout=120.0) as client:  # the first call may start the runner's sandbox
         chain_id = resolve_chain(client, problem)
         best = wanted_model(client, chain_id, provisional)
         offer = pick_offer(client.get_offers(chain_id), best["model_digest"], cap, runner_addr)
-        provider = bytes.fromhex(offer["provider"][2:])
-        quote = client.call("daimon_inferQuote", "0x" + chain_id.hex(), offer["provider"], "0x" + keys.address_bytes.hex())
-        if quote["model_digest"] != best["model_digest"]:
-            raise StaleModel(f"runner {offer['provider']} serves model {quote['model_digest'][2:18]}, the chain's model "
-                             f"is {best['model_digest'][2:18]}: stale, not paying")
-        price = int(quote["price"])
-        if cap is not None and price > cap:
-            raise ChainCommandError(f"runner now asks {price} per call, above --max-price {cap}")
-        key = f"{chain_id.hex()}/{provider.hex()}"
-        ledger = _ledger(key_dir)
-        period = client.period(chain_id)["period"]
-
-        def channel_floor() -> tuple[dict[str, Any] | None, int]:
-            ch = client.call("daimon_getChannel", "0x" + chain_id.hex(), "0x" + keys.address_bytes.hex(), offer["provider"])
-            if ch is None or not ch["open"]:
-                return ch, 0
-            mine = ledger.get(key)
-            local = mine["cumulative"] if mine is not None and mine["epoch"] == ch["epoch"] else 0
-            return ch, max(int(ch["redeemed"]), local)
-
-        channel, floor = channel_floor()
-        if (channel is None or not channel["open"] or int(channel["deposit"]) - floor < price
-                or channel["expires_period"] <= period + 2):
-            amount = parse_amount(deposit, tokens=False, decimals=0, what="--deposit") if deposit else 100 * price
-            amount = max(amount, price)
-            typer.echo(f"opening a channel to {offer['provider']}: deposit {amount}, waiting for a block...", err=True)
-            send_transaction(client, chain_id, key_dir, OpenChannel(provider, amount, period + channel_periods), None,
-                             wait=True, timeout=0.0)
-            channel, floor = channel_floor()
-        if channel is None or not channel["open"]:
-            raise ChainCommandError("the channel did not open")
-        if int(quote["paid"]) > floor:
-            raise ChainCommandError(f"the runner says {quote['paid']} was paid, our record says {floor}; "
-                                    f"refusing to pay again (check {_ledger_path(key_dir)})")
-        cumulative = floor + price
-        voucher = make_voucher(keys, chain_id, provider, channel["epoch"], cumulative)
-        ledger[key] = {"epoch": channel["epoch"], "cumulative": cumulative}
-        _save_ledger(key_dir, ledger)  # signed: the runner may redeem it whatever happens next
-        try:
-            result = client.call("daimon_infer", "0x" + chain_id.hex(), offer["provider"],
-                                 "0x" + voucher.encode().hex(), "0x" + npy_bytes(inputs).hex())
-        except Rejected as exc:
-            if exc.rule in ("run_failed", "bad_input"):  # the runner kept no payment
-                ledger[key] = {"epoch": channel["epoch"], "cumulative": floor}
-                _save_ledger(key_dir, ledger)
-            raise
-    if result["model_digest"] != best["model_digest"]:
-        raise StaleModel(f"runner answered with model {result['model_digest'][2:18]}, the chain's model is "
-                         f"{best['model_digest'][2:18]}")
-    scores = parse_npy(bytes.fromhex(result["scores_npy"]))
+        rank = len(client.get_problem(chain_id)["params"]["input_spec"]["shape"])
+        payer = ChannelClient(keys, VoucherLedger(key_dir / "vouchers.json"), RpcMarketNode(client, key_dir),
+                              on_open=lambda a: typer.echo(f"opening a channel to {offer['provider']}: deposit {a}, "
+                                                           "waiting for a block...", err=True))
+        terms = CallTerms(bytes.fromhex(best["model_digest"][2:]), cap, amount, channel_periods)
+        paid = payer.call(chain_id, bytes.fromhex(offer["provider"][2:]), inputs, rank, terms)
     if output is not None:
-        np.save(output, scores, allow_pickle=False)
-    out = {"chain": "0x" + chain_id.hex(), "runner": offer["provider"], "model_digest": result["model_digest"],
-           "price": str(price), "paid_cumulative": result["cumulative"], "labels": result["labels"],
-           "scores": scores.tolist()}
+        np.save(output, paid.scores, allow_pickle=False)
+    _print_paid_call(chain_id, offer["provider"], paid, as_json)
+
+
+def _print_paid_call(chain_id: bytes, provider: str, paid: PaidCall, as_json: bool) -> None:
+    labels = [int(x) for x in paid.scores.argmax(axis=1)]
+    digest = "0x" + paid.inference.model_digest.hex()
     if as_json:
-        echo_json(out)
+        echo_json({"chain": "0x" + chain_id.hex(), "runner": provider, "model_digest": digest,
+                   "price": str(paid.price), "cost": str(paid.cost), "paid_cumulative": str(paid.inference.cumulative),
+                   "labels": labels, "scores": paid.scores.tolist()})
         return
-    typer.echo(f"runner {offer['provider']}  model {result['model_digest'][2:18]} (current)  "
-               f"price {price}  paid so far {result['cumulative']}")
-    typer.echo("labels " + " ".join(str(x) for x in result["labels"]))
+    typer.echo(f"runner {provider}  model {digest[2:18]} (current)  price {paid.price} per input  "
+               f"this call {paid.cost}  paid so far {paid.inference.cumulative}")
+    typer.echo("labels " + " ".join(str(x) for x in labels))
 
 
 __all__ = ["runner_app", "infer", "offers", "pick_offer", "StaleModel"]

@@ -54,6 +54,7 @@ from daimon_node.rpc.server import RpcServer, ServerConfig
 
 if TYPE_CHECKING:
     from daimon_node.daemon.node import Node
+    from daimon_node.market.messages import Inference, InferRequestT, Quote
 
 VERSION = "0.1.0"
 MAX_RPC_CONTENT_BYTES = 64 * 2**20  # daimon_getContent answers at most this much (hex doubles it)
@@ -337,11 +338,14 @@ class NodeBackend:
                 "redeemed": str(ch.redeemed), "expires_period": ch.expires_period, "epoch": ch.epoch,
                 "open": ch.is_open}
 
-    async def _infer_call(self, chain: bytes, runner: bytes, req: list[Any]) -> tuple[str, list[Any]]:
+    async def _infer_call(self, chain: bytes, runner: bytes, request: InferRequestT) -> tuple[str, Quote | Inference]:
+        """Send ``request`` to the runner with that address (its offer names its peer id); its answer,
+        or its refusal as ``Rejected`` with the refusal's code as ``rule``."""
         from chain.state import get_offer
         from p2p.errors import P2PError
 
-        from daimon_node.market.service import INFER_PROTOCOL, InferError, request
+        from daimon_node.market.messages import Refusal
+        from daimon_node.market.wire import INFER_LIMITS, INFER_PROTOCOL, InferCodec
 
         offer = get_offer(self._started(chain).state, runner)
         if offer is None:
@@ -350,30 +354,45 @@ class NodeBackend:
         own = self.node.runner
         try:
             if own is not None and own.service is not None and peer == self.node.p2p.peer_id:
-                from daimon_node.market.service import check_reply
-
-                return peer, check_reply(await own.service.handle_request(req))
-            stream = await self.node.p2p.open_stream(peer, INFER_PROTOCOL)
-            return peer, await request(stream, req)
-        except InferError as exc:
-            raise Rejected(f"runner refused: {exc.code}: {exc.message}", rule=exc.code) from None
-        except (P2PError, trio.TooSlowError, OSError) as exc:
+                reply = await own.service.handle(peer, request)
+            else:
+                client = self.node.p2p.request_response(INFER_PROTOCOL, InferCodec(), INFER_LIMITS)
+                reply = await client.request(peer, request)
+        except P2PError as exc:
             raise Unavailable(f"runner {peer[:16]} not reachable: {exc}") from None
-        except Exception as exc:  # libp2p stream errors have no common base
-            raise Unavailable(f"runner {peer[:16]} not reachable: {type(exc).__name__}: {exc}") from None
+        if isinstance(reply, Refusal):
+            raise Rejected(f"runner refused: {reply.code}: {reply.message}", rule=reply.code)
+        return peer, reply
 
     async def infer_quote(self, chain: bytes, runner: bytes, payer: bytes) -> dict[str, Any]:
-        peer, reply = await self._infer_call(chain, runner, ["quote", chain, payer])
-        return {"runner": hex0x(runner), "peer_id": peer, "price": str(reply[1]), "model_digest": hex0x(reply[2]),
-                "paid": str(reply[3]), "epoch": int(reply[4])}
+        from daimon_node.market.messages import Quote, QuoteRequest
+
+        peer, reply = await self._infer_call(chain, runner, QuoteRequest(chain, payer))
+        if not isinstance(reply, Quote):
+            raise Unavailable(f"runner {peer[:16]} answered a quote with an inference")
+        return {"runner": hex0x(runner), "peer_id": peer, "price": str(reply.price),
+                "model_digest": hex0x(reply.model_digest), "paid": str(reply.paid), "epoch": reply.epoch}
 
     async def infer(self, chain: bytes, runner: bytes, voucher: bytes, inputs: bytes) -> dict[str, Any]:
-        from daimon_node.market.service import parse_npy, scores_to_json
+        from chain.types import Voucher
 
-        peer, reply = await self._infer_call(chain, runner, ["infer", chain, voucher, inputs])
-        scores = parse_npy(reply[2])
-        return {"runner": hex0x(runner), "peer_id": peer, "model_digest": hex0x(reply[1]),
-                "cumulative": str(reply[3]), **scores_to_json(scores)}
+        from daimon_node.market.errors import InferError
+        from daimon_node.market.messages import Inference, InferRequest, parse_npy
+        from daimon_node.market.service import scores_to_json
+
+        try:
+            request = InferRequest(chain, Voucher.decode(voucher), inputs)
+        except DecodeError as exc:
+            raise Rejected(f"undecodable voucher: {exc}", rule="forged") from None
+        peer, reply = await self._infer_call(chain, runner, request)
+        if not isinstance(reply, Inference):
+            raise Unavailable(f"runner {peer[:16]} answered an inference with a quote")
+        try:
+            scores = parse_npy(reply.scores_npy)
+        except InferError as exc:
+            raise Unavailable(f"runner {peer[:16]} sent unreadable scores: {exc}") from None
+        return {"runner": hex0x(runner), "peer_id": peer, "model_digest": hex0x(reply.model_digest),
+                "cumulative": str(reply.cumulative), **scores_to_json(scores)}
 
     # --- the web page ------------------------------------------------------------------------
     async def dashboard(self, chain: bytes) -> dict[str, Any]:

@@ -136,12 +136,12 @@ class Node:
                                        after_period=ch.after_period)
         self.runner = None
         if config.roles.runner.enabled:  # a model runner (issue 8, docs/market.md)
-            from daimon_node.market.service import INFER_PROTOCOL
+            from daimon_node.market.wire import INFER_LIMITS, INFER_PROTOCOL, InferCodec
             from daimon_node.daemon.runner import RunnerRole
 
             rc = config.roles.runner
             self.runner = RunnerRole(rc.price, rc.chain, Path(rc.model) if rc.model else None, serve=rc.serve)
-            self.p2p.set_stream_handler(INFER_PROTOCOL, self.runner.attach(self).handle)
+            self.p2p.request_response(INFER_PROTOCOL, InferCodec(), INFER_LIMITS).serve(self.runner.attach(self).handle)
         self._fetching: set[bytes] = set()
         self._joined: set[bytes] = set()
         self._sync_wakeup = trio.Event()

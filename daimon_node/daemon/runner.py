@@ -22,7 +22,8 @@ from chain.state import BestModel, ChainMeta, get_channel, get_meta, get_offer, 
 from chain.types import OfferService, RedeemVoucher
 
 from daimon_node.daemon.chains import ChainHandle
-from daimon_node.market.service import InferService, Served, VoucherBook
+from daimon_node.market.service import InferService, Served
+from daimon_node.market.vouchers import VoucherBook
 from daimon_node.daemon.roles import next_tx
 from daimon_node.proofs.sandbox import Sandbox
 

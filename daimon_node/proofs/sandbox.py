@@ -35,42 +35,52 @@ uploaded once under a key and reused, so a verification sends only the model.
 Its cold start (spawn plus importing onnxruntime) is measured apart
 (``Sandbox.start`` returns it). After any failure the worker is killed if its
 state is unknown and restarted on the next run; the node lives on.
+
+A runner serving one model to many callers uses ``infer`` instead of ``run``: the
+worker keeps an onnxruntime session per model digest (at most ``MAX_SESSIONS``,
+oldest evicted), so a call sends only its inputs and does not rebuild the session
+(docs/market.md). The session lives in the same worker under the same limits; a
+worker that crashed or was killed for a deadline is replaced on the next call,
+which loads the model again.
+
+The worker's side is ``sandbox_worker.py``; the framing both use is ``sandbox_wire.py``.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import selectors
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Final, Sequence
+from typing import Any, Final, NoReturn, Sequence
 
 import numpy as np
+import trio
 
 from daimon_node.errors import DaimonError
+from daimon_node.proofs.sandbox_wire import (
+    ALLOWED_DTYPES,
+    DEFAULT_MEMORY_BYTES,
+    DEFAULT_STARTUP_SECONDS,
+    DEFAULT_WALL_SECONDS,
+    MAX_CACHED_INPUTS,
+    MAX_SESSIONS,
+    SCORE_DTYPES,
+    array_from_blob,
+    array_header,
+    encode_message,
+    widen_pipe,
+)
+from daimon_node.proofs.sandbox_pipe import PipeClosed, PipeProtocolError, PipeTimeout, WorkerPipe
+from daimon_node.proofs.sandbox_worker import signature_mismatch
 
-# --- Limits and protocol constants -------------------------------------------------------
-DEFAULT_MEMORY_BYTES: Final[int] = 1 << 30  # RLIMIT_AS of the worker
-DEFAULT_WALL_SECONDS: Final[float] = 60.0  # one run: model load plus all inputs
-DEFAULT_STARTUP_SECONDS: Final[float] = 60.0  # spawn plus imports (slow on a busy machine)
-MAX_HEADER_BYTES: Final[int] = 1 << 16  # a JSON header is small; anything bigger is hostile
-ALLOWED_DTYPES: Final[frozenset[str]] = frozenset({"float32", "float64", "int64", "int32", "uint8"})
-SCORE_DTYPES: Final[frozenset[str]] = frozenset({"float32", "float64"})
-ONNX_TENSOR_TYPES: Final[dict[str, str]] = {"float32": "tensor(float)", "float64": "tensor(double)",
-                                            "int64": "tensor(int64)", "int32": "tensor(int32)", "uint8": "tensor(uint8)"}
-ONNX_SCORE_TYPES: Final[frozenset[str]] = frozenset({"tensor(float)", "tensor(double)"})
-PIPE_BYTES: Final[int] = 1 << 20  # requested pipe buffer (Linux default max)
-MAX_CACHED_INPUTS: Final[int] = 16  # input arrays a worker keeps; more resets the cache
-_LEN = struct.Struct(">I")
 _PROJECT_ROOT: Final[str] = str(Path(__file__).resolve().parents[2])
 
 
@@ -127,45 +137,6 @@ class SandboxLimits:
         return max(1, math.ceil(self.cpu_seconds if self.cpu_seconds is not None else self.wall_seconds))
 
 
-# --- Framing (shared by both sides) -----------------------------------------------------
-def encode_message(header: dict[str, Any], blobs: Sequence[bytes | memoryview] = ()) -> list[bytes | memoryview]:
-    """One message as a list of buffers: length, JSON header (listing blob sizes), blobs."""
-    head = dict(header)
-    head["blobs"] = [len(b) if isinstance(b, bytes) else b.nbytes for b in blobs]
-    raw = json.dumps(head, separators=(",", ":")).encode()
-    return [_LEN.pack(len(raw)), raw, *blobs]
-
-
-def array_header(arr: np.ndarray) -> dict[str, Any]:
-    return {"dtype": str(arr.dtype), "shape": list(arr.shape)}
-
-
-def array_from_blob(meta: dict[str, Any], blob: bytes) -> np.ndarray:
-    """Rebuild an array from raw bytes, checking dtype and size (never unpickles)."""
-    dtype = meta.get("dtype")
-    shape = meta.get("shape")
-    if dtype not in ALLOWED_DTYPES:
-        raise ValueError(f"dtype {dtype!r} not allowed")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape) or len(shape) > 8:
-        raise ValueError(f"bad shape {shape!r}")
-    dt = np.dtype(dtype)
-    if math.prod(shape) * dt.itemsize != len(blob):
-        raise ValueError(f"{len(blob)} bytes do not hold {dtype}{shape}")
-    return np.frombuffer(blob, dtype=dt).reshape(shape)
-
-
-def _widen_pipe(fd: int) -> None:
-    """Grow a pipe's buffer (Linux) so a score tensor passes in one write, without a
-    ping-pong of 64 KiB chunks that costs a context switch each on a busy machine."""
-    import fcntl
-
-    setter = getattr(fcntl, "F_SETPIPE_SZ", None)
-    if setter is None:
-        return
-    try:
-        fcntl.fcntl(fd, setter, PIPE_BYTES)
-    except OSError:
-        pass  # above /proc/sys/fs/pipe-max-size: the default size still works, only slower
 
 
 # --- Parent side -----------------------------------------------------------------------------
@@ -181,8 +152,11 @@ class Sandbox:
         self._proc: subprocess.Popen[bytes] | None = None
         self._cwd: tempfile.TemporaryDirectory[str] | None = None
         self._cached: set[str] = set()
-        self._recv = bytearray()  # bytes read from the worker beyond the current message
+        self._sessions: OrderedDict[str, None] = OrderedDict()  # warm model digests in the worker, oldest first
+        self._pipe: WorkerPipe | None = None
         self._lock = threading.Lock()
+        self._trio_lock = trio.Lock()  # queues trio callers of infer_async before they take _lock
+        self.sessions_loaded = 0  # warm sessions built (a replaced worker builds its sessions again)
         self.cold_start_seconds: float | None = None
         self.restarts = 0  # workers started after the first
         self.last_run_seconds: float | None = None  # load + inference time inside the worker, as it reports
@@ -217,7 +191,7 @@ class Sandbox:
             self.restarts += 1  # an earlier worker died or was killed
         t0 = time.perf_counter()
         self._cwd = tempfile.TemporaryDirectory(prefix="daimon-sandbox-")
-        code = f"import sys; sys.path.insert(0, {_PROJECT_ROOT!r}); from daimon_node.proofs.sandbox import worker_main; worker_main()"
+        code = f"import sys; sys.path.insert(0, {_PROJECT_ROOT!r}); from daimon_node.proofs.sandbox_worker import worker_main; worker_main()"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "ORT_", "PYTHONPATH"))}
         env.update({"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
         args = [sys.executable, "-c", code, str(self.limits.memory_bytes)]
@@ -236,10 +210,11 @@ class Sandbox:
             raise SandboxUnavailable(f"cannot start the sandbox worker: {exc}") from None
         assert self._proc.stdin is not None and self._proc.stdout is not None
         for stream in (self._proc.stdin, self._proc.stdout):
-            _widen_pipe(stream.fileno())
+            widen_pipe(stream.fileno())
+        self._pipe = WorkerPipe(self._proc)
         self._cached = set()
         try:
-            reply, _ = self._read_message(time.monotonic() + self.limits.startup_seconds, max_blob=0)
+            reply, _ = self._exchange(b"", time.monotonic() + self.limits.startup_seconds, max_blob=0)
         except SandboxError as exc:
             self._stop(graceful=False)
             raise SandboxUnavailable(f"sandbox worker failed to start: {exc}") from None
@@ -252,7 +227,8 @@ class Sandbox:
     def _stop(self, *, graceful: bool) -> None:
         proc, self._proc = self._proc, None
         self._cached = set()
-        self._recv = bytearray()
+        self._sessions = OrderedDict()
+        self._pipe = None
         if proc is not None:
             if graceful and proc.poll() is None and proc.stdin is not None:
                 try:
@@ -305,11 +281,90 @@ class Sandbox:
             deadline = time.monotonic() + wall
             expected = [(int(arr.shape[0]), num_classes) for _, arr in inputs]
             max_blob = max((n * c * 8 for n, c in expected), default=0)
-            self._send(encode_message(header, [model]), deadline)
-            reply, blobs = self._read_message(deadline, max_blob=max_blob)
+            reply, blobs = self._exchange(_joined(header, [model]), deadline, max_blob)
             seconds = reply.get("seconds")
             self.last_run_seconds = float(seconds) if isinstance(seconds, (int, float)) else None
             return self._scores_from_reply(reply, blobs, expected)
+
+    def infer(self, digest: bytes, model: bytes, inputs: np.ndarray, *, num_classes: int,
+              max_model_bytes: int, wall_seconds: float | None = None) -> np.ndarray:
+        """Scores ``(N, num_classes)`` of ``model`` (whose SHA-256 is ``digest``) on ``inputs``.
+
+        The worker keeps the model's session warm under ``digest``: the model is sent and
+        loaded only on the first call (and again after the worker was replaced). The wall
+        and CPU budgets cover that load plus the run. Raises like ``run``.
+        """
+        call = self._warm_call(digest, model, inputs, num_classes, max_model_bytes, wall_seconds)
+        with self._lock:
+            self._ensure_started()
+            deadline = time.monotonic() + call.wall
+            if not self._is_warm(call.key):
+                self._loaded(call.key, self._exchange(self._load_request(call), deadline, 0)[0])
+            reply, blobs = self._exchange(call.request, deadline, call.max_blob)
+            return self._scores_from_reply(reply, blobs, [call.shape])[0]
+
+    async def infer_async(self, digest: bytes, model: bytes, inputs: np.ndarray, *, num_classes: int,
+                          max_model_bytes: int, wall_seconds: float | None = None) -> np.ndarray:
+        """``infer`` for a trio task: it waits on the worker's pipes in the event loop, so a call
+        costs no hop through a thread (a cold start still runs in one). Cancelled mid-call,
+        the worker is killed: its state is unknown."""
+        call = self._warm_call(digest, model, inputs, num_classes, max_model_bytes, wall_seconds)
+        async with self._trio_lock:
+            if self.pid is None:
+                await trio.to_thread.run_sync(self.start)
+            if not self._lock.acquire(blocking=False):  # a thread is using the worker
+                await trio.to_thread.run_sync(self._lock.acquire)
+            try:
+                self._ensure_started()  # a no-op unless the worker died since start()
+                deadline = time.monotonic() + call.wall
+                if not self._is_warm(call.key):
+                    self._loaded(call.key, (await self._aexchange(self._load_request(call), deadline, 0))[0])
+                reply, blobs = await self._aexchange(call.request, deadline, call.max_blob)
+                return self._scores_from_reply(reply, blobs, [call.shape])[0]
+            finally:
+                self._lock.release()
+
+    def _warm_call(self, digest: bytes, model: bytes, inputs: np.ndarray, num_classes: int,
+                   max_model_bytes: int, wall_seconds: float | None) -> "_WarmCall":
+        if len(model) > max_model_bytes:
+            raise ModelTooLarge(len(model), max_model_bytes)
+        arr = np.ascontiguousarray(inputs)
+        if str(arr.dtype) not in ALLOWED_DTYPES:
+            raise BadModel(f"input dtype {arr.dtype} not supported")
+        wall = self.limits.wall_seconds if wall_seconds is None else wall_seconds
+        cpu = self.limits.cpu_budget if wall_seconds is None else max(1, math.ceil(wall))
+        key, rows = digest.hex(), int(arr.shape[0]) if arr.ndim else 0
+        header = {"op": "infer", "key": key, "num_classes": num_classes, "cpu": cpu, **array_header(arr)}
+        return _WarmCall(key, model, cpu, wall, _joined(header, [memoryview(arr).cast("B")]),
+                         (rows, num_classes), rows * num_classes * 8)
+
+    def _is_warm(self, key: str) -> bool:
+        if key in self._sessions:
+            self._sessions.move_to_end(key)
+            return True
+        return False
+
+    def _load_request(self, call: "_WarmCall") -> bytes:
+        """The ``load`` message of a session, evicting the oldest when the worker is full."""
+        drop = next(iter(self._sessions)) if len(self._sessions) >= MAX_SESSIONS else None
+        if drop is not None:
+            del self._sessions[drop]
+        return _joined({"op": "load", "key": call.key, "drop": drop, "cpu": call.cpu}, [call.model])
+
+    def _loaded(self, key: str, reply: dict[str, Any]) -> None:
+        if reply.get("ok") is not True:
+            self._raise_model_failure(reply)
+        self._sessions[key] = None
+        self.sessions_loaded += 1
+
+    def _raise_model_failure(self, reply: dict[str, Any]) -> NoReturn:
+        """The typed error of a worker's failure reply; one without a kind is out of protocol."""
+        kind, msg = reply.get("kind"), str(reply.get("msg", ""))[:500]
+        error = {"memory": ModelMemoryError, "bad_model": BadModel, "bad_output": BadModelOutput}.get(str(kind))
+        if error is not None:
+            raise error(msg)
+        self._stop(graceful=False)
+        raise SandboxUnavailable(f"sandbox worker refused a request: {msg}")
 
     def _put_input(self, key: str, arr: np.ndarray) -> None:
         if key in self._cached:
@@ -325,8 +380,7 @@ class Sandbox:
 
     def _request(self, header: dict[str, Any], blobs: Sequence[bytes | memoryview], max_blob: int) -> dict[str, Any]:
         deadline = time.monotonic() + self.limits.startup_seconds
-        self._send(encode_message(header, blobs), deadline)
-        reply, _ = self._read_message(deadline, max_blob=max_blob)
+        reply, _ = self._exchange(_joined(header, blobs), deadline, max_blob)
         if reply.get("ok") is not True:
             self._stop(graceful=False)
             raise SandboxUnavailable(f"sandbox worker refused {header['op']}: {reply.get('msg')}")
@@ -336,11 +390,7 @@ class Sandbox:
         self, reply: dict[str, Any], blobs: list[bytes], expected: list[tuple[int, int]]
     ) -> list[np.ndarray]:
         if reply.get("ok") is not True:
-            kind, msg = reply.get("kind"), str(reply.get("msg", ""))[:500]
-            error = {"memory": ModelMemoryError, "bad_model": BadModel, "bad_output": BadModelOutput}.get(
-                str(kind), ModelCrashed
-            )
-            raise error(msg)
+            self._raise_model_failure(reply)
         metas = reply.get("outputs")
         if not isinstance(metas, list) or len(metas) != len(expected) or len(blobs) != len(expected):
             self._stop(graceful=False)
@@ -361,74 +411,46 @@ class Sandbox:
         return out
 
     # pipe I/O with deadlines ------------------------------------------------------------------
-    def _send(self, buffers: list[bytes | memoryview], deadline: float) -> None:
-        proc = self._proc
-        assert proc is not None and proc.stdin is not None
-        fd = proc.stdin.fileno()
-        os.set_blocking(fd, False)
-        # Joined into one buffer (a copy is cheaper than waking the worker once per piece).
-        view = memoryview(b"".join(buffers))
-        with selectors.DefaultSelector() as sel:
-            sel.register(fd, selectors.EVENT_WRITE)
-            while view.nbytes:
-                try:
-                    n = os.write(fd, view)
-                except BlockingIOError:
-                    if not sel.select(self._remaining(deadline)):
-                        self._timeout()
-                    continue
-                except (BrokenPipeError, ConnectionResetError):
-                    self._died()
-                view = view[n:]
+    def _exchange(self, data: bytes, deadline: float, max_blob: int) -> tuple[dict[str, Any], list[bytes]]:
+        """Send ``data`` (if any) and read the worker's reply, from a thread."""
+        assert self._pipe is not None
+        try:
+            if data:
+                self._pipe.send(data, deadline)
+            return self._pipe.read_message(deadline, max_blob)
+        except PipeTimeout:
+            self._timeout()
+        except PipeClosed:
+            self._died()
+        except PipeProtocolError as exc:
+            self._stop(graceful=False)
+            raise SandboxUnavailable(str(exc)) from None
 
-    def _read_message(self, deadline: float, *, max_blob: int) -> tuple[dict[str, Any], list[bytes]]:
-        proc = self._proc
-        assert proc is not None and proc.stdout is not None
-        fd = proc.stdout.fileno()
-        os.set_blocking(fd, False)
-        with selectors.DefaultSelector() as sel:
-            sel.register(fd, selectors.EVENT_READ)
-            (length,) = _LEN.unpack(self._read_exact(sel, fd, _LEN.size, deadline))
-            if length > MAX_HEADER_BYTES:
+    async def _aexchange(self, data: bytes, deadline: float, max_blob: int) -> tuple[dict[str, Any], list[bytes]]:
+        """``_exchange`` from a trio task; cancelled half-way, the worker is killed."""
+        assert self._pipe is not None
+        answered = False
+        try:
+            await self._pipe.asend(data, deadline)
+            reply = await self._pipe.aread_message(deadline, max_blob)
+            answered = True
+            return reply
+        except PipeTimeout:
+            self._timeout()
+        except PipeClosed:
+            self._died()
+        except PipeProtocolError as exc:
+            self._stop(graceful=False)
+            raise SandboxUnavailable(str(exc)) from None
+        finally:
+            if not answered:
                 self._stop(graceful=False)
-                raise SandboxUnavailable(f"sandbox header of {length} bytes")
-            try:
-                header = json.loads(self._read_exact(sel, fd, length, deadline))
-                sizes = header["blobs"]
-                if not isinstance(header, dict) or not all(isinstance(s, int) and 0 <= s <= max_blob for s in sizes):
-                    raise ValueError(f"blob sizes {sizes!r} over {max_blob}")
-            except (ValueError, KeyError, TypeError) as exc:
-                self._stop(graceful=False)
-                raise SandboxUnavailable(f"sandbox worker spoke out of protocol: {exc}") from None
-            blobs = [self._read_exact(sel, fd, size, deadline) for size in sizes]
-        return header, blobs
 
-    def _read_exact(self, sel: selectors.BaseSelector, fd: int, n: int, deadline: float) -> bytes:
-        """``n`` bytes from the worker; reads as much as is there (one message is one write)."""
-        buf = self._recv
-        while len(buf) < n:
-            try:
-                chunk = os.read(fd, max(n - len(buf), PIPE_BYTES))
-            except BlockingIOError:
-                if not sel.select(self._remaining(deadline)):
-                    self._timeout()
-                continue
-            if not chunk:
-                self._died()
-            buf += chunk
-        out = bytes(buf[:n])
-        del buf[:n]
-        return out
-
-    @staticmethod
-    def _remaining(deadline: float) -> float:
-        return max(0.0, deadline - time.monotonic())
-
-    def _timeout(self) -> None:
+    def _timeout(self) -> NoReturn:
         self._stop(graceful=False)
         raise ModelTimeout("model exceeded its wall-time limit; worker killed")
 
-    def _died(self) -> None:
+    def _died(self) -> NoReturn:
         proc = self._proc
         code = None
         if proc is not None:
@@ -444,201 +466,26 @@ class Sandbox:
         raise ModelCrashed(f"sandbox worker exited with status {code}")
 
 
-# --- Worker side --------------------------------------------------------------------------------
-def _worker_read_exact(stream: BinaryIO, n: int) -> bytes | None:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = stream.read(n - len(buf))
-        if not chunk:
-            return None
-        buf += chunk
-    return bytes(buf)
+
+@dataclass(frozen=True)
+class _WarmCall:
+    """One ``infer`` call, prepared before the worker is touched."""
+
+    key: str  # the model digest, hex
+    model: bytes
+    cpu: int
+    wall: float
+    request: bytes  # the ``infer`` message
+    shape: tuple[int, int]  # of the scores
+    max_blob: int
 
 
-def _worker_read(stream: BinaryIO) -> tuple[dict[str, Any], list[bytes]] | None:
-    raw = _worker_read_exact(stream, _LEN.size)
-    if raw is None:
-        return None
-    (length,) = _LEN.unpack(raw)
-    head = _worker_read_exact(stream, length)
-    if head is None:
-        return None
-    header = json.loads(head)
-    blobs = []
-    for size in header["blobs"]:
-        blob = _worker_read_exact(stream, int(size))
-        if blob is None:
-            return None
-        blobs.append(blob)
-    return header, blobs
-
-
-def _worker_write(fd: int, header: dict[str, Any], blobs: Sequence[bytes | memoryview] = ()) -> None:
-    """One write per message: the parent wakes once, not once per piece."""
-    view = memoryview(b"".join(encode_message(header, blobs)))
-    while view.nbytes:
-        view = view[os.write(fd, view):]
-
-
-def _set_cpu_budget(seconds: int) -> None:
-    """Soft RLIMIT_CPU = CPU used so far + ``seconds``: each run gets its full budget."""
-    import resource
-
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    used = math.ceil(usage.ru_utime + usage.ru_stime)
-    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
-    soft = used + seconds
-    if hard != resource.RLIM_INFINITY:
-        soft = min(soft, hard)
-    resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
-
-
-def _clear_cpu_budget() -> None:
-    import resource
-
-    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
-    resource.setrlimit(resource.RLIMIT_CPU, (hard, hard))
-
-
-def _classify(exc: BaseException) -> str:
-    text = str(exc).lower()
-    if isinstance(exc, MemoryError) or "allocate" in text or "bad_alloc" in text or "out of memory" in text:
-        return "memory"
-    return "runtime"
-
-
-def fixed_dims_differ(declared: Sequence[Any], actual: Sequence[int]) -> bool:
-    """A declared shape (ints fixed, strings or None symbolic; ``[]`` unknown rank) that ``actual`` breaks."""
-    if not declared:
-        return False  # onnxruntime shows an unknown rank as [] (a scalar too; the run's output check catches it)
-    return len(declared) != len(actual) or any(isinstance(d, int) and d != a for d, a in zip(declared, actual))
-
-
-def signature_mismatch(in_type: str, in_shape: Sequence[Any], out_type: str, out_shape: Sequence[Any],
-                       arr: np.ndarray, num_classes: int) -> tuple[str, str] | None:
-    """Why a model's declared input or first output cannot fit a problem, before it runs.
-
-    ``arr`` is one of the problem's input sets, which fits its ``InputSpec``
-    (``problem_kit.check_inputs``); the model must take that dtype and shape
-    and declare float scores of shape ``(N, num_classes)``. Returns the
-    refusal's kind and message, or None.
-    """
-    wanted = ONNX_TENSOR_TYPES.get(str(arr.dtype))
-    if in_type != wanted or fixed_dims_differ(in_shape, arr.shape):
-        return "bad_model", (f"model takes {in_type}{list(in_shape)}, the problem's inputs are "
-                             f"{wanted}{['N', *arr.shape[1:]]}")
-    if out_type not in ONNX_SCORE_TYPES or fixed_dims_differ(out_shape, (arr.shape[0], num_classes)):
-        return "bad_output", (f"model declares scores {out_type}{list(out_shape)}, the problem needs "
-                              f"tensor(float or double)[N, {num_classes}]")
-    return None
-
-
-def _worker_run(ort: Any, header: dict[str, Any], model: bytes, cache: dict[str, np.ndarray]) -> tuple[dict[str, Any], list[memoryview]]:
-    """Load the model and score every requested input; errors become typed replies."""
-    num_classes = int(header["num_classes"])
-    arrays = [cache[k] for k in header["inputs"]]
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.log_severity_level = 4
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    t_start = time.perf_counter()
-    try:
-        session = ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises several unrelated types
-        kind = _classify(exc)
-        return {"ok": False, "kind": "memory" if kind == "memory" else "bad_model", "msg": f"cannot load model: {exc}"}, []
-    model_inputs = session.get_inputs()
-    if len(model_inputs) != 1:
-        return {"ok": False, "kind": "bad_model", "msg": f"model has {len(model_inputs)} inputs, expected 1"}, []
-    outputs = session.get_outputs()
-    if not outputs:
-        return {"ok": False, "kind": "bad_model", "msg": "model has no outputs"}, []
-    in_name, out_name = model_inputs[0].name, outputs[0].name
-    for arr in arrays:
-        refusal = signature_mismatch(model_inputs[0].type, model_inputs[0].shape, outputs[0].type,
-                                     outputs[0].shape, arr, num_classes)
-        if refusal is not None:
-            return {"ok": False, "kind": refusal[0], "msg": refusal[1]}, []
-    metas: list[dict[str, Any]] = []
-    blobs: list[memoryview] = []
-    for arr in arrays:
-        try:
-            (scores,) = session.run([out_name], {in_name: arr})
-        except Exception as exc:
-            kind = _classify(exc)
-            return {"ok": False, "kind": kind if kind == "memory" else "bad_model", "msg": f"inference failed: {exc}"}, []
-        if not isinstance(scores, np.ndarray):
-            return {"ok": False, "kind": "bad_output", "msg": f"output is a {type(scores).__name__}, not a tensor"}, []
-        if str(scores.dtype) not in SCORE_DTYPES:
-            return {"ok": False, "kind": "bad_output", "msg": f"scores must be float32 or float64, not {scores.dtype}"}, []
-        if scores.shape != (arr.shape[0], num_classes):
-            return {"ok": False, "kind": "bad_output", "msg": f"scores have shape {list(scores.shape)}, expected {[arr.shape[0], num_classes]}"}, []
-        scores = np.ascontiguousarray(scores)
-        metas.append(array_header(scores))
-        blobs.append(memoryview(scores).cast("B"))
-    return {"ok": True, "outputs": metas, "seconds": time.perf_counter() - t_start}, blobs
-
-
-def worker_main() -> None:
-    """Entry point of the worker child: limits first, then serve requests until stdin closes."""
-    import resource
-
-    memory = int(sys.argv[1])
-    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    # The protocol stream gets its own fd; fd 1 becomes stderr so C-level prints go nowhere harmful.
-    out = os.dup(1)
-    os.dup2(2, 1)
-    _widen_pipe(out)
-    inp = os.fdopen(os.dup(0), "rb", buffering=PIPE_BYTES)
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    try:
-        import onnxruntime as ort
-
-        ort.set_default_logger_severity(4)
-    except Exception as exc:  # an import failure is reported, not hidden
-        _worker_write(out, {"ok": False, "op": "ready", "msg": f"cannot import onnxruntime: {exc}"})
-        return
-    _worker_write(out, {"ok": True, "op": "ready", "pid": os.getpid()})
-    cache: dict[str, np.ndarray] = {}
-    while True:
-        msg = _worker_read(inp)
-        if msg is None:
-            return
-        header, blobs = msg
-        op = header.get("op")
-        if op == "put":
-            cache[str(header["key"])] = array_from_blob(header, blobs[0])
-            _worker_write(out, {"ok": True})
-        elif op == "clear":
-            cache.clear()
-            _worker_write(out, {"ok": True})
-        elif op == "run":
-            _set_cpu_budget(int(header["cpu"]))
-            try:
-                reply, out_blobs = _worker_run(ort, header, blobs[0], cache)
-            except MemoryError as exc:
-                reply, out_blobs = {"ok": False, "kind": "memory", "msg": f"out of memory: {exc}"}, []
-            finally:
-                _clear_cpu_budget()
-            _worker_write(out, reply, out_blobs)
-        else:
-            _worker_write(out, {"ok": False, "msg": f"unknown op {op!r}"})
+def _joined(header: dict[str, Any], blobs: Sequence[bytes | memoryview]) -> bytes:
+    """A message as one buffer (a copy is cheaper than waking the worker once per piece)."""
+    return b"".join(encode_message(header, blobs))
 
 
 __all__ = [
-    "Sandbox",
-    "SandboxLimits",
-    "SandboxError",
-    "ModelTooLarge",
-    "ModelTimeout",
-    "ModelMemoryError",
-    "ModelCrashed",
-    "BadModel",
-    "BadModelOutput",
-    "SandboxUnavailable",
+    "Sandbox", "SandboxLimits", "SandboxError", "ModelTooLarge", "ModelTimeout", "ModelMemoryError", "ModelCrashed",
+    "BadModel", "BadModelOutput", "SandboxUnavailable", "array_from_blob", "signature_mismatch",
 ]

@@ -1,7 +1,7 @@
 """The market end to end (issue 8): 4 node processes, a runner, a stale runner, a paying user.
 
 Node 1 improves once (the "linear" example); node 3 runs the chain's best model at
-price 7; node 2 runs a fixed stale model ("weak"). The user (node 0's key) pays
+price 7 per input; node 2 runs a fixed stale model ("weak"). The user (node 0's key) pays
 node 3 through a payment channel with the ``daimon-node infer`` CLI and gets exactly
 the scores the committed model gives locally; the runner redeems each voucher once;
 a replayed voucher is refused; the stale runner is detected by digest; a rating
@@ -31,7 +31,10 @@ from netutil import free_base_port, try_call, wait_for
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 T_P, T_B, GRACE = 10, 6, 3
-PRICE = 7
+PRICE = 7  # per input
+ROWS = 5  # inputs per call
+COST = PRICE * ROWS  # what one call adds to the voucher
+DEPOSIT = 2 * COST  # the channel pays exactly two calls
 
 
 def configure_market(directory: Path, models: dict[str, Path]) -> None:
@@ -87,7 +90,7 @@ def test_user_pays_runner_and_gets_the_committed_models_outputs(tmp_path: Path) 
         wait_for("the stale runner's offer", lambda: offer_of(stale) is not None, 150)  # resent every 2 periods
 
         x_train, _ = load_train_split(plan.problem_dir)
-        x = np.ascontiguousarray(x_train[:5])
+        x = np.ascontiguousarray(x_train[:ROWS])
         np.save(tmp_path / "x.npy", x)
         linear = Path(plan.models["linear"]).read_bytes()
         sess = ort.InferenceSession(linear, providers=["CPUExecutionProvider"])
@@ -95,7 +98,7 @@ def test_user_pays_runner_and_gets_the_committed_models_outputs(tmp_path: Path) 
 
         # 1. pay and get the committed model's outputs (opens the channel first)
         args = ["infer", "--problem", chain, "--input", str(tmp_path / "x.npy"), "--max-price", "10",
-                "--runner", runner.address, "--deposit", "70", "--key-dir", str(plan.directory / "node0"),
+                "--runner", runner.address, "--deposit", str(DEPOSIT), "--key-dir", str(plan.directory / "node0"),
                 "--rpc", rpc, "--json"]
         done = cli(*args, timeout=180)
         assert done.returncode == 0, done.stderr
@@ -103,19 +106,20 @@ def test_user_pays_runner_and_gets_the_committed_models_outputs(tmp_path: Path) 
         assert out["model_digest"] == best["model_digest"]
         np.testing.assert_allclose(np.array(out["scores"], dtype=np.float32), expected, rtol=0, atol=0)
         assert out["labels"] == [int(v) for v in expected.argmax(axis=1)]
-        assert out["paid_cumulative"] == str(PRICE)
-        # 2. a second call pays one more price, no new channel
+        assert out["paid_cumulative"] == str(COST) and out["cost"] == str(COST)
+        # 2. a second call pays one more call's cost, no new channel
         done = cli(*args)
         assert done.returncode == 0, done.stderr
-        assert json.loads(done.stdout)["paid_cumulative"] == str(2 * PRICE)
+        assert json.loads(done.stdout)["paid_cumulative"] == str(2 * COST)
 
         # 3. a replayed voucher is refused by the runner
         ledger = json.loads((plan.directory / "node0" / "vouchers.json").read_text())
-        assert list(ledger.values())[0]["cumulative"] == 2 * PRICE
+        assert list(ledger.values())[0]["cumulative"] == 2 * COST
         from chain.crypto import address_bytes
-        from daimon_node.market.service import make_voucher, npy_bytes
+        from daimon_node.market.messages import npy_bytes
+        from daimon_node.market.vouchers import make_voucher
 
-        replay = make_voucher(user, plan.chain_id, runner.address_bytes, 0, 2 * PRICE)
+        replay = make_voucher(user, plan.chain_id, runner.address_bytes, 0, 2 * COST)
         err = None
         try:
             with RpcClient(rpc, timeout=60) as c:
@@ -123,7 +127,7 @@ def test_user_pays_runner_and_gets_the_committed_models_outputs(tmp_path: Path) 
         except DaimonError as exc:
             err = str(exc)
         assert err is not None and "replayed" in err
-        over = make_voucher(user, plan.chain_id, runner.address_bytes, 0, 71)
+        over = make_voucher(user, plan.chain_id, runner.address_bytes, 0, DEPOSIT + 1)
         try:
             with RpcClient(rpc, timeout=60) as c:
                 c.call("daimon_infer", chain, "0x" + runner.address, "0x" + over.encode().hex(), "0x" + npy_bytes(x).hex())
@@ -136,13 +140,13 @@ def test_user_pays_runner_and_gets_the_committed_models_outputs(tmp_path: Path) 
         def channel() -> Any:
             return try_call(port, lambda c: c.call("daimon_getChannel", chain, "0x" + user.address, "0x" + runner.address))
 
-        wait_for("the runner to redeem both calls", lambda: (ch := channel()) is not None and ch["redeemed"] == str(2 * PRICE), 90)
+        wait_for("the runner to redeem both calls", lambda: (ch := channel()) is not None and ch["redeemed"] == str(2 * COST), 90)
         bond = int(try_call(port, lambda c: c.get_problem(chain))["params"]["validator_bond"])
         time.sleep(2 * T_B)  # later blocks pay nothing more
         ch = channel()
-        assert ch["redeemed"] == str(2 * PRICE) and ch["deposit"] == "70"
+        assert ch["redeemed"] == str(2 * COST) and ch["deposit"] == str(DEPOSIT)
         locked = try_call(port, lambda c: c.get_balance(chain, "0x" + user.address))["locked"]
-        assert locked == bond + 70 - 2 * PRICE
+        assert locked == bond + DEPOSIT - 2 * COST
 
         # 5. a runner serving a stale model is detected by digest
         done = cli("infer", "--problem", chain, "--input", str(tmp_path / "x.npy"), "--runner", stale.address,

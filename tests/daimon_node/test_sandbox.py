@@ -304,3 +304,107 @@ def test_invalid_frames_are_refused_not_unpickled() -> None:
         array_from_blob({"dtype": "float32", "shape": [2, 2]}, b"\x00" * 12)
     arr = array_from_blob({"dtype": "float32", "shape": [2, 2]}, np.arange(4, dtype=np.float32).tobytes())
     assert arr.tolist() == [[0, 1], [2, 3]]
+
+
+# ---------------------------------------------------------------------------
+# Warm sessions (a runner's Sandbox.infer)
+# ---------------------------------------------------------------------------
+def digest(model: bytes) -> bytes:
+    import hashlib
+
+    return hashlib.sha256(model).digest()
+
+
+@pytest.mark.timeout(60)
+def test_warm_session_is_built_once_per_model(sandbox: Sandbox, z: np.ndarray) -> None:
+    model = good_model()
+    first = sandbox.infer(digest(model), model, z, num_classes=C, max_model_bytes=MAX_BYTES)
+    pid = sandbox.pid
+    second = sandbox.infer(digest(model), model, z[:3], num_classes=C, max_model_bytes=MAX_BYTES)
+    assert sandbox.sessions_loaded == 1  # the second call sent only its inputs
+    assert sandbox.pid == pid
+    np.testing.assert_array_equal(first[:3], second)
+    np.testing.assert_array_equal(first, run(sandbox, model, z)[0])  # the same scores as a one-off run
+    other = good_model(seed=1)
+    sandbox.infer(digest(other), other, z, num_classes=C, max_model_bytes=MAX_BYTES)
+    assert sandbox.sessions_loaded == 2  # one session per digest
+
+
+@pytest.mark.timeout(60)
+def test_warm_sessions_are_bounded(sandbox: Sandbox, z: np.ndarray) -> None:
+    from daimon_node.proofs.sandbox_wire import MAX_SESSIONS
+
+    models = [good_model(seed=s) for s in range(MAX_SESSIONS + 1)]
+    for model in models:  # one more than the worker keeps: the oldest is evicted
+        sandbox.infer(digest(model), model, z[:2], num_classes=C, max_model_bytes=MAX_BYTES)
+    sandbox.infer(digest(models[-1]), models[-1], z[:2], num_classes=C, max_model_bytes=MAX_BYTES)
+    assert sandbox.sessions_loaded == MAX_SESSIONS + 1
+    sandbox.infer(digest(models[0]), models[0], z[:2], num_classes=C, max_model_bytes=MAX_BYTES)
+    assert sandbox.sessions_loaded == MAX_SESSIONS + 2  # the evicted one is loaded again
+
+
+@pytest.mark.timeout(60)
+def test_crashed_warm_worker_is_replaced(sandbox: Sandbox, z: np.ndarray) -> None:
+    model = good_model()
+    before = sandbox.infer(digest(model), model, z, num_classes=C, max_model_bytes=MAX_BYTES)
+    pid = sandbox.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)  # the worker dies between calls
+    with pytest.raises(ModelCrashed, match="SIGKILL"):
+        sandbox.infer(digest(model), model, z, num_classes=C, max_model_bytes=MAX_BYTES)
+    after = sandbox.infer(digest(model), model, z, num_classes=C, max_model_bytes=MAX_BYTES)
+    assert sandbox.pid not in (None, pid) and sandbox.restarts == 1
+    assert sandbox.sessions_loaded == 2  # the new worker built the session again
+    np.testing.assert_array_equal(before, after)
+
+
+@pytest.mark.timeout(60)
+def test_warm_model_that_times_out_is_replaced(sandbox: Sandbox, z: np.ndarray) -> None:
+    slow = forever_model((TensorProto.FLOAT, [None, C]))
+    t0 = time.monotonic()
+    with pytest.raises(ModelTimeout):
+        sandbox.infer(digest(slow), slow, z, num_classes=C, max_model_bytes=MAX_BYTES, wall_seconds=1.5)
+    assert time.monotonic() - t0 < 10
+    model = good_model()
+    assert sandbox.infer(digest(model), model, z, num_classes=C, max_model_bytes=MAX_BYTES).shape == (N, C)
+    assert sandbox.restarts == 1
+
+
+@pytest.mark.timeout(60)
+def test_warm_session_checks_signature_and_outputs(sandbox: Sandbox, z: np.ndarray) -> None:
+    bad = wrong_shape_model()
+    with pytest.raises(BadModelOutput):
+        sandbox.infer(digest(bad), bad, z, num_classes=C, max_model_bytes=MAX_BYTES)
+    images = np.zeros((N, 8, 8), np.uint8)
+    model = good_model()
+    with pytest.raises(BadModel, match="model takes"):
+        sandbox.infer(digest(model), model, images, num_classes=C, max_model_bytes=MAX_BYTES)
+    with pytest.raises(ModelTooLarge):
+        sandbox.infer(digest(model), model, z, num_classes=C, max_model_bytes=len(model) - 1)
+
+
+@pytest.mark.timeout(60)
+def test_warm_session_from_trio_without_a_thread(sandbox: Sandbox, z: np.ndarray) -> None:
+    """``infer_async`` gives ``infer``'s scores; a crash, a deadline and a cancellation each leave a
+    worker that the next call replaces."""
+    import trio
+
+    model, slow = good_model(), forever_model((TensorProto.FLOAT, [None, C]))
+
+    async def calls() -> None:
+        kw = dict(num_classes=C, max_model_bytes=MAX_BYTES)
+        expected = sandbox.infer(digest(model), model, z, **kw)
+        np.testing.assert_array_equal(await sandbox.infer_async(digest(model), model, z, **kw), expected)
+        assert sandbox.sessions_loaded == 1
+        os.kill(sandbox.pid, signal.SIGKILL)  # type: ignore[arg-type]
+        with pytest.raises(ModelCrashed):
+            await sandbox.infer_async(digest(model), model, z, **kw)
+        with pytest.raises(ModelTimeout):
+            await sandbox.infer_async(digest(slow), slow, z, wall_seconds=1.5, **kw)
+        with trio.move_on_after(1.0):  # the caller gives up first: the busy worker is killed
+            await sandbox.infer_async(digest(slow), slow, z, wall_seconds=20.0, **kw)
+        assert sandbox.pid is None
+        np.testing.assert_array_equal(await sandbox.infer_async(digest(model), model, z, **kw), expected)
+
+    trio.run(calls)
+    assert sandbox.restarts == 3  # after the kill, the deadline and the cancellation

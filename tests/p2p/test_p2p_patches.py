@@ -1,6 +1,8 @@
-"""The libp2p 0.8.1 replacements in p2p/host.py and p2p/gossip.py keep upstream's contracts."""
+"""The libp2p 0.8.1 replacements in p2p/libp2p_patches.py keep upstream's contracts."""
 
 from __future__ import annotations
+
+import functools
 
 import pytest
 import trio
@@ -10,19 +12,43 @@ from libp2p.io.trio import TrioTCPStream
 from libp2p.stream_muxer.yamux.yamux import DEFAULT_WINDOW_SIZE, Yamux, YamuxStream
 from libp2p.utils.varint import encode_uvarint
 
-import p2p.gossip  # noqa: F401  (installs the pubsub-level changes)
-from p2p import host
-from p2p.gossip import _DaimonPubsub, _RpcReader
+import libp2p.pubsub.pubsub as libp2p_pubsub
+
+from p2p import libp2p_patches
+from p2p.errors import UnsupportedLibp2p
+from p2p.pubsub import DaimonPubsub, RpcReader as _RpcReader
+
+libp2p_patches.install()  # what P2PNode does; the tests below exercise the patched classes directly
 
 
 def test_patches_installed_and_upstream_kept() -> None:
-    for cls, name, fn in host._PATCHES:
-        assert getattr(cls, name) is fn
+    assert libp2p_patches.installed()
+    for owner, name, fn in libp2p_patches.PATCHES:
+        assert getattr(owner, name) is fn
         upstream = fn.daimon_upstream  # type: ignore[attr-defined]
         assert upstream.__module__.startswith("libp2p."), (name, upstream.__module__)
-    host.apply_transport_patches()  # idempotent: the upstream reference survives
+    libp2p_patches.install()  # idempotent: the upstream reference survives
     assert TrioTCPStream.read.daimon_upstream.__module__ == "libp2p.io.trio"  # type: ignore[attr-defined]
-    assert "continuously_read_stream" in _DaimonPubsub.__dict__
+    assert isinstance(libp2p_pubsub.RpcQueue, functools.partial)
+    assert "continuously_read_stream" in DaimonPubsub.__dict__
+
+
+def test_install_refuses_another_libp2p_version() -> None:
+    with pytest.raises(UnsupportedLibp2p) as info:
+        libp2p_patches.check_version("0.8.2")
+    assert (info.value.found, info.value.pinned) == ("0.8.2", libp2p_patches.PINNED_LIBP2P)
+    libp2p_patches.check_version(libp2p_patches.PINNED_LIBP2P)
+
+
+def test_nothing_patched_at_import() -> None:
+    """Importing p2p (all of it) patches nothing; only install() does (checked in a fresh interpreter)."""
+    import subprocess
+    import sys
+
+    code = ("import p2p, p2p.node, p2p.gossip, p2p.host, p2p.pubsub, p2p.libp2p_patches as m; "
+            "print(any(getattr(o, n) is f for o, n, f in m.PATCHES))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "False"
 
 
 # -- buffered TCP reads ---------------------------------------------------------
