@@ -17,7 +17,9 @@ with onnxruntime's CPU provider and one thread, under
 - a check of the model's declared signature once it is loaded and before it
   runs: its input must take the problem's input dtype and shape, its first
   output must be float scores ``(N, num_classes)`` (``signature_mismatch``);
-  the scores it returns are checked again after the run.
+  the scores it returns are checked again after the run;
+- batches of ``RUN_BATCH_ROWS`` rows when the model's first axis is free, so the
+  memory a run needs follows the model, not the size of the input set (``batch_rows``).
 
 Parent and worker speak over the worker's stdin/stdout with a small framing of
 their own: a 4-byte big-endian length, a JSON header, then raw blobs whose
@@ -62,6 +64,8 @@ from .errors import DaimonError
 DEFAULT_MEMORY_BYTES: Final[int] = 1 << 30  # RLIMIT_AS of the worker
 DEFAULT_WALL_SECONDS: Final[float] = 60.0  # one run: model load plus all inputs
 DEFAULT_STARTUP_SECONDS: Final[float] = 60.0  # spawn plus imports (slow on a busy machine)
+# Rows per onnxruntime call when the model's batch axis is not fixed (see ``score_rows``).
+RUN_BATCH_ROWS: Final[int] = 1024
 MAX_HEADER_BYTES: Final[int] = 1 << 16  # a JSON header is small; anything bigger is hostile
 ALLOWED_DTYPES: Final[frozenset[str]] = frozenset({"float32", "float64", "int64", "int32", "uint8"})
 SCORE_DTYPES: Final[frozenset[str]] = frozenset({"float32", "float64"})
@@ -533,6 +537,19 @@ def signature_mismatch(in_type: str, in_shape: Sequence[Any], out_type: str, out
     return None
 
 
+def batch_rows(declared_shape: Sequence[Any]) -> int:
+    """Rows per onnxruntime call: ``RUN_BATCH_ROWS`` when the model's first axis is free, else 0 (all at once).
+
+    A model's activations grow with the rows it sees at once: a small CNN on all of a
+    FashionMNIST-sized Z (10,000 images) asks for a 250 MB buffer and more than the worker's
+    address space. In batches the memory a run needs depends on the model, not on m. The batch
+    size is a constant, so prover and validators feed the model identical batches and get
+    identical scores. A model that fixes its first axis is run on the whole set, as declared.
+    """
+    first = declared_shape[0] if declared_shape else None
+    return 0 if isinstance(first, int) and first > 0 else RUN_BATCH_ROWS
+
+
 def _worker_run(ort: Any, header: dict[str, Any], model: bytes, cache: dict[str, np.ndarray]) -> tuple[dict[str, Any], list[memoryview]]:
     """Load the model and score every requested input; errors become typed replies."""
     num_classes = int(header["num_classes"])
@@ -562,21 +579,26 @@ def _worker_run(ort: Any, header: dict[str, Any], model: bytes, cache: dict[str,
                                      outputs[0].shape, arr, num_classes)
         if refusal is not None:
             return {"ok": False, "kind": refusal[0], "msg": refusal[1]}, []
+    batch = batch_rows(model_inputs[0].shape)
     metas: list[dict[str, Any]] = []
     blobs: list[memoryview] = []
     for arr in arrays:
-        try:
-            (scores,) = session.run([out_name], {in_name: arr})
-        except Exception as exc:
-            kind = _classify(exc)
-            return {"ok": False, "kind": kind if kind == "memory" else "bad_model", "msg": f"inference failed: {exc}"}, []
-        if not isinstance(scores, np.ndarray):
-            return {"ok": False, "kind": "bad_output", "msg": f"output is a {type(scores).__name__}, not a tensor"}, []
-        if str(scores.dtype) not in SCORE_DTYPES:
-            return {"ok": False, "kind": "bad_output", "msg": f"scores must be float32 or float64, not {scores.dtype}"}, []
-        if scores.shape != (arr.shape[0], num_classes):
-            return {"ok": False, "kind": "bad_output", "msg": f"scores have shape {list(scores.shape)}, expected {[arr.shape[0], num_classes]}"}, []
-        scores = np.ascontiguousarray(scores)
+        parts = []
+        for start in range(0, max(1, arr.shape[0]), batch or max(1, arr.shape[0])):
+            rows = arr[start : start + batch] if batch else arr
+            try:
+                (part,) = session.run([out_name], {in_name: rows})
+            except Exception as exc:
+                kind = _classify(exc)
+                return {"ok": False, "kind": kind if kind == "memory" else "bad_model", "msg": f"inference failed: {exc}"}, []
+            if not isinstance(part, np.ndarray):
+                return {"ok": False, "kind": "bad_output", "msg": f"output is a {type(part).__name__}, not a tensor"}, []
+            if str(part.dtype) not in SCORE_DTYPES:
+                return {"ok": False, "kind": "bad_output", "msg": f"scores must be float32 or float64, not {part.dtype}"}, []
+            if part.shape != (rows.shape[0], num_classes):
+                return {"ok": False, "kind": "bad_output", "msg": f"scores have shape {list(part.shape)}, expected {[rows.shape[0], num_classes]}"}, []
+            parts.append(part)
+        scores = np.ascontiguousarray(parts[0] if len(parts) == 1 else np.concatenate(parts))
         metas.append(array_header(scores))
         blobs.append(memoryview(scores).cast("B"))
     return {"ok": True, "outputs": metas, "seconds": time.perf_counter() - t_start}, blobs
