@@ -194,15 +194,19 @@ def require_torch() -> None:
 
 
 def trained_del(x_t: np.ndarray, num_classes: int, *, steps: int, seed: int = 0, max_seconds: float = 0.0) -> bytes:
-    """A DEL trained on GENERATEDATA(x_t) by ``del_embed`` (imports torch: the ``train`` extra)."""
+    """A DEL trained on GENERATEDATA(x_t) by ``del_embed`` (imports torch: the ``train`` extra).
+
+    Only the integer tensors ``f_int`` evaluates are published: ``del train``'s artifact also
+    keeps the float weights for analysis, which at m = 10,000 would triple the content every
+    peer fetches (147 MB instead of 49) and tell nothing the integer weights do not.
+    """
     require_torch()
-    from del_embed.artifact import to_bytes
     from del_embed.model import DELConfig
     from del_embed.train import train_artifact
 
     cfg = DELConfig(m=int(len(x_t)), num_classes=num_classes, steps=steps, seed=seed, max_seconds=max_seconds)
     art, _ = train_artifact(np.asarray(x_t, dtype=np.int64), cfg)
-    return to_bytes(art)
+    return integer_del_to_bytes(art.integer)
 
 
 # ---------------------------------------------------------------------------

@@ -63,6 +63,11 @@ def test_learned_del_is_trained_with_the_given_steps(tmp_path: Path) -> None:
     config = load_problem(prob).dels[0].config
     assert config["del_config"]["steps"] == 2 and config["del_config"]["max_seconds"] == 0.0
     assert config["history"]["steps_done"] == 2
+    # Published: only what f_int evaluates, not the trainer's float weights (three times the bytes).
+    from safetensors.numpy import load
+
+    tensors = load((prob / load_problem(prob).tuples[0].del_id.hex()).read_bytes())
+    assert sorted(tensors) == ["int.b1", "int.b2", "int.w1", "int.w2"]
 
 
 def test_learned_del_defaults_to_the_kits_steps_and_cap() -> None:
