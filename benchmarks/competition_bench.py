@@ -247,7 +247,7 @@ def median_ms(xs: list[float]) -> str:
     return f"{statistics.median(xs) * 1e3:9.1f} ms (min {min(xs) * 1e3:.1f})"
 
 
-def verdict(ok: bool) -> str:
+def pass_fail(ok: bool) -> str:
     return "pass" if ok else "FAIL"
 
 
@@ -321,7 +321,6 @@ def main() -> None:
             t = time.perf_counter()
             proof = prove(model, problem, improver, period=1, parent=ZERO_HASH, sandbox=sandbox)
             prove_s = time.perf_counter() - t
-            x, y = load_train_split(problem_dir)
             print(f"sandbox cold start {cold:.2f} s; first PROVE (uploads Z and Z_h) {prove_s:.2f} s; "
                   f"d = {proof.distances[0] / 1e9:.4f}, ambiguous {sum(len(a) for a in proof.poi.ambiguous)}")
             prove_warm = []
@@ -338,9 +337,9 @@ def main() -> None:
                 bare_verify(model, problem, 0)
                 bare_whole.append(time.perf_counter() - t)
                 t = time.perf_counter()
-                verdict_ = verify(proof.poi, model, problem, validator, sandbox=sandbox)
+                checked = verify(proof.poi, model, problem, validator, sandbox=sandbox)
                 ver.append(time.perf_counter() - t)
-            assert y_bare == proof.poi.ys[0] and verdict_.distances == proof.distances
+            assert y_bare == proof.poi.ys[0] and checked.distances == proof.distances
         ratio = statistics.median(ver) / statistics.median(bare)
         print(f"warm PROVE             {median_ms(prove_warm)}")
         print(f"bare ORT + f_int       {median_ms(bare)}   (batches of {RUN_BATCH_ROWS} rows, as the sandbox)")
@@ -357,7 +356,7 @@ def main() -> None:
             ("reveal", len(proof.reveal.encode()), len(limits.largest_reveal(tuples, m_h).encode()),
              C.MAX_PROOF_MESSAGE_BYTES),
             ("season reveal", None, len(season_reveal.encode()) if season_reveal else 0, C.MAX_PROOF_MESSAGE_BYTES),
-            ("vote", len(verdict_.vote.encode()), len(limits.largest_vote().encode()), C.MAX_VOTE_MESSAGE_BYTES),
+            ("vote", len(checked.vote.encode()), len(limits.largest_vote().encode()), C.MAX_VOTE_MESSAGE_BYTES),
             ("proposal", len(problem.proposal.encode()), None, C.MAX_PROBLEM_MESSAGE_BYTES),
             ("block", None, limits.largest_block_bytes(params, tuples, m_h), C.MAX_BLOCK_MESSAGE_BYTES),
         ]
@@ -374,7 +373,7 @@ def main() -> None:
     print(f"load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print("targets:")
     for text, ok in results:
-        print(f"  {verdict(ok):4}  {text}")
+        print(f"  {pass_fail(ok):4}  {text}")
     if not all(ok for _, ok in results):
         sys.exit(1)
 

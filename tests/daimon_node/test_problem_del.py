@@ -105,3 +105,14 @@ def test_invalid_del_kind_is_refused(tmp_path: Path) -> None:
     assert info.value.kind == "pca" and not (tmp_path / "kit").exists()
     result, _ = create(tmp_path, "--del", "pca")
     assert result.exit_code == 2 and "pca" in result.output  # typer's usage error names the bad choice
+
+
+def test_tuning_flags_state_the_kits_defaults() -> None:
+    """The help text carries the defaults as literals (the CLI does not import the kit to start); they must
+    be the kit's."""
+    import typer
+
+    command = typer.main.get_command(app).commands["problem"].commands["create"]  # type: ignore[attr-defined]
+    helps = {p.opts[0]: p.help for p in command.params if p.opts}
+    assert f"default {LEARNED_DEL_STEPS};" in helps["--del-steps"]
+    assert f"default {LEARNED_DEL_SECONDS:g};" in helps["--del-max-seconds"]
