@@ -25,6 +25,9 @@ devnet: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -x -p no:cacheprovider -n 2
 
+# Every benchmarks/*_bench.py, then the testnet ones. competition_bench.py (one competition at
+# FashionMNIST scale: problem create with both DELs, PROVE/VERIFY, message sizes) exits 1 when a
+# target is missed, which stops the run.
 bench: $(STAMP)
 	@for b in benchmarks/*_bench.py benchmarks/testnet_scale.py benchmarks/soak.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 

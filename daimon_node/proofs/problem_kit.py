@@ -8,9 +8,10 @@
 - optionally a *holdout* ``Z_h`` whose labels ``x_h`` are sealed by
   ``H(salt || x_h)`` in the proposal and opened at the end of a season.
 
-It builds the DEL for ``x_t`` (trained with ``del_embed`` when ``del_steps > 0``,
-otherwise an untrained MLP initialised as a random projection of the one-hot
-labels, docs/design.md §9's baseline), signs the test tuple and the proposal, and
+It builds the DEL for ``x_t`` (``del_kind``: ``"random"``, an untrained MLP
+initialised as a random projection of the one-hot labels, docs/design.md §9's
+baseline; or ``"learned"``, the paper's DEL trained by ``del_embed`` on
+GENERATEDATA(x_t), which needs torch; docs/soundness.md compares them), signs the test tuple and the proposal, and
 writes a problem directory:
 
     problem.json    human-readable summary (ids in hex, parameters, file names)
@@ -65,10 +66,31 @@ TRAIN_X_FILE: Final[str] = "train_x.npy"
 TRAIN_Y_FILE: Final[str] = "train_y.npy"
 DATASETS: Final[tuple[str, ...]] = ("digits",)
 SPLIT_SEED: Final[int] = 0
+DEL_KINDS: Final[tuple[str, ...]] = ("random", "learned")
+# The learned DEL's defaults. The time cap binds first on a small machine (about 2.4 steps/s
+# at m = 10,000 on two idle cores, docs/del.md) and the learning rate follows the share of the
+# cap used, so a run cut by time still ends annealed; docs/soundness.md has what it buys.
+LEARNED_DEL_STEPS: Final[int] = 3000
+LEARNED_DEL_SECONDS: Final[float] = 300.0
 
 
 class ProblemKitError(DaimonError):
     """A dataset, a parameter or a problem directory is unusable."""
+
+
+class UnknownDELKind(ProblemKitError):
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        super().__init__(f"unknown DEL kind {kind!r}; expected one of {', '.join(DEL_KINDS)}")
+
+
+class DELNeedsTorch(ProblemKitError):
+    """A learned DEL was asked for where torch (the ``train`` extra) is not installed."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"a learned DEL is trained with torch, which cannot be imported ({reason}); "
+                         "install the train extra (pip install '.[train]') or use --del random")
 
 
 class TooFewItems(ProblemKitError):
@@ -163,17 +185,28 @@ def random_projection_del(x_t: np.ndarray, num_classes: int, *, n: int = 256, se
     return integer_del_to_bytes(projection_del(int(len(x_t)), num_classes, n=n, seed=seed))
 
 
-def trained_del(x_t: np.ndarray, num_classes: int, *, steps: int, seed: int = 0, max_seconds: float = 0.0) -> bytes:
-    """A DEL trained on GENERATEDATA(x_t) by ``del_embed`` (imports torch: the ``train`` extra)."""
+def require_torch() -> None:
+    """Fail at once, before any data is read, when a learned DEL cannot be trained here."""
     try:
-        from del_embed.artifact import to_bytes
-        from del_embed.model import DELConfig
-        from del_embed.train import train_artifact
+        import torch  # noqa: F401
     except ImportError as exc:
-        raise ProblemKitError(f"training a DEL needs torch (pip install '.[train]'): {exc}") from None
+        raise DELNeedsTorch(str(exc)) from None
+
+
+def trained_del(x_t: np.ndarray, num_classes: int, *, steps: int, seed: int = 0, max_seconds: float = 0.0) -> bytes:
+    """A DEL trained on GENERATEDATA(x_t) by ``del_embed`` (imports torch: the ``train`` extra).
+
+    Only the integer tensors ``f_int`` evaluates are published: ``del train``'s artifact also
+    keeps the float weights for analysis, which at m = 10,000 would triple the content every
+    peer fetches (147 MB instead of 49) and tell nothing the integer weights do not.
+    """
+    require_torch()
+    from del_embed.model import DELConfig
+    from del_embed.train import train_artifact
+
     cfg = DELConfig(m=int(len(x_t)), num_classes=num_classes, steps=steps, seed=seed, max_seconds=max_seconds)
     art, _ = train_artifact(np.asarray(x_t, dtype=np.int64), cfg)
-    return to_bytes(art)
+    return integer_del_to_bytes(art.integer)
 
 
 # ---------------------------------------------------------------------------
@@ -212,9 +245,10 @@ class ProblemOptions:
     holdout_z_centi: int = 258
     genesis: tuple[tuple[bytes, int], ...] = ()  # (address, amount); empty: the creator gets 1000 tokens
     t0: int | None = None  # None: now
-    del_steps: int = 0  # 0: untrained random-projection DEL
-    del_n: int = 256
-    del_max_seconds: float = 0.0
+    del_kind: str = "random"  # "random": untrained random projection; "learned": trained with torch
+    del_n: int = 256  # the random projection's embedding size
+    del_steps: int = LEARNED_DEL_STEPS  # learned only
+    del_max_seconds: float = LEARNED_DEL_SECONDS  # learned only; 0: no cap
     seed: int = 0
     committer_bond: int = 0  # > 0: keys may join the committer set by bond (issue 17); 0: the list is fixed
     committer_delay: int = 2  # periods before a committer set change takes effect (used when bonded)
@@ -449,6 +483,10 @@ def create_problem(
     to the secret file's ``holdouts`` list (see ``holdout_for_season``).
     """
     opts = opts or ProblemOptions()
+    if opts.del_kind not in DEL_KINDS:
+        raise UnknownDELKind(opts.del_kind)
+    if opts.del_kind == "learned":
+        require_torch()
     ds = load_dataset(dataset) if isinstance(dataset, str) else dataset
     split = split_dataset(ds, test_fraction=test_fraction, holdout_fraction=holdout_fraction, seed=opts.seed)
     if seasons < 1:
@@ -462,7 +500,7 @@ def create_problem(
         raise ProblemKitError(f"{out_dir} already holds a problem; refusing to overwrite it")
     out_dir.mkdir(parents=True, exist_ok=True)
     x_t = split.test_y
-    if opts.del_steps > 0:
+    if opts.del_kind == "learned":
         del_bytes = trained_del(x_t, ds.num_classes, steps=opts.del_steps, seed=opts.seed, max_seconds=opts.del_max_seconds)
     else:
         del_bytes = random_projection_del(x_t, ds.num_classes, n=opts.del_n, seed=opts.seed)
@@ -708,6 +746,7 @@ def season_reveal_for(holdout: SeasonHoldout, chain_id: bytes, keys: KeyPair):  
 
 __all__ = [
     "Dataset", "Split", "Problem", "ProblemOptions", "CreatedProblem", "ProblemKitError", "TooFewItems",
+    "DEL_KINDS", "LEARNED_DEL_STEPS", "LEARNED_DEL_SECONDS", "UnknownDELKind", "DELNeedsTorch", "require_torch",
     "is_within_range", "check_inputs",
     "load_dataset", "split_dataset", "random_projection_del", "trained_del", "build_params",
     "create_problem", "load_problem", "load_train_split", "read_secret", "problem_summary",

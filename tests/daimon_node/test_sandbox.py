@@ -408,3 +408,29 @@ def test_warm_session_from_trio_without_a_thread(sandbox: Sandbox, z: np.ndarray
 
     trio.run(calls)
     assert sandbox.restarts == 3  # after the kill, the deadline and the cancellation
+
+
+def tiled_model(repeats: int) -> bytes:
+    """Scores ``max(x_i) + b``, through a per-row intermediate of ``F * repeats`` floats (Tile): the memory
+    a run needs grows with the number of rows onnxruntime sees at once, as a CNN's activations do."""
+    reps = numpy_helper.from_array(np.array([1, repeats], np.int64), "reps")
+    bias = numpy_helper.from_array(np.arange(C, dtype=np.float32)[None, :], "b")
+    return _model(
+        [helper.make_node("Tile", ["x", "reps"], ["t"]), helper.make_node("ReduceMax", ["t"], ["mx"], axes=[1]),
+         helper.make_node("Add", ["mx", "b"], ["y"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, C])], [reps, bias])
+
+
+@pytest.mark.timeout(120)
+def test_a_large_input_set_runs_in_batches_within_the_memory_limit() -> None:
+    """FashionMNIST scale (m = 10,000 plus two holdout sets of 5,000) through a model whose activations
+    for all rows at once (rows * F * repeats * 4 bytes, 1.3 GB) exceed the worker's 1 GiB address space,
+    while one batch of RUN_BATCH_ROWS rows needs 1/20 of it: the run must succeed, with every row's scores."""
+    from daimon_node.proofs.sandbox_worker import RUN_BATCH_ROWS
+
+    rows, repeats, limit = 20_000, 256, 1 << 30
+    assert rows * F * repeats * 4 > limit and RUN_BATCH_ROWS * F * repeats * 4 * 8 < limit
+    big = np.random.default_rng(2).uniform(0, 16, (rows, F)).astype(np.float32)
+    with Sandbox(SandboxLimits(memory_bytes=limit, wall_seconds=30.0, startup_seconds=60.0)) as sb:
+        (scores,) = run(sb, tiled_model(repeats), big)
+    np.testing.assert_array_equal(scores, big.max(axis=1, keepdims=True) + np.arange(C, dtype=np.float32))
