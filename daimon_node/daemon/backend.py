@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import trio
 
 from chain.consensus import period_end, period_of, period_start
-from chain.errors import DecodeError, ModelNotClaimed
+from chain.errors import ModelNotClaimed
 from chain.state import (
     PREFIX_OFFER,
     Offer as OfferRecord,
@@ -24,9 +24,10 @@ from chain.state import (
     get_reputation,
     iter_records,
 )
-from chain.types import Block, ImprovementBody, PoI, ProblemBody, Reveal, SeasonReveal, Transaction, Vote
+from chain.types import Block, ImprovementBody, ProblemBody, SeasonReveal
+from p2p import ValidationResult
 from daimon_node.daemon.chains import ChainHandle
-from daimon_node.daemon.mempool import Verdict
+from daimon_node.daemon.admission import POI, REVEAL, TX, VOTE, Message, MessageKind, Source, describe
 from daimon_node.rpc.api import (
     Balance,
     BestModel,
@@ -213,56 +214,34 @@ class NodeBackend:
         end = period_end(params, k)
         return PeriodInfo(period=k, start=period_start(params, k), end=end, remaining=max(0.0, end - now))
 
-    async def _submit(self, handle: ChainHandle, verdict: Verdict, what: str, reason: str) -> None:
-        """A submission the pool did not accept is an error to the client, with the pool's reason."""
-        if verdict is not Verdict.ACCEPT:
-            self.node.metrics.rpc_rejected += 1
-            word = "rejected" if verdict is Verdict.REJECT else "not accepted"
-            raise Rejected(f"{what} {word}: {reason}", rule=handle.mempool.last_rule or None)
+    async def _admit(self, chain: bytes, kind: MessageKind, raw: bytes) -> Message:
+        """A client's submission through the node's one admission path; a refusal is an error to
+        the client, with the pool's reason and the broken rule."""
+        admission = await self.node.admitter.submit(self._started(chain), kind, raw, Source.RPC)
+        message = admission.message
+        if admission.accepted and message is not None:
+            return message
+        if message is None:
+            raise Rejected(f"malformed {kind.what}: {admission.reason}")
+        word = "rejected" if admission.verdict is ValidationResult.REJECT else "not accepted"
+        raise Rejected(f"{describe(message)} {word}: {admission.reason}", rule=admission.rule or None)
 
     async def send_raw_transaction(self, chain: bytes, raw: bytes) -> str:
-        handle = self._started(chain)
-        tx = self._decode(Transaction, raw, "transaction")
-        verdict = await self.node.submit_tx(handle, tx)
-        await self._submit(handle, verdict, "transaction", self._last_reason(handle))
+        tx = await self._admit(chain, TX, raw)
         return hex0x(tx.hash)
 
     async def submit_proof(self, chain: bytes, raw: bytes) -> str:
-        handle = self._started(chain)
-        poi = self._decode(PoI, raw, "PoI")
-        verdict = handle.mempool.add_poi(poi, handle.state, self.node.now())
-        await self._submit(handle, verdict, "PoI", self._last_reason(handle))
-        if verdict is Verdict.ACCEPT:
-            await self.node.publish_proof(handle, raw)
+        poi = await self._admit(chain, POI, raw)
         return hex0x(poi.hash)
 
     async def submit_vote(self, chain: bytes, raw: bytes) -> str:
-        handle = self._started(chain)
-        vote = self._decode(Vote, raw, "vote")
-        verdict = handle.mempool.add_vote(vote, handle.state, self.node.now())
-        await self._submit(handle, verdict, "vote", self._last_reason(handle))
-        if verdict is Verdict.ACCEPT:
-            await self.node.publish_vote(handle, raw)
+        vote = await self._admit(chain, VOTE, raw)
         return hex0x(vote.poi_hash)
 
     async def submit_reveal(self, chain: bytes, raw: bytes) -> str:
-        handle = self._started(chain)
-        try:  # the contributor's season reveal travels the same way (issue 9)
-            season_reveal = SeasonReveal.decode(raw)
-        except DecodeError:
-            season_reveal = None
-        if season_reveal is not None:
-            verdict = handle.mempool.add_season_reveal(season_reveal, handle.state)
-            await self._submit(handle, verdict, "season reveal", self._last_reason(handle))
-            if verdict is Verdict.ACCEPT:
-                await self.node._publish(f"/daimon/{chain.hex()}/proofs", raw)
-            return hex0x(season_reveal.chain_id)
-        reveal = self._decode(Reveal, raw, "reveal")
-        verdict = handle.mempool.add_reveal(reveal, handle.state, self.node.now())
-        await self._submit(handle, verdict, "reveal", self._last_reason(handle))
-        if verdict is Verdict.ACCEPT:
-            await self.node._publish(f"/daimon/{chain.hex()}/proofs", raw)
-        return hex0x(reveal.poi_hash)
+        """A prover's reveal, or the contributor's season reveal (issue 9), on the proofs topic."""
+        reveal = await self._admit(chain, REVEAL, raw)
+        return hex0x(reveal.chain_id if isinstance(reveal, SeasonReveal) else reveal.poi_hash)
 
     async def submit_model(self, chain: bytes, raw: bytes, prover: bytes) -> str:
         """Keep and serve a model so validators can fetch it by digest.
@@ -298,17 +277,6 @@ class NodeBackend:
         if not store.has(content_id):
             raise NotFound(f"this node holds no content {hex0x(content_id)}")
         return hex0x(await trio.to_thread.run_sync(lambda: store.get(content_id, MAX_RPC_CONTENT_BYTES)))
-
-    def _decode(self, cls: type, raw: bytes, what: str) -> Any:
-        try:
-            return cls.decode(raw)  # type: ignore[attr-defined]
-        except DecodeError as exc:
-            self.node.metrics.rpc_rejected += 1
-            raise Rejected(f"malformed {what}: {exc}") from None
-
-    @staticmethod
-    def _last_reason(handle: ChainHandle) -> str:
-        return handle.mempool.last_reason or "invalid"
 
     async def peer_count(self) -> int:
         return self.node.p2p.peer_count()

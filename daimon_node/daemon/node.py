@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Final
 
@@ -22,7 +21,7 @@ import trio
 from chain import constants as C
 from chain.errors import ChainError, DecodeError
 from chain.state import is_ejected
-from chain.types import PoI, Proposal, ReportEquivocation, Reveal, SeasonReveal, Transaction, Vote
+from chain.types import Proposal, ReportEquivocation, Transaction
 from chain.crypto import KeyPair
 from p2p import (
     PROBLEMS_TOPIC,
@@ -40,7 +39,7 @@ from daimon_node.clock import Clock, SystemClock
 from daimon_node.config import NodeConfig
 from daimon_node.errors import DaimonError, StorageFailure
 from daimon_node.keystore import load_key
-from daimon_node.daemon.mempool import Verdict
+from daimon_node.daemon.admission import PROOF, TX, VOTE, Admission, Admitter, MessageKind, NodeMetrics, Source
 from daimon_node.daemon.problems import ProblemDirectory
 from daimon_node.daemon.roles import ContributorRole, ImproverRole, ValidatorRole, next_tx, step_committer
 from daimon_node.proofs.sandbox import Sandbox
@@ -57,10 +56,6 @@ class NodeStartError(DaimonError):
     """The node cannot start: a port is taken, the data directory is unusable..."""
 
 
-_VERDICT = {Verdict.ACCEPT: ValidationResult.ACCEPT, Verdict.REJECT: ValidationResult.REJECT,
-            Verdict.IGNORE: ValidationResult.IGNORE}
-
-
 # Gossip caps from the protocol's own table (``chain.constants``): a problem's largest PoI,
 # reveal, season reveal and block are checked against the same numbers when it is created, so
 # every valid object fits the topic that carries it (p2p keeps its own generic defaults).
@@ -71,27 +66,6 @@ TOPIC_CAPS: Final[dict[str, int]] = {
     "txs": C.MAX_TX_MESSAGE_BYTES,
     "problems": C.MAX_PROBLEM_MESSAGE_BYTES,
 }
-
-
-def decode_proof_message(data: bytes) -> PoI | Reveal | SeasonReveal:
-    """The proofs topic carries PoIs, reveals and season reveals; their arities differ."""
-    for cls in (PoI, Reveal, SeasonReveal):
-        try:
-            return cls.decode(data)
-        except DecodeError:
-            continue
-    raise DecodeError("not a PoI, reveal or season reveal")
-
-
-@dataclass
-class NodeMetrics:
-    gossip: dict[tuple[str, str], int] = field(default_factory=dict)  # (kind, verdict) -> count
-    rpc_rejected: int = 0
-    verify_seconds: list[float] = field(default_factory=list)
-
-    def count(self, kind: str, verdict: str) -> None:
-        key = (kind, verdict)
-        self.gossip[key] = self.gossip.get(key, 0) + 1
 
 
 class Node:
@@ -115,6 +89,7 @@ class Node:
             sync_provider=self.chains, store=self.content, problem_provider=self.problems)
         self.sandbox = Sandbox()
         self.metrics = NodeMetrics()
+        self.admitter = Admitter(self.now, self.emit, self._publish, self.metrics)
         self.started_at = time.time()
         self.subscribers: list[Callable[[str, bytes, dict[str, Any]], None]] = []
         self.validator = ValidatorRole() if config.roles.validator.enabled else None
@@ -163,12 +138,8 @@ class Node:
             except Exception:  # a subscriber's bug must not stop the node
                 log.exception("event subscriber failed")
 
-    async def submit_tx(self, handle: ChainHandle, tx: Transaction) -> Verdict:
-        verdict = handle.mempool.add_tx(tx, handle.state) if handle.started else Verdict.IGNORE
-        if verdict is Verdict.ACCEPT:
-            self._emit_tx(handle, tx)
-            await self._publish(chain_topic(handle.chain_id, "txs"), tx.encode())
-        return verdict
+    async def submit_tx(self, handle: ChainHandle, tx: Transaction) -> Admission:
+        return await self.admitter.submit(handle, TX, tx.encode(), message=tx)
 
     async def publish_block(self, handle: ChainHandle, block_bytes: bytes) -> None:
         report = self.chains.import_block(handle, block_bytes)
@@ -179,15 +150,11 @@ class Node:
         elif report.verdict is not ImportVerdict.KNOWN:
             log.error("own block not importable: %s %s", report.verdict, report.error)
 
-    async def publish_proof(self, handle: ChainHandle, data: bytes) -> None:
-        self._accept_proof(handle, decode_proof_message(data))
-        await self._publish(chain_topic(handle.chain_id, "proofs"), data)
+    async def publish_proof(self, handle: ChainHandle, data: bytes) -> Admission:
+        return await self.admitter.submit(handle, PROOF, data)
 
-    async def publish_vote(self, handle: ChainHandle, data: bytes) -> None:
-        vote = Vote.decode(data)
-        handle.mempool.add_vote(vote, handle.state, self.now())
-        self.emit("votes", handle.chain_id, {"poi": vote.poi_hash.hex(), "validator": vote.validator.hex()})
-        await self._publish(chain_topic(handle.chain_id, "votes"), data)
+    async def publish_vote(self, handle: ChainHandle, data: bytes) -> Admission:
+        return await self.admitter.submit(handle, VOTE, data)
 
     async def fetch_content(self, content_id: bytes, max_bytes: int) -> bytes:
         if not self.content.has(content_id):
@@ -241,11 +208,11 @@ class Node:
         cid = handle.chain_id
         await self.p2p.subscribe(chain_topic(cid, "blocks"), self._noop, self._validator(handle, self._validate_block),
                                  max_size=TOPIC_CAPS["blocks"])
-        await self.p2p.subscribe(chain_topic(cid, "txs"), self._noop, self._validator(handle, self._validate_tx),
+        await self.p2p.subscribe(chain_topic(cid, "txs"), self._noop, self._validator(handle, self._admit_as(TX)),
                                  max_size=TOPIC_CAPS["txs"])
-        await self.p2p.subscribe(chain_topic(cid, "proofs"), self._noop, self._validator(handle, self._validate_proof),
+        await self.p2p.subscribe(chain_topic(cid, "proofs"), self._noop, self._validator(handle, self._admit_as(PROOF)),
                                  max_size=TOPIC_CAPS["proofs"])
-        await self.p2p.subscribe(chain_topic(cid, "votes"), self._noop, self._validator(handle, self._validate_vote),
+        await self.p2p.subscribe(chain_topic(cid, "votes"), self._noop, self._validator(handle, self._admit_as(VOTE)),
                                  max_size=TOPIC_CAPS["votes"])
         nursery.start_soon(self._fetch_needed, handle)
         self._sync_wakeup.set()
@@ -353,50 +320,12 @@ class Node:
         if nursery is not None:
             nursery.start_soon(self.submit_tx, handle, tx)
 
-    # Each validator decodes first: bytes that do not decode are REJECTed (and cost the
-    # forwarder) even before the chain has started; only a well-formed message waits.
-    def _validate_tx(self, handle: ChainHandle, data: bytes) -> ValidationResult:
-        tx = Transaction.decode(data)
-        if not handle.started:
-            return ValidationResult.DEFER
-        verdict = handle.mempool.add_tx(tx, handle.state)
-        self.metrics.count("tx", verdict.value)
-        if verdict is Verdict.ACCEPT:
-            self._emit_tx(handle, tx)
-        return _VERDICT[verdict]
+    def _admit_as(self, kind: MessageKind) -> Callable[[ChainHandle, bytes], ValidationResult]:
+        """A gossip validator for ``kind``: the admission path's verdict, nothing else."""
+        def validate(handle: ChainHandle, data: bytes) -> ValidationResult:
+            return self.admitter.admit(handle, kind, data, Source.GOSSIP).verdict
 
-    def _emit_tx(self, handle: ChainHandle, tx: Transaction) -> None:
-        self.emit("txs", handle.chain_id, {"hash": "0x" + tx.hash.hex(), "sender": "0x" + tx.sender.hex(),
-                                           "nonce": tx.nonce})
-
-    def _accept_proof(self, handle: ChainHandle, msg: PoI | Reveal | SeasonReveal) -> Verdict:
-        if isinstance(msg, PoI):
-            verdict = handle.mempool.add_poi(msg, handle.state, self.now())
-            if verdict is Verdict.ACCEPT:
-                self.emit("proofs", handle.chain_id, {"poi": msg.hash.hex(), "period": msg.period,
-                                                      "prover": msg.prover.hex(), "digest": msg.model_digest.hex()})
-        elif isinstance(msg, Reveal):
-            verdict = handle.mempool.add_reveal(msg, handle.state, self.now())
-        else:
-            verdict = handle.mempool.add_season_reveal(msg, handle.state)
-        self.metrics.count("proof", verdict.value)
-        return verdict
-
-    def _validate_proof(self, handle: ChainHandle, data: bytes) -> ValidationResult:
-        msg = decode_proof_message(data)
-        if not handle.started:
-            return ValidationResult.DEFER
-        return _VERDICT[self._accept_proof(handle, msg)]
-
-    def _validate_vote(self, handle: ChainHandle, data: bytes) -> ValidationResult:
-        vote = Vote.decode(data)
-        if not handle.started:
-            return ValidationResult.DEFER
-        verdict = handle.mempool.add_vote(vote, handle.state, self.now())
-        self.metrics.count("vote", verdict.value)
-        if verdict is Verdict.ACCEPT:
-            self.emit("votes", handle.chain_id, {"poi": vote.poi_hash.hex(), "validator": vote.validator.hex()})
-        return _VERDICT[verdict]
+        return validate
 
     def _on_imported(self, handle: ChainHandle, report: Any) -> None:
         tip = handle.store.tip()
