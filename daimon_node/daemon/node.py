@@ -19,9 +19,9 @@ from typing import Any, Callable, Final
 import trio
 
 from chain import constants as C
-from chain.errors import ChainError, DecodeError
+from chain.errors import ChainError, CommitterEquivocation, DecodeError, MissingContent, UnknownParent
 from chain.state import is_ejected
-from chain.types import Proposal, ReportEquivocation, Transaction
+from chain.types import BlockHeader, Proposal, ReportEquivocation, Transaction
 from chain.crypto import KeyPair
 from p2p import (
     PROBLEMS_TOPIC,
@@ -34,7 +34,9 @@ from p2p import (
     chain_topic,
 )
 
-from daimon_node.daemon.chains import ChainHandle, ChainManager, ImportVerdict, data_dir_writes, decode_proposal
+from daimon_node.daemon.chains import (ChainHandle, ChainManager, ImportReport, ImportVerdict, data_dir_writes,
+                                       decode_proposal)
+from daimon_node.daemon.importer import BlockImporter
 from daimon_node.clock import Clock, SystemClock
 from daimon_node.config import NodeConfig
 from daimon_node.errors import DaimonError, StorageFailure
@@ -90,6 +92,7 @@ class Node:
         self.sandbox = Sandbox()
         self.metrics = NodeMetrics()
         self.admitter = Admitter(self.now, self.emit, self._publish, self.metrics)
+        self.importer = BlockImporter(self.chains, self.metrics, self._react_to_import, self._on_header_held)
         self.started_at = time.time()
         self.subscribers: list[Callable[[str, bytes, dict[str, Any]], None]] = []
         self.validator = ValidatorRole() if config.roles.validator.enabled else None
@@ -142,7 +145,7 @@ class Node:
         return await self.admitter.submit(handle, TX, tx.encode(), message=tx)
 
     async def publish_block(self, handle: ChainHandle, block_bytes: bytes) -> None:
-        report = self.chains.import_block(handle, block_bytes)
+        report = await self.importer.import_now(handle, block_bytes)
         if report.verdict is ImportVerdict.ACCEPTED:
             log.info("sealed block %d of %s", handle.store.height, handle.chain_id.hex()[:12])
             self._on_imported(handle, report)
@@ -174,6 +177,7 @@ class Node:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 await nursery.start(self.p2p.run)
+                await nursery.start(self.importer.run)
                 if not self.p2p.listen_addrs():
                     raise NodeStartError(f"p2p cannot listen on {self.config.p2p.listen} (address in use?)")
                 await self.p2p.subscribe(PROBLEMS_TOPIC, self._on_problem_msg, self._validate_problem,
@@ -206,7 +210,7 @@ class Node:
             return
         self._joined.add(handle.chain_id)
         cid = handle.chain_id
-        await self.p2p.subscribe(chain_topic(cid, "blocks"), self._noop, self._validator(handle, self._validate_block),
+        await self.p2p.subscribe(chain_topic(cid, "blocks"), self._noop, self._validator(handle, self.importer.check),
                                  max_size=TOPIC_CAPS["blocks"])
         await self.p2p.subscribe(chain_topic(cid, "txs"), self._noop, self._validator(handle, self._admit_as(TX)),
                                  max_size=TOPIC_CAPS["txs"])
@@ -280,36 +284,44 @@ class Node:
             log.info("following new problem %s (%s)", proposal.params.name, handle.chain_id.hex()[:16])
             await self._join(handle, self._nursery)
 
-    def _validate_block(self, handle: ChainHandle, data: bytes) -> ValidationResult:
-        report = self.chains.import_block(handle, data)
+    async def _react_to_import(self, handle: ChainHandle, report: ImportReport, data: bytes) -> None:
+        """What a gossiped block's import asks of the node: events, sync, content, evidence."""
         v = report.verdict
-        self.metrics.count("block", v.value)
         if v is ImportVerdict.ACCEPTED:
             self._on_imported(handle, report)
-            return ValidationResult.ACCEPT
-        if v is ImportVerdict.EQUIVOCATION:
+        elif v is ImportVerdict.EQUIVOCATION:
             # A committer's second block for a period: kept or refused by the store, never
-            # relayed (as consensus-specs IGNOREs it), and its evidence goes on chain.
+            # relayed, and its evidence goes on chain.
             if report.result is not None and report.result.status in ("head", "reorg"):
                 self._on_imported(handle, report)
-            self._report_equivocation(handle, report)
-            return ValidationResult.IGNORE
-        if v is ImportVerdict.KNOWN:
-            return ValidationResult.IGNORE
-        if v is ImportVerdict.INVALID:
+            self._report_equivocation(handle, report.evidence)
+        elif v is ImportVerdict.INVALID:
             log.info("invalid block on %s: %s", handle.chain_id.hex()[:12], report.error)
-            return ValidationResult.REJECT
-        if v is ImportVerdict.NEEDS_PARENT:
+        elif v is ImportVerdict.NEEDS_PARENT:
             self._sync_wakeup.set()
         elif v is ImportVerdict.NEEDS_CONTENT and report.missing is not None:
-            self._nursery.start_soon(self._fetch_one, report.missing, 1 << 30)
-        return ValidationResult.DEFER
+            self._nursery.start_soon(self._import_after_fetch, handle, data, report.missing)
 
-    def _report_equivocation(self, handle: ChainHandle, report: Any) -> None:
+    async def _import_after_fetch(self, handle: ChainHandle, data: bytes, missing: bytes) -> None:
+        await self._fetch_one(missing, 1 << 30)
+        if self.content.has(missing):
+            await self._react_to_import(handle, await self.importer.import_now(handle, data), data)
+
+    def _on_header_held(self, handle: ChainHandle, exc: ChainError) -> None:
+        """A header gossip holds back: sync its parent, fetch its content, report its equivocation."""
+        if isinstance(exc, UnknownParent):
+            self._sync_wakeup.set()
+        elif isinstance(exc, MissingContent):
+            self._nursery.start_soon(self._fetch_one, exc.content_id, 1 << 30)
+        elif isinstance(exc, CommitterEquivocation):
+            self._report_equivocation(handle, (exc.first, exc.second))
+
+    def _report_equivocation(self, handle: ChainHandle,
+                             evidence: tuple[BlockHeader, BlockHeader] | None) -> None:
         """Submit both signed headers in a ``ReportEquivocation`` from this node's key, once per committer."""
-        if report.evidence is None:
+        if evidence is None:
             return
-        first, second = report.evidence
+        first, second = evidence
         log.warning("committer %s signed two blocks for period %d; reporting it",
                     first.committer.hex()[:12], first.period)
         if first.committer in handle.reported or is_ejected(handle.state, first.committer):
@@ -457,9 +469,9 @@ class Node:
                 break
             stepped_back = False
             for raw in blocks:
-                report = self.chains.import_block(handle, raw)
+                report = await self.importer.import_now(handle, raw)
                 if report.verdict is ImportVerdict.EQUIVOCATION:
-                    self._report_equivocation(handle, report)
+                    self._report_equivocation(handle, report.evidence)
                     if report.result is None:  # a third block for one period: refused
                         return
                 if report.result is not None and report.verdict in (ImportVerdict.ACCEPTED,
