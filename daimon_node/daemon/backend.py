@@ -9,8 +9,7 @@ node's counters are exported on ``/metrics``.
 
 from __future__ import annotations
 
-import time
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import trio
 
@@ -24,10 +23,12 @@ from chain.state import (
     get_reputation,
     iter_records,
 )
-from chain.types import Block, ImprovementBody, ProblemBody, SeasonReveal
+from chain.types import SeasonReveal
 from p2p import ValidationResult
 from daimon_node.daemon.chains import ChainHandle
-from daimon_node.daemon.admission import POI, REVEAL, TX, VOTE, Message, MessageKind, Source, describe
+from daimon_node.daemon.dashboard import Dashboard, block_json
+from daimon_node.daemon.nodeapi import NodeAPI
+from daimon_node.daemon.admission import POI, REVEAL, TX, VOTE, Message, MessageKind, describe
 from daimon_node.rpc.api import (
     Balance,
     BestModel,
@@ -48,55 +49,19 @@ from daimon_node.rpc.events import EventHub
 from daimon_node.rpc.metrics import MetricsRegistry
 from daimon_node.rpc.server import RpcServer, ServerConfig
 
-if TYPE_CHECKING:
-    from daimon_node.daemon.node import Node
-
 VERSION = "0.1.0"
 MAX_RPC_CONTENT_BYTES = 64 * 2**20  # daimon_getContent answers at most this much (hex doubles it)
 
 
-def block_json(block: Block) -> dict[str, Any]:
-    """A block as JSON: header fields, and a readable body (hex for the raw objects)."""
-    h = block.header
-    out: dict[str, Any] = {
-        "hash": hex0x(block.hash),
-        "chain": hex0x(h.chain_id),
-        "height": h.height,
-        "parent": hex0x(h.parent),
-        "kind": "problem" if h.kind == 0 else "improvement",
-        "period": h.period,
-        "timestamp": h.timestamp,
-        "committer": hex0x(h.committer),
-        "body_hash": hex0x(h.body_hash),
-        "state_root": hex0x(h.state_root),
-        "signature": hex0x(h.signature),
-    }
-    body = block.body
-    if isinstance(body, ProblemBody):
-        out["problem"] = {"name": body.proposal.params.name, "tuples": 1 + len(body.extra_tuples)}
-    elif isinstance(body, ImprovementBody):
-        out["transactions"] = [hex0x(tx.hash) for tx in body.transactions]
-        out["settlement"] = hex0x(body.settlement.poi_hash) if body.settlement else None
-        out["season_reveal"] = body.season_reveal.season if body.season_reveal else None
-        if body.anchor is not None:
-            poi = body.anchor.poi
-            out["anchor"] = {
-                "poi": hex0x(poi.hash), "prover": hex0x(poi.prover), "model_digest": hex0x(poi.model_digest),
-                "votes": [hex0x(v.validator) for v in body.anchor.votes],
-            }
-        else:
-            out["anchor"] = None
-    return out
-
-
 class NodeBackend:
-    """Implements ``daimon_node.rpc.api.RpcBackend`` over a running ``Node``."""
+    """Implements ``daimon_node.rpc.api.RpcBackend`` over a running node's ``NodeAPI``."""
 
-    def __init__(self, node: "Node") -> None:
-        self.node = node
+    def __init__(self, api: NodeAPI) -> None:
+        self.api = api
+        self.page = Dashboard()
 
     def _chain(self, chain: bytes) -> ChainHandle:
-        handle = self.node.chains.get(chain)
+        handle = self.api.chain(chain)
         if handle is None:
             raise NotFound(f"unknown chain {chain.hex()}")
         return handle
@@ -108,7 +73,7 @@ class NodeBackend:
         return handle
 
     async def list_problems(self) -> list[ProblemSummary]:
-        return self.node.problems.summaries()
+        return self.api.problem_summaries()
 
     async def get_problem(self, chain: bytes) -> dict[str, Any]:
         from daimon_node.proofs.problem_kit import problem_summary
@@ -209,7 +174,7 @@ class NodeBackend:
 
     async def period(self, chain: bytes) -> PeriodInfo:
         params = self._chain(chain).proposal.params
-        now = self.node.now()
+        now = self.api.now()
         k = max(0, period_of(params, int(now)))
         end = period_end(params, k)
         return PeriodInfo(period=k, start=period_start(params, k), end=end, remaining=max(0.0, end - now))
@@ -217,7 +182,7 @@ class NodeBackend:
     async def _admit(self, chain: bytes, kind: MessageKind, raw: bytes) -> Message:
         """A client's submission through the node's one admission path; a refusal is an error to
         the client, with the pool's reason and the broken rule."""
-        admission = await self.node.admitter.submit(self._started(chain), kind, raw, Source.RPC)
+        admission = await self.api.submit(self._started(chain), kind, raw)
         message = admission.message
         if admission.accepted and message is not None:
             return message
@@ -266,35 +231,36 @@ class NodeBackend:
         if get_digest(handle.state, claim) is None and not pooled:
             raise Rejected("claim the model first (daimon-node model register): no H(prover || digest) "
                            "on chain or pooled", rule=ModelNotClaimed.__name__)
-        self.node.content.put(raw)
-        self.node.content.pin(digest, "submitted model")
+        self.api.content().put(raw)
+        self.api.content().pin(digest, "submitted model")
         return hex0x(digest)
 
     async def get_content(self, content_id: bytes) -> str:
         """Content is public (any peer may fetch it over ``/daimon/content/1``); the RPC serves
         what this node holds so a CLI can prove against the season's ``Z_h`` and confirmed model."""
-        store = self.node.content
+        store = self.api.content()
         if not store.has(content_id):
             raise NotFound(f"this node holds no content {hex0x(content_id)}")
         return hex0x(await trio.to_thread.run_sync(lambda: store.get(content_id, MAX_RPC_CONTENT_BYTES)))
 
     async def peer_count(self) -> int:
-        return self.node.p2p.peer_count()
+        return self.api.peer_count()
 
     async def peers(self) -> list[PeerInfo]:
         return [PeerInfo(peer_id=s.peer_id, connected=s.connected, accepted=s.accepted, rejected=s.rejected,
                          ignored=s.ignored, deferred=s.deferred, penalty=s.penalty, banned_for_s=s.banned_for_s)
-                for s in self.node.p2p.peers()]
+                for s in self.api.peers()]
 
     async def syncing(self) -> Literal[False] | list[SyncStatus]:
-        return False if not self.node.sync_targets else [
-            SyncStatus(chain=hex0x(c), current=cur, highest=hi) for c, (cur, hi) in self.node.sync_targets.items()
+        targets = self.api.sync_status()
+        return False if not targets else [
+            SyncStatus(chain=hex0x(c), current=cur, highest=hi) for c, (cur, hi) in targets.items()
         ]
 
     async def node_info(self) -> NodeInfo:
         chains = [{"chain": hex0x(h.chain_id), "height": h.store.height, "head": hex0x(h.store.head)}
-                  for h in self.node.chains.chains.values()]
-        return NodeInfo(version=VERSION, peer_id=self.node.p2p.peer_id, peers=self.node.p2p.peer_count(),
+                  for h in self.api.chain_list()]
+        return NodeInfo(version=VERSION, peer_id=self.api.peer_id(), peers=self.api.peer_count(),
                         healthy=True, chains=chains)  # type: ignore[typeddict-item]
 
     async def get_offers(self, chain: bytes) -> list[Offer]:
@@ -319,7 +285,7 @@ class NodeBackend:
 
         handle = self._started(chain)
         state, params = handle.state, handle.proposal.params
-        k = max(get_meta(state).period + 1, period_of(params, int(self.node.now())))
+        k = max(get_meta(state).period + 1, period_of(params, int(self.api.now())))
         members = committers_at(state, params, k)
         out: dict[str, Any] = {
             "period": k, "fixed": is_fixed_set(params), "bond": str(params.committer_bond),
@@ -351,21 +317,15 @@ class NodeBackend:
         from chain.state import get_offer
         from p2p.errors import P2PError
 
-        from daimon_node.market.service import INFER_PROTOCOL, InferError, request
+        from daimon_node.market.service import InferError
         from daimon_node.rpc.errors import Unavailable
 
         offer = get_offer(self._started(chain).state, runner)
         if offer is None:
             raise NotFound(f"no offer from runner {runner.hex()}")
         peer = offer.offer.peer_id.decode(errors="replace")
-        own = self.node.runner
         try:
-            if own is not None and own.service is not None and peer == self.node.p2p.peer_id:
-                from daimon_node.market.service import check_reply
-
-                return peer, check_reply(await own.service.handle_request(req))
-            stream = await self.node.p2p.open_stream(peer, INFER_PROTOCOL)
-            return peer, await request(stream, req)
+            return peer, await self.api.runner_call(peer, req)
         except InferError as exc:
             raise Rejected(f"runner refused: {exc.code}: {exc.message}", rule=exc.code) from None
         except (P2PError, trio.TooSlowError, OSError) as exc:
@@ -387,137 +347,50 @@ class NodeBackend:
                 "cumulative": str(reply[3]), **scores_to_json(scores)}
 
     # --- the web page ------------------------------------------------------------------------
-    def _replayed(self, handle: ChainHandle) -> list[tuple[Block, Any]]:
-        """Canonical blocks with their receipts, re-executed once and cached per chain."""
-        from chain.state import State
-        from chain.transition import process_block
-
-        cache = getattr(self, "_replay_cache", None)
-        if cache is None:
-            cache = self._replay_cache = {}
-        entry = cache.get(handle.chain_id)
-        store = handle.store
-        if entry is not None:
-            blocks = entry["blocks"]
-            if blocks and store.canonical_hash(len(blocks) - 1) != blocks[-1][0].hash:
-                entry = None  # a reorg: replay from scratch
-        if entry is None:
-            entry = cache[handle.chain_id] = {"blocks": [], "state": State()}
-        blocks = entry["blocks"]
-        for height in range(len(blocks), store.height + 1):
-            block = store.get_block_by_height(height)
-            if block is None:
-                break
-            outcome = process_block(entry["state"], block, handle.env)
-            entry["state"] = outcome.state
-            blocks.append((block, outcome.receipt))
-        return list(blocks)
-
     async def dashboard(self, chain: bytes) -> dict[str, Any]:
-        from chain.state import PREFIX_REPUTATION, Reputation as RepRecord
-
-        handle = self._chain(chain)
-        params = handle.proposal.params
-        out: dict[str, Any] = {
-            "chain": hex0x(chain), "name": params.name, "height": handle.store.height,
-            "problem": {"name": params.name, "token_symbol": params.token_symbol, "decimals": params.decimals,
-                        "t_p": params.t_p, "t_b": params.t_b, "num_classes": params.num_classes,
-                        "input_shape": list(params.input_spec.shape), "input_dtype": params.input_spec.dtype,
-                        "reward_scale": str(params.reward_scale), "committers": len(params.committers),
-                        "t0": params.t0},
-            "period": await self.period(chain), "best": None, "blocks": [], "history": [], "improvers": [],
-            "validators": [], "offers": [], "reputation": [], "minted": "0", "burned": "0",
-        }
-        if not handle.started:
-            return out
-        meta = get_meta(handle.state)
-        out.update(best=await self.best_model(chain), d_c_ppb=list(meta.d_c), minted=str(meta.minted),
-                   burned=str(meta.burned))
-        history = [{"height": 0, "period": 0, "timestamp": params.t0 + params.t_p, "distance_ppb": 10**9}]
-        improvers: dict[str, dict[str, Any]] = {}
-        validators: dict[str, dict[str, Any]] = {}
-        rendered = []
-        for block, receipt in await trio.to_thread.run_sync(lambda: self._replayed(handle)):
-            item = block_json(block)
-            item["fees"] = str(receipt.fees)
-            s = receipt.settlement
-            if s is not None:
-                item["settlement"] = {
-                    "poi": hex0x(s.poi_hash), "outcome": s.outcome, "improver": hex0x(s.improver),
-                    "distances_ppb": list(s.distances), "reward": str(s.improver_reward),
-                    "validator_rewards": [[hex0x(a), str(r)] for a, r in s.validator_rewards],
-                    "slashed": str(s.slashed), "reason": s.reason}
-                if s.outcome == "settled":
-                    history.append({"height": block.header.height, "period": block.header.period,
-                                    "timestamp": block.header.timestamp,
-                                    "distance_ppb": sum(s.distances) // max(1, len(s.distances))})
-                    imp = improvers.setdefault(hex0x(s.improver), {"address": hex0x(s.improver), "rewards": 0,
-                                                                    "improvements": 0})
-                    imp["rewards"] += s.improver_reward
-                    imp["improvements"] += 1
-                    for addr, amount in s.validator_rewards:
-                        v = validators.setdefault(hex0x(addr), {"address": hex0x(addr), "rewards": 0, "votes": 0})
-                        v["rewards"] += amount
-                        v["votes"] += 1
-            rendered.append(item)
-        out["blocks"] = rendered[::-1][:50]
-        out["history"] = history
-        out["improvers"] = [dict(v, rewards=str(v["rewards"])) for v in
-                            sorted(improvers.values(), key=lambda v: -v["rewards"])][:10]
-        out["validators"] = [dict(v, rewards=str(v["rewards"])) for v in
-                             sorted(validators.values(), key=lambda v: -v["rewards"])][:10]
-        offers = []
-        for o in await self.get_offers(chain):
-            rep = await self.get_reputation(chain, bytes.fromhex(o["provider"][2:]))
-            offers.append(dict(o, reputation=rep["score"], ratings=rep["ratings"],
-                               current=o["model_digest"] == (out["best"] or {}).get("model_digest")))
-        out["offers"] = offers
-        out["reputation"] = sorted(
-            ({"address": hex0x(a), "score": r.score, "up": r.up, "down": r.down}
-             for a, r in iter_records(handle.state, PREFIX_REPUTATION, RepRecord)),
-            key=lambda r: -r["score"])[:20]
-        return out
+        return await self.page.render(self, self._chain(chain))
 
 
-def register_metrics(node: "Node", metrics: MetricsRegistry) -> None:
+def register_metrics(api: NodeAPI, metrics: MetricsRegistry) -> None:
     """Node gauges read at scrape time, and the gossip verdict counters."""
-    metrics.gauge("daimon_peers", "Connected peers", function=lambda: float(node.p2p.peer_count()))
-    metrics.gauge("daimon_chains", "Chains followed", function=lambda: float(len(node.chains.chains)))
-    metrics.gauge("daimon_uptime_seconds", "Seconds since start", function=lambda: time.time() - node.started_at)
+    metrics.gauge("daimon_peers", "Connected peers", function=lambda: float(api.peer_count()))
+    metrics.gauge("daimon_chains", "Chains followed", function=lambda: float(len(api.chain_list())))
+    metrics.gauge("daimon_uptime_seconds", "Seconds since start", function=api.uptime_s)
     metrics.gauge("daimon_rpc_rejected", "Submissions refused over RPC",
-                  function=lambda: float(node.metrics.rpc_rejected))
+                  function=lambda: float(api.counters().rpc_rejected))
     metrics.gauge("daimon_p2p_bans", "Peers banned since start (penalty threshold or operator)",
-                  function=lambda: float(node.p2p.bans_total))
+                  function=lambda: float(api.bans_total()))
     metrics.gauge("daimon_problems_forged", "Proposals refused from peers since start (hash is not the chain id)",
-                  function=lambda: float(node.problems.forged))
+                  function=lambda: float(api.problems_forged()))
     metrics.gauge("daimon_p2p_banned_peers", "Peers banned now",
-                  function=lambda: float(sum(1 for s in node.p2p.peers() if s.banned_for_s > 0)))
+                  function=lambda: float(sum(1 for s in api.peers() if s.banned_for_s > 0)))
 
 
-def chain_gauges(node: "Node", metrics: MetricsRegistry) -> None:
+def chain_gauges(api: NodeAPI, metrics: MetricsRegistry) -> None:
     height = metrics.gauge("daimon_height", "Head height per chain", ["chain"])
     best = metrics.gauge("daimon_best_distance_ppb", "Best distance d_c (mean) per chain", ["chain"])
     gossip = metrics.gauge("daimon_gossip_messages", "Gossip messages by kind and verdict", ["kind", "verdict"])
     verify = metrics.gauge("daimon_verify_seconds_last", "Wall time of the last VERIFY")
-    for handle in node.chains.chains.values():
+    for handle in api.chain_list():
         label = handle.chain_id.hex()[:16]
         height.labels(label).set(handle.store.height)
         if handle.started:
             d_c = get_meta(handle.state).d_c
             best.labels(label).set(sum(d_c) / len(d_c))
-    for (kind, verdict), count in node.metrics.gossip.items():
+    counters = api.counters()
+    for (kind, verdict), count in counters.gossip.items():
         gossip.labels(kind, verdict).set(count)
-    if node.metrics.verify_seconds:
-        verify.set(node.metrics.verify_seconds[-1])
+    if counters.verify_seconds:
+        verify.set(counters.verify_seconds[-1])
 
 
-async def start_rpc(node: "Node", nursery: trio.Nursery) -> int:
+async def start_rpc(api: NodeAPI, nursery: trio.Nursery, host: str, port: int) -> int:
     """Start the RPC server in ``nursery``; wire node events and metrics; return the port."""
     metrics = MetricsRegistry()
     events = EventHub(metrics=metrics)
-    server = RpcServer(NodeBackend(node), config=ServerConfig(), events=events, metrics=metrics)
-    register_metrics(node, metrics)
-    node.subscribers.append(lambda event, chain, payload: events.publish(event, chain, payload))
-    node.periodic.append(lambda: chain_gauges(node, metrics))
-    port: int = await nursery.start(server.serve, node.config.rpc.host, node.config.rpc.port)
-    return port
+    server = RpcServer(NodeBackend(api), config=ServerConfig(), events=events, metrics=metrics)
+    register_metrics(api, metrics)
+    api.listen(lambda event, chain, payload: events.publish(event, chain, payload))
+    api.every_second(lambda: chain_gauges(api, metrics))
+    bound: int = await nursery.start(server.serve, host, port)
+    return bound

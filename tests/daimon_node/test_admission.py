@@ -126,9 +126,9 @@ async def test_a_vote_the_pool_refuses_is_not_published(tmp_path: Path) -> None:
         assert first is not None and second is not None
         with trio.fail_after(NETWORK_S):
             await _meshed(pair, "votes")
-            await pair.first.publish_vote(first, unbonded.encode())
+            await pair.first.context.publish_vote(first, unbonded.encode())
             assert unbonded.validator not in first.mempool.votes.get(proof.poi.hash, {})
-            await pair.first.publish_vote(first, bonded.encode())
+            await pair.first.context.publish_vote(first, bonded.encode())
             while bonded.validator not in second.mempool.votes.get(proof.poi.hash, {}):
                 await trio.sleep(0.1)
         assert pair.second.metrics.gossip.get(("vote", "reject"), 0) == 0
