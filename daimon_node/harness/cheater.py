@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -146,5 +147,13 @@ def cheater_component(config: NodeConfig, ctx: RoleContext) -> Component:
 COMPONENT = ComponentSpec("cheater", lambda config: config.roles.cheater.enabled, cheater_component)
 COMPONENT_PATH = f"{__name__}:COMPONENT"
 
-__all__ = ["COMPONENT", "COMPONENT_PATH", "CheatModel", "CheaterRole", "attack_labels", "build_cheat_model",
+
+def enable(cfg: dict[str, Any], **settings: Any) -> None:
+    """Turn the cheater on in a node's config (a TOML table): its settings and its component."""
+    cfg.setdefault("roles", {})["cheater"] = {"enabled": True, **settings}
+    components = cfg.setdefault("node", {}).setdefault("components", [])
+    if COMPONENT_PATH not in components:
+        components.append(COMPONENT_PATH)
+
+__all__ = ["COMPONENT", "COMPONENT_PATH", "enable", "CheatModel", "CheaterRole", "attack_labels", "build_cheat_model",
            "model_labels"]
