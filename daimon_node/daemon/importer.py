@@ -23,6 +23,7 @@ from p2p import ValidationResult
 
 from daimon_node.daemon.admission import NodeMetrics
 from daimon_node.daemon.chains import ChainHandle, ChainManager, ImportReport, ImportVerdict
+from daimon_node.errors import StorageFailure
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +83,14 @@ class BlockImporter:
         """Import queued blocks until cancelled; a storage failure leaves (and stops the node)."""
         task_status.started()
         async for handle, data in self._receive:
-            report = await self.import_now(handle, data)
-            self.metrics.count("block", report.verdict.value)
-            await self.react(handle, report, data)
+            try:
+                report = await self.import_now(handle, data)
+                self.metrics.count("block", report.verdict.value)
+                await self.react(handle, report, data)
+            except StorageFailure:
+                raise
+            except Exception:  # a bug met on a peer's block must not stop the node
+                log.exception("import of a gossiped block on %s failed", handle.chain_id.hex()[:12])
 
     async def import_now(self, handle: ChainHandle, data: bytes) -> ImportReport:
         """Import one block on a worker thread (queued, synced or our own), then settle the pool."""

@@ -62,7 +62,7 @@ class RaceFigures:
         return max(self.delays_s)
 
 
-def _manager(path: Path, heavy: HeavyChain) -> tuple[ChainManager, ChainHandle]:
+def manager_before(path: Path, heavy: HeavyChain) -> tuple[ChainManager, ChainHandle]:
     content = ContentStore(path / "content")
     for data in heavy.devnet.contents.values():
         content.put(data)
@@ -86,7 +86,7 @@ async def _probe(admitter: Admitter, handle: ChainHandle, vote: bytes, done: tri
 async def race(path: Path, heavy: HeavyChain, *, on_loop: bool) -> RaceFigures:
     """Import ``heavy.block`` while probing vote validation; ``on_loop`` imports it as the
     blocks validator used to, inside the event loop, instead of through ``BlockImporter``."""
-    manager, handle = _manager(path, heavy)
+    manager, handle = manager_before(path, heavy)
     metrics = NodeMetrics()
 
     async def publish(topic: str, data: bytes) -> None:

@@ -36,3 +36,26 @@ async def test_a_heavy_block_import_does_not_delay_vote_validation(tmp_path: Pat
         if figures.worst_delay_s <= LIMIT_S:
             return
     pytest.fail(f"a vote waited {min(worst) * 1e3:.1f} ms or more in every run (limit {LIMIT_S * 1e3:.0f} ms)")
+
+
+def test_a_full_import_queue_drops_a_block_unrelayed_and_counts_it(tmp_path: Path) -> None:
+    """A queue with room for one block: the first is relayed, the next is IGNOREd (sync fetches it)."""
+    from daimon_node.daemon.admission import NodeMetrics
+    from daimon_node.daemon.importer import BlockImporter
+    from importload import manager_before
+    from p2p import ValidationResult
+
+    heavy = heavy_chain()
+    manager, handle = manager_before(tmp_path, heavy)
+    metrics = NodeMetrics()
+
+    async def react(*args: object) -> None:
+        return None
+
+    importer = BlockImporter(manager, metrics, react, lambda handle, exc: None, cap=1)
+    assert importer.check(handle, heavy.block) is ValidationResult.ACCEPT
+    assert importer.queued() == 1
+    assert importer.check(handle, heavy.block) is ValidationResult.IGNORE  # no room: not relayed
+    assert importer.dropped == 1 and metrics.gossip[("block", "queue_full")] == 1
+    assert handle.store.height == heavy.devnet.blocks[-2].header.height  # nothing imported on the loop
+    manager.close()
