@@ -14,6 +14,7 @@ content fetches, equivocation reports) follow on the event loop. A full queue dr
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable
 
 import trio
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 # that for every chain a node follows in practice, and a flood beyond it is dropped.
 IMPORT_QUEUE_CAP = 64
 
+Signer = tuple[bytes, int]  # (committer, period)
 Reaction = Callable[[ChainHandle, ImportReport, bytes], Awaitable[None]]
 HeaderHeld = Callable[[ChainHandle, ChainError], None]
 
@@ -46,14 +48,15 @@ class BlockImporter:
         self.react = react  # the node's reaction to every gossiped block's import
         self.on_header_held = on_header_held  # deferred or equivocating header: sync, fetch, report
         self._lock = trio.Lock()  # one import at a time: the store has one writer
-        self._send, self._receive = trio.open_memory_channel[tuple[ChainHandle, bytes]](cap)
+        self._send, self._receive = trio.open_memory_channel[tuple[ChainHandle, bytes, Signer]](cap)
+        self._queued_signers: Counter[Signer] = Counter()  # a queued block's signer is not yet in the store
         self.dropped = 0
 
     def check(self, handle: ChainHandle, data: bytes) -> ValidationResult:
         """Gossip verdict from the header alone; an accepted block is queued for import.
 
-        A committer's second block for one period is queued (its import keeps the evidence)
-        but not relayed, as consensus-specs IGNOREs it.
+        A committer's second block for one period (stored or still queued) is queued (its
+        import keeps the evidence) but not relayed, as consensus-specs IGNOREs it.
         """
         try:
             header = self.chains.check_header(handle, data)
@@ -70,27 +73,34 @@ class BlockImporter:
             return ValidationResult.REJECT
         if header is None:
             return ValidationResult.IGNORE  # known
-        second = handle.store.has_signed(header.committer, header.period)
+        signer = (header.committer, header.period)
+        second = handle.store.has_signed(*signer) or self._queued_signers[signer] > 0
         try:
-            self._send.send_nowait((handle, data))
+            self._send.send_nowait((handle, data, signer))
         except trio.WouldBlock:
             self.dropped += 1
             self.metrics.count("block", "queue_full")
             return ValidationResult.IGNORE
+        self._queued_signers[signer] += 1
         return ValidationResult.IGNORE if second else ValidationResult.ACCEPT
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Import queued blocks until cancelled; a storage failure leaves (and stops the node)."""
         task_status.started()
-        async for handle, data in self._receive:
+        async for handle, data, signer in self._receive:
             try:
                 report = await self.import_now(handle, data)
-                self.metrics.count("block", report.verdict.value)
-                await self.react(handle, report, data)
             except StorageFailure:
                 raise
             except Exception:  # a bug met on a peer's block must not stop the node
                 log.exception("import of a gossiped block on %s failed", handle.chain_id.hex()[:12])
+                continue
+            finally:
+                self._queued_signers[signer] -= 1
+                if self._queued_signers[signer] <= 0:
+                    del self._queued_signers[signer]
+            self.metrics.count("block", report.verdict.value)
+            await self.react(handle, report, data)
 
     async def import_now(self, handle: ChainHandle, data: bytes) -> ImportReport:
         """Import one block on a worker thread (queued, synced or our own), then settle the pool."""
