@@ -45,7 +45,7 @@ def serve(db_dir: str) -> None:
     devnet.bond_validators()
     devnet.improve(devnet.improver_keys[0], corrupt(devnet.truth, 0.1, 10, seed=1))
     backend = devnet_backend(Path(db_dir) / "node", devnet)  # the node's own backend over its LevelDB store
-    height = backend.node.chains.chains[devnet.chain_id].store.height
+    height = backend.api.chains.chains[devnet.chain_id].store.height
 
     async def main() -> None:
         server = RpcServer(backend)

@@ -304,9 +304,25 @@ class ChainStore(BranchMixin):
         its anchor's sizes checked against the problem's limits on the raw lists,
         before any body object is built.
         """
+        checked = self.check_wire_header(data, env, params, max_timestamp)
+        if checked is None:
+            return ImportResult("known", split_block(data)[0].hash)
+        header, body_raw, params = checked
+        body = decode_body(body_raw, lambda obj: check_raw_body_limits(params, obj))
+        return self._import_checked(Block(header, body), env)
+
+    def check_wire_header(self, data: bytes, env: Env, params: ProblemParams | None = None,
+                          max_timestamp: float | None = None) -> tuple[BlockHeader, bytes, ProblemParams] | None:
+        """The checks ``import_bytes`` makes before decoding a body: None for a known block.
+
+        A gossip validator runs these alone (a fixed, small cost) and leaves the body's
+        decoding and execution to an import off the event loop. Raises what ``import_bytes``
+        raises for the header: a bad signature or committer, ``UnknownParent``,
+        ``CommitterEquivocation`` (a third block), ``FutureBlock``, ``BodyHashMismatch``.
+        """
         header, body_raw = split_block(data)
         if self.has_block(header.hash):
-            return ImportResult("known", header.hash)
+            return None
         if params is None:
             if self.head == ZERO_HASH:
                 raise StoreError("the chain's parameters are needed to check a header before its Problem block")
@@ -317,8 +333,7 @@ class ChainStore(BranchMixin):
         computed = sha256(body_raw)
         if computed != header.body_hash:
             raise BodyHashMismatch(header.body_hash, computed)
-        body = decode_body(body_raw, lambda obj: check_raw_body_limits(params, obj))
-        return self._import_checked(Block(header, body), env)
+        return header, body_raw, params
 
     def _check_header(self, params: ProblemParams, header: BlockHeader, env: Env) -> None:
         """Header-first checks, cheapest refusal first; nothing is decoded or written before them."""

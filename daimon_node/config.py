@@ -18,6 +18,8 @@ from daimon_node.errors import ConfigError
 class NodeSection:
     data_dir: str = ".daimon/node"  # node key, chain stores, content store
     log_level: str = "info"
+    # extra components by import path, "package.module:SPEC" (a test harness's cheater)
+    components: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -9,7 +9,6 @@ node's counters are exported on ``/metrics``.
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any, Literal
 
 import trio
@@ -28,9 +27,11 @@ from chain.state import (
     get_reputation,
     iter_records,
 )
-from chain.types import PoI, Reveal, SeasonReveal, Transaction, Vote
+from chain.types import SeasonReveal
+from p2p import ValidationResult
 from daimon_node.daemon.chains import ChainHandle
-from daimon_node.daemon.mempool import Verdict
+from daimon_node.daemon.nodeapi import NodeAPI
+from daimon_node.daemon.admission import POI, REVEAL, TX, VOTE, Message, MessageKind, describe
 from daimon_node.rpc.api import (
     Balance,
     BestModel,
@@ -53,7 +54,6 @@ from daimon_node.rpc.metrics import MetricsRegistry
 from daimon_node.rpc.server import RpcServer, ServerConfig
 
 if TYPE_CHECKING:
-    from daimon_node.daemon.node import Node
     from daimon_node.market.messages import Inference, InferRequestT, Quote
 
 VERSION = "0.1.0"
@@ -61,13 +61,13 @@ MAX_RPC_CONTENT_BYTES = 64 * 2**20  # daimon_getContent answers at most this muc
 
 
 class NodeBackend:
-    """Implements ``daimon_node.rpc.api.RpcBackend`` over a running ``Node``."""
+    """Implements ``daimon_node.rpc.api.RpcBackend`` over a running node's ``NodeAPI``."""
 
-    def __init__(self, node: "Node") -> None:
-        self.node = node
+    def __init__(self, api: NodeAPI) -> None:
+        self.api = api
 
     def _chain(self, chain: bytes) -> ChainHandle:
-        handle = self.node.chains.get(chain)
+        handle = self.api.chain(chain)
         if handle is None:
             raise NotFound(f"unknown chain {chain.hex()}")
         return handle
@@ -79,7 +79,7 @@ class NodeBackend:
         return handle
 
     async def list_problems(self) -> list[ProblemSummary]:
-        return self.node.problems.summaries()
+        return self.api.problem_summaries()
 
     async def get_problem(self, chain: bytes) -> dict[str, Any]:
         from daimon_node.proofs.problem_kit import problem_summary
@@ -165,63 +165,39 @@ class NodeBackend:
 
     async def period(self, chain: bytes) -> PeriodInfo:
         params = self._chain(chain).proposal.params
-        now = self.node.now()
+        now = self.api.now()
         k = max(0, period_of(params, int(now)))
         end = period_end(params, k)
         return PeriodInfo(period=k, start=period_start(params, k), end=end, remaining=max(0.0, end - now))
 
-    async def _submit(self, handle: ChainHandle, verdict: Verdict, what: str, reason: str) -> None:
-        """A submission the pool did not accept is an error to the client, with the pool's reason."""
-        if verdict is not Verdict.ACCEPT:
-            self.node.metrics.rpc_rejected += 1
-            word = "rejected" if verdict is Verdict.REJECT else "not accepted"
-            raise Rejected(f"{what} {word}: {reason}", rule=handle.mempool.last_rule or None)
+    async def _admit(self, chain: bytes, kind: MessageKind, raw: bytes) -> Message:
+        """A client's submission through the node's one admission path; a refusal is an error to
+        the client, with the pool's reason and the broken rule."""
+        admission = await self.api.submit(self._started(chain), kind, raw)
+        message = admission.message
+        if admission.accepted and message is not None:
+            return message
+        if message is None:
+            raise Rejected(f"malformed {kind.what}: {admission.reason}")
+        word = "rejected" if admission.verdict is ValidationResult.REJECT else "not accepted"
+        raise Rejected(f"{describe(message)} {word}: {admission.reason}", rule=admission.rule or None)
 
     async def send_raw_transaction(self, chain: bytes, raw: bytes) -> str:
-        handle = self._started(chain)
-        tx = self._decode(Transaction, raw, "transaction")
-        verdict = await self.node.submit_tx(handle, tx)
-        await self._submit(handle, verdict, "transaction", self._last_reason(handle))
+        tx = await self._admit(chain, TX, raw)
         return hex0x(tx.hash)
 
     async def submit_proof(self, chain: bytes, raw: bytes) -> str:
-        handle = self._started(chain)
-        poi = self._decode(PoI, raw, "PoI")
-        verdict = handle.mempool.add_poi(poi, handle.state, self.node.now())
-        await self._submit(handle, verdict, "PoI", self._last_reason(handle))
-        if verdict is Verdict.ACCEPT:
-            # the pool holds it now, so the node's own accept path sees a duplicate and stays quiet
-            self.node.emit("proofs", handle.chain_id, render.proof_event(poi))
-            await self.node.publish_proof(handle, raw)
+        poi = await self._admit(chain, POI, raw)
         return hex0x(poi.hash)
 
     async def submit_vote(self, chain: bytes, raw: bytes) -> str:
-        handle = self._started(chain)
-        vote = self._decode(Vote, raw, "vote")
-        verdict = handle.mempool.add_vote(vote, handle.state, self.node.now())
-        await self._submit(handle, verdict, "vote", self._last_reason(handle))
-        if verdict is Verdict.ACCEPT:
-            await self.node.publish_vote(handle, raw)
+        await self._admit(chain, VOTE, raw)
         return hex0x(sha256(raw))  # the vote's own id (every vote on one PoI shares its poi_hash)
 
     async def submit_reveal(self, chain: bytes, raw: bytes) -> str:
-        handle = self._started(chain)
-        try:  # the contributor's season reveal travels the same way (issue 9)
-            season_reveal = SeasonReveal.decode(raw)
-        except DecodeError:
-            season_reveal = None
-        if season_reveal is not None:
-            verdict = handle.mempool.add_season_reveal(season_reveal, handle.state)
-            await self._submit(handle, verdict, "season reveal", self._last_reason(handle))
-            if verdict is Verdict.ACCEPT:
-                await self.node._publish(f"/daimon/{chain.hex()}/proofs", raw)
-            return hex0x(season_reveal.chain_id)
-        reveal = self._decode(Reveal, raw, "reveal")
-        verdict = handle.mempool.add_reveal(reveal, handle.state, self.node.now())
-        await self._submit(handle, verdict, "reveal", self._last_reason(handle))
-        if verdict is Verdict.ACCEPT:
-            await self.node._publish(f"/daimon/{chain.hex()}/proofs", raw)
-        return hex0x(reveal.poi_hash)
+        """A prover's reveal, or the contributor's season reveal (issue 9), on the proofs topic."""
+        reveal = await self._admit(chain, REVEAL, raw)
+        return hex0x(reveal.chain_id if isinstance(reveal, SeasonReveal) else reveal.poi_hash)
 
     async def submit_model(self, chain: bytes, raw: bytes, prover: bytes) -> str:
         """Keep and serve a model so validators can fetch it by digest.
@@ -246,46 +222,36 @@ class NodeBackend:
         if get_digest(handle.state, claim) is None and not pooled:
             raise Rejected("claim the model first (daimon-node model register): no H(prover || digest) "
                            "on chain or pooled", rule=ModelNotClaimed.__name__)
-        self.node.content.put(raw)
-        self.node.content.pin(digest, "submitted model")
+        self.api.content().put(raw)
+        self.api.content().pin(digest, "submitted model")
         return hex0x(digest)
 
     async def get_content(self, content_id: bytes) -> str:
         """Content is public (any peer may fetch it over ``/daimon/content/1``); the RPC serves
         what this node holds so a CLI can prove against the season's ``Z_h`` and confirmed model."""
-        store = self.node.content
+        store = self.api.content()
         if not store.has(content_id):
             raise NotFound(f"this node holds no content {hex0x(content_id)}")
         return hex0x(await trio.to_thread.run_sync(lambda: store.get(content_id, MAX_RPC_CONTENT_BYTES)))
 
-    def _decode(self, cls: type, raw: bytes, what: str) -> Any:
-        try:
-            return cls.decode(raw)  # type: ignore[attr-defined]
-        except DecodeError as exc:
-            self.node.metrics.rpc_rejected += 1
-            raise Rejected(f"malformed {what}: {exc}") from None
-
-    @staticmethod
-    def _last_reason(handle: ChainHandle) -> str:
-        return handle.mempool.last_reason or "invalid"
-
     async def peer_count(self) -> int:
-        return self.node.p2p.peer_count()
+        return self.api.peer_count()
 
     async def peers(self) -> list[PeerInfo]:
         return [PeerInfo(peer_id=s.peer_id, connected=s.connected, accepted=s.accepted, rejected=s.rejected,
                          ignored=s.ignored, deferred=s.deferred, penalty=s.penalty, banned_for_s=s.banned_for_s)
-                for s in self.node.p2p.peers()]
+                for s in self.api.peers()]
 
     async def syncing(self) -> Literal[False] | list[SyncStatus]:
-        return False if not self.node.sync_targets else [
-            SyncStatus(chain=hex0x(c), current=cur, highest=hi) for c, (cur, hi) in self.node.sync_targets.items()
+        targets = self.api.sync_status()
+        return False if not targets else [
+            SyncStatus(chain=hex0x(c), current=cur, highest=hi) for c, (cur, hi) in targets.items()
         ]
 
     async def node_info(self) -> NodeInfo:
         chains = [{"chain": hex0x(h.chain_id), "height": h.store.height, "head": hex0x(h.store.head)}
-                  for h in self.node.chains.chains.values()]
-        return NodeInfo(version=VERSION, peer_id=self.node.p2p.peer_id, peers=self.node.p2p.peer_count(),
+                  for h in self.api.chain_list()]
+        return NodeInfo(version=VERSION, peer_id=self.api.peer_id(), peers=self.api.peer_count(),
                         healthy=True, chains=chains)  # type: ignore[typeddict-item]
 
     async def get_offers(self, chain: bytes) -> list[Offer]:
@@ -310,7 +276,7 @@ class NodeBackend:
 
         handle = self._started(chain)
         state, params = handle.state, handle.proposal.params
-        k = max(get_meta(state).period + 1, period_of(params, int(self.node.now())))
+        k = max(get_meta(state).period + 1, period_of(params, int(self.api.now())))
         members = committers_at(state, params, k)
         out: dict[str, Any] = {
             "period": k, "fixed": is_fixed_set(params), "bond": str(params.committer_bond),
@@ -345,19 +311,13 @@ class NodeBackend:
         from p2p.errors import P2PError
 
         from daimon_node.market.messages import Refusal
-        from daimon_node.market.wire import INFER_LIMITS, INFER_PROTOCOL, InferCodec
 
         offer = get_offer(self._started(chain).state, runner)
         if offer is None:
             raise NotFound(f"no offer from runner {runner.hex()}")
         peer = offer.offer.peer_id.decode(errors="replace")
-        own = self.node.runner
         try:
-            if own is not None and own.service is not None and peer == self.node.p2p.peer_id:
-                reply = await own.service.handle(peer, request)
-            else:
-                client = self.node.p2p.request_response(INFER_PROTOCOL, InferCodec(), INFER_LIMITS)
-                reply = await client.request(peer, request)
+            reply = await self.api.runner_call(peer, request)
         except P2PError as exc:
             raise Unavailable(f"runner {peer[:16]} not reachable: {exc}") from None
         if isinstance(reply, Refusal):
@@ -444,45 +404,46 @@ def chain_rows(handle: ChainHandle) -> dict[str, Any]:
     return {**tally.json(), "blocks": recent[::-1]}
 
 
-def register_metrics(node: "Node", metrics: MetricsRegistry) -> None:
+def register_metrics(api: NodeAPI, metrics: MetricsRegistry) -> None:
     """Node gauges read at scrape time, and the gossip verdict counters."""
-    metrics.gauge("daimon_peers", "Connected peers", function=lambda: float(node.p2p.peer_count()))
-    metrics.gauge("daimon_chains", "Chains followed", function=lambda: float(len(node.chains.chains)))
-    metrics.gauge("daimon_uptime_seconds", "Seconds since start", function=lambda: time.time() - node.started_at)
+    metrics.gauge("daimon_peers", "Connected peers", function=lambda: float(api.peer_count()))
+    metrics.gauge("daimon_chains", "Chains followed", function=lambda: float(len(api.chain_list())))
+    metrics.gauge("daimon_uptime_seconds", "Seconds since start", function=api.uptime_s)
     metrics.gauge("daimon_rpc_rejected", "Submissions refused over RPC",
-                  function=lambda: float(node.metrics.rpc_rejected))
+                  function=lambda: float(api.counters().rpc_rejected))
     metrics.gauge("daimon_p2p_bans", "Peers banned since start (penalty threshold or operator)",
-                  function=lambda: float(node.p2p.bans_total))
+                  function=lambda: float(api.bans_total()))
     metrics.gauge("daimon_problems_forged", "Proposals refused from peers since start (hash is not the chain id)",
-                  function=lambda: float(node.problems.forged))
+                  function=lambda: float(api.problems_forged()))
     metrics.gauge("daimon_p2p_banned_peers", "Peers banned now",
-                  function=lambda: float(sum(1 for s in node.p2p.peers() if s.banned_for_s > 0)))
+                  function=lambda: float(sum(1 for s in api.peers() if s.banned_for_s > 0)))
 
 
-def chain_gauges(node: "Node", metrics: MetricsRegistry) -> None:
+def chain_gauges(api: NodeAPI, metrics: MetricsRegistry) -> None:
     height = metrics.gauge("daimon_height", "Head height per chain", ["chain"])
     best = metrics.gauge("daimon_best_distance_ppb", "Best distance d_c (mean) per chain", ["chain"])
     gossip = metrics.gauge("daimon_gossip_messages", "Gossip messages by kind and verdict", ["kind", "verdict"])
     verify = metrics.gauge("daimon_verify_seconds_last", "Wall time of the last VERIFY")
-    for handle in node.chains.chains.values():
+    for handle in api.chain_list():
         label = handle.chain_id.hex()[:16]
         height.labels(label).set(handle.store.height)
         if handle.started:
             d_c = get_meta(handle.state).d_c
             best.labels(label).set(sum(d_c) / len(d_c))
-    for (kind, verdict), count in node.metrics.gossip.items():
+    counters = api.counters()
+    for (kind, verdict), count in counters.gossip.items():
         gossip.labels(kind, verdict).set(count)
-    if node.metrics.verify_seconds:
-        verify.set(node.metrics.verify_seconds[-1])
+    if counters.verify_seconds:
+        verify.set(counters.verify_seconds[-1])
 
 
-async def start_rpc(node: "Node", nursery: trio.Nursery) -> int:
+async def start_rpc(api: NodeAPI, nursery: trio.Nursery, host: str, port: int) -> int:
     """Start the RPC server in ``nursery``; wire node events and metrics; return the port."""
     metrics = MetricsRegistry()
     events = EventHub(metrics=metrics)
-    server = RpcServer(NodeBackend(node), config=ServerConfig(), events=events, metrics=metrics)
-    register_metrics(node, metrics)
-    node.subscribers.append(lambda event, chain, payload: events.publish(event, chain, payload))
-    node.periodic.append(lambda: chain_gauges(node, metrics))
-    port: int = await nursery.start(server.serve, node.config.rpc.host, node.config.rpc.port)
-    return port
+    server = RpcServer(NodeBackend(api), config=ServerConfig(), events=events, metrics=metrics)
+    register_metrics(api, metrics)
+    api.listen(lambda event, chain, payload: events.publish(event, chain, payload))
+    api.every_second(lambda: chain_gauges(api, metrics))
+    bound: int = await nursery.start(server.serve, host, port)
+    return bound

@@ -217,7 +217,21 @@ class ChainManager(SyncProvider):
 
     # --- import -----------------------------------------------------------------------
     def import_block(self, handle: ChainHandle, data: bytes) -> ImportReport:
-        """Import a block from the wire: its header is checked before its body is decoded."""
+        """Import a block from the wire and settle the pool on the new head, in one call."""
+        return self.settle(handle, self.store_import(handle, data))
+
+    def check_header(self, handle: ChainHandle, data: bytes) -> BlockHeader | None:
+        """The header-first checks alone (no body decoded); None for a block already stored."""
+        checked = handle.store.check_wire_header(data, handle.env, handle.proposal.params,
+                                                 max_timestamp=self.clock.now() + self.clock_drift_s)
+        return None if checked is None else checked[0]
+
+    def store_import(self, handle: ChainHandle, data: bytes) -> ImportReport:
+        """Store a block and classify the outcome; the pool is not touched (``settle`` does that).
+
+        Safe on a worker thread while the event loop reads the chain: the store swaps its head
+        state in one assignment, and one importer at a time calls this.
+        """
         try:
             with data_dir_writes():  # a refused write is the node's failure, never the block's
                 result = handle.store.import_bytes(data, handle.env, handle.proposal.params,
@@ -237,22 +251,24 @@ class ChainManager(SyncProvider):
         except ChainError as exc:  # any other protocol refusal
             handle.count("blocks_invalid")
             return ImportReport(ImportVerdict.INVALID, error=str(exc))
-        report = self._imported(handle, result)
-        if result.equivocation is not None and report.verdict is ImportVerdict.ACCEPTED:
-            handle.count("blocks_equivocating")
-            return ImportReport(ImportVerdict.EQUIVOCATION, result, evidence=result.equivocation)
-        return report
-
-    def _imported(self, handle: ChainHandle, result: ImportResult) -> ImportReport:
         if result.status == "known":
             return ImportReport(ImportVerdict.KNOWN, result)
         handle.count("blocks_imported")
+        if result.equivocation is not None:
+            handle.count("blocks_equivocating")
+            return ImportReport(ImportVerdict.EQUIVOCATION, result, evidence=result.equivocation)
+        return ImportReport(ImportVerdict.ACCEPTED, result)
+
+    def settle(self, handle: ChainHandle, report: ImportReport) -> ImportReport:
+        """After a new head: the pool drops what it made stale and takes back what a reorg orphaned."""
+        result = report.result
+        if result is None or result.status not in ("head", "reorg"):
+            return report
         if result.status == "reorg":
             self._return_orphaned_txs(handle, result.reorged_out)
-        if result.status in ("head", "reorg"):
-            handle.mempool.prune(handle.state, self.clock.now())
-            self.pin_needed(handle)
-        return ImportReport(ImportVerdict.ACCEPTED, result)
+        handle.mempool.prune(handle.state, self.clock.now())
+        self.pin_needed(handle)
+        return report
 
     def _return_orphaned_txs(self, handle: ChainHandle, removed: tuple[bytes, ...]) -> None:
         """Put the transactions of blocks a reorg took off the chain back in the pool.

@@ -1,65 +1,55 @@
-"""The daemon: one trio nursery running the network, the chains, the roles and the RPC.
+"""The daemon: one trio nursery running the network, the chains, the components and the RPC.
 
-``Node.run`` wires the parts (trinity-style: ``__init__`` only builds, ``run``
-starts the services): the libp2p node, one set of validated gossip topics per
-followed chain, a sync loop that catches up from peers, a tick loop that steps
-the enabled roles against the injectable clock, and the JSON-RPC server.
-Bad input from a peer is rejected, counted and never crashes the node. A write
-the data directory refuses does stop it: ``StorageFailure`` (``DiskFull``) leaves
-``run`` from whichever task met it, and the CLI prints it as one line.
+``Node`` only assembles (trinity-style: ``__init__`` builds, ``run`` starts): the libp2p node;
+one admission path for pooled messages and one block importer, which the gossip validators of
+every followed chain call; the sync loop and the content fetcher; the enabled components
+(roles, the runner, whatever the config adds), stepped each tick against the injectable clock
+through a narrow ``RoleContext``; and the JSON-RPC server over a ``NodeAPI``.
+Bad input from a peer is rejected, counted and never crashes the node. A write the data
+directory refuses does stop it: ``StorageFailure`` (``DiskFull``) leaves ``run`` from
+whichever task met it, and the CLI prints it as one line.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Final
+from collections.abc import Callable
+from typing import Any, Final
 
 import trio
 
 from chain import constants as C
-from chain.errors import ChainError, DecodeError
-from chain.state import is_ejected
-from chain.types import PoI, Proposal, ReportEquivocation, Reveal, SeasonReveal, Transaction, Vote
 from chain.crypto import KeyPair
-from p2p import (
-    PROBLEMS_TOPIC,
-    ContentStore,
-    GossipMessage,
-    P2PConfig,
-    P2PError,
-    P2PNode,
-    ValidationResult,
-    chain_topic,
-)
+from chain.errors import ChainError, CommitterEquivocation, DecodeError, MissingContent, UnknownParent
+from chain.state import is_ejected
+from chain.types import BlockHeader, Proposal, ReportEquivocation
+from p2p import PROBLEMS_TOPIC, ContentStore, GossipMessage, P2PConfig, P2PError, P2PNode, ValidationResult, chain_topic
 
-from daimon_node.daemon.chains import ChainHandle, ChainManager, ImportVerdict, data_dir_writes, decode_proposal
 from daimon_node.clock import Clock, SystemClock
 from daimon_node.config import NodeConfig
+from daimon_node.daemon.admission import PROOF, TX, VOTE, Admitter, MessageKind, NodeMetrics, Source
+from daimon_node.daemon.chains import ChainHandle, ChainManager, ImportReport, ImportVerdict, data_dir_writes, decode_proposal
+from daimon_node.daemon.components import Component, build_components
+from daimon_node.daemon.context import RequestHandler, RoleContext
+from daimon_node.daemon.importer import BlockImporter
+from daimon_node.daemon.nodeapi import EventBus, NodeServices
+from daimon_node.daemon.problems import ProblemDirectory
+from daimon_node.daemon.roles import next_tx
+from daimon_node.daemon.syncing import ChainSync, ContentFetcher
 from daimon_node.errors import DaimonError, StorageFailure
 from daimon_node.keystore import load_key
-from daimon_node.daemon.mempool import Verdict
-from daimon_node.daemon.problems import ProblemDirectory
-from daimon_node.daemon.roles import ContributorRole, ImproverRole, ValidatorRole, next_tx, step_committer
 from daimon_node.proofs.sandbox import Sandbox
 from daimon_node.rpc import render
 
 log = logging.getLogger(__name__)
 
 TICK_S = 0.25
-SYNC_INTERVAL_S = 2.0
-SYNC_BATCH = 64
-SYNC_REQUEST_TIMEOUT_S = 20.0
 REJUDGE_INTERVAL_S = 1.0
+
 
 class NodeStartError(DaimonError):
     """The node cannot start: a port is taken, the data directory is unusable..."""
-
-
-_VERDICT = {Verdict.ACCEPT: ValidationResult.ACCEPT, Verdict.REJECT: ValidationResult.REJECT,
-            Verdict.IGNORE: ValidationResult.IGNORE}
 
 
 # Gossip caps from the protocol's own table (``chain.constants``): a problem's largest PoI,
@@ -72,27 +62,7 @@ TOPIC_CAPS: Final[dict[str, int]] = {
     "txs": C.MAX_TX_MESSAGE_BYTES,
     "problems": C.MAX_PROBLEM_MESSAGE_BYTES,
 }
-
-
-def decode_proof_message(data: bytes) -> PoI | Reveal | SeasonReveal:
-    """The proofs topic carries PoIs, reveals and season reveals; their arities differ."""
-    for cls in (PoI, Reveal, SeasonReveal):
-        try:
-            return cls.decode(data)
-        except DecodeError:
-            continue
-    raise DecodeError("not a PoI, reveal or season reveal")
-
-
-@dataclass
-class NodeMetrics:
-    gossip: dict[tuple[str, str], int] = field(default_factory=dict)  # (kind, verdict) -> count
-    rpc_rejected: int = 0
-    verify_seconds: list[float] = field(default_factory=list)
-
-    def count(self, kind: str, verdict: str) -> None:
-        key = (kind, verdict)
-        self.gossip[key] = self.gossip.get(key, 0) + 1
+POOLED_TOPICS: Final[tuple[MessageKind, ...]] = (TX, PROOF, VOTE)
 
 
 class Node:
@@ -107,94 +77,56 @@ class Node:
             self.content = ContentStore(self.data_dir / "content")
             self.chains = ChainManager(self.data_dir, self.content, self.clock, config.chain.clock_drift_s)
         self.problems = ProblemDirectory(self.chains, self._follows)  # serves and learns problems
-        self.p2p = P2PNode(
+        self.p2p = self._build_p2p()
+        self.sandbox = Sandbox()
+        self.metrics = NodeMetrics()
+        self.events = EventBus()
+        self.admitter = Admitter(self.clock.now, self.events.emit, self._publish, self.metrics)
+        self.importer = BlockImporter(self.chains, self.metrics, self._react_to_import, self._on_header_held)
+        self.fetcher = ContentFetcher(self.content, self.p2p, self.chains)
+        self.sync = ChainSync(self.chains, self.p2p, self.importer, self.fetcher, self._on_imported,
+                              self._report_equivocation)
+        self.periodic: list[Callable[[], None]] = []  # called about once a second (metrics)
+        self.local_calls: dict[str, RequestHandler] = {}
+        self.services = NodeServices(self.chains, self.content, self.problems, self.p2p, self.admitter, self.metrics,
+                                     self.events, self.periodic, self.sync.targets, self.local_calls)
+        self.context = self._build_context()
+        self._joined: set[bytes] = set()
+        self.rpc_port: int | None = None
+        self.components: list[Component] = build_components(config, self.context)
+
+    def _build_p2p(self) -> P2PNode:
+        config = self.config
+        return P2PNode(
             P2PConfig(seed=self.keys.seed, content_dir=self.data_dir / "content",
                       listen_addr=config.p2p.listen, bootstrap=tuple(config.p2p.bootstrap),
                       sync_max_item_bytes=C.MAX_BLOCK_MESSAGE_BYTES,
                       announce=tuple(config.p2p.announce),
                       problems_max_proposal_bytes=C.MAX_PROBLEM_MESSAGE_BYTES),
             sync_provider=self.chains, store=self.content, problem_provider=self.problems)
-        self.sandbox = Sandbox()
-        self.metrics = NodeMetrics()
-        self.started_at = time.time()
-        self.subscribers: list[Callable[[str, bytes, dict[str, Any]], None]] = []
-        self.validator = ValidatorRole() if config.roles.validator.enabled else None
-        self.improver = (ImproverRole([Path(p) for p in config.roles.improver.models])
-                         if config.roles.improver.enabled else None)
-        contrib = config.roles.contributor
-        self.contributor = (ContributorRole(Path(contrib.problem_dir),
-                                            secret_file=Path(contrib.secret_file) if contrib.secret_file else None,
-                                            reveal=contrib.reveal)
-                            if contrib.enabled else None)
-        self.cheater = None
-        if config.roles.cheater.enabled:  # a lookup-table cheater (tests and the demo, issue 9)
-            from daimon_node.harness.cheater import CheaterRole
 
-            ch = config.roles.cheater
-            self.cheater = CheaterRole(ImproverRole([]), self.data_dir / "cheater", rounds=ch.rounds,
-                                       max_seconds=ch.max_seconds, wait_for_best=ch.wait_for_best,
-                                       after_period=ch.after_period)
-        self.runner = None
-        if config.roles.runner.enabled:  # a model runner (issue 8, docs/market.md)
-            from daimon_node.market.wire import INFER_LIMITS, INFER_PROTOCOL, InferCodec
-            from daimon_node.daemon.runner import RunnerRole
+    def _build_context(self) -> RoleContext:
+        return RoleContext(keys=self.keys, content=self.content, sandbox=self.sandbox, clock=self.clock,
+                           data_dir=self.data_dir, chains=self.chains, admitter=self.admitter,
+                           peer_id=lambda: self.p2p.peer_id, import_and_publish=self._import_and_publish,
+                           publish_raw=self._publish, fetch=self.fetcher.fetch, serve=self._serve)
 
-            rc = config.roles.runner
-            self.runner = RunnerRole(rc.price, rc.chain, Path(rc.model) if rc.model else None, serve=rc.serve)
-            self.p2p.request_response(INFER_PROTOCOL, InferCodec(), INFER_LIMITS).serve(self.runner.attach(self).handle)
-        self._fetching: set[bytes] = set()
-        self._joined: set[bytes] = set()
-        self._sync_wakeup = trio.Event()
-        self.rpc_port: int | None = None
-        self.sync_targets: dict[bytes, tuple[int, int]] = {}  # chain -> (our height, peer's), while behind
-        self.periodic: list[Callable[[], None]] = []  # called about once a second (metrics)
-        if self.contributor is not None:
-            self.contributor.load_content(self.content)
-            proposal = decode_proposal((self.contributor.problem_dir / "proposal.bin").read_bytes())
-            self.chains.add_proposal(proposal)
+    def _serve(self, protocol: str, codec: Any, limits: Any, handler: RequestHandler) -> None:
+        self.p2p.request_response(protocol, codec, limits).serve(handler)
+        self.local_calls[protocol] = handler
 
-    # --- RoleContext ---------------------------------------------------------------
     def now(self) -> float:
         return self.clock.now()
 
-    def emit(self, event: str, chain_id: bytes, payload: dict[str, Any]) -> None:
-        for fn in list(self.subscribers):
-            try:
-                fn(event, chain_id, payload)
-            except Exception:  # a subscriber's bug must not stop the node
-                log.exception("event subscriber failed")
-
-    async def submit_tx(self, handle: ChainHandle, tx: Transaction) -> Verdict:
-        verdict = handle.mempool.add_tx(tx, handle.state) if handle.started else Verdict.IGNORE
-        if verdict is Verdict.ACCEPT:
-            self._emit_tx(handle, tx)
-            await self._publish(chain_topic(handle.chain_id, "txs"), tx.encode())
-        return verdict
-
-    async def publish_block(self, handle: ChainHandle, block_bytes: bytes) -> None:
-        report = self.chains.import_block(handle, block_bytes)
+    async def _import_and_publish(self, handle: ChainHandle, block_bytes: bytes) -> None:
+        """Our own sealed block: imported like any other, published only if it became ours."""
+        report = await self.importer.import_now(handle, block_bytes)
         if report.verdict is ImportVerdict.ACCEPTED:
             log.info("sealed block %d of %s", handle.store.height, handle.chain_id.hex()[:12])
             self._on_imported(handle, report)
             await self._publish(chain_topic(handle.chain_id, "blocks"), block_bytes)
         elif report.verdict is not ImportVerdict.KNOWN:
             log.error("own block not importable: %s %s", report.verdict, report.error)
-
-    async def publish_proof(self, handle: ChainHandle, data: bytes) -> None:
-        self._accept_proof(handle, decode_proof_message(data))
-        await self._publish(chain_topic(handle.chain_id, "proofs"), data)
-
-    async def publish_vote(self, handle: ChainHandle, data: bytes) -> None:
-        vote = Vote.decode(data)
-        handle.mempool.add_vote(vote, handle.state, self.now())
-        self.emit("votes", handle.chain_id, render.vote_event(vote))
-        await self._publish(chain_topic(handle.chain_id, "votes"), data)
-
-    async def fetch_content(self, content_id: bytes, max_bytes: int) -> bytes:
-        if not self.content.has(content_id):
-            with trio.fail_after(60), data_dir_writes():
-                await self.p2p.fetch_content(content_id, max_bytes)
-        return self.content.get(content_id, max_bytes)
 
     async def _publish(self, topic: str, data: bytes) -> None:
         try:
@@ -206,33 +138,42 @@ class Node:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         try:
             async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                await nursery.start(self.p2p.run)
-                if not self.p2p.listen_addrs():
-                    raise NodeStartError(f"p2p cannot listen on {self.config.p2p.listen} (address in use?)")
-                await self.p2p.subscribe(PROBLEMS_TOPIC, self._on_problem_msg, self._validate_problem,
-                                         max_size=TOPIC_CAPS["problems"])
-                for handle in list(self.chains.chains.values()):
-                    await self._join(handle, nursery)
+                self._nursery = self.fetcher.nursery = nursery
+                await self._start_network(nursery)
                 if self.config.rpc.enabled:
                     from daimon_node.daemon.backend import start_rpc
 
-                    self.rpc_port = await start_rpc(self, nursery)
+                    self.rpc_port = await start_rpc(self.services, nursery, self.config.rpc.host,
+                                                    self.config.rpc.port)
                     with data_dir_writes():
                         (self.data_dir / "rpc.port").write_text(str(self.rpc_port))
                 with data_dir_writes():
                     (self.data_dir / "p2p.addrs").write_text("\n".join(self.p2p.listen_addrs()) + "\n")
+                for component in self.components:
+                    run = getattr(component, "run", None)
+                    if run is not None:
+                        nursery.start_soon(run, self.context)
                 nursery.start_soon(self._tick_loop)
-                nursery.start_soon(self._sync_loop)
+                nursery.start_soon(self.sync.run)
                 nursery.start_soon(self.problems.run, self.p2p, self.follow_proposal)
                 log.info("node %s up: p2p %s (announced %s) rpc %s", self.keys.address[:12], self.p2p.listen_addrs(),
                          self.p2p.announced_addrs(), self.rpc_port)
                 task_status.started()
         finally:
             self.sandbox.close()
-            if self.runner is not None:
-                self.runner.close()
+            for component in self.components:
+                component.close()
             self.chains.close()
+
+    async def _start_network(self, nursery: trio.Nursery) -> None:
+        await nursery.start(self.p2p.run)
+        if not self.p2p.listen_addrs():
+            raise NodeStartError(f"p2p cannot listen on {self.config.p2p.listen} (address in use?)")
+        await nursery.start(self.importer.run)
+        await self.p2p.subscribe(PROBLEMS_TOPIC, self._on_problem_msg, self._validate_problem,
+                                 max_size=TOPIC_CAPS["problems"])
+        for handle in list(self.chains.chains.values()):
+            await self._join(handle, nursery)
 
     async def _join(self, handle: ChainHandle, nursery: trio.Nursery) -> None:
         """Subscribe to a chain's topics and fetch what it needs."""
@@ -240,16 +181,13 @@ class Node:
             return
         self._joined.add(handle.chain_id)
         cid = handle.chain_id
-        await self.p2p.subscribe(chain_topic(cid, "blocks"), self._noop, self._validator(handle, self._validate_block),
+        await self.p2p.subscribe(chain_topic(cid, "blocks"), self._noop, self._validator(handle, self.importer.check),
                                  max_size=TOPIC_CAPS["blocks"])
-        await self.p2p.subscribe(chain_topic(cid, "txs"), self._noop, self._validator(handle, self._validate_tx),
-                                 max_size=TOPIC_CAPS["txs"])
-        await self.p2p.subscribe(chain_topic(cid, "proofs"), self._noop, self._validator(handle, self._validate_proof),
-                                 max_size=TOPIC_CAPS["proofs"])
-        await self.p2p.subscribe(chain_topic(cid, "votes"), self._noop, self._validator(handle, self._validate_vote),
-                                 max_size=TOPIC_CAPS["votes"])
-        nursery.start_soon(self._fetch_needed, handle)
-        self._sync_wakeup.set()
+        for kind in POOLED_TOPICS:
+            await self.p2p.subscribe(chain_topic(cid, kind.topic), self._noop,
+                                     self._validator(handle, self._admit_as(kind)), max_size=TOPIC_CAPS[kind.topic])
+        nursery.start_soon(self.fetcher.fetch_needed, handle)
+        self.sync.wake()
 
     async def _noop(self, msg: GossipMessage) -> None:
         return None
@@ -284,7 +222,14 @@ class Node:
 
         return validate
 
-    # --- gossip validation (runs before anything is relayed) ---------------------------
+    def _admit_as(self, kind: MessageKind) -> Callable[[ChainHandle, bytes], ValidationResult]:
+        """A gossip validator for ``kind``: the admission path's verdict, nothing else."""
+        def validate(handle: ChainHandle, data: bytes) -> ValidationResult:
+            return self.admitter.admit(handle, kind, data, Source.GOSSIP).verdict
+
+        return validate
+
+    # --- problems ----------------------------------------------------------------------
     def _validate_problem(self, peer: str, data: bytes) -> ValidationResult:
         try:
             proposal = decode_proposal(data)
@@ -314,112 +259,72 @@ class Node:
             log.info("following new problem %s (%s)", proposal.params.name, handle.chain_id.hex()[:16])
             await self._join(handle, self._nursery)
 
-    def _validate_block(self, handle: ChainHandle, data: bytes) -> ValidationResult:
-        report = self.chains.import_block(handle, data)
+    # --- blocks ------------------------------------------------------------------------
+    async def _react_to_import(self, handle: ChainHandle, report: ImportReport, data: bytes) -> None:
+        """What a gossiped block's import asks of the node: events, sync, content, evidence."""
         v = report.verdict
-        self.metrics.count("block", v.value)
         if v is ImportVerdict.ACCEPTED:
             self._on_imported(handle, report)
-            return ValidationResult.ACCEPT
-        if v is ImportVerdict.EQUIVOCATION:
+        elif v is ImportVerdict.EQUIVOCATION:
             # A committer's second block for a period: kept or refused by the store, never
-            # relayed (as consensus-specs IGNOREs it), and its evidence goes on chain.
+            # relayed, and its evidence goes on chain.
             if report.result is not None and report.result.status in ("head", "reorg"):
                 self._on_imported(handle, report)
-            self._report_equivocation(handle, report)
-            return ValidationResult.IGNORE
-        if v is ImportVerdict.KNOWN:
-            return ValidationResult.IGNORE
-        if v is ImportVerdict.INVALID:
+            self._report_equivocation(handle, report.evidence)
+        elif v is ImportVerdict.INVALID:
             log.info("invalid block on %s: %s", handle.chain_id.hex()[:12], report.error)
-            return ValidationResult.REJECT
-        if v is ImportVerdict.NEEDS_PARENT:
-            self._sync_wakeup.set()
+        elif v is ImportVerdict.NEEDS_PARENT:
+            self.sync.wake()
         elif v is ImportVerdict.NEEDS_CONTENT and report.missing is not None:
-            self._nursery.start_soon(self._fetch_one, report.missing, 1 << 30)
-        return ValidationResult.DEFER
+            self._nursery.start_soon(self._import_after_fetch, handle, data, report.missing)
 
-    def _report_equivocation(self, handle: ChainHandle, report: Any) -> None:
+    async def _import_after_fetch(self, handle: ChainHandle, data: bytes, missing: bytes) -> None:
+        await self.fetcher.fetch_one(missing)
+        if self.content.has(missing):
+            await self._react_to_import(handle, await self.importer.import_now(handle, data), data)
+
+    def _on_header_held(self, handle: ChainHandle, exc: ChainError) -> None:
+        """A header gossip holds back: sync its parent, fetch its content, report its equivocation."""
+        if isinstance(exc, UnknownParent):
+            self.sync.wake()
+        elif isinstance(exc, MissingContent):
+            self._nursery.start_soon(self.fetcher.fetch_one, exc.content_id)
+        elif isinstance(exc, CommitterEquivocation):
+            self._report_equivocation(handle, (exc.first, exc.second))
+
+    def _report_equivocation(self, handle: ChainHandle,
+                             evidence: tuple[BlockHeader, BlockHeader] | None) -> None:
         """Submit both signed headers in a ``ReportEquivocation`` from this node's key, once per committer."""
-        if report.evidence is None:
+        if evidence is None:
             return
-        first, second = report.evidence
+        first, second = evidence
         log.warning("committer %s signed two blocks for period %d; reporting it",
                     first.committer.hex()[:12], first.period)
         if first.committer in handle.reported or is_ejected(handle.state, first.committer):
             return
         handle.reported.add(first.committer)
-        tx = next_tx(self, handle, ReportEquivocation(first, second))
+        tx = next_tx(self.context, handle, ReportEquivocation(first, second))
         nursery = getattr(self, "_nursery", None)
         if nursery is not None:
-            nursery.start_soon(self.submit_tx, handle, tx)
+            nursery.start_soon(self.context.submit_tx, handle, tx)
 
-    # Each validator decodes first: bytes that do not decode are REJECTed (and cost the
-    # forwarder) even before the chain has started; only a well-formed message waits.
-    def _validate_tx(self, handle: ChainHandle, data: bytes) -> ValidationResult:
-        tx = Transaction.decode(data)
-        if not handle.started:
-            return ValidationResult.DEFER
-        verdict = handle.mempool.add_tx(tx, handle.state)
-        self.metrics.count("tx", verdict.value)
-        if verdict is Verdict.ACCEPT:
-            self._emit_tx(handle, tx)
-        return _VERDICT[verdict]
-
-    def _emit_tx(self, handle: ChainHandle, tx: Transaction) -> None:
-        self.emit("txs", handle.chain_id, render.tx_event(tx))
-
-    def _accept_proof(self, handle: ChainHandle, msg: PoI | Reveal | SeasonReveal) -> Verdict:
-        if isinstance(msg, PoI):
-            verdict = handle.mempool.add_poi(msg, handle.state, self.now())
-            if verdict is Verdict.ACCEPT:
-                self.emit("proofs", handle.chain_id, render.proof_event(msg))
-        elif isinstance(msg, Reveal):
-            verdict = handle.mempool.add_reveal(msg, handle.state, self.now())
-        else:
-            verdict = handle.mempool.add_season_reveal(msg, handle.state)
-        self.metrics.count("proof", verdict.value)
-        return verdict
-
-    def _validate_proof(self, handle: ChainHandle, data: bytes) -> ValidationResult:
-        msg = decode_proof_message(data)
-        if not handle.started:
-            return ValidationResult.DEFER
-        return _VERDICT[self._accept_proof(handle, msg)]
-
-    def _validate_vote(self, handle: ChainHandle, data: bytes) -> ValidationResult:
-        vote = Vote.decode(data)
-        if not handle.started:
-            return ValidationResult.DEFER
-        verdict = handle.mempool.add_vote(vote, handle.state, self.now())
-        self.metrics.count("vote", verdict.value)
-        if verdict is Verdict.ACCEPT:
-            self.emit("votes", handle.chain_id, render.vote_event(vote))
-        return _VERDICT[verdict]
-
-    def _on_imported(self, handle: ChainHandle, report: Any) -> None:
+    def _on_imported(self, handle: ChainHandle, report: ImportReport) -> None:
         tip = handle.store.tip()
         header = handle.store.get_block(tip.head)
         receipt = report.result.outcome.receipt if report.result is not None and report.result.outcome else None
         settlement = receipt.settlement if receipt is not None else None
         log.info("head %d %s (%s)%s", tip.height, tip.head.hex()[:12], report.result.status if report.result else "",
                  f" settlement {settlement.outcome} {settlement.reason} d={settlement.distances}" if settlement else "")
-        self._fetch_new_content(handle)
+        self.fetcher.fetch_new_content(handle)
         if header is not None:
-            self.emit("newHeads", handle.chain_id, render.head_event(header.header, tip.weight))
+            self.events.emit("newHeads", handle.chain_id, render.head_event(header.header, tip.weight))
 
-    # --- loops -------------------------------------------------------------------------
+    # --- the tick ----------------------------------------------------------------------
     async def _tick_loop(self) -> None:
         last_rejudge = 0.0
         while True:
             for handle in list(self.chains.chains.values()):
-                try:
-                    with data_dir_writes():  # roles store models and holdouts as content
-                        await self._step_roles(handle)
-                except StorageFailure:
-                    raise
-                except Exception:  # a role's failure is logged; the node keeps running
-                    log.exception("role step failed on %s", handle.chain_id.hex()[:12])
+                await self._step_components(handle)
             if time.monotonic() - last_rejudge > REJUDGE_INTERVAL_S:
                 last_rejudge = time.monotonic()
                 await self.p2p.rejudge()
@@ -427,126 +332,13 @@ class Node:
                     fn()
             await trio.sleep(TICK_S)
 
-    async def _step_roles(self, handle: ChainHandle) -> None:
-        if self.contributor is not None and time.monotonic() - self.contributor.last_publish > 5.0:
-            if handle.proposal.creator == self.keys.public_key:
-                self.contributor.last_publish = time.monotonic()
-                await self._publish(PROBLEMS_TOPIC, handle.proposal.encode())
-        if self.contributor is not None:
-            await self.contributor.step(self, handle)
-        if self.config.roles.committer.enabled:
-            await step_committer(self, handle)
-        if self.validator is not None:
-            await self.validator.step(self, handle)
-        if self.improver is not None:
-            target = self.config.roles.improver.chain
-            if not target or target == handle.chain_id.hex():
-                await self.improver.step(self, handle)
-        if self.cheater is not None:
-            target = self.config.roles.cheater.chain
-            if not target or target == handle.chain_id.hex():
-                await self.cheater.step(self, handle)
-        if self.runner is not None:
-            await self.runner.step(self, handle)
-
-    async def _fetch_needed(self, handle: ChainHandle) -> None:
-        for cid in self.chains.needed_content(handle):
-            await self._fetch_one(cid, 1 << 30)
-        self.chains.pin_needed(handle)
-
-    def _fetch_new_content(self, handle: ChainHandle) -> None:
-        """Content a block made necessary (a new season's Z_h): fetch it in the background."""
-        nursery = getattr(self, "_nursery", None)
-        if nursery is None:
-            return
-        for cid in self.chains.needed_content(handle):
-            if cid not in self._fetching and not self.content.has(cid):
-                self._fetching.add(cid)
-
-                async def fetch(cid: bytes = cid) -> None:
-                    try:
-                        await self._fetch_one(cid, 1 << 30)
-                        self.chains.pin_needed(handle)
-                    finally:
-                        self._fetching.discard(cid)
-
-                nursery.start_soon(fetch)
-
-    async def _fetch_one(self, cid: bytes, max_bytes: int) -> None:
-        for attempt in range(30):
-            if self.content.has(cid):
-                return
+    async def _step_components(self, handle: ChainHandle) -> None:
+        """Every enabled component on one chain; a component's failure is logged, the node runs on."""
+        for component in self.components:
             try:
-                with trio.fail_after(60), data_dir_writes():
-                    await self.p2p.fetch_content(cid, max_bytes)
-                await self.p2p.rejudge()
-                return
-            except (P2PError, trio.TooSlowError) as exc:
-                log.debug("content %s not fetched yet (%s)", cid.hex()[:12], exc)
-                await trio.sleep(min(10.0, 0.5 * (attempt + 1)))
-
-    async def _sync_loop(self) -> None:
-        while True:
-            with trio.move_on_after(SYNC_INTERVAL_S):
-                await self._sync_wakeup.wait()
-            self._sync_wakeup = trio.Event()
-            for handle in list(self.chains.chains.values()):
-                try:
-                    await self._sync_chain(handle)
-                except (P2PError, trio.TooSlowError) as exc:
-                    log.debug("sync of %s: %s", handle.chain_id.hex()[:12], exc)
-
-    async def _sync_chain(self, handle: ChainHandle) -> None:
-        """Catch up from every peer that is ahead; one failing peer does not stop the others."""
-        for stats in self.p2p.peers():
-            if not stats.connected:
-                continue
-            try:
-                await self._sync_from(handle, stats.peer_id)
-            except (P2PError, trio.TooSlowError) as exc:
-                log.debug("sync of %s from %s: %s", handle.chain_id.hex()[:12], stats.peer_id[:12], exc)
-        self.sync_targets.pop(handle.chain_id, None)
-
-    async def _sync_from(self, handle: ChainHandle, peer: str) -> None:
-        """Blocks after our height from ``peer``, stepping back a batch at a time on a fork."""
-        ours = handle.store.tip() if handle.started else None
-        with trio.fail_after(SYNC_REQUEST_TIMEOUT_S):
-            head = await self.p2p.request_head(peer, handle.chain_id)
-        if head is None or (ours is not None and head.weight <= ours.weight):
-            return
-        # Heavier need not mean taller (two halves of a partition seal as many blocks, the
-        # heavier more of them in turn): ask at least for the peer's head, whose parent
-        # then tells whether to step back to the fork.
-        start = min(ours.height + 1, head.height) if ours is not None else 0
-        self.sync_targets[handle.chain_id] = (start - 1, head.height)
-        for _ in range(64):  # bounded: at most 64 batches per round
-            with trio.fail_after(SYNC_REQUEST_TIMEOUT_S):
-                blocks = await self.p2p.request_blocks(peer, handle.chain_id, start, SYNC_BATCH)
-            if not blocks:
-                break
-            stepped_back = False
-            for raw in blocks:
-                report = self.chains.import_block(handle, raw)
-                if report.verdict is ImportVerdict.EQUIVOCATION:
-                    self._report_equivocation(handle, report)
-                    if report.result is None:  # a third block for one period: refused
-                        return
-                if report.result is not None and report.verdict in (ImportVerdict.ACCEPTED,
-                                                                     ImportVerdict.EQUIVOCATION):
-                    self._on_imported(handle, report)
-                elif report.verdict is ImportVerdict.NEEDS_PARENT:
-                    if start == 0:
-                        return
-                    start = max(0, start - SYNC_BATCH)  # a fork: fetch from further back
-                    stepped_back = True
-                    break
-                elif report.verdict is ImportVerdict.NEEDS_CONTENT and report.missing is not None:
-                    await self._fetch_one(report.missing, 1 << 30)
-                    return
-                elif report.verdict in (ImportVerdict.INVALID, ImportVerdict.FUTURE):
-                    return
-            if not stepped_back:
-                start += len(blocks)
-                if len(blocks) < SYNC_BATCH:
-                    break
-        await self.p2p.rejudge()
+                with data_dir_writes():  # roles store models and holdouts as content
+                    await component.step(self.context, handle)
+            except StorageFailure:
+                raise
+            except Exception:
+                log.exception("%s step failed on %s", component.name, handle.chain_id.hex()[:12])

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 import trio
 
@@ -25,32 +24,14 @@ from p2p import ContentStore
 
 from daimon_node.daemon.chains import ChainHandle
 from daimon_node.daemon.committer import build_block, build_problem
-from daimon_node.daemon.mempool import Verdict
+from daimon_node.daemon.context import RoleContext
 from daimon_node.proofs.poi import Proof, model_digest, prove, verify
 from daimon_node.proofs.problem_kit import Problem, load_npy
-from daimon_node.proofs.sandbox import Sandbox, SandboxError
+from daimon_node.proofs.sandbox import SandboxError
 
 log = logging.getLogger(__name__)
 
 MAX_FETCH_ATTEMPTS = 5
-
-
-class RoleContext(Protocol):
-    keys: KeyPair
-    content: ContentStore
-    sandbox: Sandbox
-
-    def now(self) -> float: ...
-
-    async def submit_tx(self, handle: ChainHandle, tx: Transaction) -> Verdict: ...
-
-    async def publish_block(self, handle: ChainHandle, block_bytes: bytes) -> None: ...
-
-    async def publish_proof(self, handle: ChainHandle, data: bytes) -> None: ...
-
-    async def publish_vote(self, handle: ChainHandle, data: bytes) -> None: ...
-
-    async def fetch_content(self, content_id: bytes, max_bytes: int) -> bytes: ...
 
 
 def problem_view(handle: ChainHandle, content: ContentStore) -> Problem:
@@ -239,19 +220,8 @@ class ImproverRole:
         now = ctx.now()
         period = period_of(params, int(now))
         digest = model_digest(model)
-        claim = model_claim(ctx.keys.public_key, digest)
-        record = get_digest(state, claim)
-        if record is None:
-            if period - self.register_sent_period >= 3 and not is_pending(handle, ctx.keys, RegisterDigest(claim)):
-                self.register_sent_period = period
-                await ctx.submit_tx(handle, next_tx(ctx, handle, RegisterDigest(claim)))
-                self.status = "registering"
+        if not await self._claimed(ctx, handle, model, digest, period):
             return
-        # Only now, with the claim in a block, may peers fetch the model: the content store serves
-        # whatever it holds, and a copier who got the bytes before could claim them first.
-        if not ctx.content.has(digest) or not ctx.content.is_pinned(digest):
-            ctx.content.put(model)
-            ctx.content.pin(digest, "own model")
         # The claim names this key, so it is ours whoever sent it (a copied tx claims for us).
         if meta.provisional is not None and meta.provisional.digest == digest:
             self.results.append(f"{self.models[self.index].name}: settled, d={meta.provisional.d_ppb}")
@@ -268,6 +238,28 @@ class ImproverRole:
         head_ready = meta.period >= period - 1 or now >= period_start(params, period) + params.grace
         if not head_ready or now >= period_end(params, period) - 0.1 * params.t_b:
             return
+        await self._prove(ctx, handle, model, period)
+
+    async def _claimed(self, ctx: RoleContext, handle: ChainHandle, model: bytes, digest: bytes, period: int) -> bool:
+        """Whether the model's claim is in a block (then its bytes are served); else claim it."""
+        claim = model_claim(ctx.keys.public_key, digest)
+        if get_digest(handle.state, claim) is None:
+            if period - self.register_sent_period >= 3 and not is_pending(handle, ctx.keys, RegisterDigest(claim)):
+                self.register_sent_period = period
+                await ctx.submit_tx(handle, next_tx(ctx, handle, RegisterDigest(claim)))
+                self.status = "registering"
+            return False
+        # Only now, with the claim in a block, may peers fetch the model: the content store serves
+        # whatever it holds, and a copier who got the bytes before could claim them first.
+        if not ctx.content.has(digest) or not ctx.content.is_pinned(digest):
+            ctx.content.put(model)
+            ctx.content.pin(digest, "own model")
+        return True
+
+    async def _prove(self, ctx: RoleContext, handle: ChainHandle, model: bytes, period: int) -> None:
+        """PROVE the current model for ``period`` and publish the PoI if it beats the best."""
+        state = handle.state
+        params = get_problem(state).params
         try:
             problem = await fetch_problem_view(ctx, handle)
         except Exception as exc:  # content still on its way (Z_h, the confirmed model): try next period
@@ -280,7 +272,7 @@ class ImproverRole:
             self.results.append(f"{self.models[self.index].name}: cannot prove: {exc}")
             self.index += 1
             return
-        if any(d >= dc - params.delta_ppb for d, dc in zip(proof.distances, meta.d_c)):
+        if any(d >= dc - params.delta_ppb for d, dc in zip(proof.distances, get_meta(state).d_c)):
             self.results.append(f"{self.models[self.index].name}: not better than the best (d={proof.distances})")
             self.index += 1
             return
@@ -332,7 +324,6 @@ class ContributorRole:
     """
 
     problem_dir: Path
-    last_publish: float = 0.0
     secret_file: Path | None = None
     reveal: bool = True
     revealed_period: dict[int, int] = field(default_factory=dict)  # season -> period last gossiped

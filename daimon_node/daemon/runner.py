@@ -14,7 +14,6 @@ import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from chain.consensus import period_of
 from chain.crypto import address_bytes
@@ -22,8 +21,10 @@ from chain.state import BestModel, ChainMeta, get_channel, get_meta, get_offer, 
 from chain.types import OfferService, RedeemVoucher
 
 from daimon_node.daemon.chains import ChainHandle
+from daimon_node.daemon.context import RoleContext
 from daimon_node.market.service import InferService, Served
 from daimon_node.market.vouchers import VoucherBook
+from daimon_node.market.wire import INFER_LIMITS, INFER_PROTOCOL, InferCodec
 from daimon_node.daemon.roles import next_tx
 from daimon_node.proofs.sandbox import Sandbox
 
@@ -51,28 +52,29 @@ class RunnerRole:
     fetch_failures: dict[bytes, int] = field(default_factory=dict)
     status: str = "idle"
 
-    def attach(self, node: Any) -> InferService:
-        """Build the service over ``node``'s chains; the node registers ``service.handle``."""
-        book = VoucherBook.load(node.data_dir / "runner_vouchers.json")
+    def attach(self, ctx: RoleContext) -> InferService:
+        """Build the service over the node's chains and serve it on ``INFER_PROTOCOL``."""
+        book = VoucherBook.load(ctx.data_dir / "runner_vouchers.json")
 
         def channel_of(chain_id: bytes, payer: bytes):  # type: ignore[no-untyped-def]
-            handle = node.chains.get(chain_id)
+            handle = ctx.chain(chain_id)
             if handle is None or not handle.started:
                 return None
-            return get_channel(handle.state, payer, node.keys.address_bytes)
+            return get_channel(handle.state, payer, ctx.keys.address_bytes)
 
         def period_now(chain_id: bytes) -> int:
-            handle = node.chains.get(chain_id)
-            return period_of(handle.proposal.params, int(node.now())) if handle is not None else 0
+            handle = ctx.chain(chain_id)
+            return period_of(handle.proposal.params, int(ctx.now())) if handle is not None else 0
 
-        self.service = InferService(node.keys.address_bytes, book, Sandbox(), channel_of, period_now)
-        return self.service
+        service = self.service = InferService(ctx.keys.address_bytes, book, Sandbox(), channel_of, period_now)
+        ctx.serve(INFER_PROTOCOL, InferCodec(), INFER_LIMITS, service.handle)
+        return service
 
     def close(self) -> None:
         if self.service is not None:
             self.service.sandbox.close()
 
-    async def step(self, ctx: Any, handle: ChainHandle) -> None:
+    async def step(self, ctx: RoleContext, handle: ChainHandle) -> None:
         if not handle.started or self.service is None:
             return
         if self.chain and self.chain != handle.chain_id.hex():
@@ -114,8 +116,8 @@ class RunnerRole:
         self.status = f"serving {digest.hex()[:12]}"
         log.info("runner: serving model %s on %s at price %d", digest.hex()[:12], handle.chain_id.hex()[:12], self.price)
 
-    async def _keep_offer(self, ctx: Any, handle: ChainHandle, served: Served, period: int) -> None:
-        peer_id = ctx.p2p.peer_id.encode()
+    async def _keep_offer(self, ctx: RoleContext, handle: ChainHandle, served: Served, period: int) -> None:
+        peer_id = ctx.peer_id().encode()
         want = (served.price, peer_id, served.digest)
         current = get_offer(handle.state, ctx.keys.address_bytes)
         if current is not None and (current.offer.price, current.offer.peer_id, current.offer.model_digest) == want:
@@ -126,7 +128,7 @@ class RunnerRole:
         self.offer_sent[handle.chain_id] = (want, period)
         await ctx.submit_tx(handle, next_tx(ctx, handle, OfferService(*want)))
 
-    async def _redeem(self, ctx: Any, handle: ChainHandle, period: int) -> None:
+    async def _redeem(self, ctx: RoleContext, handle: ChainHandle, period: int) -> None:
         assert self.service is not None
         book = self.service.book
         me = ctx.keys.address_bytes

@@ -16,13 +16,22 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+import trio
+
+from chain.consensus import period_of
 from chain.state import get_meta, get_problem
 from del_embed.attack import Target, attack
 from del_embed.integer import distance_ppb, f_int
 
+from daimon_node.config import NodeConfig
+from daimon_node.daemon.chains import ChainHandle
+from daimon_node.daemon.components import Component, ComponentSpec, RoleComponent
+from daimon_node.daemon.context import RoleContext
+from daimon_node.daemon.roles import ImproverRole, fetch_problem_view
 from daimon_node.harness.lookup_onnx import lookup_model
 from daimon_node.proofs.poi import predict, run_scores, tie_margin
 from daimon_node.proofs.problem_kit import Problem
@@ -85,7 +94,7 @@ class CheaterRole:
     times, it attacks that model's labels and appends the new table to the list.
     """
 
-    improver: object  # ImproverRole (kept untyped to avoid an import cycle)
+    improver: ImproverRole
     out_dir: Path
     rounds: int = 1
     max_seconds: float = 30.0
@@ -94,18 +103,12 @@ class CheaterRole:
     built: list[str] = field(default_factory=list)  # base digests (hex) already attacked
     status: str = "waiting for a public best model"
 
-    async def step(self, ctx, handle) -> None:  # type: ignore[no-untyped-def]
-        import trio
-
-        from daimon_node.daemon.roles import fetch_problem_view
-
+    async def step(self, ctx: RoleContext, handle: ChainHandle) -> None:
         if not handle.started:
             return
         imp = self.improver
-        from chain.consensus import period_of
-
         period = period_of(get_problem(handle.state).params, int(ctx.now()))
-        if (len(self.built) < self.rounds and imp.index >= len(imp.models)  # type: ignore[attr-defined]
+        if (len(self.built) < self.rounds and imp.index >= len(imp.models)
                 and period >= self.after_period):
             meta = get_meta(handle.state)
             best = meta.provisional
@@ -125,10 +128,32 @@ class CheaterRole:
                 self.out_dir.mkdir(parents=True, exist_ok=True)
                 path = self.out_dir / f"cheat-{len(self.built)}.onnx"
                 path.write_bytes(cheat.onnx_bytes)
-                imp.models.append(path)  # type: ignore[attr-defined]
+                imp.models.append(path)
                 self.status = f"attacked {key[:12]}: d {cheat.start_d_ppb} -> {cheat.end_d_ppb} ppb"
                 log.info("cheater: %s", self.status)
-        await imp.step(ctx, handle)  # type: ignore[attr-defined]
+        await imp.step(ctx, handle)
 
 
-__all__ = ["CheatModel", "CheaterRole", "attack_labels", "build_cheat_model", "model_labels"]
+def cheater_component(config: NodeConfig, ctx: RoleContext) -> Component:
+    """A cheater competing through its own improver (its models are the tables it builds)."""
+    section = config.roles.cheater
+    role = CheaterRole(ImproverRole([]), ctx.data_dir / "cheater", rounds=section.rounds,
+                       max_seconds=section.max_seconds, wait_for_best=section.wait_for_best,
+                       after_period=section.after_period)
+    return RoleComponent("cheater", role, section.chain)
+
+
+# Named in a node's config to run it: node.components = ["daimon_node.harness.cheater:COMPONENT"].
+COMPONENT = ComponentSpec("cheater", lambda config: config.roles.cheater.enabled, cheater_component)
+COMPONENT_PATH = f"{__name__}:COMPONENT"
+
+
+def enable(cfg: dict[str, Any], **settings: Any) -> None:
+    """Turn the cheater on in a node's config (a TOML table): its settings and its component."""
+    cfg.setdefault("roles", {})["cheater"] = {"enabled": True, **settings}
+    components = cfg.setdefault("node", {}).setdefault("components", [])
+    if COMPONENT_PATH not in components:
+        components.append(COMPONENT_PATH)
+
+__all__ = ["COMPONENT", "COMPONENT_PATH", "enable", "CheatModel", "CheaterRole", "attack_labels", "build_cheat_model",
+           "model_labels"]

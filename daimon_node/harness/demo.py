@@ -40,6 +40,7 @@ from chain.types import ImprovementBody
 
 from daimon_node.harness.progress import poll_node, progress_table
 from daimon_node.daemon.replay import replay_chain
+from daimon_node.harness import cheater
 from daimon_node.harness.testnet import NodeDied, Testnet, TestnetPlan, free_base_port, prepare_testnet, raise_on_sigterm, supervise
 
 NODES = 4
@@ -58,7 +59,7 @@ def assign_models(plan: TestnetPlan) -> dict[int, str]:
         models = plan_models.get(i, [])
         cfg["roles"]["improver"].update(enabled=bool(models), models=[str(plan.models[m]) for m in models])
         if i == 3:
-            cfg["roles"]["cheater"] = {"enabled": True, "rounds": 1, "max_seconds": 20.0, "after_period": CHEAT_AFTER}
+            cheater.enable(cfg, rounds=1, max_seconds=20.0, after_period=CHEAT_AFTER)
         path.write_text(tomli_w.dumps(cfg))
         names[i] = " then ".join(models) if models else ("cheater (lookup table)" if i == 3 else "-")
     return names

@@ -43,7 +43,13 @@ def import_devnet(node: Node, devnet: Devnet) -> None:
             raise ValueError(f"devnet block {block.header.height} not imported: {report.verdict} {report.error}")
 
 
-def devnet_backend(data_dir: Path, devnet: Devnet, cls: type[NodeBackend] = NodeBackend) -> NodeBackend:
+def devnet_node(data_dir: Path, devnet: Devnet) -> Node:
+    """A node (never started) holding the devnet's chain."""
     node = open_node(data_dir, devnet)
     import_devnet(node, devnet)
-    return cls(node)
+    return node
+
+
+def devnet_backend(data_dir: Path, devnet: Devnet, cls: type[NodeBackend] = NodeBackend) -> NodeBackend:
+    """The RPC backend over such a node, as ``start_rpc`` builds it (through ``NodeAPI`` only)."""
+    return cls(devnet_node(data_dir, devnet).services)

@@ -43,7 +43,7 @@ class FailingBackend(NodeBackend):
 def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FailingBackend]:
     node_backend = devnet_backend(tmp_path_factory.mktemp("node"), DEVNET, FailingBackend)
     yield node_backend
-    node_backend.node.chains.close()
+    node_backend.api.chains.close()
 
 
 def make(backend: NodeBackend, limits: DispatchLimits = DispatchLimits()) -> Dispatcher:
@@ -104,7 +104,7 @@ async def test_notification_gets_no_response_but_runs(backend: FailingBackend) -
     tx = DEVNET.tx(DEVNET.improver_keys[3], RegisterValidator())
     assert await d.handle(json.dumps({"jsonrpc": "2.0", "method": "daimon_sendRawTransaction",
                                       "params": [CHAIN, "0x" + tx.encode().hex()]}).encode()) is None
-    assert tx.hash in backend.node.chains.chains[DEVNET.chain_id].mempool.txs
+    assert tx.hash in backend.api.chains.chains[DEVNET.chain_id].mempool.txs
 
 
 # --- standard error codes -----------------------------------------------------------------

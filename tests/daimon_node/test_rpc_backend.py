@@ -65,7 +65,7 @@ async def test_the_dashboard_reads_receipts_and_executes_nothing(tmp_path: Path,
 def test_stored_receipts_match_a_replay_from_scratch(tmp_path: Path) -> None:
     d = rpc_devnet()
     backend = devnet_backend(tmp_path / "node", d)
-    backend.node.chains.close()
+    backend.api.chains.close()
     replay = replay_chain(tmp_path / "node", d.chain_id)  # re-executes every canonical block
     with ChainStore(tmp_path / "node" / "chains" / d.chain_id.hex()) as store:
         stored = [store.receipt_at(h)[1] for h in range(store.height + 1)]
@@ -76,12 +76,12 @@ async def test_an_old_data_dir_gets_its_receipts_when_the_node_opens_it(tmp_path
     d = settled_devnet()
     fresh = devnet_backend(tmp_path / "node", d)
     before = await fresh.dashboard(d.chain_id)
-    fresh.node.chains.close()
+    fresh.api.chains.close()
     old = devnet_backend(tmp_path / "old", d)
-    old.node.chains.close()
+    old.api.chains.close()
     strip_receipts(tmp_path / "old" / "chains" / d.chain_id.hex())
-    reopened = NodeBackend(open_node(tmp_path / "old", d))  # ChainManager rebuilds them from blocks + content
-    assert not reopened.node.chains.chains[d.chain_id].store.needs_receipts
+    reopened = NodeBackend(open_node(tmp_path / "old", d).services)  # ChainManager rebuilds them from blocks + content
+    assert not reopened.api.chains.chains[d.chain_id].store.needs_receipts
     after = await reopened.dashboard(d.chain_id)
     assert after["blocks"] == before["blocks"] and after["history"] == before["history"]
 
@@ -89,11 +89,11 @@ async def test_an_old_data_dir_gets_its_receipts_when_the_node_opens_it(tmp_path
 async def test_an_old_data_dir_without_its_content_answers_unavailable(tmp_path: Path) -> None:
     d = settled_devnet()
     old = devnet_backend(tmp_path / "old", d)
-    old.node.chains.close()
+    old.api.chains.close()
     strip_receipts(tmp_path / "old" / "chains" / d.chain_id.hex())
     shutil.rmtree(tmp_path / "old" / "content")
-    reopened = NodeBackend(open_node(tmp_path / "old", d))  # opens: no crash, receipts left missing
-    assert reopened.node.chains.chains[d.chain_id].store.needs_receipts
+    reopened = NodeBackend(open_node(tmp_path / "old", d).services)  # opens: no crash, receipts left missing
+    assert reopened.api.chains.chains[d.chain_id].store.needs_receipts
     assert await reopened.block_number(d.chain_id) == len(d.blocks) - 1  # what needs no receipt still answers
     with pytest.raises(Unavailable, match="predates stored receipts"):
         await reopened.dashboard(d.chain_id)
@@ -103,10 +103,10 @@ async def test_a_transaction_sent_over_rpc_is_announced_in_the_one_event_shape(t
     d = rpc_devnet()
     backend = devnet_backend(tmp_path / "node", d)
     seen: list[tuple[str, bytes, dict[str, Any]]] = []
-    backend.node.subscribers.append(lambda event, chain, payload: seen.append((event, chain, payload)))
+    backend.api.listen(lambda event, chain, payload: seen.append((event, chain, payload)))
     sender = d.improver_keys[3]
     tx = d.tx(sender, Transfer(d.creator.address_bytes, 1))
     assert await backend.send_raw_transaction(d.chain_id, tx.encode()) == "0x" + tx.hash.hex()
     assert seen == [("txs", d.chain_id, {"hash": "0x" + tx.hash.hex(), "sender": "0x" + sender.public_key.hex(),
                                          "nonce": tx.nonce})]
-    backend.node.chains.close()
+    backend.api.chains.close()

@@ -30,7 +30,7 @@ from daimon_node.rpc.api import NodeInfo
 from daimon_node.rpc.client import RpcClient, RpcConnectionError, subscribe
 from daimon_node.rpc import errors as E
 from daimon_node.rpc.server import RpcServer, ServerConfig
-from daimon_node.harness.devnet_node import devnet_backend
+from daimon_node.harness.devnet_node import devnet_node
 from rpcnode import MODEL, MODEL_DIGEST, RPC_REVEALS, rpc_devnet
 
 DEVNET = rpc_devnet()  # see rpc_devnet for what each height holds
@@ -44,6 +44,7 @@ class FlakyBackend(NodeBackend):
     set (a node reports itself unhealthy through ``node_info``; /health must pass it on)."""
 
     unhealthy_reason = ""
+    node: Any = None  # set by the fixture: the node behind the backend
 
     async def peer_count(self) -> int:
         raise KeyError("boom")
@@ -75,15 +76,16 @@ class Served:
 
 @pytest.fixture
 def backend(tmp_path: Path) -> Iterator[FlakyBackend]:
-    node_backend = devnet_backend(tmp_path / "node", DEVNET, FlakyBackend)
-    assert isinstance(node_backend, FlakyBackend)
+    node = devnet_node(tmp_path / "node", DEVNET)
+    node_backend = FlakyBackend(node.services)
+    node_backend.node = node  # the test drives the node behind the backend (its clock, its own blocks)
     yield node_backend
-    node_backend.node.chains.close()
+    node.chains.close()
 
 
 async def start(nursery: trio.Nursery, backend: FlakyBackend, **config: Any) -> Served:
     server = RpcServer(backend, config=ServerConfig(**{"max_request_bytes": 256 * 1024, **config}))
-    backend.node.subscribers.append(lambda event, chain, payload: server.events.publish(event, chain, payload))
+    backend.api.listen(lambda event, chain, payload: server.events.publish(event, chain, payload))
     port = await nursery.start(server.serve, "127.0.0.1", 0)
     return Served(server, backend, port)
 
@@ -375,7 +377,7 @@ async def test_ws_subscribe_new_heads_then_unsubscribe(nursery: trio.Nursery, ba
             assert (await ws_call(ws, "daimon_blockNumber", ["0x" + CHAIN.hex()]))["result"] == HEAD
             sub = (await ws_call(ws, "daimon_subscribe", ["newHeads", "0x" + CHAIN.hex()]))["result"]
             assert sub.startswith("0x")
-            await node.publish_block(node.chains.chains[CHAIN], new_block.encode())  # as its committer would
+            await node.context.publish_block(node.chains.chains[CHAIN], new_block.encode())  # as its committer would
             note = json.loads(await ws.get_message())
             assert note["method"] == "daimon_subscription"
             assert note["params"]["subscription"] == sub

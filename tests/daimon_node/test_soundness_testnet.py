@@ -28,6 +28,7 @@ from chain.crypto import address_bytes
 from chain.state import get_account, get_meta
 from daimon_node.proofs.problem_kit import load_problem
 from daimon_node.daemon.replay import replay_chain
+from daimon_node.harness import cheater
 from daimon_node.harness.testnet import Testnet, prepare_testnet
 from netutil import free_base_port, try_call, wait_for
 
@@ -45,7 +46,7 @@ def configure(directory: Path, models: dict[str, Path]) -> None:
         roles = cfg["roles"]
         roles["improver"].update(enabled=i == 1, models=[str(models["linear"])] if i == 1 else [])
         if i == 2:
-            roles["cheater"] = {"enabled": True, "rounds": 1, "max_seconds": 20.0, "wait_for_best": True}
+            cheater.enable(cfg, rounds=1, max_seconds=20.0, wait_for_best=True)
         path.write_text(tomli_w.dumps(cfg))
 
 
