@@ -366,12 +366,32 @@ def find_anchor(client: Any, chain: bytes, poi_hash: str) -> dict[str, Any] | No
     return None
 
 
+def wait_for_reveal_period(client: Any, chain: bytes, poi_hash: str, timeout: float) -> None:
+    """Return once a block anchors ``poi_hash`` and the clock is in the period after it, or once the
+    wait is over (the caller then says why it cannot send). The default bound: a PoI submitted in
+    period k is anchored by the block made at k's end, at most ``grace`` late, and revealed in k + 1,
+    so two periods plus grace cover it from any moment of k."""
+    import time
+
+    params = client.get_problem(chain)["params"]
+    deadline = time.monotonic() + (timeout if timeout > 0 else 2 * int(params["t_b"]) + int(params["grace"]))
+    while time.monotonic() < deadline:
+        anchored = find_anchor(client, chain, poi_hash)
+        info = client.period(chain)
+        if anchored is not None and info["period"] > anchored["period"]:
+            return
+        time.sleep(min(0.5, max(0.05, info["remaining"] / 4)))
+
+
 @app.command("reveal")
 def reveal_cmd(
     reveal_file: Path = typer.Argument(..., help="Reveal file written by 'model submit' or 'model prove'."),
     chain: Optional[str] = ChainOption,
     force: bool = typer.Option(False, "--force", help="Send even if the PoI is not seen anchored in the "
                                "previous period."),
+    wait: bool = typer.Option(False, "--wait", help="Wait for the block that anchors the PoI and for the "
+                              "next period, then send (run it right after 'model submit')."),
+    timeout: float = typer.Option(0.0, "--timeout", help="Seconds --wait waits at most (0: two periods plus grace)."),
     rpc: str = RpcOption,
     as_json: bool = JsonOption,
 ) -> None:
@@ -389,6 +409,8 @@ def reveal_cmd(
         if chain is not None and resolve_chain(client, chain) != reveal.chain_id:
             raise ModelCommandError(f"{reveal_file} is a reveal for chain {reveal.chain_id.hex()[:16]}, "
                                     f"not for {chain[:18]}")
+        if wait:
+            wait_for_reveal_period(client, reveal.chain_id, "0x" + reveal.poi_hash.hex(), timeout)
         period = client.period(reveal.chain_id)["period"]
         anchored = find_anchor(client, reveal.chain_id, "0x" + reveal.poi_hash.hex())
         if not force:
