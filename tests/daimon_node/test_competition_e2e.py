@@ -130,13 +130,15 @@ class Competition:
         assert done.returncode == 0, f"register: {done.stdout}\n{done.stderr}"
         if before_submit is not None:
             before_submit()
+        tries = []
         for _ in range(2):
             # submit: a period plus grace to find a slot; reveal --wait: two periods plus grace
             done = run_doc_block("submit", env, self.work, 3 * T_B + 2 * GRACE + 60)
+            tries.append(done.stdout + done.stderr)
             if done.returncode == 0:
                 return model_digest((self.work / model).read_bytes()).hex()
-            assert "not anchored" in done.stderr, done.stderr
-        pytest.fail(f"{model}: no anchored proof in two tries: {done.stderr}")
+            assert "not anchored" in done.stderr, tries
+        pytest.fail(f"{model}: no anchored proof in two tries: {tries}")
 
 
 def seal_season_one(comp: Competition) -> None:
@@ -182,6 +184,7 @@ def test_pytorch_improver_vests_two_seasons_and_every_balance_adds_up(tmp_path: 
     images, work = tmp_path / "my-images", tmp_path / "improver-work"
     write_digit_pngs(images)
     work.mkdir()
+    (work / "train_cnn.py").write_text(doc_block("train_cnn.py"))  # "Save this as train_cnn.py"
     improver_dir, user_dir = tmp_path / "improver", tmp_path / "user"
     improver, user = init_data_dir(improver_dir), init_data_dir(user_dir)
     plan = prepare_testnet(tmp_path / "net", 4, t_p=T_P, t_b=T_B, grace=GRACE, base_port=free_base_port(4),
