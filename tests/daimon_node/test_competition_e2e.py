@@ -46,7 +46,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "improvers.md"
-T_P, T_B, GRACE = 10, 6, 3
+# T_p covers the first model's training (the page's train block: starting torch, 20 steps, the
+# export and an offline proof take 45 s on 2 loaded cores while four nodes start), so that its
+# registration lands in period 1's block and season 0 has a period to spare.
+T_P, T_B, GRACE = 40, 6, 3
+START_DELAY = 8
 # Season 0 is periods 1..4: register (1), anchor (2), reveal (3), and one period to submit again if a
 # proof loses its period. The reveal window of 2 lets the contributor's reveal miss one block.
 SEASON_PERIODS, REVEAL_WINDOW = 4, 2
@@ -122,23 +126,35 @@ class Competition:
         done = run_doc_block("train", self.env(steps, model), self.work, 4 * (T_P + T_B))
         assert done.returncode == 0, f"train: {done.stdout}\n{done.stderr}"
 
-    def enter(self, steps: int, model: str, before_submit: Any = None) -> str:
-        """Section 2 of the page: register, then submit and reveal (once more if the proof lost its
-        period, as the page says). Returns the model's digest."""
-        env = self.env(steps, model)
-        done = run_doc_block("register", env, self.work, 3 * T_B + GRACE + 60)  # --wait: 3 periods + grace
+    def register(self, steps: int, model: str) -> None:
+        """The page's register block (``--wait``: three periods plus grace)."""
+        done = run_doc_block("register", self.env(steps, model), self.work, 3 * T_B + GRACE + 60)
         assert done.returncode == 0, f"register: {done.stdout}\n{done.stderr}"
-        if before_submit is not None:
-            before_submit()
+
+    def submit(self, steps: int, model: str) -> str:
+        """The page's submit block: submit and reveal, once more if the proof lost its period (as the
+        page says). Returns the model's digest."""
         tries = []
         for _ in range(2):
             # submit: a period plus grace to find a slot; reveal --wait: two periods plus grace
-            done = run_doc_block("submit", env, self.work, 3 * T_B + 2 * GRACE + 60)
+            done = run_doc_block("submit", self.env(steps, model), self.work, 3 * T_B + 2 * GRACE + 60)
             tries.append(done.stdout + done.stderr)
             if done.returncode == 0:
                 return model_digest((self.work / model).read_bytes()).hex()
             assert "not anchored" in done.stderr, tries
         pytest.fail(f"{model}: no anchored proof in two tries: {tries}")
+
+    def wait_started(self) -> None:
+        """Until the Problem block: t0 is START_DELAY after the problem was made, T_p later the
+        block; a minute more for four node processes to start on a loaded machine."""
+        wait_for("the Problem block", lambda: (try_call(self.port, lambda c: c.block_number(self.chain)) or -1) >= 0,
+                 START_DELAY + T_P + 60)
+
+    def prepare_next(self, steps: int, model: str) -> None:
+        """The next season's model, trained and registered while the first one is in play."""
+        self.train(steps, model)
+        self.wait_started()
+        self.register(steps, model)
 
 
 def seal_season_one(comp: Competition) -> None:
@@ -158,7 +174,7 @@ def validator_leaves(comp: Competition) -> dict[str, Any]:
     bond = load_problem(comp.plan.problem_dir).params.validator_bond
     address = "0x" + comp.plan.keys[3].address
     wait_for("node 3's validator bond", lambda: (b := try_call(comp.port, lambda c: c.get_balance(comp.chain, address)))
-             is not None and int(b["locked"]) == bond, 4 * T_B)  # sent at start, in block 1 or 2
+             is not None and int(b["locked"]) == bond, 4 * T_B + GRACE)  # as --wait allows a tx, plus a period
     mine = ("--key-dir", str(node3), "--rpc", comp.rpc)
     unbonding = cli_json("validator", "unbond", *mine, "--wait")
     until = unbonding["withdrawable_from"]
@@ -188,7 +204,7 @@ def test_pytorch_improver_vests_two_seasons_and_every_balance_adds_up(tmp_path: 
     improver_dir, user_dir = tmp_path / "improver", tmp_path / "user"
     improver, user = init_data_dir(improver_dir), init_data_dir(user_dir)
     plan = prepare_testnet(tmp_path / "net", 4, t_p=T_P, t_b=T_B, grace=GRACE, base_port=free_base_port(4),
-                           start_delay=8, data=images, holdout_fraction=0.2, seasons=2,
+                           start_delay=START_DELAY, data=images, holdout_fraction=0.2, seasons=2,
                            season_periods=SEASON_PERIODS, reveal_window=REVEAL_WINDOW, unbonding_periods=UNBONDING,
                            extra_accounts=(improver.address_bytes, user.address_bytes), quorum_ppb=QUORUM_PPB)
     problem = load_problem(plan.problem_dir)
@@ -198,14 +214,16 @@ def test_pytorch_improver_vests_two_seasons_and_every_balance_adds_up(tmp_path: 
     comp = Competition(plan, net, work, improver_dir, user_dir)
     try:
         comp.train(STEPS[0], "cnn-a.onnx")  # during T_p
-        wait_for("the Problem block", lambda: (try_call(comp.port, lambda c: c.block_number(comp.chain)) or -1) >= 0,
-                 T_P + 8 + 60)  # t0 is 8 s after the problem was made; a minute for four nodes to start
-        with ThreadPoolExecutor(max_workers=2) as pool:
+        comp.wait_started()
+        with ThreadPoolExecutor(max_workers=3) as pool:
             leaving = pool.submit(validator_leaves, comp)
             channel = pool.submit(user_channel, comp)
-            first = comp.enter(STEPS[0], "cnn-a.onnx")
-            comp.train(STEPS[1], "cnn-b.onnx")
-            second = comp.enter(STEPS[1], "cnn-b.onnx", before_submit=lambda: seal_season_one(comp))
+            next_model = pool.submit(comp.prepare_next, STEPS[1], "cnn-b.onnx")
+            comp.register(STEPS[0], "cnn-a.onnx")
+            first = comp.submit(STEPS[0], "cnn-a.onnx")
+            next_model.result()
+            seal_season_one(comp)
+            second = comp.submit(STEPS[1], "cnn-b.onnx")
             withdrawn, closed = leaving.result(), channel.result()
         assert withdrawn["amount"] == str(problem.params.validator_bond) and closed["refund"] == str(DEPOSIT)
         wait_for("season 1 judged", lambda: (s := comp.season()) is not None and s["index"] == 2,
