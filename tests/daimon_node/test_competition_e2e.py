@@ -48,8 +48,10 @@ REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "improvers.md"
 # T_p covers the first model's training (the page's train block: starting torch, 20 steps, the
 # export and an offline proof take 45 s on 2 loaded cores while four nodes start), so that its
-# registration lands in period 1's block and season 0 has a period to spare.
-T_P, T_B, GRACE = 40, 6, 3
+# registration lands in period 1's block and season 0 has a period to spare. T_b covers one
+# 'model submit' (starting the CLI and a sandbox, fetching the season's content, PROVE on the head,
+# all in one period): 7 s on 2 cores at load 15, so 10 s.
+T_P, T_B, GRACE = 40, 10, 4
 START_DELAY = 8
 # Season 0 is periods 1..4: register (1), anchor (2), reveal (3), and one period to submit again if a
 # proof loses its period. The reveal window of 2 lets the contributor's reveal miss one block.
