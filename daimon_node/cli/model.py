@@ -284,14 +284,10 @@ def submit_cmd(
     as_json: bool = JsonOption,
 ) -> None:
     """PROVE a model for the current period on the chain's head and submit its PoI; write the Reveal for next period."""
-    import time
-
-    from daimon_node.cli.chain import connect, head_block, parse_hex, resolve_chain
+    from daimon_node.cli.chain import connect, resolve_chain
     from daimon_node.keystore import load_key
-    from daimon_node.proofs.poi import model_digest, prove
+    from daimon_node.proofs.poi import model_digest
     from daimon_node.proofs.problem_kit import load_problem
-    from daimon_node.rpc.errors import Rejected
-    from daimon_node.proofs.sandbox import Sandbox
 
     keys = load_key(key_dir)
     prob = load_problem(problem)
@@ -306,31 +302,10 @@ def submit_cmd(
             raise ModelCommandError(f"chain {chain_id.hex()[:16]} has no Problem block yet")
         prob = season_problem(client, prob, summary)
         params = prob.proposal.params
-        deadline = time.monotonic() + (timeout if timeout > 0 else params.t_b + params.grace + 5)
-        with Sandbox() as sandbox:
-            while True:
-                k, head = _wait_for_proving_slot(client, chain_id, params, deadline)
-                proof = prove(data, prob, keys, period=k, parent=parse_hex(head["hash"], 32, "head"), sandbox=sandbox)
-                now_period = client.period(chain_id)["period"]
-                if now_period == k and head_block(client, chain_id)["hash"] == head["hash"]:
-                    break  # still the period and head the proof was built on
-                if time.monotonic() >= deadline:
-                    raise ModelCommandError("the chain moved on while proving; try again (or raise --timeout)")
+        k, head, proof = _prove_on_head(client, chain_id, prob, keys, data, timeout)
         d_c = summary["d_c_ppb"]
-        delta = params.delta_ppb
-        better = all(d < dc - delta for d, dc in zip(proof.distances, d_c))
-        if not better and not force:
-            raise ModelCommandError(
-                f"distance {', '.join(map(str, proof.distances))} ppb does not beat d_c {', '.join(map(str, d_c))} "
-                f"- delta {delta}; validators would not vote for it (--force submits anyway)")
-        try:
-            # The node keeps and serves the model: validators fetch it by digest over p2p.
-            client.submit_model(chain_id, data, keys.public_key)
-            poi_hash = client.submit_proof(chain_id, proof.poi.encode())
-        except Rejected as exc:
-            hint = ("; register the model first ('daimon-node model register --wait') and submit once a block "
-                    "holds the registration" if exc.rule == "ModelNotClaimed" else "")
-            raise ModelCommandError(f"{exc}{hint}") from None
+        better = _improves(proof.distances, d_c, params.delta_ppb, force)
+        poi_hash = _hand_over(client, chain_id, data, keys, proof)
     reveal_path = reveal_out or model.with_name(f"{model.name}.p{k}.reveal")
     write_private(reveal_path, proof.reveal.encode())
     if out is not None:
@@ -345,9 +320,57 @@ def submit_cmd(
             "proof": str(out) if out is not None else None, "reveal_period": k + 1, "next": next_cmd,
         })
         return
+    _print_submitted(poi_hash, k, head, proof.distances, d_c, reveal_path, next_cmd)
+
+
+def _improves(distances: Any, d_c: list[int], delta: int, force: bool) -> bool:
+    """Whether the proof beats ``d_c - delta`` on every tuple; refused here (no vote would come) unless ``force``."""
+    better = all(d < dc - delta for d, dc in zip(distances, d_c))
+    if not better and not force:
+        raise ModelCommandError(
+            f"distance {', '.join(map(str, distances))} ppb does not beat d_c {', '.join(map(str, d_c))} "
+            f"- delta {delta}; validators would not vote for it (--force submits anyway)")
+    return better
+
+
+def _hand_over(client: Any, chain_id: bytes, data: bytes, keys: Any, proof: Any) -> str:
+    """The model to the node (it keeps and serves it: validators fetch it by digest over p2p), then the PoI."""
+    from daimon_node.rpc.errors import Rejected
+
+    try:
+        client.submit_model(chain_id, data, keys.public_key)
+        return str(client.submit_proof(chain_id, proof.poi.encode()))
+    except Rejected as exc:
+        hint = ("; register the model first ('daimon-node model register --wait') and submit once a block "
+                "holds the registration" if exc.rule == "ModelNotClaimed" else "")
+        raise ModelCommandError(f"{exc}{hint}") from None
+
+
+def _prove_on_head(client: Any, chain_id: bytes, prob: Any, keys: Any, data: bytes, timeout: float) -> tuple[int, dict[str, Any], Any]:
+    """PROVE for the current period on the current head, again if either moved on while proving."""
+    import time
+
+    from daimon_node.cli.chain import head_block, parse_hex
+    from daimon_node.proofs.poi import prove
+    from daimon_node.proofs.sandbox import Sandbox
+
+    params = prob.proposal.params
+    deadline = time.monotonic() + (timeout if timeout > 0 else params.t_b + params.grace + 5)
+    with Sandbox() as sandbox:
+        while True:
+            k, head = _wait_for_proving_slot(client, chain_id, params, deadline)
+            proof = prove(data, prob, keys, period=k, parent=parse_hex(head["hash"], 32, "head"), sandbox=sandbox)
+            if client.period(chain_id)["period"] == k and head_block(client, chain_id)["hash"] == head["hash"]:
+                return k, head, proof  # still the period and head the proof was built on
+            if time.monotonic() >= deadline:
+                raise ModelCommandError("the chain moved on while proving; try again (or raise --timeout)")
+
+
+def _print_submitted(poi_hash: str, k: int, head: dict[str, Any], distances: Any, d_c: list[int], reveal_path: Path,
+                     next_cmd: str) -> None:
     typer.echo(poi_hash)
     typer.echo(f"PoI for period {k} on head {head['hash'][:18]}...: distance "
-               f"{', '.join(f'{d / 1e9:.6f}' for d in proof.distances)} (d_c {', '.join(f'{d / 1e9:.6f}' for d in d_c)})")
+               f"{', '.join(f'{d / 1e9:.6f}' for d in distances)} (d_c {', '.join(f'{d / 1e9:.6f}' for d in d_c)})")
     typer.echo(f"reveal written to {reveal_path} (keep it private until period {k + 1})")
     typer.echo(f"if the block of period {k} anchors the PoI, publish the reveal during period {k + 1}:")
     typer.echo(f"  {next_cmd}")
