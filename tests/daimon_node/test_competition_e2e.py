@@ -235,6 +235,38 @@ def test_pytorch_improver_vests_two_seasons_and_every_balance_adds_up(tmp_path: 
         net.stop()
     check_ledger(replay_chain(plan.directory / "node0", plan.chain_id), plan, (first, second),
                  improver.address_bytes, user.address_bytes)
+    check_season_locks(plan, improver.address_bytes)
+
+
+def check_season_locks(plan: TestnetPlan, improver: bytes) -> None:
+    """Block by block: in a season the improver's reward is minted locked and its improver bond stays
+    held, so right after each settlement it has exactly ``improver_bond + reward`` locked; the judge
+    that vests the season unlocks both (nothing stays locked)."""
+    from chain.store import ChainStore
+    from chain.state import State
+    from chain.transition import process_block
+    from daimon_node.daemon.chains import content_env
+    from p2p import ContentStore
+
+    params = load_problem(plan.problem_dir).params
+    node0 = plan.directory / "node0"
+    env = content_env(ContentStore(node0 / "content"))
+    seen = {"settled": 0, "judged": 0}
+    with ChainStore(node0 / "chains" / plan.chain_id.hex()) as store:
+        state = State()
+        for height in range(store.height + 1):
+            block = store.get_block_by_height(height)
+            assert block is not None
+            outcome = process_block(state, block, env)
+            state, receipt = outcome.state, outcome.receipt
+            locked = get_account(state, improver).locked
+            if receipt.season:
+                assert locked == 0, (height, receipt.season, locked)
+                seen["judged"] += 1
+            elif receipt.settlement is not None and receipt.settlement.outcome == "settled":
+                assert locked == params.improver_bond + receipt.settlement.improver_reward, (height, locked)
+                seen["settled"] += 1
+    assert seen == {"settled": 2, "judged": 2}, seen
 
 
 def check_ledger(replay: Replay, plan: TestnetPlan, digests: tuple[str, str], improver: bytes, user: bytes) -> None:
