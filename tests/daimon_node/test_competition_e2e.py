@@ -199,6 +199,7 @@ def user_channel(comp: Competition) -> dict[str, Any]:
 
 
 def test_pytorch_improver_vests_two_seasons_and_every_balance_adds_up(tmp_path: Path) -> None:
+    pytest.importorskip("torch", reason="the page trains with PyTorch: the 'train' extra")
     images, work = tmp_path / "my-images", tmp_path / "improver-work"
     write_digit_pngs(images)
     work.mkdir()
