@@ -46,15 +46,17 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "improvers.md"
-# T_p covers the first model's training (the page's train block: starting torch, 20 steps, the
-# export and an offline proof take 45 s on 2 loaded cores while four nodes start), so that its
-# registration lands in period 1's block and season 0 has a period to spare. T_b covers one
+# Season 0 is periods 1..4: a registration in block k lets the proof be anchored in k + 1 and
+# revealed in k + 2, whose block settles it before it judges the season (settlement comes first in
+# a block), so the first model must be registered by block 3. Its training (the page's train block:
+# starting torch, 20 steps, the export and an offline proof) took 45 s on 2 cores at load 15-20
+# while four nodes started; START_DELAY + T_p + 3 periods = 58 s covers it, and at a normal load
+# (under 10 s) registration lands in block 1, leaving two periods to submit again. T_b covers one
 # 'model submit' (starting the CLI and a sandbox, fetching the season's content, PROVE on the head,
-# all in one period): 7 s on 2 cores at load 15, so 10 s.
-T_P, T_B, GRACE = 40, 10, 4
+# all in one period): 7 s at load 15, so 10 s. The reveal window of 2 lets the contributor's reveal
+# miss one block.
+T_P, T_B, GRACE = 20, 10, 4
 START_DELAY = 8
-# Season 0 is periods 1..4: register (1), anchor (2), reveal (3), and one period to submit again if a
-# proof loses its period. The reveal window of 2 lets the contributor's reveal miss one block.
 SEASON_PERIODS, REVEAL_WINDOW = 4, 2
 UNBONDING = 2  # the least the chain allows
 CHANNEL_PERIODS = 3  # closable 3 periods after the open: inside the run, after --wait returns
