@@ -286,6 +286,7 @@ def submit_cmd(
     """PROVE a model for the current period on the chain's head and submit its PoI; write the Reveal for next period."""
     from daimon_node.cli.chain import connect, resolve_chain
     from daimon_node.keystore import load_key
+    from daimon_node.proofs.poi import model_digest
     from daimon_node.proofs.problem_kit import load_problem
 
     keys = load_key(key_dir)
@@ -300,9 +301,11 @@ def submit_cmd(
         if "d_c_ppb" not in summary:
             raise ModelCommandError(f"chain {chain_id.hex()[:16]} has no Problem block yet")
         prob = season_problem(client, prob, summary)
-        k, head, proof = prove_on_head(client, chain_id, prob, data, keys, timeout)
-        better = beats_current(proof.distances, summary["d_c_ppb"], prob.proposal.params.delta_ppb, force)
-        poi_hash = submit_model_and_proof(client, chain_id, data, keys, proof)
+        params = prob.proposal.params
+        k, head, proof = _prove_on_head(client, chain_id, prob, keys, data, timeout)
+        d_c = summary["d_c_ppb"]
+        better = _improves(proof.distances, d_c, params.delta_ppb, force)
+        poi_hash = _hand_over(client, chain_id, data, keys, proof)
     reveal_path = reveal_out or model.with_name(f"{model.name}.p{k}.reveal")
     write_private(reveal_path, proof.reveal.encode())
     if out is not None:
@@ -310,26 +313,41 @@ def submit_cmd(
         out.write_bytes(proof.poi.encode())
     next_cmd = f"daimon-node model reveal {reveal_path} --chain {chain_id.hex()} --rpc {rpc}"
     if as_json:
-        from daimon_node.proofs.poi import model_digest
-
         echo_json({
             "poi_hash": poi_hash, "chain": "0x" + chain_id.hex(), "period": k, "parent": head["hash"],
-            "model_digest": model_digest(data).hex(), "distances_ppb": list(proof.distances),
-            "d_c_ppb": summary["d_c_ppb"], "improves": better, "prover": keys.address, "reveal": str(reveal_path),
+            "model_digest": model_digest(data).hex(), "distances_ppb": list(proof.distances), "d_c_ppb": d_c,
+            "improves": better, "prover": keys.address, "reveal": str(reveal_path),
             "proof": str(out) if out is not None else None, "reveal_period": k + 1, "next": next_cmd,
         })
         return
-    d_c = summary["d_c_ppb"]
-    typer.echo(poi_hash)
-    typer.echo(f"PoI for period {k} on head {head['hash'][:18]}...: distance "
-               f"{', '.join(f'{d / 1e9:.6f}' for d in proof.distances)} (d_c {', '.join(f'{d / 1e9:.6f}' for d in d_c)})")
-    typer.echo(f"reveal written to {reveal_path} (keep it private until period {k + 1})")
-    typer.echo(f"if the block of period {k} anchors the PoI, publish the reveal during period {k + 1}:")
-    typer.echo(f"  {next_cmd}")
+    _print_submitted(poi_hash, k, head, proof.distances, d_c, reveal_path, next_cmd)
 
 
-def prove_on_head(client: Any, chain_id: bytes, prob: Any, data: bytes, keys: Any, timeout: float) -> tuple[int, dict[str, Any], Any]:
-    """PROVE on the head of the current period, again if the period or head moved while proving."""
+def _improves(distances: Any, d_c: list[int], delta: int, force: bool) -> bool:
+    """Whether the proof beats ``d_c - delta`` on every tuple; refused here (no vote would come) unless ``force``."""
+    better = all(d < dc - delta for d, dc in zip(distances, d_c))
+    if not better and not force:
+        raise ModelCommandError(
+            f"distance {', '.join(map(str, distances))} ppb does not beat d_c {', '.join(map(str, d_c))} "
+            f"- delta {delta}; validators would not vote for it (--force submits anyway)")
+    return better
+
+
+def _hand_over(client: Any, chain_id: bytes, data: bytes, keys: Any, proof: Any) -> str:
+    """The model to the node (it keeps and serves it: validators fetch it by digest over p2p), then the PoI."""
+    from daimon_node.rpc.errors import Rejected
+
+    try:
+        client.submit_model(chain_id, data, keys.public_key)
+        return str(client.submit_proof(chain_id, proof.poi.encode()))
+    except Rejected as exc:
+        hint = ("; register the model first ('daimon-node model register --wait') and submit once a block "
+                "holds the registration" if exc.rule == "ModelNotClaimed" else "")
+        raise ModelCommandError(f"{exc}{hint}") from None
+
+
+def _prove_on_head(client: Any, chain_id: bytes, prob: Any, keys: Any, data: bytes, timeout: float) -> tuple[int, dict[str, Any], Any]:
+    """PROVE for the current period on the current head, again if either moved on while proving."""
     import time
 
     from daimon_node.cli.chain import head_block, parse_hex
@@ -348,27 +366,14 @@ def prove_on_head(client: Any, chain_id: bytes, prob: Any, data: bytes, keys: An
                 raise ModelCommandError("the chain moved on while proving; try again (or raise --timeout)")
 
 
-def beats_current(distances: Any, d_c: list[int], delta: int, force: bool) -> bool:
-    """Whether the proof beats ``d_c - delta`` everywhere; refuses to submit a loser unless forced."""
-    better = all(d < dc - delta for d, dc in zip(distances, d_c))
-    if not better and not force:
-        raise ModelCommandError(
-            f"distance {', '.join(map(str, distances))} ppb does not beat d_c {', '.join(map(str, d_c))} "
-            f"- delta {delta}; validators would not vote for it (--force submits anyway)")
-    return better
-
-
-def submit_model_and_proof(client: Any, chain_id: bytes, data: bytes, keys: Any, proof: Any) -> str:
-    from daimon_node.rpc.errors import Rejected
-
-    try:
-        # The node keeps and serves the model: validators fetch it by digest over p2p.
-        client.submit_model(chain_id, data, keys.public_key)
-        return client.submit_proof(chain_id, proof.poi.encode())
-    except Rejected as exc:
-        hint = ("; register the model first ('daimon-node model register --wait') and submit once a block "
-                "holds the registration" if exc.rule == "ModelNotClaimed" else "")
-        raise ModelCommandError(f"{exc}{hint}") from None
+def _print_submitted(poi_hash: str, k: int, head: dict[str, Any], distances: Any, d_c: list[int], reveal_path: Path,
+                     next_cmd: str) -> None:
+    typer.echo(poi_hash)
+    typer.echo(f"PoI for period {k} on head {head['hash'][:18]}...: distance "
+               f"{', '.join(f'{d / 1e9:.6f}' for d in distances)} (d_c {', '.join(f'{d / 1e9:.6f}' for d in d_c)})")
+    typer.echo(f"reveal written to {reveal_path} (keep it private until period {k + 1})")
+    typer.echo(f"if the block of period {k} anchors the PoI, publish the reveal during period {k + 1}:")
+    typer.echo(f"  {next_cmd}")
 
 
 ANCHOR_LOOKBACK = 8
@@ -384,12 +389,32 @@ def find_anchor(client: Any, chain: bytes, poi_hash: str) -> dict[str, Any] | No
     return None
 
 
+def wait_for_reveal_period(client: Any, chain: bytes, poi_hash: str, timeout: float) -> None:
+    """Return once a block anchors ``poi_hash`` and the clock is in the period after it, or once the
+    wait is over (the caller then says why it cannot send). The default bound: a PoI submitted in
+    period k is anchored by the block made at k's end, at most ``grace`` late, and revealed in k + 1,
+    so two periods plus grace cover it from any moment of k."""
+    import time
+
+    params = client.get_problem(chain)["params"]
+    deadline = time.monotonic() + (timeout if timeout > 0 else 2 * int(params["t_b"]) + int(params["grace"]))
+    while time.monotonic() < deadline:
+        anchored = find_anchor(client, chain, poi_hash)
+        info = client.period(chain)
+        if anchored is not None and info["period"] > anchored["period"]:
+            return
+        time.sleep(min(0.5, max(0.05, info["remaining"] / 4)))
+
+
 @app.command("reveal")
 def reveal_cmd(
     reveal_file: Path = typer.Argument(..., help="Reveal file written by 'model submit' or 'model prove'."),
     chain: Optional[str] = ChainOption,
     force: bool = typer.Option(False, "--force", help="Send even if the PoI is not seen anchored in the "
                                "previous period."),
+    wait: bool = typer.Option(False, "--wait", help="Wait for the block that anchors the PoI and for the "
+                              "next period, then send (run it right after 'model submit')."),
+    timeout: float = typer.Option(0.0, "--timeout", help="Seconds --wait waits at most (0: two periods plus grace)."),
     rpc: str = RpcOption,
     as_json: bool = JsonOption,
 ) -> None:
@@ -407,6 +432,8 @@ def reveal_cmd(
         if chain is not None and resolve_chain(client, chain) != reveal.chain_id:
             raise ModelCommandError(f"{reveal_file} is a reveal for chain {reveal.chain_id.hex()[:16]}, "
                                     f"not for {chain[:18]}")
+        if wait:
+            wait_for_reveal_period(client, reveal.chain_id, "0x" + reveal.poi_hash.hex(), timeout)
         period = client.period(reveal.chain_id)["period"]
         anchored = find_anchor(client, reveal.chain_id, "0x" + reveal.poi_hash.hex())
         if not force:

@@ -31,7 +31,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import tomli_w
 
@@ -39,6 +39,9 @@ from chain.crypto import KeyPair
 
 from daimon_node.errors import DaimonError
 from daimon_node.keystore import init_data_dir
+
+if TYPE_CHECKING:
+    from daimon_node.proofs.problem_kit import CreatedProblem, Dataset
 
 
 class TestnetError(DaimonError):
@@ -132,13 +135,14 @@ class TestnetPlan:
 
 
 def _roles(i: int, n: int, models: dict[str, Path]) -> dict[str, object]:
-    """Node 0 contributes; nodes 0-2 commit; nodes 1 and 2 improve; everyone validates."""
+    """Node 0 contributes; nodes 0-2 commit; nodes 1 and 2 improve (with the example models,
+    when there are any); everyone validates."""
     improver_models: list[str] = []
-    if i == 1:
+    if models and i == 1:
         improver_models = [str(models["weak"])]
-    elif i == 2:
+    elif models and i == 2:
         improver_models = [str(models["linear"])]
-    if i == 1 and n == 2:
+    if models and i == 1 and n == 2:
         improver_models = [str(models["weak"]), str(models["linear"])]
     return {
         "contributor": {"enabled": False, "problem_dir": ""},
@@ -146,6 +150,73 @@ def _roles(i: int, n: int, models: dict[str, Path]) -> dict[str, object]:
         "validator": {"enabled": True},
         "committer": {"enabled": i < 3},
     }
+
+
+@dataclass(frozen=True)
+class NetworkLayout:
+    """Where each node listens and what paths its config names (see ``prepare_testnet``)."""
+
+    directory: Path
+    p2p_ports: list[int]
+    rpc_ports: list[int]
+    ips: list[str]
+    bind: str
+    mount: str | None
+
+    def where(self, path: Path) -> str:
+        """``path`` as the node will see it (under ``mount`` when given)."""
+        if self.mount is None:
+            return str(path)
+        return str(PurePosixPath(self.mount) / Path(path).resolve().relative_to(self.directory.resolve()).as_posix())
+
+
+def _layout(directory: Path, nodes: int, base_port: int, hosts: list[str] | None, mount: str | None,
+            rpc_port: int) -> NetworkLayout:
+    if hosts is None:
+        return NetworkLayout(directory, [base_port + i for i in range(nodes)],
+                             [base_port + 100 + i for i in range(nodes)], ["127.0.0.1"] * nodes, "127.0.0.1", mount)
+    return NetworkLayout(directory, [base_port] * nodes, [rpc_port] * nodes, list(hosts), "0.0.0.0", mount)
+
+
+def _write_node_configs(layout: NetworkLayout, keys: list[KeyPair], models: dict[str, Path],
+                        problem_dir: Path, proposal: bytes, chain_id: bytes) -> list[Path]:
+    """One TOML config per node, and the proposal in every node's data dir."""
+    from p2p import peer_id_from_seed
+
+    directory = layout.directory
+    addrs = [f"/ip4/{ip}/tcp/{p}/p2p/{peer_id_from_seed(k.seed)}" for ip, p, k in zip(layout.ips, layout.p2p_ports, keys)]
+    configs = []
+    for i in range(len(keys)):
+        # Dial the (up to) three nodes started before: links are two-way, so every node ends
+        # with several peers, and no pair dials each other at once (a simultaneous open).
+        peers = [addrs[j] for j in range(max(0, i - 3), i)]
+        roles = _roles(i, len(keys), {name: Path(layout.where(p)) for name, p in models.items()})
+        if i == 0:
+            roles["contributor"] = {"enabled": True, "problem_dir": layout.where(problem_dir)}
+        cfg = {
+            "node": {"data_dir": layout.where(directory / f"node{i}"), "log_level": "info"},
+            "p2p": {"listen": f"/ip4/{layout.bind}/tcp/{layout.p2p_ports[i]}", "bootstrap": peers},
+            "rpc": {"enabled": True, "host": layout.bind, "port": layout.rpc_ports[i]},
+            "chain": {"follow": ["*"], "clock_drift_s": 2.0},
+            "roles": roles,
+        }
+        path = directory / f"node{i}.toml"
+        path.write_text(tomli_w.dumps(cfg))
+        configs.append(path)
+        # Every node knows the proposal from the start (gossip reaches only nodes already up).
+        proposals = directory / f"node{i}" / "proposals"
+        proposals.mkdir(parents=True, exist_ok=True)
+        (proposals / f"{chain_id.hex()}.bin").write_bytes(proposal)
+    return configs
+
+
+def _example_models(directory: Path, dataset: "Dataset", holdout_fraction: float) -> dict[str, Path]:
+    """The example digits models, trained on the split the problem will make (bundled digits only)."""
+    from daimon_node.harness.examples import write_examples
+    from daimon_node.proofs.problem_kit import ProblemOptions, split_dataset
+
+    split = split_dataset(dataset, holdout_fraction=holdout_fraction, seed=ProblemOptions().seed)
+    return write_examples(directory / "models", split.train_x, split.train_y, dataset.num_classes)
 
 
 def prepare_testnet(
@@ -169,6 +240,8 @@ def prepare_testnet(
     committer_bond: int = 0,
     committer_delay: int = 2,
     committer_miss_limit: int = 0,
+    data: Path | None = None,
+    quorum_ppb: int | None = None,
 ) -> TestnetPlan:
     """Write keys, a genesis problem, example models and configs for ``nodes`` nodes.
 
@@ -178,85 +251,77 @@ def prepare_testnet(
     ``rpc_port``; with ``mount``, the configs name paths under ``mount`` (the directory as
     a container sees it) instead of ``directory``. ``extra_accounts`` (addresses) get the same
     genesis funds as the nodes' keys: a test's own sender, whose nonces no node role shares.
+    ``data`` (anything ``problem create --data`` reads) replaces the bundled digits; the
+    example models are then not trained and no node's improver role has a model.
     """
-    from p2p import peer_id_from_seed
+    from daimon_node.proofs.datasets import load_data
+    from daimon_node.proofs.problem_kit import load_dataset
 
-    from daimon_node.harness.examples import write_examples
-    from daimon_node.proofs.problem_kit import ProblemOptions, create_problem, load_dataset, load_train_split, split_dataset
+    directory = _new_testnet_directory(Path(directory), nodes, hosts)
+    keys = [init_data_dir(directory / f"node{i}", exist_ok=True) for i in range(nodes)]
+    dataset = load_dataset("digits") if data is None else load_data(Path(data))
+    # Train the example models first, so that t0 counts from when the testnet is ready.
+    models = _example_models(directory, dataset, holdout_fraction) if data is None else {}
+    created = _genesis_problem(
+        directory, keys, dataset, extra_accounts, holdout_fraction=holdout_fraction, seasons=seasons,
+        name="digits-testnet" if data is None else f"{dataset.name}-testnet", t_p=t_p, t_b=t_b, grace=grace,
+        t0=int(time.time()) + start_delay, season_periods=season_periods, reveal_window=reveal_window,
+        unbonding_periods=unbonding_periods, committer_bond=committer_bond, committer_delay=committer_delay,
+        committer_miss_limit=committer_miss_limit, **({} if quorum_ppb is None else {"quorum_ppb": quorum_ppb}))
+    if models and not _same_train_split(created.directory, dataset, holdout_fraction):
+        raise TestnetError("the problem's training split differs from the one the example models used")
+    layout = _layout(directory, nodes, base_port, hosts, mount, rpc_port)
+    chain_id = created.problem.chain_id
+    configs = _write_node_configs(layout, keys, models, created.directory, created.problem.proposal.encode(), chain_id)
+    _write_summary(layout, nodes, chain_id, hosts)
+    return TestnetPlan(directory, configs, keys, created.directory, chain_id, layout.rpc_ports, layout.p2p_ports, models)
 
+
+def _new_testnet_directory(directory: Path, nodes: int, hosts: list[str] | None) -> Path:
+    """``directory``, created, once the arguments make a testnet and it holds none yet."""
     if nodes < 2:
         raise TestnetError("a testnet needs at least 2 nodes")
     if hosts is not None and len(hosts) != nodes:
         raise TestnetError(f"{len(hosts)} hosts given for {nodes} nodes")
-    directory = Path(directory)
     if (directory / "testnet.toml").exists():
         raise TestnetError(f"{directory} already holds a testnet; use another --dir or remove it")
     directory.mkdir(parents=True, exist_ok=True)
-    keys = [init_data_dir(directory / f"node{i}", exist_ok=True) for i in range(nodes)]
-    committers = tuple(k.public_key for k in keys[: min(3, nodes)])
-    # Train the example models first (on the same deterministic split the problem will make),
-    # so that t0 counts from when the testnet is ready, not from before the training.
-    dataset = load_dataset("digits")
-    split = split_dataset(dataset, holdout_fraction=holdout_fraction, seed=ProblemOptions().seed)
-    models = write_examples(directory / "models", split.train_x, split.train_y, dataset.num_classes)
-    opts = ProblemOptions(
-        name="digits-testnet", t_p=t_p, t_b=t_b, grace=grace, committers=committers,
-        genesis=tuple((a, 1000 * 10**18) for a in [*(k.address_bytes for k in keys), *extra_accounts]),
-        t0=int(time.time()) + start_delay, max_infer_ms=30_000,
-        season_periods=season_periods, reveal_window=reveal_window, unbonding_periods=unbonding_periods,
-        committer_bond=committer_bond, committer_delay=committer_delay, committer_miss_limit=committer_miss_limit,
-    )
-    created = create_problem(directory / "problem", keys[0], opts=opts, dataset=dataset,
-                             holdout_fraction=holdout_fraction, seasons=seasons)
-    x_train, y_train = load_train_split(created.directory)
-    if not (x_train.shape == split.train_x.shape and (y_train == split.train_y).all()):
-        raise TestnetError("the problem's training split differs from the one the example models used")
-    if hosts is None:
-        p2p_ports = [base_port + i for i in range(nodes)]
-        rpc_ports = [base_port + 100 + i for i in range(nodes)]
-        ips, bind = ["127.0.0.1"] * nodes, "127.0.0.1"
-    else:
-        p2p_ports, rpc_ports = [base_port] * nodes, [rpc_port] * nodes
-        ips, bind = list(hosts), "0.0.0.0"
-    addrs = [f"/ip4/{ip}/tcp/{p}/p2p/{peer_id_from_seed(k.seed)}" for ip, p, k in zip(ips, p2p_ports, keys)]
+    return directory
 
-    def where(path: Path) -> str:
-        """``path`` as the node will see it (under ``mount`` when given)."""
-        if mount is None:
-            return str(path)
-        return str(PurePosixPath(mount) / Path(path).resolve().relative_to(directory.resolve()).as_posix())
 
-    configs = []
-    for i in range(nodes):
-        # Dial the (up to) three nodes started before: links are two-way, so every node ends
-        # with several peers, and no pair dials each other at once (a simultaneous open).
-        peers = [addrs[j] for j in range(max(0, i - 3), i)]
-        roles = _roles(i, nodes, {name: Path(where(p)) for name, p in models.items()})
-        if i == 0:
-            roles["contributor"] = {"enabled": True, "problem_dir": where(created.directory)}
-        cfg = {
-            "node": {"data_dir": where(directory / f"node{i}"), "log_level": "info"},
-            "p2p": {"listen": f"/ip4/{bind}/tcp/{p2p_ports[i]}", "bootstrap": peers},
-            "rpc": {"enabled": True, "host": bind, "port": rpc_ports[i]},
-            "chain": {"follow": ["*"], "clock_drift_s": 2.0},
-            "roles": roles,
-        }
-        path = directory / f"node{i}.toml"
-        path.write_text(tomli_w.dumps(cfg))
-        configs.append(path)
-        # Every node knows the proposal from the start (gossip reaches only nodes already up).
-        proposals = directory / f"node{i}" / "proposals"
-        proposals.mkdir(parents=True, exist_ok=True)
-        (proposals / f"{created.problem.chain_id.hex()}.bin").write_bytes(created.problem.proposal.encode())
+def _write_summary(layout: NetworkLayout, nodes: int, chain_id: bytes, hosts: list[str] | None) -> None:
+    """``testnet.toml``: what the ``testnet`` command and docker-compose read back."""
     summary: dict[str, object] = {
-        "nodes": nodes, "chain_id": created.problem.chain_id.hex(), "rpc_ports": rpc_ports, "p2p_ports": p2p_ports,
+        "nodes": nodes, "chain_id": chain_id.hex(), "rpc_ports": layout.rpc_ports, "p2p_ports": layout.p2p_ports,
     }
     if hosts is not None:
         summary["hosts"] = list(hosts)
-    if mount is not None:
-        summary["mount"] = mount
-    (directory / "testnet.toml").write_text(tomli_w.dumps(summary))
-    return TestnetPlan(directory, configs, keys, created.directory, created.problem.chain_id, rpc_ports, p2p_ports, models)
+    if layout.mount is not None:
+        summary["mount"] = layout.mount
+    (layout.directory / "testnet.toml").write_text(tomli_w.dumps(summary))
+
+
+def _genesis_problem(directory: Path, keys: list[KeyPair], dataset: "Dataset", extra_accounts: tuple[bytes, ...], *,
+                     holdout_fraction: float, seasons: int, **options: Any) -> "CreatedProblem":
+    """The testnet's problem, contributed by node 0: the first three nodes commit, every node's
+    key (and each of ``extra_accounts``) gets 1000 tokens; ``options`` are ``ProblemOptions``."""
+    from daimon_node.proofs.problem_kit import ProblemOptions, create_problem
+
+    opts = ProblemOptions(
+        committers=tuple(k.public_key for k in keys[: min(3, len(keys))]),
+        genesis=tuple((a, 1000 * 10**18) for a in [*(k.address_bytes for k in keys), *extra_accounts]),
+        max_infer_ms=30_000, **options)
+    return create_problem(directory / "problem", keys[0], opts=opts, dataset=dataset,
+                          holdout_fraction=holdout_fraction, seasons=seasons)
+
+
+def _same_train_split(problem_dir: Path, dataset: "Dataset", holdout_fraction: float) -> bool:
+    """Whether the problem's public training part is the split the example models were trained on."""
+    from daimon_node.proofs.problem_kit import ProblemOptions, load_train_split, split_dataset
+
+    split = split_dataset(dataset, holdout_fraction=holdout_fraction, seed=ProblemOptions().seed)
+    x_train, y_train = load_train_split(problem_dir)
+    return x_train.shape == split.train_x.shape and bool((y_train == split.train_y).all())
 
 
 @dataclass

@@ -90,9 +90,47 @@ function render() {
   document.body.dataset.ready = "1";
 }
 
+// Locked funds of one address (daimon_getLocks): the facts of `daimon-node status --address`.
+let lockAddress = null;
+function lockReason(part) {
+  const s = part.season;
+  switch (part.kind) {
+    case "validator_bond": return "validator bond, active";
+    case "unbonding": return "validator bond, unbonding";
+    case "channel_deposit": return "channel deposit to runner " + short(part.ref);
+    case "season_reward": return `reward locked in season ${s}: vests or burns at its holdout reveal`;
+    case "improver_bond": return "improver bond, held until " + (s === null ? "the settlement" : `season ${s}'s holdout reveal`) +
+      "; burned if the proof fails";
+    case "contributor_bond": return `contributor bond behind season ${s}'s sealed holdout`;
+    default: return esc(part.kind);
+  }
+}
+function lockFreeFrom(part, period, unbonding) {
+  if (part.free_from === null) return `${unbonding} periods after <code>validator unbond</code>`;
+  return part.free_from <= period ? `now (from period ${part.free_from})` : `from period ${part.free_from}`;
+}
+function lockAction(part) {
+  if (part.kind === "validator_bond") return "<code>daimon-node validator unbond</code>, then <code>validator withdraw</code>";
+  if (!part.action) return "the chain, by itself";
+  return `<code>daimon-node ${esc(part.action)}${part.kind === "channel_deposit" ? " --runner " + esc(part.ref) : ""}</code>`;
+}
+async function showLocks() {
+  if (!chain || !lockAddress) return;
+  try {
+    const l = await rpc("daimon_getLocks", [chain, lockAddress]), sym = esc(data.problem.token_symbol);
+    const unbonding = (await rpc("daimon_getProblem", [chain])).params.unbonding_periods;
+    $("locks-summary").innerHTML = `<p id="locks-account">${short(l.address)} at period ${l.period}: spendable ` +
+      `<b>${amount(l.spendable)} ${sym}</b>, locked <b>${amount(l.locked)} ${sym}</b></p>`;
+    table($("locks"), ["Amount", "Locked as", "Can come back", "Returned by"],
+      l.parts.map((p) => [`<span class="lock-amount" data-units="${esc(p.amount)}">${amount(p.amount)} ${sym}</span>`,
+                          lockReason(p), lockFreeFrom(p, l.period, unbonding), lockAction(p)]), "nothing locked");
+  } catch (e) { $("locks-summary").textContent = "Error: " + e.message; $("locks").innerHTML = ""; }
+  document.body.dataset.locks = lockAddress;
+}
+
 async function refresh() {
   if (!chain) return;
-  try { data = await rpc("daimon_dashboard", [chain]); render(); }
+  try { data = await rpc("daimon_dashboard", [chain]); render(); await showLocks(); }
   catch (e) { $("title").textContent = "Error: " + e.message; }
 }
 
@@ -110,7 +148,10 @@ async function main() {
   try { const info = await rpc("daimon_nodeInfo"); $("node").textContent = info.peer_id.slice(0, 16) + "… · " + info.peers + " peers"; } catch (e) {}
   const problems = (await rpc("daimon_listProblems")).filter((p) => p.followed !== false);
   $("problems").innerHTML = problems.map((p) => `<option value="${p.chain}">${esc(p.name)} (${p.chain.slice(0, 10)}…)</option>`).join("");
-  const want = new URLSearchParams(location.search).get("chain");
+  const query = new URLSearchParams(location.search), want = query.get("chain");
+  lockAddress = query.get("address");
+  if (lockAddress) $("lock-address").value = lockAddress;
+  $("locks-form").onsubmit = (ev) => { ev.preventDefault(); lockAddress = $("lock-address").value.trim(); showLocks(); };
   chain = want || (problems[0] && problems[0].chain);
   if (chain) $("problems").value = chain;
   $("problems").onchange = () => { chain = $("problems").value; refresh(); subscribe(); };

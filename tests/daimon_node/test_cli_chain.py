@@ -333,3 +333,37 @@ def test_channel_close_returns_the_deposit_after_expiry(net: Net) -> None:
     assert balance(net, keys.address_bytes) == start - 2 * fee
     assert locks(net, keys)["parts"] == []
     assert "no open channel" in fails_one_line("channel", "close", *mine)
+
+
+def test_web_page_shows_what_is_locked_as_status_does(net: Net) -> None:
+    """The page (GET /?address=A) lists A's locked parts with the facts of ``status --address A``: each
+    amount, why it is locked, the period it can come back from, and the command that returns it.
+    Node 0 has an active validator bond (free_from null); a payer has a channel deposit that expires
+    40 periods on (longer than this module runs, so the page and the CLI see the same parts)."""
+    from html import unescape
+
+    from test_web_page import CHROME_FLAGS, find_chromium
+
+    chromium = find_chromium()
+    key_dir, payer = funded_key(net, "page-payer", "1")
+    runner = init_data_dir(net.key_dir("page-runner"), exist_ok=True)
+    opened = ok_json("channel", "open", "--runner", runner.address, "--amount", "777", "--periods", "40",
+                     "--key-dir", str(key_dir), "--rpc", net.rpc, "--wait")
+    node0 = net.plan.keys[0]
+    for keys in (payer, node0):
+        account = locks(net, keys)
+        assert account["parts"], account
+        url = f"{net.rpc}/?chain=0x{net.chain}&address=0x{keys.address}"
+        dom = subprocess.run([chromium, *CHROME_FLAGS, "--virtual-time-budget=10000", "--dump-dom", url],
+                             capture_output=True, text=True, timeout=120)
+        assert f'data-locks="0x{keys.address}"' in dom.stdout, dom.stderr[-2000:]
+        rows = unescape(dom.stdout.split('id="locks"')[1].split("</table>")[0])
+        for part in account["parts"]:
+            assert f'data-units="{part["amount"]}"' in rows, (part, rows)
+            if part["kind"] == "channel_deposit":
+                assert part["free_from"] == opened["expires_period"] and part["action"] == "channel close"
+                assert f"from period {part['free_from']}" in rows and "channel deposit to runner" in rows
+                assert f"daimon-node channel close --runner 0x{runner.address}" in rows
+            else:
+                assert part["kind"] == "validator_bond" and part["free_from"] is None
+                assert "validator bond, active" in rows and "daimon-node validator unbond" in rows
