@@ -48,7 +48,8 @@ from chain.labels import array_to_labels  # noqa: E402
 from chain.rewards import improvement_reward  # noqa: E402
 from chain.season import holdout_verdict, season_mint_bound  # noqa: E402
 from chain.types import ProblemParams  # noqa: E402
-from daimon_node.proofs.problem_kit import ProblemOptions, calibrate_consistency, detectable_margin  # noqa: E402
+from daimon_node.proofs.problem_del import calibrate_consistency  # noqa: E402
+from daimon_node.proofs.problem_params import ProblemOptions, detectable_margin
 from del_embed.attack import Target, attack  # noqa: E402
 from del_embed.data import fashion_mnist_test_labels  # noqa: E402
 from del_embed.integer import PPB, distance_ppb, f_int, random_projection_del  # noqa: E402

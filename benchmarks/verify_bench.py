@@ -38,7 +38,9 @@ from chain.constants import ZERO_HASH  # noqa: E402
 from chain.crypto import KeyPair  # noqa: E402
 from daimon_node.harness.examples import train_example  # noqa: E402
 from daimon_node.proofs.poi import prove, verify  # noqa: E402
-from daimon_node.proofs.problem_kit import ProblemOptions, create_problem, load_dataset, split_dataset  # noqa: E402
+from daimon_node.proofs.problem_kit import create_problem  # noqa: E402
+from daimon_node.proofs.splits import load_dataset, split_dataset
+from daimon_node.proofs.problem_params import ProblemOptions
 from daimon_node.proofs.sandbox import Sandbox  # noqa: E402
 from del_embed.integer import f_int  # noqa: E402
 

@@ -64,7 +64,8 @@ def train_example_cmd(
 ) -> None:
     """Train example digits classifiers of different quality and export them to ONNX."""
     from daimon_node.harness.examples import EXAMPLES, train_example
-    from daimon_node.proofs.problem_kit import load_dataset, load_train_split, split_dataset
+    from daimon_node.proofs.problem_kit import load_train_split
+    from daimon_node.proofs.splits import load_dataset, split_dataset
 
     chosen = tuple(n.strip() for n in names.split(",") if n.strip())
     unknown = [n for n in chosen if n not in EXAMPLES]

@@ -71,7 +71,7 @@ def learned_del_settings(kind: DELKind, steps: Optional[int], max_seconds: Optio
     The tuning flags train a DEL, so with ``--del random`` they would be silently
     ignored; say so instead. A learned DEL needs torch: checked here, before any data is read.
     """
-    from daimon_node.proofs.problem_kit import LEARNED_DEL_SECONDS, LEARNED_DEL_STEPS, require_torch
+    from daimon_node.proofs.problem_del import LEARNED_DEL_SECONDS, LEARNED_DEL_STEPS, require_torch
 
     if kind is DELKind.random:
         given = [flag for flag, v in (("--del-steps", steps), ("--del-max-seconds", max_seconds)) if v is not None]
@@ -211,7 +211,9 @@ def create_cmd(
     """
     from daimon_node.proofs.datasets import DataOptions, parse_image_size, select_dataset
     from daimon_node.keystore import load_key
-    from daimon_node.proofs.problem_kit import ProblemKitError, ProblemOptions, create_problem, problem_summary
+    from daimon_node.proofs.problem_errors import ProblemKitError
+    from daimon_node.proofs.problem_kit import create_problem, problem_summary
+    from daimon_node.proofs.problem_params import ProblemOptions
 
     learned_steps, learned_seconds = learned_del_settings(del_kind, del_steps, del_max_seconds)
     ds = select_dataset(dataset, data, images, labels,

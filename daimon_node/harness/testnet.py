@@ -41,7 +41,8 @@ from daimon_node.errors import DaimonError
 from daimon_node.keystore import init_data_dir
 
 if TYPE_CHECKING:
-    from daimon_node.proofs.problem_kit import CreatedProblem, Dataset
+    from daimon_node.proofs.problem_kit import CreatedProblem
+    from daimon_node.proofs.splits import Dataset
 
 
 class TestnetError(DaimonError):
@@ -213,7 +214,8 @@ def _write_node_configs(layout: NetworkLayout, keys: list[KeyPair], models: dict
 def _example_models(directory: Path, dataset: "Dataset", holdout_fraction: float) -> dict[str, Path]:
     """The example digits models, trained on the split the problem will make (bundled digits only)."""
     from daimon_node.harness.examples import write_examples
-    from daimon_node.proofs.problem_kit import ProblemOptions, split_dataset
+    from daimon_node.proofs.splits import split_dataset
+    from daimon_node.proofs.problem_params import ProblemOptions
 
     split = split_dataset(dataset, holdout_fraction=holdout_fraction, seed=ProblemOptions().seed)
     return write_examples(directory / "models", split.train_x, split.train_y, dataset.num_classes)
@@ -255,7 +257,7 @@ def prepare_testnet(
     example models are then not trained and no node's improver role has a model.
     """
     from daimon_node.proofs.datasets import load_data
-    from daimon_node.proofs.problem_kit import load_dataset
+    from daimon_node.proofs.splits import load_dataset
 
     directory = _new_testnet_directory(Path(directory), nodes, hosts)
     keys = [init_data_dir(directory / f"node{i}", exist_ok=True) for i in range(nodes)]
@@ -305,7 +307,8 @@ def _genesis_problem(directory: Path, keys: list[KeyPair], dataset: "Dataset", e
                      holdout_fraction: float, seasons: int, **options: Any) -> "CreatedProblem":
     """The testnet's problem, contributed by node 0: the first three nodes commit, every node's
     key (and each of ``extra_accounts``) gets 1000 tokens; ``options`` are ``ProblemOptions``."""
-    from daimon_node.proofs.problem_kit import ProblemOptions, create_problem
+    from daimon_node.proofs.problem_kit import create_problem
+    from daimon_node.proofs.problem_params import ProblemOptions
 
     opts = ProblemOptions(
         committers=tuple(k.public_key for k in keys[: min(3, len(keys))]),
@@ -317,7 +320,9 @@ def _genesis_problem(directory: Path, keys: list[KeyPair], dataset: "Dataset", e
 
 def _same_train_split(problem_dir: Path, dataset: "Dataset", holdout_fraction: float) -> bool:
     """Whether the problem's public training part is the split the example models were trained on."""
-    from daimon_node.proofs.problem_kit import ProblemOptions, load_train_split, split_dataset
+    from daimon_node.proofs.problem_kit import load_train_split
+    from daimon_node.proofs.splits import split_dataset
+    from daimon_node.proofs.problem_params import ProblemOptions
 
     split = split_dataset(dataset, holdout_fraction=holdout_fraction, seed=ProblemOptions().seed)
     x_train, y_train = load_train_split(problem_dir)

@@ -40,7 +40,9 @@ import numpy as np
 
 from chain import constants as C
 
-from daimon_node.proofs.problem_kit import TRAIN_X_FILE, Dataset, ProblemKitError, load_dataset, load_problem, load_train_split
+from daimon_node.proofs.problem_errors import ProblemKitError
+from daimon_node.proofs.problem_kit import TRAIN_X_FILE, load_problem, load_train_split
+from daimon_node.proofs.splits import Dataset, load_dataset
 
 IMAGE_SUFFIXES: Final[frozenset[str]] = frozenset({".png", ".jpg", ".jpeg"})
 CSV_DELIMITERS: Final[dict[str, str]] = {".csv": ",", ".tsv": "\t"}

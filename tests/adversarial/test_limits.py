@@ -156,7 +156,8 @@ def test_caps_fit_the_transport():
 
 def test_problem_kit_refuses_what_the_chain_would_refuse():
     """``problem create`` checks the same rules before it writes or publishes anything."""
-    from daimon_node.proofs.problem_kit import ProblemKitError, check_problem
+    from daimon_node.proofs.problem_errors import ProblemKitError
+    from daimon_node.proofs.problem_params import check_problem
 
     d = new_devnet()
     tup = d.proposal.first_tuple

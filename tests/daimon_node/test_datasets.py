@@ -33,14 +33,9 @@ from daimon_node.proofs.datasets import (
     read_idx,
 )
 from daimon_node.keystore import init_data_dir
-from daimon_node.proofs.problem_kit import (
-    ProblemKitError,
-    ProblemOptions,
-    TooFewItems,
-    check_inputs,
-    create_problem,
-    load_problem,
-)
+from daimon_node.proofs.problem_errors import ProblemKitError, TooFewItems
+from daimon_node.proofs.problem_kit import check_inputs, create_problem, load_problem
+from daimon_node.proofs.problem_params import ProblemOptions
 
 CREATOR = KeyPair.from_label("datasets-creator")
 T0 = 1_700_000_000

@@ -36,7 +36,8 @@ from daimon_node.proofs.poi import (
     top_two_gap,
     verify,
 )
-from daimon_node.proofs.problem_kit import Problem, ProblemOptions, create_problem, read_content, read_secret
+from daimon_node.proofs.problem_kit import Problem, create_problem, read_content, read_secret
+from daimon_node.proofs.problem_params import ProblemOptions
 from daimon_node.proofs.sandbox import ModelTooLarge, Sandbox, SandboxLimits
 from del_embed.integer import PPB, distance_ppb, f_int
 

@@ -15,17 +15,10 @@ from daimon_node.cli.app import app
 from daimon_node.cli.problem import DELKind, learned_del_settings
 from daimon_node.errors import DaimonError
 from daimon_node.keystore import init_data_dir
-from daimon_node.proofs.problem_kit import (
-    LEARNED_DEL_SECONDS,
-    LEARNED_DEL_STEPS,
-    PROBLEM_FILE,
-    PROPOSAL_FILE,
-    DELNeedsTorch,
-    ProblemOptions,
-    UnknownDELKind,
-    create_problem,
-    load_problem,
-)
+from daimon_node.proofs.problem_del import LEARNED_DEL_SECONDS, LEARNED_DEL_STEPS
+from daimon_node.proofs.problem_errors import DELNeedsTorch, UnknownDELKind
+from daimon_node.proofs.problem_kit import PROBLEM_FILE, PROPOSAL_FILE, create_problem, load_problem
+from daimon_node.proofs.problem_params import ProblemOptions
 
 
 def create(tmp_path: Path, *flags: str):  # type: ignore[no-untyped-def]

@@ -21,19 +21,18 @@ from chain.transition import memory_env
 from chain.types import PoI, Proposal, Vote
 from daimon_node.cli.app import app
 from daimon_node.keystore import init_data_dir
+from daimon_node.proofs.problem_errors import ProblemKitError
 from daimon_node.proofs.problem_kit import (
     PROBLEM_FILE,
     PROPOSAL_FILE,
-    ProblemKitError,
-    ProblemOptions,
     create_problem,
-    load_dataset,
     load_npy,
     load_problem,
     load_train_split,
     read_secret,
-    split_dataset,
 )
+from daimon_node.proofs.splits import load_dataset, split_dataset
+from daimon_node.proofs.problem_params import ProblemOptions
 from del_embed.integer import f_int
 
 CREATOR = KeyPair.from_label("kit-creator")

@@ -12,7 +12,8 @@ import pytest
 
 from chain.crypto import KeyPair
 from daimon_node.cli.model import ModelCommandError, season_problem
-from daimon_node.proofs.problem_kit import Problem, ProblemOptions, create_problem
+from daimon_node.proofs.problem_kit import Problem, create_problem
+from daimon_node.proofs.problem_params import ProblemOptions
 
 
 @pytest.fixture(scope="module")

@@ -16,17 +16,16 @@ from chain.signing import is_valid_signature
 from daimon_node.harness.cheater import build_cheat_model, model_labels
 from daimon_node.harness.examples import train_example
 from daimon_node.harness.lookup_onnx import lookup_model
+from daimon_node.proofs.problem_del import calibrate_consistency
+from daimon_node.proofs.problem_errors import ProblemKitError
 from daimon_node.proofs.problem_kit import (
-    ProblemKitError,
-    ProblemOptions,
-    calibrate_consistency,
     create_problem,
-    detectable_margin,
     holdout_for_season,
     load_train_split,
     read_secret,
     season_reveal_for,
 )
+from daimon_node.proofs.problem_params import ProblemOptions, detectable_margin
 from daimon_node.proofs.sandbox import Sandbox
 
 CREATOR = KeyPair.from_label("soundness-creator")
