@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from chain.crypto import KeyPair
 from daimon_node.cli.app import app
-from daimon_node.cli.problem import DELKind, learned_del_settings
+from daimon_node.cli.problem_create import DELKind, learned_del_settings
 from daimon_node.errors import DaimonError
 from daimon_node.keystore import init_data_dir
 from daimon_node.proofs.problem_del import LEARNED_DEL_SECONDS, LEARNED_DEL_STEPS
