@@ -256,7 +256,7 @@ async def _receive_into(
     ``stall_timeout_s`` (``trio.TooSlowError`` otherwise).
     """
     send, recv = trio.open_memory_channel[list[bytes]](PIPELINE_DEPTH)
-    stopped_at: int | None = None
+    stopped_at: int | None = None  # where the peer ended the stream early
     # Errors are kept out of the nursery and raised after it, as themselves: trio
     # wraps anything raised inside a nursery in an ExceptionGroup, which the
     # callers' ``except TooSlowError`` / ``except StreamError`` would not catch (a
@@ -272,44 +272,65 @@ async def _receive_into(
             failure = exc
             nursery.cancel_scope.cancel()
 
+    reader = _BatchReader(stream, send, stall_timeout_s)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(write_batches)
         async with send:
-            pending = partial.offset
-            buf: list[bytes] = []
-            buffered = 0
             try:
-                # One cancel scope whose deadline is moved forward before each read and
-                # each hand-off: the same limit as a fail_after around every call,
-                # without building and entering a new scope for every frame-sized read.
-                with trio.CancelScope() as scope:
-                    while pending < size:
-                        scope.deadline = trio.current_time() + stall_timeout_s
-                        try:
-                            chunk = await stream.read(min(CHUNK, size - pending))
-                        except StreamEOF:
-                            chunk = b""
-                        if chunk:
-                            buf.append(chunk)
-                            buffered += len(chunk)
-                            pending += len(chunk)
-                        else:
-                            stopped_at = pending
-                        if buf and (buffered >= CHUNK or pending == size or stopped_at is not None):
-                            scope.deadline = trio.current_time() + stall_timeout_s
-                            await send.send(buf)
-                            buf, buffered = [], 0
-                        if stopped_at is not None:
-                            break
-                if scope.cancelled_caught:
-                    failure = trio.TooSlowError(f"transfer from {peer} made no progress for {stall_timeout_s} s")
+                stopped_at = await reader.read(partial.offset, size)
+            except trio.TooSlowError:
+                failure = trio.TooSlowError(f"transfer from {peer} made no progress for {stall_timeout_s} s")
             except Exception as exc:  # a reset stream, a closed connection
                 failure = exc
-            if buf:  # what arrived before a stall or reset also goes to disk: resume after it
-                with trio.move_on_after(stall_timeout_s):
-                    await send.send(buf)
+            await reader.flush()  # what arrived before a stall or reset also goes to disk: resume after it
     # Every byte handed to the writer is on disk now, so the next peer resumes after it.
     if failure is not None:
         raise failure
     if stopped_at is not None:
         raise ContentError(f"{peer} stopped after {stopped_at} of {size} bytes")
+
+
+class _BatchReader:
+    """Reads a stream into batches of about ``CHUNK`` bytes and hands each to the writer."""
+
+    def __init__(self, stream: INetStream, send: trio.MemorySendChannel[list[bytes]], stall_timeout_s: float) -> None:
+        self.stream, self.send, self.stall_timeout_s = stream, send, stall_timeout_s
+        self.buf: list[bytes] = []
+        self.buffered = 0
+
+    async def read(self, pending: int, size: int) -> int | None:
+        """Read until ``size``; the offset where the peer stopped early, or None.
+
+        One cancel scope whose deadline is moved forward before each read and each hand-off:
+        the same limit as a fail_after around every call, without building and entering a
+        new scope for every frame-sized read. A stall raises ``trio.TooSlowError``.
+        """
+        with trio.CancelScope() as scope:
+            while pending < size:
+                scope.deadline = trio.current_time() + self.stall_timeout_s
+                try:
+                    chunk = await self.stream.read(min(CHUNK, size - pending))
+                except StreamEOF:
+                    chunk = b""
+                self.buf.append(chunk)
+                self.buffered += len(chunk)
+                pending += len(chunk)
+                if self.buffered >= CHUNK or pending == size or not chunk:
+                    scope.deadline = trio.current_time() + self.stall_timeout_s
+                    await self._hand_over()
+                if not chunk:
+                    return pending
+        if scope.cancelled_caught:
+            raise trio.TooSlowError
+        return None
+
+    async def _hand_over(self) -> None:
+        batch = [b for b in self.buf if b]
+        self.buf, self.buffered = [], 0
+        if batch:
+            await self.send.send(batch)
+
+    async def flush(self) -> None:
+        if any(self.buf):
+            with trio.move_on_after(self.stall_timeout_s):
+                await self._hand_over()
