@@ -25,7 +25,7 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from chain.crypto import KeyPair  # noqa: E402
-from chain.state import Channel  # noqa: E402
+from chain.records import Channel
 from chain.types import InputSpec  # noqa: E402
 from daimon_node.market.service import INFER_PROTOCOL, InferService, Served, VoucherBook, make_voucher, npy_bytes, request  # noqa: E402
 from daimon_node.proofs.sandbox import Sandbox  # noqa: E402

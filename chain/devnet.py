@@ -21,30 +21,14 @@ from .committers import committers_at
 from .consensus import in_turn_committer, period_end
 from .crypto import KeyPair
 from .labels import array_to_labels, labels_hash, masked_digest
+from .outcome import BlockOutcome, BlockReceipt, Env, memory_env
+from .payloads import Payload, RegisterDigest, RegisterValidator, Transaction
+from .proofs import Ambiguous, PoI, Reveal, SealedHoldout, SeasonReveal, Vote, model_claim
 from .season import holdout_commitment
+from .settlement import model_order_seed
 from .signing import EMPTY_SIGNATURE, sign
 from .state import State, get_account, get_meta
-from .transition import BlockOutcome, BlockReceipt, Env, memory_env, model_order_seed
-from .types import (
-    Allocation,
-    Ambiguous,
-    Anchor,
-    Block,
-    InputSpec,
-    Payload,
-    PoI,
-    ProblemParams,
-    Proposal,
-    RegisterDigest,
-    RegisterValidator,
-    Reveal,
-    SealedHoldout,
-    SeasonReveal,
-    TestTuple,
-    Transaction,
-    Vote,
-    model_claim,
-)
+from .types import Allocation, Anchor, Block, InputSpec, ProblemParams, Proposal, TestTuple
 
 
 def content_id(data: bytes) -> bytes:

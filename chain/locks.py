@@ -16,17 +16,9 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from .crypto import address_bytes as address_of
+from .records import Bond, Channel
 from .season import season_end, season_improvements
-from .state import (
-    PREFIX_BOND,
-    PREFIX_CHANNEL,
-    Bond,
-    Channel,
-    State,
-    get_meta,
-    get_problem,
-    iter_records,
-)
+from .state import PREFIX_BOND, PREFIX_CHANNEL, State, get_meta, get_problem, iter_records
 
 # What locked an amount; each kind names the rule that returns it.
 VALIDATOR_BOND: Final = "validator_bond"  # active: `validator unbond` starts unbonding

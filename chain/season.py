@@ -46,17 +46,14 @@ from del_embed.integer import error_ppb
 from .constants import PPB
 from .crypto import address_bytes as address_of, sha256
 from .errors import InvalidSeason, InvalidTransaction
+from .header import BlockHeader
 from .limits import check_message_sizes
+from .payloads import NewHoldout
+from .proofs import PoI, Reveal, SeasonReveal
+from .records import BestModel, ChainMeta, LockedReward, ProblemRecord, Season, SeasonImprovement, SeasonReference
 from .rewards import improvement_reward, validator_reward
 from .signing import is_valid_signature
 from .state import (
-    BestModel,
-    ChainMeta,
-    LockedReward,
-    ProblemRecord,
-    Season,
-    SeasonImprovement,
-    SeasonReference,
     State,
     burn_locked,
     credit,
@@ -69,7 +66,7 @@ from .state import (
     set_season_reference,
     unlock,
 )
-from .types import BlockHeader, NewHoldout, PoI, ProblemParams, Reveal, SeasonReveal
+from .types import ProblemParams
 
 
 def holdout_commitment(salt: bytes, labels: bytes) -> bytes:

@@ -172,7 +172,7 @@ def infer(
     settled one) and print the outputs."""
     import numpy as np
 
-    from chain.types import OpenChannel
+    from chain.payloads import OpenChannel
 
     from daimon_node.keystore import load_key
     from daimon_node.market.service import make_voucher, npy_bytes, parse_npy

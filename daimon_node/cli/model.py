@@ -140,7 +140,7 @@ def verify_cmd(
 ) -> None:
     """VERIFY a PoI: re-run the model in the sandbox, check every rule, sign a vote."""
     from chain.errors import DecodeError
-    from chain.types import PoI
+    from chain.proofs import PoI
 
     from daimon_node.keystore import load_key
     from daimon_node.proofs.poi import verify
@@ -189,7 +189,8 @@ def register_cmd(
 ) -> None:
     """Claim a model on a chain (a RegisterDigest tx of ``H(your key || digest)``, so a copy of the tx
     claims it for you, not for the copier); its PoI may follow once a block holds it."""
-    from chain.types import RegisterDigest, model_claim
+    from chain.payloads import RegisterDigest
+    from chain.proofs import model_claim
 
     from daimon_node.cli.chain import connect, hex0x, parse_amount, report_sent, resolve_chain, resolve_fee, send_transaction
     from daimon_node.keystore import load_key
@@ -220,7 +221,7 @@ def season_problem(client: Any, prob: Any, summary: dict[str, Any]) -> Any:
     confirmed, that model (its labels on ``Z_h`` go into the proof), fetched from the node."""
     import dataclasses
 
-    from chain.types import SealedHoldout
+    from chain.proofs import SealedHoldout
 
     from daimon_node.proofs.problem_kit import check_inputs, load_npy
 
@@ -377,7 +378,7 @@ def reveal_cmd(
 ) -> None:
     """Publish a Reveal (the labels of an anchored PoI) during the period after its anchor."""
     from chain.errors import DecodeError
-    from chain.types import Reveal
+    from chain.proofs import Reveal
 
     from daimon_node.cli.chain import connect, resolve_chain
 

@@ -16,15 +16,11 @@ import trio
 
 from chain.consensus import period_end, period_of, period_start
 from chain.errors import DecodeError, ModelNotClaimed
-from chain.state import (
-    PREFIX_OFFER,
-    Offer as OfferRecord,
-    get_account,
-    get_meta,
-    get_reputation,
-    iter_records,
-)
-from chain.types import Block, ImprovementBody, PoI, ProblemBody, Reveal, SeasonReveal, Transaction, Vote
+from chain.records import Offer as OfferRecord
+from chain.state import PREFIX_OFFER, get_account, get_meta, get_reputation, iter_records
+from chain.payloads import Transaction
+from chain.proofs import PoI, Reveal, SeasonReveal, Vote
+from chain.types import Block, ImprovementBody, ProblemBody
 from daimon_node.daemon.chains import ChainHandle
 from daimon_node.daemon.mempool import Verdict
 from daimon_node.rpc.api import (
@@ -274,7 +270,8 @@ class NodeBackend:
         import hashlib
 
         from chain.state import get_digest
-        from chain.types import RegisterDigest, model_claim
+        from chain.payloads import RegisterDigest
+        from chain.proofs import model_claim
 
         handle = self._started(chain)
         limit = handle.proposal.params.max_model_bytes
@@ -446,7 +443,8 @@ class NodeBackend:
         return list(blocks)
 
     async def dashboard(self, chain: bytes) -> dict[str, Any]:
-        from chain.state import PREFIX_REPUTATION, Reputation as RepRecord
+        from chain.records import Reputation as RepRecord
+        from chain.state import PREFIX_REPUTATION
 
         handle = self._chain(chain)
         params = handle.proposal.params

@@ -35,8 +35,9 @@ from chain.errors import (
 from chain.signing import is_valid_signature
 from chain.state import State, get_meta, get_problem
 from chain.store import ChainStore, ImportResult, StoreFull, StoreWriteError
-from chain.transition import Env
-from chain.types import BlockHeader, ImprovementBody, Proposal, split_block
+from chain.outcome import Env
+from chain.header import BlockHeader
+from chain.types import ImprovementBody, Proposal, split_block
 from chain.constants import ZERO_HASH
 from p2p import ContentStore, ContentStoreFull, SyncHead, SyncProvider
 

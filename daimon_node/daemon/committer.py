@@ -27,8 +27,13 @@ from chain.errors import ChainError
 from chain.limits import fee_rank, fits_tx_budget, tx_size
 from chain.signing import EMPTY_SIGNATURE
 from chain.state import State, get_meta, get_problem, is_ejected
-from chain.transition import Env, process_anchor, process_transaction
-from chain.types import Anchor, Block, BlockHeader, PoI, Proposal, Reveal, Transaction
+from chain.anchor import process_anchor
+from chain.outcome import Env
+from chain.txs import process_transaction
+from chain.header import BlockHeader
+from chain.payloads import Transaction
+from chain.proofs import PoI, Reveal
+from chain.types import Anchor, Block, Proposal
 
 from daimon_node.daemon.mempool import Mempool
 
@@ -191,7 +196,7 @@ def build_block(state: State, pool: Mempool, keys: KeyPair, now: float, env: Env
 
 
 def _after_settlement(state: State, header: BlockHeader, settlement: Reveal | None, env: Env) -> State:
-    from chain.transition import process_settlement
+    from chain.settlement import process_settlement
 
     trial = state.copy()
     try:

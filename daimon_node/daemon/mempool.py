@@ -26,8 +26,12 @@ from chain.signing import is_valid_signature
 from chain.state import State, get_account, get_bond, get_meta, get_problem
 from chain.constants import KIND_IMPROVEMENT, ZERO_HASH
 from chain.errors import BalanceOverflow, ChainError, FeeTooLow, InvalidAnchor
-from chain.transition import check_model_claimed, check_vote_bond, process_transaction
-from chain.types import BlockHeader, PoI, Reveal, SeasonReveal, Transaction, Transfer, Vote
+from chain.anchor import check_model_claimed
+from chain.bonds import check_vote_bond
+from chain.txs import process_transaction
+from chain.header import BlockHeader
+from chain.payloads import Transaction, Transfer
+from chain.proofs import PoI, Reveal, SeasonReveal, Vote
 
 MAX_TXS: Final[int] = 10_000
 MAX_TXS_PER_SENDER: Final[int] = 64

@@ -22,7 +22,9 @@ import trio
 from chain import constants as C
 from chain.errors import ChainError, DecodeError
 from chain.state import is_ejected
-from chain.types import PoI, Proposal, ReportEquivocation, Reveal, SeasonReveal, Transaction, Vote
+from chain.payloads import ReportEquivocation, Transaction
+from chain.proofs import PoI, Reveal, SeasonReveal, Vote
+from chain.types import Proposal
 from chain.crypto import KeyPair
 from p2p import (
     PROBLEMS_TOPIC,

@@ -19,7 +19,8 @@ from chain.consensus import period_end, period_of, period_start
 from chain.crypto import KeyPair
 from chain.errors import ChainError, MissingContent
 from chain.state import get_account, get_bond, get_digest, get_meta, get_problem
-from chain.types import PoI, RegisterDigest, RegisterValidator, Transaction, model_claim
+from chain.payloads import RegisterDigest, RegisterValidator, Transaction
+from chain.proofs import PoI, model_claim
 from del_embed.integer import integer_del_from_bytes
 from p2p import ContentStore
 
@@ -357,7 +358,7 @@ class ContributorRole:
         """Reveal the season's holdout in its window; seal the next one after it."""
         if not self.reveal or not handle.started or handle.proposal.creator != ctx.keys.public_key:
             return
-        from chain.types import NewHoldout
+        from chain.payloads import NewHoldout
 
         from daimon_node.proofs.problem_kit import season_reveal_for
 

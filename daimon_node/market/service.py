@@ -39,8 +39,9 @@ import trio
 from chain.crypto import KeyPair, address_bytes
 from chain.errors import DecodeError
 from chain.signing import EMPTY_SIGNATURE, is_valid_signature, sign
-from chain.state import Channel
-from chain.types import InputSpec, ProblemParams, Voucher
+from chain.records import Channel
+from chain.payloads import Voucher
+from chain.types import InputSpec, ProblemParams
 
 from daimon_node.errors import DaimonError
 from daimon_node.proofs.problem_kit import is_within_range

@@ -45,7 +45,8 @@ from chain.errors import DecodeError
 from chain.labels import array_to_labels
 from chain.season import holdout_commitment, season_mint_bound
 from chain.signing import EMPTY_SIGNATURE, is_valid_signature, sign
-from chain.types import Allocation, InputSpec, ProblemParams, Proposal, SealedHoldout, TestTuple
+from chain.proofs import SealedHoldout
+from chain.types import Allocation, InputSpec, ProblemParams, Proposal, TestTuple
 from del_embed.integer import (
     PPB,
     IntegerDEL,
@@ -327,7 +328,7 @@ def check_params(params: ProblemParams, sealed: bool) -> None:
     """The chain's ``validate_params`` (and, with a sealed holdout, its season rule), as a
     ``ProblemKitError`` whose cause is the chain's typed error."""
     from chain.errors import InvalidProblem
-    from chain.transition import check_holdout_season, validate_params
+    from chain.problem_block import check_holdout_season, validate_params
 
     try:
         validate_params(params)
@@ -341,7 +342,7 @@ def check_problem(params: ProblemParams, tup: TestTuple, holdout_sizes: list[int
     the largest PoI, reveal and block of every season against the network caps (docs/protocol.md)."""
     from chain.errors import InvalidProblem
     from chain.limits import check_message_sizes
-    from chain.transition import validate_params
+    from chain.problem_block import validate_params
 
     try:
         validate_params(params)
@@ -698,7 +699,7 @@ def holdout_for_season(secret: dict[str, Any], season: int, problem_dir: Path | 
 
 def season_reveal_for(holdout: SeasonHoldout, chain_id: bytes, keys: KeyPair):  # type: ignore[no-untyped-def]
     """The contributor's signed ``SeasonReveal`` opening ``holdout``."""
-    from chain.types import SeasonReveal
+    from chain.proofs import SeasonReveal
 
     if holdout_commitment(holdout.salt, holdout.x_h) != holdout.sealed.commitment:
         raise ProblemKitError(f"the secret file's season {holdout.season} does not open its commitment")

@@ -17,7 +17,9 @@ from typing import Any, Literal
 
 from chain.crypto import address_bytes, sha256
 from chain.errors import ChainError
-from chain.types import Block, PoI, Reveal, Transaction, Vote
+from chain.payloads import Transaction
+from chain.proofs import PoI, Reveal, Vote
+from chain.types import Block
 
 from daimon_node.rpc.api import (
     Balance,

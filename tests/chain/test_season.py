@@ -13,7 +13,8 @@ from chain.labels import array_to_labels
 from chain.season import holdout_commitment, season_mint_bound
 from chain.signing import sign
 from chain.state import get_meta, get_season_improvement
-from chain.types import NewHoldout, SealedHoldout, Transfer
+from chain.payloads import NewHoldout, Transfer
+from chain.proofs import SealedHoldout
 from del_embed.integer import distance_ppb, error_ppb, f_int
 from factories import (
     OTHER_CHAIN,

@@ -21,7 +21,9 @@ from chain.labels import array_to_labels, labels_hash
 from chain.season import holdout_commitment
 from chain.state import get_meta
 from chain.signing import EMPTY_SIGNATURE, sign
-from chain.types import Anchor, NewHoldout, RegisterValidator, SealedHoldout, SeasonReveal, Transfer
+from chain.payloads import NewHoldout, RegisterValidator, Transfer
+from chain.proofs import SealedHoldout, SeasonReveal
+from chain.types import Anchor
 from del_embed.attack import Target, attack
 from del_embed.integer import distance_ppb, error_ppb, f_int
 

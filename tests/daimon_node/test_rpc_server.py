@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from chain.devnet import Devnet, DevnetConfig, corrupt
-from chain.types import Transfer
+from chain.payloads import Transfer
 from daimon_node.rpc.client import RpcClient, RpcConnectionError, subscribe
 from daimon_node.rpc import errors as E
 from daimon_node.rpc.memory import MemoryBackend, object_hash
