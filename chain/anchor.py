@@ -10,7 +10,7 @@ from del_embed.integer import distance_ppb
 
 from .bonds import check_vote_bond
 from .crypto import address_bytes as address_of
-from .errors import AnchorOverProblemLimits, InvalidAnchor, ModelNotClaimed, QuorumNotReached
+from .errors import AnchorOverProblemLimits, InvalidAnchor, ModelNotClaimed, NoOpenSeason, QuorumNotReached
 from .header import BlockHeader
 from .proofs import PoI, model_claim
 from .records import ChainMeta, PendingAnchor, ProblemRecord
@@ -66,7 +66,7 @@ def validate_poi(state: State, problem: ProblemRecord, meta: ChainMeta, header: 
     if poi.parent != header.parent:
         raise InvalidAnchor("PoI built on another parent", parent=poi.parent)
     if not is_open_season(meta, header.period, params.season_periods):
-        raise InvalidAnchor("no open season with a sealed holdout", period=header.period)
+        raise NoOpenSeason(header.period, meta.season.index if meta.season is not None else 0)
     if not is_valid_signature(poi, problem.chain_id):
         raise InvalidAnchor("bad PoI signature", prover=poi.prover)
     check_model_claimed(state, poi, header.height)

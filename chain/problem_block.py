@@ -18,6 +18,7 @@ from .errors import (
     QuorumOutOfRange,
 )
 from .header import BlockHeader
+from .holdouts import mark_holdout
 from .limits import check_message_sizes, check_min_fee_param, check_supply
 from .outcome import BlockOutcome, Env
 from .records import MAX_SEASON_IMPROVEMENTS, MAX_SEASON_LOCKED, ChainMeta, ProblemRecord, Season
@@ -135,6 +136,8 @@ def process_problem_block(state: State, header: BlockHeader, body: ProblemBody, 
     season = None
     if params.season_periods:
         season = Season(0, 1, proposal.holdout, 0, (), C.PPB)
+        if proposal.holdout is not None:
+            mark_holdout(new, proposal.holdout, 0)
     set_meta(new, ChainMeta(0, 0, d_c, d_c, None, None, None, season, 0, 0, 0))
     init_committers(new, params)
     return BlockOutcome(state=new)

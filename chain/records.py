@@ -152,6 +152,7 @@ class Season(Schema):
     improvement_count: int  # settled improvements, stored under ``season_improvement_key``
     locked: tuple[LockedReward, ...]
     confirmed_error_ppb: int  # the confirmed model's error on the last revealed holdout (PPB = none); shown, not judged
+    sealed_ahead: int = 0  # holdouts sealed for the seasons after this one, under ``"n" || index + k`` (k = 1..)
 
     FIELDS = (
         ("index", U32),
@@ -160,7 +161,19 @@ class Season(Schema):
         ("improvement_count", U32),
         ("locked", ListOf(Struct(LockedReward), MAX_SEASON_LOCKED)),
         ("confirmed_error_ppb", U32),
+        ("sealed_ahead", U32),
     )
+
+
+@schema
+@dataclass(frozen=True)
+class HoldoutMark(Schema):
+    """A holdout's inputs or commitment this chain has sealed, and for which season: neither
+    may be sealed again (its reveal makes the labels public)."""
+
+    season: int
+
+    FIELDS = (("season", U32),)
 
 
 @schema

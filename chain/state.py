@@ -22,6 +22,7 @@ from . import constants as C
 from .codec import Schema
 from .crypto import sha256
 from .errors import BalanceOverflow, DecodeError
+from .proofs import SealedHoldout
 from .records import (
     EMPTY_ACCOUNT,
     Account,
@@ -30,6 +31,7 @@ from .records import (
     Channel,
     DigestRecord,
     Ejection,
+    HoldoutMark,
     Offer,
     ProblemRecord,
     RatingMark,
@@ -54,6 +56,8 @@ PREFIX_CHANNEL: Final[bytes] = b"c"  # + payer address + runner address
 PREFIX_SEASON_IMPROVEMENT: Final[bytes] = b"s"  # + season index (4 bytes) + ordinal (4 bytes)
 PREFIX_EJECTED: Final[bytes] = b"e"  # + committer public key
 PREFIX_SEASON_REFERENCE: Final[bytes] = b"h"  # + season index (4 bytes)
+PREFIX_SEALED_AHEAD: Final[bytes] = b"n"  # + season index (4 bytes): a holdout sealed for a later season
+PREFIX_HOLDOUT_MARK: Final[bytes] = b"z"  # + z_h_id or commitment: sealed once on this chain
 
 # ---------------------------------------------------------------------------
 # The root: a fixed 16-ary Merkle tree over 4096 buckets
@@ -360,6 +364,26 @@ def set_season_reference(state: State, season: int, record: SeasonReference | No
         state.put(key, None)
     else:
         state.put_record(key, record)
+
+
+def get_sealed_ahead(state: State, season: int) -> SealedHoldout | None:
+    return _get(state, PREFIX_SEALED_AHEAD + season.to_bytes(4, "big"), SealedHoldout)
+
+
+def set_sealed_ahead(state: State, season: int, holdout: SealedHoldout | None) -> None:
+    key = PREFIX_SEALED_AHEAD + season.to_bytes(4, "big")
+    if holdout is None:
+        state.put(key, None)
+    else:
+        state.put_record(key, holdout)
+
+
+def get_holdout_mark(state: State, value: bytes) -> HoldoutMark | None:
+    return _get(state, PREFIX_HOLDOUT_MARK + value, HoldoutMark)
+
+
+def set_holdout_mark(state: State, value: bytes, mark: HoldoutMark) -> None:
+    state.put_record(PREFIX_HOLDOUT_MARK + value, mark)
 
 
 def iter_records(state: State, prefix: bytes, cls: type[R]) -> Iterator[tuple[bytes, R]]:

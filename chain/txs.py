@@ -12,6 +12,7 @@ from .committers import eject_committer, is_committer_key, process_leave_committ
 from .crypto import address_bytes as address_of
 from .errors import InvalidEquivocationReport, InvalidTransaction, ModelClaimTaken
 from .header import BlockHeader
+from .holdouts import process_new_holdout
 from .limits import check_fee
 from .payloads import (
     CloseChannel,
@@ -30,7 +31,6 @@ from .payloads import (
     WithdrawBond,
 )
 from .records import Account, DigestRecord, Ejection, Offer, ProblemRecord, RatingMark, Reputation
-from .season import process_new_holdout
 from .signing import EMPTY_SIGNATURE, is_valid_signature
 from .state import (
     State,
