@@ -481,3 +481,9 @@ class TupleWindowClosed(InvalidTestTuple):
     def __init__(self, now: int, end: int) -> None:
         self.now, self.end = now, end
         super().__init__("test tuples are taken only during T_p", now=now, end=end)
+
+
+class TooManyTuples(InvalidTestTuple):
+    def __init__(self, count: int, limit: int) -> None:
+        self.count, self.limit = count, limit
+        super().__init__(f"{count} test tuples (at most {limit})", count=count, limit=limit)

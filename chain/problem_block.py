@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from del_embed.integer import IntegerDEL, IntegerDELError
-
 from . import constants as C
 from .committers import init_committers, validate_committer_params
 from .consensus import check_committer_rule
@@ -26,6 +24,7 @@ from .rewards import MAX_SCALE
 from .season import season_mint_bound
 from .signing import is_valid_signature
 from .state import State, credit, lock, set_meta, set_problem
+from .tuples import check_extra_tuple, check_tuple
 from .types import ProblemBody, ProblemParams
 
 
@@ -87,18 +86,6 @@ def validate_season_params(params: ProblemParams) -> None:
                              season_periods=params.season_periods, max_votes=params.max_votes)
 
 
-def check_tuple(tup, params: ProblemParams, env: Env) -> IntegerDEL:  # type: ignore[no-untyped-def]
-    try:
-        model = env.load_del(tup.del_id)
-    except IntegerDELError as exc:
-        raise InvalidProblem(f"DEL artifact is malformed: {exc}", del_id=tup.del_id) from None
-    if model.m != tup.m or model.num_classes != params.num_classes:
-        raise InvalidProblem("DEL artifact does not fit its tuple", m=tup.m, del_m=model.m)
-    if len(tup.y_t) != model.n:
-        raise InvalidProblem("y_t length differs from the DEL's n", len_y=len(tup.y_t), n=model.n)
-    return model
-
-
 def process_problem_block(state: State, header: BlockHeader, body: ProblemBody, env: Env) -> BlockOutcome:
     proposal = body.proposal
     params = proposal.params
@@ -117,12 +104,11 @@ def process_problem_block(state: State, header: BlockHeader, body: ProblemBody, 
     if not is_valid_signature(proposal.first_tuple, C.ZERO_HASH):
         raise InvalidSignature("bad first test tuple signature")
     validate_params(params)
-    for tup in body.extra_tuples:
-        if not is_valid_signature(tup, chain_id):
-            raise InvalidSignature("bad test tuple signature")
-    tuples = (proposal.first_tuple, *body.extra_tuples)
-    for tup in tuples:
-        check_tuple(tup, params, env)
+    check_tuple(proposal.first_tuple, params, env)
+    tuples = (proposal.first_tuple,)
+    for tup in body.extra_tuples:  # received during T_p (docs/protocol.md "Test tuples added during T_p")
+        check_extra_tuple(proposal, tuples, tup, env)
+        tuples = (*tuples, tup)
     check_message_sizes(params, tuples, proposal.holdout.m_h if proposal.holdout is not None else 0)
     check_holdout_season(params, proposal.holdout is not None)
     new = state.copy()

@@ -266,7 +266,8 @@ def multi_tuple_devnet(extra: int = 1, **overrides: Any) -> tuple[Devnet, list[n
     tuples = []
     for i in range(extra):
         truth = np.random.default_rng(100 + i).integers(0, d.cfg.num_classes, d.cfg.m)
-        tup = TestTuple(first.z_id, first.del_id, d.cfg.m, f_int(d.del_model, truth), d.creator.public_key,
+        z_id = hashlib.sha256(b"extra tuple inputs %d" % i).digest()  # other inputs: a tuple repeats none
+        tup = TestTuple(z_id, first.del_id, d.cfg.m, f_int(d.del_model, truth), d.creator.public_key,
                         EMPTY_SIGNATURE)
         tuples.append(sign(tup, d.creator, d.chain_id))
         truths.append(truth)
