@@ -191,8 +191,11 @@ class ChainManager(SyncProvider):
             season = get_meta(handle.state).season
             if season is not None and season.holdout is not None:
                 ids.append(season.holdout.z_h_id)
-        elif p.holdout is not None:
-            ids.append(p.holdout.z_h_id)
+        else:
+            if p.holdout is not None:
+                ids.append(p.holdout.z_h_id)
+            for t in handle.mempool.test_tuples:  # tuples added during T_p: the Problem block needs their DEL
+                ids += [t.z_id, t.del_id]
         return list(dict.fromkeys(ids))
 
     def get(self, chain_id: bytes) -> ChainHandle | None:

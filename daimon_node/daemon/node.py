@@ -24,7 +24,7 @@ from chain.errors import ChainError, DecodeError
 from chain.state import is_ejected
 from chain.payloads import ReportEquivocation, Transaction
 from chain.proofs import PoI, Reveal, SeasonReveal, Vote
-from chain.types import Proposal
+from chain.types import Proposal, TestTuple
 from chain.crypto import KeyPair
 from p2p import (
     PROBLEMS_TOPIC,
@@ -42,17 +42,15 @@ from daimon_node.clock import Clock, SystemClock
 from daimon_node.config import NodeConfig
 from daimon_node.errors import DaimonError, StorageFailure
 from daimon_node.keystore import load_key
-from daimon_node.daemon.mempool import Verdict
+from daimon_node.daemon.mempool import Verdict, decode_proof_message
 from daimon_node.daemon.problems import ProblemDirectory
+from daimon_node.daemon.sync import ChainSync
 from daimon_node.daemon.roles import ContributorRole, ImproverRole, ValidatorRole, next_tx, step_committer
 from daimon_node.proofs.sandbox import Sandbox
 
 log = logging.getLogger(__name__)
 
 TICK_S = 0.25
-SYNC_INTERVAL_S = 2.0
-SYNC_BATCH = 64
-SYNC_REQUEST_TIMEOUT_S = 20.0
 REJUDGE_INTERVAL_S = 1.0
 
 class NodeStartError(DaimonError):
@@ -73,16 +71,6 @@ TOPIC_CAPS: Final[dict[str, int]] = {
     "txs": C.MAX_TX_MESSAGE_BYTES,
     "problems": C.MAX_PROBLEM_MESSAGE_BYTES,
 }
-
-
-def decode_proof_message(data: bytes) -> PoI | Reveal | SeasonReveal:
-    """The proofs topic carries PoIs, reveals and season reveals; their arities differ."""
-    for cls in (PoI, Reveal, SeasonReveal):
-        try:
-            return cls.decode(data)
-        except DecodeError:
-            continue
-    raise DecodeError("not a PoI, reveal or season reveal")
 
 
 @dataclass
@@ -146,6 +134,7 @@ class Node:
         self._fetching: set[bytes] = set()
         self._joined: set[bytes] = set()
         self._sync_wakeup = trio.Event()
+        self.sync = ChainSync(self)
         self.rpc_port: int | None = None
         self.sync_targets: dict[bytes, tuple[int, int]] = {}  # chain -> (our height, peer's), while behind
         self.periodic: list[Callable[[], None]] = []  # called about once a second (metrics)
@@ -224,7 +213,7 @@ class Node:
                 with data_dir_writes():
                     (self.data_dir / "p2p.addrs").write_text("\n".join(self.p2p.listen_addrs()) + "\n")
                 nursery.start_soon(self._tick_loop)
-                nursery.start_soon(self._sync_loop)
+                nursery.start_soon(self.sync.run)
                 nursery.start_soon(self.problems.run, self.p2p, self.follow_proposal)
                 log.info("node %s up: p2p %s (announced %s) rpc %s", self.keys.address[:12], self.p2p.listen_addrs(),
                          self.p2p.announced_addrs(), self.rpc_port)
@@ -371,8 +360,12 @@ class Node:
         self.emit("txs", handle.chain_id, {"hash": "0x" + tx.hash.hex(), "sender": "0x" + tx.sender.hex(),
                                            "nonce": tx.nonce})
 
-    def _accept_proof(self, handle: ChainHandle, msg: PoI | Reveal | SeasonReveal) -> Verdict:
-        if isinstance(msg, PoI):
+    def _accept_proof(self, handle: ChainHandle, msg: PoI | Reveal | SeasonReveal | TestTuple) -> Verdict:
+        if isinstance(msg, TestTuple):  # during T_p only; its content is fetched for the Problem block
+            verdict = handle.mempool.add_test_tuple(msg, handle.proposal, started=handle.started, now=self.now(),
+                                                    env=handle.env)
+            self._fetch_new_content(handle)
+        elif isinstance(msg, PoI):
             verdict = handle.mempool.add_poi(msg, handle.state, self.now())
             if verdict is Verdict.ACCEPT:
                 self.emit("proofs", handle.chain_id, {"poi": msg.hash.hex(), "period": msg.period,
@@ -386,7 +379,7 @@ class Node:
 
     def _validate_proof(self, handle: ChainHandle, data: bytes) -> ValidationResult:
         msg = decode_proof_message(data)
-        if not handle.started:
+        if not handle.started and not isinstance(msg, TestTuple):
             return ValidationResult.DEFER
         return _VERDICT[self._accept_proof(handle, msg)]
 
@@ -488,69 +481,3 @@ class Node:
             except (P2PError, trio.TooSlowError) as exc:
                 log.debug("content %s not fetched yet (%s)", cid.hex()[:12], exc)
                 await trio.sleep(min(10.0, 0.5 * (attempt + 1)))
-
-    async def _sync_loop(self) -> None:
-        while True:
-            with trio.move_on_after(SYNC_INTERVAL_S):
-                await self._sync_wakeup.wait()
-            self._sync_wakeup = trio.Event()
-            for handle in list(self.chains.chains.values()):
-                try:
-                    await self._sync_chain(handle)
-                except (P2PError, trio.TooSlowError) as exc:
-                    log.debug("sync of %s: %s", handle.chain_id.hex()[:12], exc)
-
-    async def _sync_chain(self, handle: ChainHandle) -> None:
-        """Catch up from every peer that is ahead; one failing peer does not stop the others."""
-        for stats in self.p2p.peers():
-            if not stats.connected:
-                continue
-            try:
-                await self._sync_from(handle, stats.peer_id)
-            except (P2PError, trio.TooSlowError) as exc:
-                log.debug("sync of %s from %s: %s", handle.chain_id.hex()[:12], stats.peer_id[:12], exc)
-        self.sync_targets.pop(handle.chain_id, None)
-
-    async def _sync_from(self, handle: ChainHandle, peer: str) -> None:
-        """Blocks after our height from ``peer``, stepping back a batch at a time on a fork."""
-        ours = handle.store.tip() if handle.started else None
-        with trio.fail_after(SYNC_REQUEST_TIMEOUT_S):
-            head = await self.p2p.request_head(peer, handle.chain_id)
-        if head is None or (ours is not None and head.weight <= ours.weight):
-            return
-        # Heavier need not mean taller (two halves of a partition seal as many blocks, the
-        # heavier more of them in turn): ask at least for the peer's head, whose parent
-        # then tells whether to step back to the fork.
-        start = min(ours.height + 1, head.height) if ours is not None else 0
-        self.sync_targets[handle.chain_id] = (start - 1, head.height)
-        for _ in range(64):  # bounded: at most 64 batches per round
-            with trio.fail_after(SYNC_REQUEST_TIMEOUT_S):
-                blocks = await self.p2p.request_blocks(peer, handle.chain_id, start, SYNC_BATCH)
-            if not blocks:
-                break
-            stepped_back = False
-            for raw in blocks:
-                report = self.chains.import_block(handle, raw)
-                if report.verdict is ImportVerdict.EQUIVOCATION:
-                    self._report_equivocation(handle, report)
-                    if report.result is None:  # a third block for one period: refused
-                        return
-                if report.result is not None and report.verdict in (ImportVerdict.ACCEPTED,
-                                                                     ImportVerdict.EQUIVOCATION):
-                    self._on_imported(handle, report)
-                elif report.verdict is ImportVerdict.NEEDS_PARENT:
-                    if start == 0:
-                        return
-                    start = max(0, start - SYNC_BATCH)  # a fork: fetch from further back
-                    stepped_back = True
-                    break
-                elif report.verdict is ImportVerdict.NEEDS_CONTENT and report.missing is not None:
-                    await self._fetch_one(report.missing, 1 << 30)
-                    return
-                elif report.verdict in (ImportVerdict.INVALID, ImportVerdict.FUTURE):
-                    return
-            if not stepped_back:
-                start += len(blocks)
-                if len(blocks) < SYNC_BATCH:
-                    break
-        await self.p2p.rejudge()

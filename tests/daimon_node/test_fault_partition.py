@@ -48,7 +48,7 @@ from chain.payloads import Transfer
 from daimon_node.proofs.poi import model_digest
 from daimon_node.proofs.problem_kit import load_problem
 from daimon_node.daemon.replay import replay_chain
-from daimon_node.daemon.node import SYNC_INTERVAL_S
+from daimon_node.daemon.sync import SYNC_INTERVAL_S
 from daimon_node.harness.testnet import Testnet, TestnetPlan, prepare_testnet
 from linkproxy import Proxies
 from netutil import free_base_port, try_call, wait_for

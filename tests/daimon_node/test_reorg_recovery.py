@@ -56,7 +56,7 @@ def test_reorg_returns_the_losing_branchs_transactions_to_the_pool(tmp_path: Pat
 
 
 class PeerServing:
-    """Stands in for the network in ``Node._sync_from``: one peer serving ``provider``'s chains."""
+    """Stands in for the network in ``ChainSync.sync_from``: one peer serving ``provider``'s chains."""
 
     def __init__(self, provider: ChainManager) -> None:
         self.provider = provider
@@ -104,7 +104,7 @@ async def test_sync_takes_a_heavier_chain_that_is_no_higher(tmp_path: Path) -> N
     assert keys and handle.store.tip().weight < peer_handle.store.tip().weight
     node.p2p = PeerServing(peer)  # type: ignore[assignment]
     with trio.fail_after(10):
-        await node._sync_from(handle, "peer")
+        await node.sync.sync_from(handle, "peer")
     assert handle.store.head == theirs.blocks[-1].hash
     node.chains.close()
     node.sandbox.close()
