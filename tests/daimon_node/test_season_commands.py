@@ -22,7 +22,7 @@ import pytest
 from chain import constants as C
 from chain.builder import build_problem_block
 from chain.consensus import period_end
-from chain.crypto import KeyPair
+from chain.crypto import KeyPair, sha256
 from chain.errors import ChainError
 from chain.header import BlockHeader
 from chain.outcome import memory_env
@@ -354,3 +354,49 @@ def test_the_problem_block_leaves_out_a_tuple_whose_del_never_arrived(made) -> N
     assert pool.add_test_tuple(tup, proposal, started=False, now=T0 + 1, env=fake.env) is Verdict.ACCEPT  # kept
     block = build_problem(proposal, made.keys, period_end(proposal.params, 0), fake.env, pool.test_tuples)
     assert block is not None and block.body.extra_tuples == ()
+
+
+# ---------------------------------------------------------------------------
+# daimon_submitTestTuple (the node's backend, over a stand-in node)
+# ---------------------------------------------------------------------------
+class StandInNode:
+    """What ``NodeBackend.submit_test_tuple`` uses of a node: its chains, clock, metrics and gossip."""
+
+    def __init__(self, handle: Any, now: float) -> None:
+        self.chains = type("Chains", (), {"get": lambda _self, chain: handle if chain == handle.chain_id else None})()
+        self.metrics = type("Metrics", (), {"rpc_rejected": 0})()
+        self.published: list[tuple[str, bytes]] = []
+        self._now = now
+
+    def now(self) -> float:
+        return self._now
+
+    async def _publish(self, topic: str, data: bytes) -> None:
+        self.published.append((topic, data))
+
+
+@pytest.mark.trio
+async def test_rpc_submit_test_tuple_pools_and_gossips_it_and_names_the_broken_rule(made) -> None:  # type: ignore[no-untyped-def]
+    from chain.signing import sign
+
+    from daimon_node.daemon.backend import NodeBackend
+
+    fake = FakeNode(made, started=False)
+    proposal = fake.problem.proposal
+    handle = type("Handle", (), {"proposal": proposal, "chain_id": proposal.chain_id, "started": False,
+                                 "env": fake.env, "mempool": Mempool(proposal.chain_id)})()
+    node = StandInNode(handle, now=T0 + 1)
+    backend = NodeBackend(node)  # type: ignore[arg-type]
+    mine = sign(dataclasses.replace(proposal.first_tuple, z_id=bytes(32)), made.keys, proposal.chain_id)
+    assert await backend.submit_test_tuple(proposal.chain_id, mine.encode()) == "0x" + sha256(mine.encode()).hex()
+    assert handle.mempool.test_tuples == [mine]
+    assert node.published == [(f"/daimon/{proposal.chain_id.hex()}/proofs", mine.encode())]
+    stranger = KeyPair.from_label("stranger")
+    theirs = sign(dataclasses.replace(mine, z_id=b"\x02" * 32, contributor=stranger.public_key), stranger,
+                  proposal.chain_id)
+    with pytest.raises(Rejected) as err:
+        await backend.submit_test_tuple(proposal.chain_id, theirs.encode())
+    assert err.value.rule == "TupleNotByContributor"  # the rule by name, for programs; never its text
+    with pytest.raises(Rejected):
+        await backend.submit_test_tuple(proposal.chain_id, b"\x93garbage")
+    assert len(node.published) == 1
