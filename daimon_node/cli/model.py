@@ -216,6 +216,25 @@ def register_cmd(
         typer.echo(f"model digest {digest.hex()}")
 
 
+def chain_tuples(client: Any, prob: Any, summary: dict[str, Any]) -> Any:
+    """The problem with the test tuples added during T_p (``extra_tuples``, from the node): a
+    proof carries one embedding per tuple of the chain, not only the directory's first one."""
+    import dataclasses
+
+    from chain.types import TestTuple
+    from del_embed.integer import integer_del_from_bytes
+
+    from daimon_node.proofs.problem_kit import check_inputs, load_npy
+
+    extra = [TestTuple.decode(bytes.fromhex(raw[2:])) for raw in summary.get("extra_tuples", [])]
+    if not extra:
+        return prob
+    dels = tuple(integer_del_from_bytes(client.get_content(t.del_id)) for t in extra)
+    zs = tuple(check_inputs(load_npy(client.get_content(t.z_id)), t.m, prob.params.input_spec) for t in extra)
+    return dataclasses.replace(prob, tuples=(*prob.tuples[:1], *extra), dels=(*prob.dels[:1], *dels),
+                               z=(*prob.z[:1], *zs))
+
+
 def season_problem(client: Any, prob: Any, summary: dict[str, Any]) -> Any:
     """The problem as the chain has it now: the season's sealed ``Z_h`` and, once a model is
     confirmed, that model (its labels on ``Z_h`` go into the proof), fetched from the node."""
@@ -225,6 +244,7 @@ def season_problem(client: Any, prob: Any, summary: dict[str, Any]) -> Any:
 
     from daimon_node.proofs.problem_kit import check_inputs, load_npy
 
+    prob = chain_tuples(client, prob, summary)
     season = summary.get("season")
     if season is None:
         return prob
@@ -287,12 +307,10 @@ def submit_cmd(
     """PROVE a model for the current period on the chain's head and submit its PoI; write the Reveal for next period."""
     import time
 
-    from daimon_node.cli.chain import connect, head_block, parse_hex, resolve_chain
+    from daimon_node.cli.chain import connect, resolve_chain
     from daimon_node.keystore import load_key
-    from daimon_node.proofs.poi import model_digest, prove
+    from daimon_node.proofs.poi import model_digest
     from daimon_node.proofs.problem_kit import load_problem
-    from daimon_node.rpc.errors import Rejected
-    from daimon_node.proofs.sandbox import Sandbox
 
     keys = load_key(key_dir)
     prob = load_problem(problem)
@@ -308,30 +326,10 @@ def submit_cmd(
         prob = season_problem(client, prob, summary)
         params = prob.proposal.params
         deadline = time.monotonic() + (timeout if timeout > 0 else params.t_b + params.grace + 5)
-        with Sandbox() as sandbox:
-            while True:
-                k, head = _wait_for_proving_slot(client, chain_id, params, deadline)
-                proof = prove(data, prob, keys, period=k, parent=parse_hex(head["hash"], 32, "head"), sandbox=sandbox)
-                now_period = client.period(chain_id)["period"]
-                if now_period == k and head_block(client, chain_id)["hash"] == head["hash"]:
-                    break  # still the period and head the proof was built on
-                if time.monotonic() >= deadline:
-                    raise ModelCommandError("the chain moved on while proving; try again (or raise --timeout)")
+        k, head, proof = _prove_on_head(client, chain_id, prob, data, keys, deadline)
         d_c = summary["d_c_ppb"]
-        delta = params.delta_ppb
-        better = all(d < dc - delta for d, dc in zip(proof.distances, d_c))
-        if not better and not force:
-            raise ModelCommandError(
-                f"distance {', '.join(map(str, proof.distances))} ppb does not beat d_c {', '.join(map(str, d_c))} "
-                f"- delta {delta}; validators would not vote for it (--force submits anyway)")
-        try:
-            # The node keeps and serves the model: validators fetch it by digest over p2p.
-            client.submit_model(chain_id, data, keys.public_key)
-            poi_hash = client.submit_proof(chain_id, proof.poi.encode())
-        except Rejected as exc:
-            hint = ("; register the model first ('daimon-node model register --wait') and submit once a block "
-                    "holds the registration" if exc.rule == "ModelNotClaimed" else "")
-            raise ModelCommandError(f"{exc}{hint}") from None
+        better = all(d < dc - params.delta_ppb for d, dc in zip(proof.distances, d_c))
+        poi_hash = _submit_proof(client, chain_id, data, keys, proof, d_c, params.delta_ppb, better or force)
     reveal_path = reveal_out or model.with_name(f"{model.name}.p{k}.reveal")
     write_private(reveal_path, proof.reveal.encode())
     if out is not None:
@@ -346,6 +344,48 @@ def submit_cmd(
             "proof": str(out) if out is not None else None, "reveal_period": k + 1, "next": next_cmd,
         })
         return
+    _print_submitted(poi_hash, k, head, proof, d_c, reveal_path, next_cmd)
+
+
+def _submit_proof(client: Any, chain_id: bytes, data: bytes, keys: Any, proof: Any, d_c: list[int], delta: int,
+                  submit: bool) -> str:
+    """Hand the node the model and the PoI (unless it does not improve and ``--force`` is off)."""
+    from daimon_node.rpc.errors import Rejected
+
+    if not submit:
+        raise ModelCommandError(
+            f"distance {', '.join(map(str, proof.distances))} ppb does not beat d_c {', '.join(map(str, d_c))} "
+            f"- delta {delta}; validators would not vote for it (--force submits anyway)")
+    try:
+        # The node keeps and serves the model: validators fetch it by digest over p2p.
+        client.submit_model(chain_id, data, keys.public_key)
+        return client.submit_proof(chain_id, proof.poi.encode())  # type: ignore[no-any-return]
+    except Rejected as exc:
+        hint = ("; register the model first ('daimon-node model register --wait') and submit once a block "
+                "holds the registration" if exc.rule == "ModelNotClaimed" else "")
+        raise ModelCommandError(f"{exc}{hint}") from None
+
+
+def _prove_on_head(client: Any, chain_id: bytes, prob: Any, data: bytes, keys: Any, deadline: float) -> tuple[int, dict[str, Any], Any]:
+    """PROVE for the current period on the current head, again if either moved while proving."""
+    import time
+
+    from daimon_node.cli.chain import head_block, parse_hex
+    from daimon_node.proofs.poi import prove
+    from daimon_node.proofs.sandbox import Sandbox
+
+    with Sandbox() as sandbox:
+        while True:
+            k, head = _wait_for_proving_slot(client, chain_id, prob.proposal.params, deadline)
+            proof = prove(data, prob, keys, period=k, parent=parse_hex(head["hash"], 32, "head"), sandbox=sandbox)
+            if client.period(chain_id)["period"] == k and head_block(client, chain_id)["hash"] == head["hash"]:
+                return k, head, proof  # still the period and head the proof was built on
+            if time.monotonic() >= deadline:
+                raise ModelCommandError("the chain moved on while proving; try again (or raise --timeout)")
+
+
+def _print_submitted(poi_hash: str, k: int, head: dict[str, Any], proof: Any, d_c: list[int], reveal_path: Path,
+                     next_cmd: str) -> None:
     typer.echo(poi_hash)
     typer.echo(f"PoI for period {k} on head {head['hash'][:18]}...: distance "
                f"{', '.join(f'{d / 1e9:.6f}' for d in proof.distances)} (d_c {', '.join(f'{d / 1e9:.6f}' for d in d_c)})")

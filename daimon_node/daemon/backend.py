@@ -84,7 +84,10 @@ class NodeBackend:
             summary["d_c_ppb"] = list(meta.d_c)
             summary["minted"] = str(meta.minted)
             summary["burned"] = str(meta.burned)
-            summary["tuples"] = len(get_problem(handle.state).tuples)
+            tuples = get_problem(handle.state).tuples  # with those added during T_p: proofs need every one
+            summary["tuples"] = [{"z_id": t.z_id.hex(), "del_id": t.del_id.hex(), "m": t.m, "y_t_len": len(t.y_t)}
+                                 for t in tuples]
+            summary["extra_tuples"] = [hex0x(t.encode()) for t in tuples[1:]]
             season = meta.season
             if season is not None:
                 summary["season"] = {

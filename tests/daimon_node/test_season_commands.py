@@ -400,3 +400,23 @@ async def test_rpc_submit_test_tuple_pools_and_gossips_it_and_names_the_broken_r
     with pytest.raises(Rejected):
         await backend.submit_test_tuple(proposal.chain_id, b"\x93garbage")
     assert len(node.published) == 1
+
+
+def test_model_submit_proves_on_every_tuple_the_chain_has(made) -> None:  # type: ignore[no-untyped-def]
+    """``model submit`` builds its proof on the chain's tuples: the directory's first one and those
+    added during T_p, which ``daimon_getProblem`` lists and ``daimon_getContent`` serves."""
+    from chain.signing import sign
+
+    from daimon_node.cli.model import chain_tuples
+    from daimon_node.proofs.problem_kit import load_problem
+
+    prob = load_problem(made.problem_dir)
+    first = prob.proposal.first_tuple
+    extra = sign(dataclasses.replace(first, z_id=first.z_id), made.keys, prob.chain_id)  # same content, for the test
+    served = {first.z_id: (made.problem_dir / first.z_id.hex()).read_bytes(),
+              first.del_id: (made.problem_dir / first.del_id.hex()).read_bytes()}
+    client = type("Client", (), {"get_content": lambda _self, cid: served[cid]})()
+    got = chain_tuples(client, prob, {"extra_tuples": ["0x" + extra.encode().hex()]})
+    assert got.tuples == (first, extra) and len(got.dels) == len(got.z) == 2
+    assert got.sizes()[:2] == [first.m, first.m]  # one label vector per tuple, then the holdout's
+    assert chain_tuples(client, prob, {}) is prob

@@ -104,12 +104,15 @@ def test_a_tuple_added_during_t_p_is_in_the_problem_block_and_scores_proofs(tmp_
             capture_output=True, text=True, timeout=T_P_TUPLE)
         assert added.returncode == 0, added.stderr
         port = plan.rpc_ports[1]  # the other node: it got the tuple and its DEL over the network
-        wait_for("the Problem block with both tuples", lambda: (try_call(
-            port, lambda c: c.get_problem(chain)) or {}).get("tuples") == 2, START_DELAY + T_P_TUPLE + 2 * T_B)
-        # register, anchor, settle: three periods, plus one for a block committed after the grace
-        wait_for("an improvement settled on both tuples", lambda: len((try_call(
-            port, lambda c: c.get_problem(chain)) or {}).get("d_c_ppb", [])) == 2 and all(
-            d < 10**9 for d in try_call(port, lambda c: c.get_problem(chain))["d_c_ppb"]), 8 * T_B)
+
+        def shown() -> dict[str, Any]:
+            return try_call(port, lambda c: c.get_problem(chain)) or {}
+
+        wait_for("the Problem block with both tuples", lambda: len(shown().get("extra_tuples", [])) == 1,
+                 START_DELAY + T_P_TUPLE + 2 * T_B)
+        # bond, register, anchor, settle: four periods, plus one for a block committed after the grace
+        wait_for("an improvement settled on both tuples",
+                 lambda: (d_c := shown().get("d_c_ppb", [])) and len(d_c) == 2 and all(d < 10**9 for d in d_c), 8 * T_B)
     finally:
         net.stop()
     replay = replay_chain(plan.directory / "node1", plan.chain_id)
