@@ -34,7 +34,8 @@ from chain.crypto import verify  # noqa: E402
 from chain.devnet import Devnet, DevnetConfig, corrupt  # noqa: E402
 from chain.errors import BadCommitterSignature  # noqa: E402
 from chain.store import ChainStore  # noqa: E402
-from chain.types import Anchor, Block, RegisterDigest, split_block  # noqa: E402
+from chain.payloads import RegisterDigest
+from chain.types import Anchor, Block, split_block
 
 JUNK_BYTES = 1 << 20  # the junk block's size: one MiB
 JUNK_TRIES = 200  # refusals timed; the median is reported

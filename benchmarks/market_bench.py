@@ -38,7 +38,7 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from chain.crypto import KeyPair  # noqa: E402
-from chain.state import Channel  # noqa: E402
+from chain.records import Channel
 from chain.types import InputSpec  # noqa: E402
 from daimon_node.market.messages import Inference, InferRequest, npy_bytes  # noqa: E402
 from daimon_node.market.service import InferService, Served  # noqa: E402

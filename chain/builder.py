@@ -10,24 +10,14 @@ from typing import Sequence
 
 from . import constants as C
 from .crypto import KeyPair
+from .header import BlockHeader
+from .outcome import BlockOutcome, Env
+from .payloads import Payload, Transaction
+from .proofs import Reveal, SeasonReveal
 from .signing import EMPTY_SIGNATURE, sign
 from .state import State
-from .transition import BlockOutcome, Env, execute_block
-from .types import (
-    Anchor,
-    Block,
-    BlockHeader,
-    ImprovementBody,
-    Payload,
-    ProblemBody,
-    ProblemParams,
-    Proposal,
-    Reveal,
-    SeasonReveal,
-    TestTuple,
-    Transaction,
-    body_hash,
-)
+from .transition import execute_block
+from .types import Anchor, Block, ImprovementBody, ProblemBody, ProblemParams, Proposal, TestTuple, body_hash
 
 
 def seal_block(state: State, header: BlockHeader, body: ProblemBody | ImprovementBody, keys: KeyPair, env: Env) -> tuple[Block, BlockOutcome]:

@@ -36,8 +36,9 @@ from .errors import (
     LastCommitter,
     NotACommitter,
 )
+from .fields import AMOUNT, PUBKEY, U32, U8
 from .state import State, _get, burn_locked, get_account, get_meta, lock, set_meta, unlock
-from .types import AMOUNT, PUBKEY, U8, U32, ProblemParams
+from .types import ProblemParams
 
 PREFIX_COMMITTER: Final[bytes] = b"k"  # + public key -> CommitterRecord
 KEY_SCHEDULE: Final[bytes] = b"K"

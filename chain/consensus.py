@@ -15,7 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Sequence
 
+from .errors import CommitterNotAllowed
 from .types import ProblemParams
+from .header import BlockHeader
 
 # A weight unit of 4^10: a skipped period divides a block's weight by 4, exactly, for up to
 # 10 skipped periods; past that every block weighs the floor of 1 and ties keep the first seen.
@@ -66,6 +68,13 @@ def may_commit(params: ProblemParams, k: int, committer: bytes, timestamp: int,
     if timestamp < end:
         return False
     return is_in_turn(params, k, committer, committers) or timestamp >= end + params.grace
+
+
+def check_committer_rule(params: ProblemParams, header: BlockHeader, committers: tuple[bytes, ...] | None = None) -> None:
+    """A committer of the set in force at the header's period (``committers``; the proposal's list
+    for a fixed set), in turn from the period's end, or any of them after the grace."""
+    if not may_commit(params, header.period, header.committer, header.timestamp, committers):
+        raise CommitterNotAllowed(header.committer, header.period, header.timestamp)
 
 
 def block_weight(params: ProblemParams, k: int, committer: bytes, skipped: int = 0,

@@ -21,30 +21,14 @@ from .committers import committers_at
 from .consensus import in_turn_committer, period_end
 from .crypto import KeyPair
 from .labels import array_to_labels, labels_hash, masked_digest
+from .outcome import BlockOutcome, BlockReceipt, Env, memory_env
+from .payloads import NewHoldout, Payload, RegisterDigest, RegisterValidator, Transaction
+from .proofs import Ambiguous, PoI, Reveal, SealedHoldout, SeasonReveal, Vote, model_claim
 from .season import holdout_commitment
+from .settlement import model_order_seed
 from .signing import EMPTY_SIGNATURE, sign
 from .state import State, get_account, get_meta
-from .transition import BlockOutcome, BlockReceipt, Env, memory_env, model_order_seed
-from .types import (
-    Allocation,
-    Ambiguous,
-    Anchor,
-    Block,
-    InputSpec,
-    Payload,
-    PoI,
-    ProblemParams,
-    Proposal,
-    RegisterDigest,
-    RegisterValidator,
-    Reveal,
-    SealedHoldout,
-    SeasonReveal,
-    TestTuple,
-    Transaction,
-    Vote,
-    model_claim,
-)
+from .types import Allocation, Anchor, Block, InputSpec, ProblemParams, Proposal, TestTuple
 
 
 def content_id(data: bytes) -> bytes:
@@ -122,6 +106,7 @@ class Devnet:
         self.env: Env = memory_env(self.contents)
         self.holdout_truth: np.ndarray | None = None
         self.holdout_salt = b"devnet-salt"
+        self.holdout_salts: dict[bytes, bytes] = {}  # commitment -> salt, for holdouts sealed later
         self.holdout_predictions: dict[bytes, np.ndarray] = {}  # model digest -> its labels on Z_h
         holdout = None
         if cfg.holdout_m:
@@ -239,11 +224,24 @@ class Devnet:
         vote = Vote(self.chain_id, poi.period, poi.hash, poi.parent, digest, keys.public_key, EMPTY_SIGNATURE)
         return sign(vote, keys, self.chain_id)
 
+    def new_holdout(self, inputs_tag: bytes, salt: bytes) -> NewHoldout:
+        """A holdout for a later season: stand-in inputs named by ``inputs_tag``, the devnet's
+        holdout labels (one truth for every season) under a fresh ``salt``."""
+        assert self.holdout_truth is not None
+        commitment = holdout_commitment(salt, array_to_labels(self.holdout_truth))
+        self.holdout_salts[commitment] = salt
+        z_h_id = hashlib.sha256(b"devnet holdout inputs:" + inputs_tag).digest()
+        return NewHoldout(SealedHoldout(z_h_id, len(self.holdout_truth), commitment))
+
     def season_reveal(self) -> SeasonReveal:
+        """The contributor's reveal of the current season, with the salt its holdout was sealed with."""
         assert self.holdout_truth is not None
         season = get_meta(self.state).season
         assert season is not None
-        sr = SeasonReveal(self.chain_id, season.index, self.holdout_salt, array_to_labels(self.holdout_truth),
+        salt = self.holdout_salt
+        if season.holdout is not None:
+            salt = self.holdout_salts.get(season.holdout.commitment, salt)
+        sr = SeasonReveal(self.chain_id, season.index, salt, array_to_labels(self.holdout_truth),
                           self.creator.public_key, EMPTY_SIGNATURE)
         return sign(sr, self.creator, self.chain_id)
 

@@ -389,3 +389,101 @@ class UnknownCommitter(InvalidHeader):
     def __init__(self, committer: bytes) -> None:
         self.committer = committer
         super().__init__("block of an unknown parent by a key that never was a committer", committer=committer)
+
+
+# --- Issue 16: seasons sealed ahead, the end of the last season, test tuples added during T_p ---
+class NoSeasons(InvalidTransaction):
+    """A ``NewHoldout`` on a problem without seasons: nothing would ever reveal it."""
+
+    def __init__(self) -> None:
+        super().__init__("this problem has no seasons")
+
+
+class NotContributor(InvalidTransaction):
+    """A ``NewHoldout`` from another key than the problem's contributor, who alone knows ``x_h``."""
+
+    def __init__(self, sender: bytes, contributor: bytes) -> None:
+        self.sender, self.contributor = sender, contributor
+        super().__init__("only the contributor seals a holdout", sender=sender, contributor=contributor)
+
+
+class HoldoutReused(InvalidTransaction):
+    """A holdout whose inputs or commitment this chain has sealed before: once revealed, its labels
+    are public, so a later season on it would pay for answers anyone can look up."""
+
+    def __init__(self, what: str, value: bytes, season: int) -> None:
+        self.what, self.value, self.season = what, value, season
+        super().__init__(f"holdout {what} already sealed for season {season}", value=value, season=season)
+
+
+class ContributorBondUnpaid(InvalidTransaction):
+    """The contributor's spendable balance is below the bond each sealed holdout locks."""
+
+    def __init__(self, balance: int, bond: int) -> None:
+        self.balance, self.bond = balance, bond
+        super().__init__("balance below the contributor bond", balance=balance, bond=bond)
+
+
+class TooManySeasonsSealed(InvalidTransaction):
+    """More holdouts sealed ahead of the current season than the chain keeps records for."""
+
+    def __init__(self, sealed: int, limit: int) -> None:
+        self.sealed, self.limit = sealed, limit
+        super().__init__(f"{sealed} seasons already sealed ahead (at most {limit})", sealed=sealed, limit=limit)
+
+
+class NoOpenSeason(InvalidAnchor):
+    """A PoI while no season with a sealed holdout is open (a reveal window, or after the last season)."""
+
+    def __init__(self, period: int, season: int) -> None:
+        self.period, self.season = period, season
+        super().__init__("no open season with a sealed holdout", period=period, season=season)
+
+
+class InvalidTestTuple(InvalidProblem):
+    """An extra test tuple (submitted during T_p, carried in the Problem block) is refused."""
+
+    def __init__(self, message: str, **values: Any) -> None:
+        super().__init__(message, **values)
+
+
+class TupleNotByContributor(InvalidTestTuple):
+    def __init__(self, signer: bytes, contributor: bytes) -> None:
+        self.signer, self.contributor = signer, contributor
+        super().__init__("test tuple not signed by the problem's contributor", signer=signer, contributor=contributor)
+
+
+class TupleSignatureInvalid(InvalidTestTuple):
+    def __init__(self, signer: bytes) -> None:
+        self.signer = signer
+        super().__init__("test tuple signature does not verify for this chain", signer=signer)
+
+
+class TupleDuplicate(InvalidTestTuple):
+    """Inputs ``Z`` already in the test set: the tuple would count the same items twice."""
+
+    def __init__(self, z_id: bytes, index: int) -> None:
+        self.z_id, self.index = z_id, index
+        super().__init__(f"test tuple repeats the inputs of tuple {index}", z_id=z_id, index=index)
+
+
+class TupleMalformed(InvalidTestTuple):
+    """The tuple's DEL artifact is malformed or does not fit the tuple or the problem."""
+
+    def __init__(self, reason: str, **values: Any) -> None:
+        self.reason = reason
+        super().__init__(f"test tuple malformed: {reason}", **values)
+
+
+class TupleWindowClosed(InvalidTestTuple):
+    """A tuple offered once T_p is over (the Problem block exists or may be committed)."""
+
+    def __init__(self, now: int, end: int) -> None:
+        self.now, self.end = now, end
+        super().__init__("test tuples are taken only during T_p", now=now, end=end)
+
+
+class TooManyTuples(InvalidTestTuple):
+    def __init__(self, count: int, limit: int) -> None:
+        self.count, self.limit = count, limit
+        super().__init__(f"{count} test tuples (at most {limit})", count=count, limit=limit)

@@ -15,7 +15,7 @@ import numpy as np
 from .codec import pack
 from .constants import MASK_LABEL
 from .crypto import sha256
-from .types import Ambiguous
+from .proofs import Ambiguous
 
 
 def labels_hash(labels: Sequence[bytes]) -> bytes:

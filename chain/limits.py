@@ -14,20 +14,10 @@ from typing import Sequence
 
 from . import constants as C
 from .errors import BlockTransactionsTooLarge, FeeTooLow, MinimumFeeMissing, SizeBeyondNetworkCap, SupplyTooLarge
-from .types import (
-    Ambiguous,
-    Anchor,
-    Block,
-    BlockHeader,
-    ImprovementBody,
-    PoI,
-    ProblemParams,
-    Reveal,
-    SeasonReveal,
-    TestTuple,
-    Transaction,
-    Vote,
-)
+from .header import BlockHeader
+from .payloads import Transaction
+from .proofs import Ambiguous, PoI, Reveal, SeasonReveal, Vote
+from .types import Anchor, Block, ImprovementBody, ProblemParams, TestTuple
 
 U32_MAX = (1 << 32) - 1
 U64_MAX = (1 << 64) - 1

@@ -16,17 +16,9 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from .crypto import address_bytes as address_of
+from .records import Bond, Channel
 from .season import season_end, season_improvements
-from .state import (
-    PREFIX_BOND,
-    PREFIX_CHANNEL,
-    Bond,
-    Channel,
-    State,
-    get_meta,
-    get_problem,
-    iter_records,
-)
+from .state import PREFIX_BOND, PREFIX_CHANNEL, State, get_meta, get_problem, iter_records
 
 # What locked an amount; each kind names the rule that returns it.
 VALIDATOR_BOND: Final = "validator_bond"  # active: `validator unbond` starts unbonding
@@ -101,6 +93,9 @@ def season_parts(state: State, address: bytes) -> list[LockedPart]:
             parts.append(LockedPart(IMPROVER_BOND, held, end, season=season.index))
         if problem.contributor == address:
             parts.append(LockedPart(CONTRIBUTOR_BOND, params.contributor_bond, end, season=season.index))
+            # each season sealed ahead holds its own bond until its reveal; when it opens is not known yet
+            parts += [LockedPart(CONTRIBUTOR_BOND, params.contributor_bond, None, season=season.index + k)
+                      for k in range(1, season.sealed_ahead + 1)]
     pending = meta.pending
     if pending is not None and address_of(pending.anchor.poi.prover) == address:
         parts.append(LockedPart(IMPROVER_BOND, pending.improver_bond, pending.period + 1))

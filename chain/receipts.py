@@ -15,7 +15,7 @@ from typing import Any, Final
 from . import constants as C
 from .codec import Amount, Bytes, ListOf, Optional_, Str, UInt, pack, unpack_canonical
 from .errors import DecodeError
-from .transition import BlockReceipt, Settlement
+from .outcome import BlockReceipt, Settlement
 
 MAX_NOTE_BYTES: Final[int] = 4096  # a settlement's reason or a season note: a sentence, never data
 

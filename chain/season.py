@@ -45,31 +45,26 @@ from del_embed.integer import error_ppb
 
 from .constants import PPB
 from .crypto import address_bytes as address_of, sha256
-from .errors import InvalidSeason, InvalidTransaction
-from .limits import check_message_sizes
+from .errors import InvalidSeason
+from .header import BlockHeader
+from .holdouts import next_season
+from .proofs import PoI, Reveal, SeasonReveal
+from .records import BestModel, ChainMeta, LockedReward, ProblemRecord, Season, SeasonImprovement, SeasonReference
 from .rewards import improvement_reward, validator_reward
 from .signing import is_valid_signature
 from .state import (
-    BestModel,
-    ChainMeta,
-    LockedReward,
-    ProblemRecord,
-    Season,
-    SeasonImprovement,
-    SeasonReference,
     State,
     burn_locked,
     credit,
     get_meta,
     get_season_improvement,
     get_season_reference,
-    lock,
     set_meta,
     set_season_improvement,
     set_season_reference,
     unlock,
 )
-from .types import BlockHeader, NewHoldout, PoI, ProblemParams, Reveal, SeasonReveal
+from .types import ProblemParams
 
 
 def holdout_commitment(salt: bytes, labels: bytes) -> bytes:
@@ -243,22 +238,6 @@ def holdout_verdict(
     return HoldoutVerdict(e_h, n, gained, lost, beats, consistent)
 
 
-def process_new_holdout(state: State, problem: ProblemRecord, sender: bytes, header: BlockHeader, payload: NewHoldout) -> None:
-    meta = get_meta(state)
-    season = meta.season
-    if season is None:
-        raise InvalidTransaction("this problem has no seasons")
-    if sender != problem.contributor:
-        raise InvalidTransaction("only the contributor seals a holdout", sender=sender)
-    if season.holdout is not None:
-        raise InvalidTransaction("the season already has a sealed holdout")
-    check_message_sizes(problem.params, problem.tuples, payload.holdout.m_h)
-    if not lock(state, sender, problem.params.contributor_bond):
-        raise InvalidTransaction("balance below the contributor bond", bond=problem.params.contributor_bond)
-    season = Season(season.index, header.period + 1, payload.holdout, 0, (), season.confirmed_error_ppb)
-    set_meta(state, replace(get_meta(state), season=season))
-
-
 def process_season_reveal(state: State, problem: ProblemRecord, header: BlockHeader, reveal: SeasonReveal | None) -> str:
     """Vest or burn the season's rewards; returns a short note of what happened."""
     meta = get_meta(state)
@@ -271,7 +250,7 @@ def process_season_reveal(state: State, problem: ProblemRecord, header: BlockHea
     end = season_end(season, params.season_periods)
     if reveal is None:
         if header.period >= end + params.reveal_window:
-            return miss_reveal(state, problem, meta, season)
+            return miss_reveal(state, problem, season, header.period)
         return ""
     # Verify the reveal
     if not end <= header.period < end + params.reveal_window:
@@ -286,7 +265,7 @@ def process_season_reveal(state: State, problem: ProblemRecord, header: BlockHea
         raise InvalidSeason("holdout labels of the wrong size or range", size=len(reveal.labels))
     if holdout_commitment(reveal.salt, reveal.labels) != season.holdout.commitment:
         raise InvalidSeason("salt and labels do not open the commitment")
-    return judge_season(state, problem, meta, season, reveal.labels)
+    return judge_season(state, problem, meta, season, reveal.labels, header.period)
 
 
 def season_improvements(state: State, season: Season) -> list[SeasonImprovement]:
@@ -324,7 +303,8 @@ def reprice(state: State, params: ProblemParams, imp: SeasonImprovement, d_ref: 
     return minted
 
 
-def judge_season(state: State, problem: ProblemRecord, meta: ChainMeta, season: Season, truth: bytes) -> str:
+def judge_season(state: State, problem: ProblemRecord, meta: ChainMeta, season: Season, truth: bytes,
+                 period: int) -> str:
     params = problem.params
     m_test = min(t.m for t in problem.tuples)
     confirmed, confirmed_d_c, confirmed_error = meta.confirmed, meta.confirmed_d_c, season.confirmed_error_ppb
@@ -367,12 +347,12 @@ def judge_season(state: State, problem: ProblemRecord, meta: ChainMeta, season: 
         d_c=confirmed_d_c,
         burned=meta.burned + burned,
         minted=meta.minted + minted,
-        season=Season(season.index + 1, 0, None, 0, (), confirmed_error),
+        season=next_season(state, season, period, confirmed_error),
     ))
     return f"season {season.index} revealed: {len(vested_heights)}/{len(improvements)} improvements vested"
 
 
-def miss_reveal(state: State, problem: ProblemRecord, meta: ChainMeta, season: Season) -> str:
+def miss_reveal(state: State, problem: ProblemRecord, season: Season, period: int) -> str:
     """Slash the contributor's bond to the locked holders; burn the locked rewards; roll back."""
     bond = burn_locked(state, problem.contributor, problem.params.contributor_bond)
     total_locked = sum(e.amount for e in season.locked)
@@ -394,7 +374,7 @@ def miss_reveal(state: State, problem: ProblemRecord, meta: ChainMeta, season: S
         provisional=meta.confirmed,
         d_c=meta.confirmed_d_c,
         burned=meta.burned + burned,
-        season=Season(season.index + 1, 0, None, 0, (), season.confirmed_error_ppb),
+        season=next_season(state, season, period, season.confirmed_error_ppb),
     ))
     return f"season {season.index} reveal missed: contributor bond slashed ({paid} paid to locked holders)"
 
@@ -408,7 +388,6 @@ __all__ = [
     "season_improvements",
     "holdout_commitment",
     "is_open_season",
-    "process_new_holdout",
     "process_season_reveal",
     "record_season_improvement",
 ]

@@ -16,292 +16,31 @@ the cost per block follows the changes, not the size of the state.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Final, Iterator, TypeVar
 
 from . import constants as C
-from .codec import Bytes, ListOf, Optional_, Schema, SInt, Struct, schema
+from .codec import Schema
 from .crypto import sha256
 from .errors import BalanceOverflow, DecodeError
-from .types import (
-    ADDRESS,
-    AMOUNT,
-    HASH,
-    U32,
-    U64,
-    Ambiguous,
-    Anchor,
-    OfferService,
-    ProblemParams,
-    Proposal,
-    SealedHoldout,
-    TestTuple,
+from .proofs import SealedHoldout
+from .records import (
+    EMPTY_ACCOUNT,
+    Account,
+    Bond,
+    ChainMeta,
+    Channel,
+    DigestRecord,
+    Ejection,
+    HoldoutMark,
+    Offer,
+    ProblemRecord,
+    RatingMark,
+    Reputation,
+    SeasonImprovement,
+    SeasonReference,
 )
 
 R = TypeVar("R", bound=Schema)
-
-# ---------------------------------------------------------------------------
-# Records
-# ---------------------------------------------------------------------------
-
-
-@schema
-@dataclass(frozen=True)
-class Account(Schema):
-    balance: int  # spendable base units
-    locked: int  # base units that are not spendable (bonds, unvested rewards)
-    nonce: int
-
-    FIELDS = (("balance", AMOUNT), ("locked", AMOUNT), ("nonce", U64))
-
-
-EMPTY_ACCOUNT: Final[Account] = Account(0, 0, 0)
-
-
-@schema
-@dataclass(frozen=True)
-class DigestRecord(Schema):
-    owner: bytes  # address
-    height: int  # block that registered it
-
-    FIELDS = (("owner", ADDRESS), ("height", U64))
-
-
-@schema
-@dataclass(frozen=True)
-class Bond(Schema):
-    amount: int
-    since_height: int  # votes count from blocks after this one
-    unbond_period: int  # 0 while active; else the period from which it may be withdrawn
-
-    FIELDS = (("amount", AMOUNT), ("since_height", U64), ("unbond_period", U32))
-
-
-@schema
-@dataclass(frozen=True)
-class BestModel(Schema):
-    digest: bytes
-    owner: bytes  # address
-    height: int  # block that settled it
-    d_ppb: tuple[int, ...]  # its distance per tuple
-
-    FIELDS = (("digest", HASH), ("owner", ADDRESS), ("height", U64), ("d_ppb", ListOf(U32, C.MAX_TUPLES)))
-
-
-@schema
-@dataclass(frozen=True)
-class PendingAnchor(Schema):
-    """An anchored PoI awaiting its reveal in the next period."""
-
-    anchor: Anchor
-    height: int
-    period: int
-    improver_bond: int  # locked from the improver at anchoring
-    quorum_stake: int  # the bonded stake its matching votes must reach to settle (fixed at anchoring)
-
-    FIELDS = (
-        ("anchor", Struct(Anchor)),
-        ("height", U64),
-        ("period", U32),
-        ("improver_bond", AMOUNT),
-        ("quorum_stake", AMOUNT),
-    )
-
-
-@schema
-@dataclass(frozen=True)
-class LockedReward(Schema):
-    """A reward minted locked in a season; it vests or burns when the holdout opens."""
-
-    address: bytes
-    amount: int
-    settlement_height: int
-
-    FIELDS = (("address", ADDRESS), ("amount", AMOUNT), ("settlement_height", U64))
-
-
-@schema
-@dataclass(frozen=True)
-class SeasonImprovement(Schema):
-    """An improvement settled in the current season, with what the judge needs.
-
-    ``holdout_labels`` are its predictions on ``Z_h`` (``m_h`` bytes, so kept under
-    its own state key). ``reward`` and ``voters`` (paid matching validators, in
-    position order) let the judge re-price it as if burned improvements had never
-    settled; ``improver_bond`` stays locked until the judge.
-    """
-
-    digest: bytes
-    owner: bytes
-    settlement_height: int
-    d_ppb: tuple[int, ...]
-    holdout_labels: bytes
-    holdout_ambiguous: tuple[int, ...]
-    reward: int
-    voters: tuple[bytes, ...]
-    improver_bond: int
-
-    FIELDS = (
-        ("digest", HASH),
-        ("owner", ADDRESS),
-        ("settlement_height", U64),
-        ("d_ppb", ListOf(U32, C.MAX_TUPLES)),
-        ("holdout_labels", Bytes(max_len=C.MAX_LABELS)),
-        ("holdout_ambiguous", ListOf(U32, C.MAX_AMBIGUOUS)),
-        ("reward", AMOUNT),
-        ("voters", ListOf(ADDRESS, C.MAX_VOTES_PER_BLOCK)),
-        ("improver_bond", AMOUNT),
-    )
-
-
-@schema
-@dataclass(frozen=True)
-class SeasonReference(Schema):
-    """The confirmed model's predictions on this season's ``Z_h``, as the first PoI that
-    settled in the season carried them (checked by a quorum of its voters); every
-    later PoI of the season must carry the same, and the judge compares against them."""
-
-    labels: bytes
-    ambiguous: tuple[Ambiguous, ...]
-
-    FIELDS = (("labels", Bytes(max_len=C.MAX_LABELS)), ("ambiguous", ListOf(Struct(Ambiguous), C.MAX_AMBIGUOUS)))
-
-
-MAX_SEASON_IMPROVEMENTS: Final[int] = 4096  # settled improvements one season can record
-MAX_SEASON_LOCKED: Final[int] = 1 << 16  # locked reward entries one season can record
-
-
-@schema
-@dataclass(frozen=True)
-class Season(Schema):
-    index: int  # 0-based
-    start_period: int  # first competition period of the season
-    holdout: SealedHoldout | None
-    improvement_count: int  # settled improvements, stored under ``season_improvement_key``
-    locked: tuple[LockedReward, ...]
-    confirmed_error_ppb: int  # the confirmed model's error on the last revealed holdout (PPB = none); shown, not judged
-
-    FIELDS = (
-        ("index", U32),
-        ("start_period", U32),
-        ("holdout", Optional_(Struct(SealedHoldout))),
-        ("improvement_count", U32),
-        ("locked", ListOf(Struct(LockedReward), MAX_SEASON_LOCKED)),
-        ("confirmed_error_ppb", U32),
-    )
-
-
-@schema
-@dataclass(frozen=True)
-class ChainMeta(Schema):
-    """What changes with every block: height, head, distances, best models, pending work."""
-
-    height: int
-    period: int
-    d_c: tuple[int, ...]
-    confirmed_d_c: tuple[int, ...]
-    provisional: BestModel | None
-    confirmed: BestModel | None
-    pending: PendingAnchor | None
-    season: Season | None
-    burned: int  # base units burned so far
-    minted: int  # base units minted so far (genesis excluded)
-    bonded: int  # validator stake that may vote: the sum of bonds not unbonding
-
-    FIELDS = (
-        ("height", U64),
-        ("period", U32),
-        ("d_c", ListOf(U32, C.MAX_TUPLES)),
-        ("confirmed_d_c", ListOf(U32, C.MAX_TUPLES)),
-        ("provisional", Optional_(Struct(BestModel))),
-        ("confirmed", Optional_(Struct(BestModel))),
-        ("pending", Optional_(Struct(PendingAnchor))),
-        ("season", Optional_(Struct(Season))),
-        ("burned", AMOUNT),
-        ("minted", AMOUNT),
-        ("bonded", AMOUNT),
-    )
-
-
-@schema
-@dataclass(frozen=True)
-class ProblemRecord(Schema):
-    proposal: Proposal
-    tuples: tuple[TestTuple, ...]
-    contributor: bytes  # address whose bond backs the holdout
-
-    FIELDS = (
-        ("proposal", Struct(Proposal)),
-        ("tuples", ListOf(Struct(TestTuple), C.MAX_TUPLES)),
-        ("contributor", ADDRESS),
-    )
-
-    @property
-    def params(self) -> ProblemParams:
-        return self.proposal.params
-
-    @property
-    def chain_id(self) -> bytes:
-        return self.proposal.chain_id
-
-
-@schema
-@dataclass(frozen=True)
-class Offer(Schema):
-    offer: OfferService
-    height: int
-
-    FIELDS = (("offer", Struct(OfferService)), ("height", U64))
-
-
-@schema
-@dataclass(frozen=True)
-class Reputation(Schema):
-    score: int
-    up: int
-    down: int
-
-    FIELDS = (("score", SInt(64)), ("up", U64), ("down", U64))
-
-
-@schema
-@dataclass(frozen=True)
-class RatingMark(Schema):
-    period: int  # last period the rater rated the target
-
-    FIELDS = (("period", U32),)
-
-
-@schema
-@dataclass(frozen=True)
-class Channel(Schema):
-    """A payment channel from a payer to a runner (docs/market.md).
-
-    ``deposit`` is locked in the payer's account; ``redeemed`` of it has been paid to
-    the runner. Open while ``deposit > 0``; closing refunds the rest and bumps ``epoch``.
-    """
-
-    deposit: int
-    redeemed: int
-    expires_period: int
-    epoch: int
-
-    FIELDS = (("deposit", AMOUNT), ("redeemed", AMOUNT), ("expires_period", U32), ("epoch", U32))
-
-    @property
-    def is_open(self) -> bool:
-        return self.deposit > 0
-
-
-@schema
-@dataclass(frozen=True)
-class Ejection(Schema):
-    """A committer proven to have signed two blocks for one period (issue 14)."""
-
-    period: int  # the period it signed twice
-    height: int  # the block that carried the report
-
-    FIELDS = (("period", U32), ("height", U64))
 
 
 # Key namespaces (one byte each)
@@ -317,6 +56,8 @@ PREFIX_CHANNEL: Final[bytes] = b"c"  # + payer address + runner address
 PREFIX_SEASON_IMPROVEMENT: Final[bytes] = b"s"  # + season index (4 bytes) + ordinal (4 bytes)
 PREFIX_EJECTED: Final[bytes] = b"e"  # + committer public key
 PREFIX_SEASON_REFERENCE: Final[bytes] = b"h"  # + season index (4 bytes)
+PREFIX_SEALED_AHEAD: Final[bytes] = b"n"  # + season index (4 bytes): a holdout sealed for a later season
+PREFIX_HOLDOUT_MARK: Final[bytes] = b"z"  # + z_h_id or commitment: sealed once on this chain
 
 # ---------------------------------------------------------------------------
 # The root: a fixed 16-ary Merkle tree over 4096 buckets
@@ -623,6 +364,26 @@ def set_season_reference(state: State, season: int, record: SeasonReference | No
         state.put(key, None)
     else:
         state.put_record(key, record)
+
+
+def get_sealed_ahead(state: State, season: int) -> SealedHoldout | None:
+    return _get(state, PREFIX_SEALED_AHEAD + season.to_bytes(4, "big"), SealedHoldout)
+
+
+def set_sealed_ahead(state: State, season: int, holdout: SealedHoldout | None) -> None:
+    key = PREFIX_SEALED_AHEAD + season.to_bytes(4, "big")
+    if holdout is None:
+        state.put(key, None)
+    else:
+        state.put_record(key, holdout)
+
+
+def get_holdout_mark(state: State, value: bytes) -> HoldoutMark | None:
+    return _get(state, PREFIX_HOLDOUT_MARK + value, HoldoutMark)
+
+
+def set_holdout_mark(state: State, value: bytes, mark: HoldoutMark) -> None:
+    state.put_record(PREFIX_HOLDOUT_MARK + value, mark)
 
 
 def iter_records(state: State, prefix: bytes, cls: type[R]) -> Iterator[tuple[bytes, R]]:

@@ -78,19 +78,18 @@ from .store_layout import (
     signed_key,
     version_bytes,
 )
+from .consensus import check_committer_rule
+from .outcome import BlockOutcome, BlockReceipt, Env
 from .transition import (
-    BlockOutcome,
-    BlockReceipt,
-    Env,
     check_chain_id,
-    check_committer_rule,
     check_committer_signature,
     check_not_ejected,
     check_raw_body_limits,
     params_for,
     process_block,
 )
-from .types import Block, BlockHeader, ProblemBody, ProblemParams, body_hash, decode_body, split_block
+from .header import BlockHeader
+from .types import Block, ProblemBody, ProblemParams, body_hash, decode_body, split_block
 
 MAX_BLOCKS_PER_SIGNER_PERIOD: Final[int] = 2  # the first block and the one that proves equivocation
 

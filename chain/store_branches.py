@@ -20,8 +20,10 @@ from .receipts import encode_receipt
 from .state import State, get_problem
 from .store_errors import StoreError
 from .store_layout import K_HEAD, P_BLOCK, P_RECEIPT, P_STATE, P_UNDO, P_WEIGHT, height_key
-from .transition import BlockOutcome, Env, process_block
-from .types import Block, BlockHeader, ProblemBody
+from .outcome import BlockOutcome, Env
+from .transition import process_block
+from .header import BlockHeader
+from .types import Block, ProblemBody
 
 
 @dataclass(frozen=True)

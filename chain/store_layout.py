@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from .types import BlockHeader
+from .header import BlockHeader
 
 P_BLOCK: Final[bytes] = b"B"
 P_WEIGHT: Final[bytes] = b"W"

@@ -1,47 +1,29 @@
-"""The whole data model of docs/design.md §4, each type with its canonical schema.
+"""The problem definition and the block (docs/design.md §4), each with its canonical schema.
 
 Types are frozen dataclasses; ``FIELDS`` fixes the encoding order. Signed types
 end in ``signature`` and name their signer field in ``SIGNER``; what is signed
 is the encoding of every other field, behind the type's domain tag and the
-chain id (see ``chain.signing``).
+chain id (see ``chain.signing``). What a block carries has its own modules:
+``chain.proofs`` (sealed holdout, PoI, vote, reveals), ``chain.payloads``
+(transactions) and ``chain.header`` (the block header).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Callable, ClassVar, Final, Union
+from typing import Any, Callable, ClassVar, Final
 
 import msgpack
 
 from . import constants as C
-from .codec import (
-    Amount,
-    Bytes,
-    ListOf,
-    Optional_,
-    Schema,
-    SInt,
-    Str,
-    Struct,
-    UInt,
-    pack,
-    schema,
-    struct_from_obj,
-    unpack_canonical,
-)
+from .codec import ListOf, Optional_, Schema, Str, Struct, pack, schema, struct_from_obj, unpack_canonical
 from .crypto import sha256
 from .errors import DecodeError
-
-U8, U16, U32, U64 = UInt(8), UInt(16), UInt(32), UInt(64)
-I64 = SInt(64)
-AMOUNT = Amount()
-HASH = Bytes(exact=C.HASH_SIZE)
-PUBKEY = Bytes(exact=C.PUBKEY_SIZE)
-SIG = Bytes(exact=C.SIGNATURE_SIZE)
-ADDRESS = Bytes(exact=C.ADDRESS_SIZE)
-LABELS = Bytes(max_len=C.MAX_LABELS)  # one byte per label
-EMBEDDING = ListOf(SInt(32), C.MAX_EMBEDDING_DIM)
+from .fields import ADDRESS, AMOUNT, EMBEDDING, HASH, I64, PUBKEY, SIG, U8, U16, U32, U64
+from .header import BlockHeader
+from .payloads import Transaction, Voucher
+from .proofs import PoI, Reveal, SealedHoldout, SeasonReveal, Vote
 
 
 # ---------------------------------------------------------------------------
@@ -99,18 +81,6 @@ class TestTuple(Schema):
     DOMAIN: ClassVar[bytes] = C.DOMAIN_TUPLE
     SIGNER: ClassVar[str] = "contributor"
     __test__ = False  # not a pytest class
-
-
-@schema
-@dataclass(frozen=True)
-class SealedHoldout(Schema):
-    """Holdout inputs and a commitment ``H(salt || canonical(x_h))`` to their labels."""
-
-    z_h_id: bytes
-    m_h: int
-    commitment: bytes
-
-    FIELDS = (("z_h_id", HASH), ("m_h", U32), ("commitment", HASH))
 
 
 @schema
@@ -215,371 +185,6 @@ class Proposal(Schema):
     def chain_id(self) -> bytes:
         return sha256(self.encode())
 
-
-# ---------------------------------------------------------------------------
-# Competition: proof of improvement, votes, reveal
-# ---------------------------------------------------------------------------
-@schema
-@dataclass(frozen=True)
-class Ambiguous(Schema):
-    """A position whose top-two scores are within the tie margin, and the prover's label."""
-
-    index: int
-    label: int
-
-    FIELDS = (("index", U32), ("label", U8))
-
-
-AMBIGUOUS_SET = ListOf(Struct(Ambiguous), C.MAX_AMBIGUOUS)
-
-
-@schema
-@dataclass(frozen=True)
-class PoI(Schema):
-    """A proof of improvement for period ``period``.
-
-    ``ambiguous`` has one set per test tuple, then one for the holdout inputs
-    when the problem has a sealed holdout; ``labels_hash`` commits to the same
-    label vectors in the same order (see ``chain.labels``).
-    """
-
-    chain_id: bytes
-    period: int
-    parent: bytes
-    model_digest: bytes
-    ys: tuple[tuple[int, ...], ...]
-    labels_hash: bytes
-    ambiguous: tuple[tuple[Ambiguous, ...], ...]
-    order_seed: bytes  # H(domain || model bytes): fixed with the digest, orders the votes (validators check it)
-    prover: bytes
-    signature: bytes
-
-    FIELDS = (
-        ("chain_id", HASH),
-        ("period", U32),
-        ("parent", HASH),
-        ("model_digest", HASH),
-        ("ys", ListOf(EMBEDDING, C.MAX_TUPLES)),
-        ("labels_hash", HASH),
-        ("ambiguous", ListOf(AMBIGUOUS_SET, C.MAX_TUPLES + 1)),
-        ("order_seed", HASH),
-        ("prover", PUBKEY),
-        ("signature", SIG),
-    )
-    DOMAIN: ClassVar[bytes] = C.DOMAIN_POI
-    SIGNER: ClassVar[str] = "prover"
-
-    @cached_property
-    def hash(self) -> bytes:
-        return sha256(self.encode())
-
-
-@schema
-@dataclass(frozen=True)
-class Vote(Schema):
-    """A validator's verification: ``labels_digest = H(pk_V || masked labels)``."""
-
-    chain_id: bytes
-    period: int
-    poi_hash: bytes
-    parent: bytes
-    labels_digest: bytes
-    validator: bytes
-    signature: bytes
-
-    FIELDS = (
-        ("chain_id", HASH),
-        ("period", U32),
-        ("poi_hash", HASH),
-        ("parent", HASH),
-        ("labels_digest", HASH),
-        ("validator", PUBKEY),
-        ("signature", SIG),
-    )
-    DOMAIN: ClassVar[bytes] = C.DOMAIN_VOTE
-    SIGNER: ClassVar[str] = "validator"
-
-
-@schema
-@dataclass(frozen=True)
-class Reveal(Schema):
-    """The improver's labels for an anchored PoI, published in the next period."""
-
-    chain_id: bytes
-    poi_hash: bytes
-    labels: tuple[bytes, ...]
-    prover: bytes
-    signature: bytes
-
-    FIELDS = (
-        ("chain_id", HASH),
-        ("poi_hash", HASH),
-        ("labels", ListOf(LABELS, C.MAX_TUPLES + 1)),
-        ("prover", PUBKEY),
-        ("signature", SIG),
-    )
-    DOMAIN: ClassVar[bytes] = C.DOMAIN_REVEAL
-    SIGNER: ClassVar[str] = "prover"
-
-
-@schema
-@dataclass(frozen=True)
-class SeasonReveal(Schema):
-    """The contributor opens the sealed holdout: ``salt`` and the true labels ``x_h``."""
-
-    chain_id: bytes
-    season: int
-    salt: bytes
-    labels: bytes
-    contributor: bytes
-    signature: bytes
-
-    FIELDS = (
-        ("chain_id", HASH),
-        ("season", U32),
-        ("salt", Bytes(max_len=C.MAX_SALT_BYTES)),
-        ("labels", LABELS),
-        ("contributor", PUBKEY),
-        ("signature", SIG),
-    )
-    DOMAIN: ClassVar[bytes] = C.DOMAIN_SEASON_REVEAL
-    SIGNER: ClassVar[str] = "contributor"
-
-
-# ---------------------------------------------------------------------------
-# Transactions
-# ---------------------------------------------------------------------------
-@schema
-@dataclass(frozen=True)
-class Transfer(Schema):
-    to: bytes
-    amount: int
-
-    FIELDS = (("to", ADDRESS), ("amount", AMOUNT))
-    KIND: ClassVar[int] = 0
-
-
-@schema
-@dataclass(frozen=True)
-class RegisterDigest(Schema):
-    """Claims a model before its PoI may be anchored (front-running defence).
-
-    ``claim`` is ``model_claim(prover, digest)``: it binds the prover and hides the
-    digest until the PoI, so a copy of the tx from another key registers the
-    claim for the prover who made it and blocks no one.
-    """
-
-    claim: bytes
-
-    FIELDS = (("claim", HASH),)
-    KIND: ClassVar[int] = 1
-
-
-@schema
-@dataclass(frozen=True)
-class RegisterValidator(Schema):
-    """Locks the problem's validator bond; votes count from the next block on."""
-
-    FIELDS = ()
-    KIND: ClassVar[int] = 2
-
-
-@schema
-@dataclass(frozen=True)
-class WithdrawBond(Schema):
-    """Starts unbonding; a second withdraw after the delay returns the bond."""
-
-    FIELDS = ()
-    KIND: ClassVar[int] = 3
-
-
-@schema
-@dataclass(frozen=True)
-class OfferService(Schema):
-    """A model runner's inference offer."""
-
-    price: int
-    peer_id: bytes
-    model_digest: bytes
-
-    FIELDS = (
-        ("price", AMOUNT),
-        ("peer_id", Bytes(max_len=C.MAX_PEER_ID_BYTES)),
-        ("model_digest", HASH),
-    )
-    KIND: ClassVar[int] = 4
-
-
-@schema
-@dataclass(frozen=True)
-class Rate(Schema):
-    """An up (+1) or down (-1) vote on a participant's reputation."""
-
-    target: bytes
-    score: int
-
-    FIELDS = (("target", ADDRESS), ("score", SInt(8)))
-    KIND: ClassVar[int] = 5
-
-    def __post_init__(self) -> None:
-        if self.score not in (-1, 1):
-            raise ValueError(f"a rating is +1 or -1, not {self.score}")
-
-
-@schema
-@dataclass(frozen=True)
-class NewHoldout(Schema):
-    """The contributor seals the holdout of the next season."""
-
-    holdout: SealedHoldout
-
-    FIELDS = (("holdout", Struct(SealedHoldout)),)
-    KIND: ClassVar[int] = 6
-
-
-@schema
-@dataclass(frozen=True)
-class Voucher(Schema):
-    """A model user's promise to a runner: ``cumulative`` base units in total from one channel.
-
-    Signed by the payer off chain and handed to the runner with each paid call; the
-    runner redeems the highest one in a ``RedeemVoucher`` tx (docs/market.md).
-    ``epoch`` names the channel's current opening, so vouchers of a closed channel
-    are worthless after it is reopened.
-    """
-
-    chain_id: bytes
-    runner: bytes  # address
-    epoch: int
-    cumulative: int
-    payer: bytes
-    signature: bytes
-
-    FIELDS = (
-        ("chain_id", HASH),
-        ("runner", ADDRESS),
-        ("epoch", U32),
-        ("cumulative", AMOUNT),
-        ("payer", PUBKEY),
-        ("signature", SIG),
-    )
-    DOMAIN: ClassVar[bytes] = C.DOMAIN_VOUCHER
-    SIGNER: ClassVar[str] = "payer"
-
-
-@schema
-@dataclass(frozen=True)
-class OpenChannel(Schema):
-    """Locks ``amount`` of the sender's funds for paying ``runner``; closable from ``expires_period``.
-
-    On an open channel it adds to the deposit and may push the expiry later.
-    """
-
-    runner: bytes
-    amount: int
-    expires_period: int
-
-    FIELDS = (("runner", ADDRESS), ("amount", AMOUNT), ("expires_period", U32))
-    KIND: ClassVar[int] = 7
-
-
-@schema
-@dataclass(frozen=True)
-class RedeemVoucher(Schema):
-    """The runner (the sender) collects ``voucher.cumulative`` minus what it redeemed before."""
-
-    voucher: Voucher
-
-    FIELDS = (("voucher", Struct(Voucher)),)
-    KIND: ClassVar[int] = 8
-
-
-@schema
-@dataclass(frozen=True)
-class CloseChannel(Schema):
-    """The payer (the sender) takes back the unredeemed deposit once the channel has expired."""
-
-    runner: bytes
-
-    FIELDS = (("runner", ADDRESS),)
-    KIND: ClassVar[int] = 9
-
-
-@schema
-@dataclass(frozen=True)
-class RegisterCommitter(Schema):
-    """Locks the problem's committer bond; the sender joins the rotation ``committer_delay`` periods later."""
-
-    FIELDS = ()
-    KIND: ClassVar[int] = 11
-
-
-@schema
-@dataclass(frozen=True)
-class LeaveCommitter(Schema):
-    """First call: leave the rotation ``committer_delay`` periods later. A later call, once
-    ``committer_delay`` more periods have passed, returns what is left of the bond."""
-
-    FIELDS = ()
-    KIND: ClassVar[int] = 12
-
-
-Payload = Union[Transfer, RegisterDigest, RegisterValidator, WithdrawBond, OfferService, Rate, NewHoldout,
-                OpenChannel, RedeemVoucher, CloseChannel, "ReportEquivocation", RegisterCommitter, LeaveCommitter]
-
-
-def _payload_types() -> dict[int, type]:
-    return {
-        cls.KIND: cls  # type: ignore[attr-defined]
-        for cls in (Transfer, RegisterDigest, RegisterValidator, WithdrawBond, OfferService, Rate, NewHoldout,
-                    OpenChannel, RedeemVoucher, CloseChannel, ReportEquivocation, RegisterCommitter, LeaveCommitter)
-    }
-
-
-class PayloadCodec:
-    """``[kind, fields]``; an unknown kind is a decode error."""
-
-    def to_obj(self, value: Payload) -> list[Any]:
-        if type(value) not in PAYLOAD_TYPES.values():
-            raise DecodeError(f"not a transaction payload: {type(value).__name__}")
-        return [value.KIND, Struct(type(value)).to_obj(value)]
-
-    def from_obj(self, obj: Any) -> Payload:
-        if type(obj) is not list or len(obj) != 2:
-            raise DecodeError("a payload is [kind, fields]")
-        kind = U8.from_obj(obj[0])
-        cls = PAYLOAD_TYPES.get(kind)
-        if cls is None:
-            raise DecodeError(f"unknown transaction kind {kind}")
-        return Struct(cls).from_obj(obj[1])  # type: ignore[no-any-return]
-
-
-@schema
-@dataclass(frozen=True)
-class Transaction(Schema):
-    chain_id: bytes
-    nonce: int
-    fee: int
-    payload: Payload
-    sender: bytes
-    signature: bytes
-
-    FIELDS = (
-        ("chain_id", HASH),
-        ("nonce", U64),
-        ("fee", AMOUNT),
-        ("payload", PayloadCodec()),
-        ("sender", PUBKEY),
-        ("signature", SIG),
-    )
-    DOMAIN: ClassVar[bytes] = C.DOMAIN_TX
-    SIGNER: ClassVar[str] = "sender"
-
-    @cached_property
-    def hash(self) -> bytes:
-        return sha256(self.encode())
-
-
 # ---------------------------------------------------------------------------
 # Blocks
 # ---------------------------------------------------------------------------
@@ -622,57 +227,6 @@ class ImprovementBody(Schema):
     )
 
 
-@schema
-@dataclass(frozen=True)
-class BlockHeader(Schema):
-    chain_id: bytes
-    height: int
-    parent: bytes
-    kind: int
-    period: int
-    timestamp: int
-    committer: bytes
-    body_hash: bytes
-    state_root: bytes
-    signature: bytes
-
-    FIELDS = (
-        ("chain_id", HASH),
-        ("height", U64),
-        ("parent", HASH),
-        ("kind", U8),
-        ("period", U32),
-        ("timestamp", U64),
-        ("committer", PUBKEY),
-        ("body_hash", HASH),
-        ("state_root", HASH),
-        ("signature", SIG),
-    )
-    DOMAIN: ClassVar[bytes] = C.DOMAIN_HEADER
-    SIGNER: ClassVar[str] = "committer"
-
-    @cached_property
-    def hash(self) -> bytes:
-        return sha256(self.encode())
-
-
-@schema
-@dataclass(frozen=True)
-class ReportEquivocation(Schema):
-    """Two headers one committer signed for one period: anyone may submit them (issue 14).
-
-    The evidence is the signed headers alone, as Ethereum's ``ProposerSlashing``:
-    no body is needed, since the signature covers the body hash.
-    """
-
-    first: BlockHeader
-    second: BlockHeader
-
-    FIELDS = (("first", Struct(BlockHeader)), ("second", Struct(BlockHeader)))
-    KIND: ClassVar[int] = 10
-
-
-PAYLOAD_TYPES: Final[dict[int, type]] = _payload_types()
 
 
 class BodyCodec:
@@ -753,14 +307,7 @@ def decode_body(raw: bytes, check: "Callable[[Any], None] | None" = None) -> Pro
     return BodyCodec().from_obj(obj)
 
 
-def model_claim(prover: bytes, digest: bytes) -> bytes:
-    """``H(domain || pk || digest)``: what a ``RegisterDigest`` registers for a prover's model."""
-    return sha256(C.DOMAIN_MODEL_CLAIM + prover + digest)
-
-
 def body_hash(body: ProblemBody | ImprovementBody) -> bytes:
-    from .codec import pack
-
     return sha256(pack(BodyCodec().to_obj(body)))
 
 

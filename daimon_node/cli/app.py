@@ -58,6 +58,9 @@ app.command()(testnet)
 from daimon_node.cli.model import app as model_app  # noqa: E402
 app.add_typer(model_app, name="model")
 from daimon_node.cli.problem import app as problem_app  # noqa: E402
+from daimon_node.cli.season import register as register_season_commands  # noqa: E402
+
+register_season_commands(problem_app)
 app.add_typer(problem_app, name="problem")
 from daimon_node.cli.embedding import app as del_app  # noqa: E402
 app.add_typer(del_app, name="del")

@@ -294,7 +294,7 @@ def transfer_cmd(
     as_json: bool = JsonOption,
 ) -> None:
     """Transfer tokens of a problem chain to another address; prints the transaction hash."""
-    from chain.types import Transfer
+    from chain.payloads import Transfer
 
     recipient = parse_address(to, "--to address")
     if fee is not None:
@@ -331,7 +331,7 @@ def rate(
     as_json: bool = JsonOption,
 ) -> None:
     """Rate a participant's reputation up or down (once per target and period; holders only)."""
-    from chain.types import Rate
+    from chain.payloads import Rate
 
     from daimon_node.keystore import load_key
 

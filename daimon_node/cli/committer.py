@@ -54,7 +54,7 @@ def register_cmd(chain: Optional[str] = ChainOption, fee: Optional[str] = FeeOpt
                  rpc: str = RpcOption, wait: bool = WaitOption, timeout: float = TimeoutOption,
                  as_json: bool = JsonOption) -> None:
     """Lock the committer bond; this key takes turns committer_delay periods after inclusion."""
-    from chain.types import RegisterCommitter
+    from chain.payloads import RegisterCommitter
 
     with tx_session(rpc, chain, fee, key_dir) as (client, chain_id, params, fee_units, keys):
         bond = int(params["committer_bond"])
@@ -81,7 +81,7 @@ def leave_cmd(chain: Optional[str] = ChainOption, fee: Optional[str] = FeeOption
               as_json: bool = JsonOption) -> None:
     """Leave the rotation committer_delay periods after inclusion; run again committer_delay periods
     after leaving to get the bond back."""
-    from chain.types import LeaveCommitter
+    from chain.payloads import LeaveCommitter
 
     with tx_session(rpc, chain, fee, key_dir) as (client, chain_id, params, fee_units, keys):
         record = own_record(get_committers(client, chain_id), keys.public_key)

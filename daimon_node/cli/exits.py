@@ -3,7 +3,7 @@ into and out of locked funds, and the lines ``status`` prints about them.
 
 Each command reads the bond or channel over JSON-RPC (``daimon_getBond``,
 ``daimon_getChannel``), runs the chain's own rule on it (``check_may_bond``,
-``check_withdraw_bond``, ``check_close_channel`` in ``chain.transition``) against the
+``check_withdraw_bond`` in ``chain.bonds``, ``check_close_channel`` in ``chain.channels``) against the
 clock's current period, and only then signs and sends the transaction with
 ``daimon_sendRawTransaction``: a withdrawal that the chain would refuse is one clear line
 here, never a fee spent on a transaction no block includes. Every transaction pays the
@@ -50,7 +50,7 @@ def current_period(client: RpcClient, chain: bytes) -> int:
 
 def fetch_bond(client: RpcClient, chain: bytes, validator: bytes) -> Any:
     """The chain's ``Bond`` record of ``validator`` (rebuilt from ``daimon_getBond``), or None."""
-    from chain.state import Bond
+    from chain.records import Bond
 
     info = client.get_bond(chain, validator)
     if info is None:
@@ -60,7 +60,7 @@ def fetch_bond(client: RpcClient, chain: bytes, validator: bytes) -> Any:
 
 def fetch_channel(client: RpcClient, chain: bytes, payer: bytes, runner: bytes) -> Any:
     """The chain's ``Channel`` record from ``payer`` to ``runner`` (from ``daimon_getChannel``), or None."""
-    from chain.state import Channel
+    from chain.records import Channel
 
     info = client.get_channel(chain, payer, runner)
     if info is None:
@@ -89,8 +89,8 @@ def bond_cmd(
     as_json: bool = JsonOption,
 ) -> None:
     """Lock the problem's validator bond (RegisterValidator); votes count from the next block on."""
-    from chain.transition import check_may_bond
-    from chain.types import RegisterValidator
+    from chain.bonds import check_may_bond
+    from chain.payloads import RegisterValidator
 
     with tx_session(rpc, chain, fee, key_dir) as (client, chain_id, params, fee_units, keys):
         bond = fetch_bond(client, chain_id, keys.public_key)
@@ -120,7 +120,7 @@ def unbond_cmd(
 ) -> None:
     """Start unbonding (the first WithdrawBond): the bond stops voting now and can be withdrawn the
     problem's unbonding periods after the period of the block that includes it."""
-    from chain.types import WithdrawBond
+    from chain.payloads import WithdrawBond
 
     with tx_session(rpc, chain, fee, key_dir) as (client, chain_id, params, fee_units, keys):
         bond = fetch_bond(client, chain_id, keys.public_key)
@@ -152,8 +152,8 @@ def withdraw_cmd(
     as_json: bool = JsonOption,
 ) -> None:
     """Take back an unbonded bond (the WithdrawBond after unbonding ends); it becomes spendable."""
-    from chain.transition import check_withdraw_bond
-    from chain.types import WithdrawBond
+    from chain.bonds import check_withdraw_bond
+    from chain.payloads import WithdrawBond
 
     with tx_session(rpc, chain, fee, key_dir) as (client, chain_id, params, fee_units, keys):
         bond = fetch_bond(client, chain_id, keys.public_key)
@@ -196,7 +196,7 @@ def channel_open_cmd(
     as_json: bool = JsonOption,
 ) -> None:
     """Lock a deposit for one runner (OpenChannel), or top up an open channel (the later expiry holds)."""
-    from chain.types import OpenChannel
+    from chain.payloads import OpenChannel
 
     runner_addr = parse_address(runner, "--runner")
     if periods < 1:
@@ -228,8 +228,8 @@ def channel_close_cmd(
     as_json: bool = JsonOption,
 ) -> None:
     """Close an expired channel (CloseChannel): what the runner has not redeemed comes back spendable."""
-    from chain.transition import check_close_channel
-    from chain.types import CloseChannel
+    from chain.channels import check_close_channel
+    from chain.payloads import CloseChannel
 
     runner_addr = parse_address(runner, "--runner")
     with tx_session(rpc, chain, fee, key_dir) as (client, chain_id, params, fee_units, keys):

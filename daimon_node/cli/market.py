@@ -34,7 +34,7 @@ from daimon_node.cli.chain import (
 from daimon_node.market.errors import StaleModel
 
 if TYPE_CHECKING:
-    from chain.types import Voucher
+    from chain.payloads import Voucher
 
     from daimon_node.market.channel_client import ChannelView, PaidCall
     from daimon_node.market.messages import Inference, Quote
@@ -164,7 +164,7 @@ class RpcMarketNode:
         return int(self.client.period(chain_id)["period"])
 
     def open_channel(self, chain_id: bytes, runner: bytes, amount: int, expires_period: int) -> None:
-        from chain.types import OpenChannel
+        from chain.payloads import OpenChannel
 
         send_transaction(self.client, chain_id, self.key_dir, OpenChannel(runner, amount, expires_period), None,
                          wait=True, timeout=0.0)

@@ -141,7 +141,7 @@ def verify_cmd(
 ) -> None:
     """VERIFY a PoI: re-run the model in the sandbox, check every rule, sign a vote."""
     from chain.errors import DecodeError
-    from chain.types import PoI
+    from chain.proofs import PoI
 
     from daimon_node.keystore import load_key
     from daimon_node.proofs.poi import verify
@@ -190,7 +190,8 @@ def register_cmd(
 ) -> None:
     """Claim a model on a chain (a RegisterDigest tx of ``H(your key || digest)``, so a copy of the tx
     claims it for you, not for the copier); its PoI may follow once a block holds it."""
-    from chain.types import RegisterDigest, model_claim
+    from chain.payloads import RegisterDigest
+    from chain.proofs import model_claim
 
     from daimon_node.cli.chain import connect, hex0x, parse_amount, report_sent, resolve_chain, resolve_fee, send_transaction
     from daimon_node.keystore import load_key
@@ -216,15 +217,35 @@ def register_cmd(
         typer.echo(f"model digest {digest.hex()}")
 
 
+def chain_tuples(client: Any, prob: Any, summary: dict[str, Any]) -> Any:
+    """The problem with the test tuples added during T_p (``extra_tuples``, from the node): a
+    proof carries one embedding per tuple of the chain, not only the directory's first one."""
+    import dataclasses
+
+    from chain.types import TestTuple
+    from del_embed.integer import integer_del_from_bytes
+
+    from daimon_node.proofs.problem_kit import check_inputs, load_npy
+
+    extra = [TestTuple.decode(bytes.fromhex(raw[2:])) for raw in summary.get("extra_tuples", [])]
+    if not extra:
+        return prob
+    dels = tuple(integer_del_from_bytes(client.get_content(t.del_id)) for t in extra)
+    zs = tuple(check_inputs(load_npy(client.get_content(t.z_id)), t.m, prob.params.input_spec) for t in extra)
+    return dataclasses.replace(prob, tuples=(*prob.tuples[:1], *extra), dels=(*prob.dels[:1], *dels),
+                               z=(*prob.z[:1], *zs))
+
+
 def season_problem(client: Any, prob: Any, summary: dict[str, Any]) -> Any:
     """The problem as the chain has it now: the season's sealed ``Z_h`` and, once a model is
     confirmed, that model (its labels on ``Z_h`` go into the proof), fetched from the node."""
     import dataclasses
 
-    from chain.types import SealedHoldout
+    from chain.proofs import SealedHoldout
 
     from daimon_node.proofs.problem_kit import check_inputs, load_npy
 
+    prob = chain_tuples(client, prob, summary)
     season = summary.get("season")
     if season is None:
         return prob
@@ -421,7 +442,7 @@ def reveal_cmd(
 ) -> None:
     """Publish a Reveal (the labels of an anchored PoI) during the period after its anchor."""
     from chain.errors import DecodeError
-    from chain.types import Reveal
+    from chain.proofs import Reveal
 
     from daimon_node.cli.chain import connect, resolve_chain
 

@@ -49,7 +49,7 @@ def reveal_cmd(
     serving the problem (contributor role, same secret file) publishes its Z_h.
     """
     from chain.builder import make_paid_transaction
-    from chain.types import NewHoldout
+    from chain.payloads import NewHoldout
 
     from daimon_node.cli.chain import connect
     from daimon_node.keystore import load_key

@@ -16,14 +16,16 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 from chain.errors import DecodeError
-from chain.types import PoI, Reveal, SeasonReveal, Transaction, Vote
+from chain.payloads import Transaction
+from chain.proofs import PoI, Reveal, SeasonReveal, Vote
+from chain.types import TestTuple
 from p2p import ValidationResult, chain_topic
 
 from daimon_node.daemon.chains import ChainHandle
 from daimon_node.daemon.mempool import Verdict
 from daimon_node.rpc import render
 
-Message = Union[Transaction, PoI, Reveal, SeasonReveal, Vote]
+Message = Union[Transaction, PoI, Reveal, SeasonReveal, TestTuple, Vote]
 Emit = Callable[[str, bytes, dict[str, Any]], None]
 Publish = Callable[[str, bytes], Awaitable[None]]
 
@@ -62,7 +64,9 @@ class MessageKind:
 TX = MessageKind("transaction", "tx", "txs", (Transaction,))
 POI = MessageKind("PoI", "proof", "proofs", (PoI,))
 REVEAL = MessageKind("reveal", "proof", "proofs", (SeasonReveal, Reveal))  # the contributor's travels alike
-PROOF = MessageKind("PoI, reveal or season reveal", "proof", "proofs", (PoI, Reveal, SeasonReveal))
+# The proofs topic also carries extra test tuples during T_p (docs/protocol.md, "Test tuples added during T_p").
+PROOF = MessageKind("PoI, reveal, season reveal or test tuple", "proof", "proofs", (PoI, Reveal, SeasonReveal, TestTuple))
+TUPLE = MessageKind("test tuple", "proof", "proofs", (TestTuple,))
 VOTE = MessageKind("vote", "vote", "votes", (Vote,))
 
 _RESULT = {Verdict.ACCEPT: ValidationResult.ACCEPT, Verdict.REJECT: ValidationResult.REJECT,
@@ -84,7 +88,7 @@ class Admission:
 
 
 _NAMES: dict[type, str] = {Transaction: "transaction", PoI: "PoI", Reveal: "reveal", SeasonReveal: "season reveal",
-                           Vote: "vote"}
+                           TestTuple: "test tuple", Vote: "vote"}
 
 
 def describe(message: Message) -> str:
@@ -94,7 +98,10 @@ def describe(message: Message) -> str:
 
 def pool_add(handle: ChainHandle, message: Message, now: float) -> Verdict:
     """Hand ``message`` to the pool method for its type."""
-    pool, state = handle.mempool, handle.state
+    pool = handle.mempool
+    if isinstance(message, TestTuple):  # during T_p only: before the chain has a state
+        return pool.add_test_tuple(message, handle.proposal, started=handle.started, now=now, env=handle.env)
+    state = handle.state
     if isinstance(message, Transaction):
         return pool.add_tx(message, state)
     if isinstance(message, PoI):
@@ -133,11 +140,13 @@ class NodeMetrics:
 class Admitter:
     """Decide, raise the event, publish: the same steps for every message and every source."""
 
-    def __init__(self, now: Callable[[], float], emit: Emit, publish: Publish, counters: NodeMetrics) -> None:
+    def __init__(self, now: Callable[[], float], emit: Emit, publish: Publish, counters: NodeMetrics,
+                 accepted: Callable[[ChainHandle, Message], None] | None = None) -> None:
         self.now = now
         self.emit = emit
         self.publish = publish
         self.counters = counters
+        self.accepted = accepted  # told of every message the pool took (the node fetches a new tuple's content)
 
     def admit(self, handle: ChainHandle, kind: MessageKind, data: bytes,
               source: Source = Source.GOSSIP) -> Admission:
@@ -150,13 +159,15 @@ class Admitter:
 
     def admit_decoded(self, handle: ChainHandle, kind: MessageKind, message: Message,
                       source: Source = Source.GOSSIP) -> Admission:
-        if not handle.started:  # only a well-formed message waits for the Problem block
+        if not handle.started and not isinstance(message, TestTuple):  # a well-formed message waits for the Problem block
             return Admission(ValidationResult.DEFER, "the chain has no Problem block yet", message=message)
         verdict = pool_add(handle, message, self.now())
         if verdict is Verdict.ACCEPT:
             event = event_of(message)
             if event is not None:
                 self.emit(event[0], handle.chain_id, event[1])
+            if self.accepted is not None:
+                self.accepted(handle, message)
             return self._counted(kind, source, Admission(ValidationResult.ACCEPT, message=message))
         pool = handle.mempool
         refused = Admission(_RESULT[verdict], pool.last_reason or "invalid", pool.last_rule, message)

@@ -17,21 +17,21 @@ from chain.consensus import period_end, period_of, period_start
 from chain.crypto import sha256
 from chain.errors import DecodeError, ModelNotClaimed
 from chain.store_errors import ReceiptsMissing
+from chain.records import Offer as OfferRecord, Reputation as RepRecord
 from chain.state import (
+    get_problem,
     PREFIX_OFFER,
     PREFIX_REPUTATION,
-    Offer as OfferRecord,
-    Reputation as RepRecord,
     get_account,
     get_meta,
     get_reputation,
     iter_records,
 )
-from chain.types import SeasonReveal
+from chain.proofs import SeasonReveal
 from p2p import ValidationResult
 from daimon_node.daemon.chains import ChainHandle
 from daimon_node.daemon.nodeapi import NodeAPI
-from daimon_node.daemon.admission import POI, REVEAL, TX, VOTE, Message, MessageKind, describe
+from daimon_node.daemon.admission import POI, REVEAL, TUPLE, TX, VOTE, Message, MessageKind, describe
 from daimon_node.rpc.api import (
     Balance,
     BestModel,
@@ -89,6 +89,10 @@ class NodeBackend:
         summary["height"] = handle.store.height
         if handle.started:
             summary.update(render.problem_on_chain(get_meta(handle.state)))
+            tuples = get_problem(handle.state).tuples  # with those added during T_p: proofs need every one
+            summary["tuples"] = [{"z_id": t.z_id.hex(), "del_id": t.del_id.hex(), "m": t.m, "y_t_len": len(t.y_t)}
+                                 for t in tuples]
+            summary["extra_tuples"] = [hex0x(t.encode()) for t in tuples[1:]]
         return summary
 
     async def block_number(self, chain: bytes) -> int:
@@ -170,10 +174,11 @@ class NodeBackend:
         end = period_end(params, k)
         return PeriodInfo(period=k, start=period_start(params, k), end=end, remaining=max(0.0, end - now))
 
-    async def _admit(self, chain: bytes, kind: MessageKind, raw: bytes) -> Message:
+    async def _admit(self, chain: bytes, kind: MessageKind, raw: bytes, before_start: bool = False) -> Message:
         """A client's submission through the node's one admission path; a refusal is an error to
         the client, with the pool's reason and the broken rule."""
-        admission = await self.api.submit(self._started(chain), kind, raw)
+        handle = self._chain(chain) if before_start else self._started(chain)
+        admission = await self.api.submit(handle, kind, raw)
         message = admission.message
         if admission.accepted and message is not None:
             return message
@@ -199,6 +204,11 @@ class NodeBackend:
         reveal = await self._admit(chain, REVEAL, raw)
         return hex0x(reveal.chain_id if isinstance(reveal, SeasonReveal) else reveal.poi_hash)
 
+    async def submit_test_tuple(self, chain: bytes, raw: bytes) -> str:
+        """An extra test tuple, taken only during T_p (before the Problem block), on the proofs topic."""
+        await self._admit(chain, TUPLE, raw, before_start=True)
+        return hex0x(sha256(raw))
+
     async def submit_model(self, chain: bytes, raw: bytes, prover: bytes) -> str:
         """Keep and serve a model so validators can fetch it by digest.
 
@@ -209,7 +219,8 @@ class NodeBackend:
         import hashlib
 
         from chain.state import get_digest
-        from chain.types import RegisterDigest, model_claim
+        from chain.payloads import RegisterDigest
+        from chain.proofs import model_claim
 
         handle = self._started(chain)
         limit = handle.proposal.params.max_model_bytes
@@ -334,7 +345,7 @@ class NodeBackend:
                 "model_digest": hex0x(reply.model_digest), "paid": str(reply.paid), "epoch": reply.epoch}
 
     async def infer(self, chain: bytes, runner: bytes, voucher: bytes, inputs: bytes) -> dict[str, Any]:
-        from chain.types import Voucher
+        from chain.payloads import Voucher
 
         from daimon_node.market.errors import InferError
         from daimon_node.market.messages import Inference, InferRequest, parse_npy

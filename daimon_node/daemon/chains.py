@@ -35,8 +35,9 @@ from chain.errors import (
 from chain.signing import is_valid_signature
 from chain.state import State, get_meta, get_problem
 from chain.store import ChainStore, ImportResult, StoreFull, StoreWriteError
-from chain.transition import Env
-from chain.types import BlockHeader, ImprovementBody, Proposal, split_block
+from chain.outcome import Env
+from chain.header import BlockHeader
+from chain.types import ImprovementBody, Proposal, split_block
 from chain.constants import ZERO_HASH
 from p2p import ContentStore, ContentStoreFull, SyncHead, SyncProvider
 
@@ -208,8 +209,11 @@ class ChainManager(SyncProvider):
             season = get_meta(handle.state).season
             if season is not None and season.holdout is not None:
                 ids.append(season.holdout.z_h_id)
-        elif p.holdout is not None:
-            ids.append(p.holdout.z_h_id)
+        else:
+            if p.holdout is not None:
+                ids.append(p.holdout.z_h_id)
+            for t in handle.mempool.test_tuples:  # tuples added during T_p: the Problem block needs their DEL
+                ids += [t.z_id, t.del_id]
         return list(dict.fromkeys(ids))
 
     def get(self, chain_id: bytes) -> ChainHandle | None:

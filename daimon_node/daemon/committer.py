@@ -13,10 +13,11 @@ signed already, and an ejected committer signs nothing.
 from __future__ import annotations
 
 import heapq
+import logging
 from collections import deque
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Callable
+from typing import Callable, Sequence
 
 from chain import constants as C
 from chain.builder import build_improvement_block, build_problem_block
@@ -27,10 +28,18 @@ from chain.errors import ChainError
 from chain.limits import fee_rank, fits_tx_budget, tx_size
 from chain.signing import EMPTY_SIGNATURE
 from chain.state import State, get_meta, get_problem, is_ejected
-from chain.transition import Env, process_anchor, process_transaction
-from chain.types import Anchor, Block, BlockHeader, PoI, Proposal, Reveal, Transaction
+from chain.anchor import process_anchor
+from chain.outcome import Env
+from chain.txs import process_transaction
+from chain.header import BlockHeader
+from chain.payloads import Transaction
+from chain.proofs import PoI, Reveal
+from chain.tuples import check_extra_tuple
+from chain.types import Anchor, Block, Proposal, TestTuple
 
 from daimon_node.daemon.mempool import Mempool
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -191,7 +200,7 @@ def build_block(state: State, pool: Mempool, keys: KeyPair, now: float, env: Env
 
 
 def _after_settlement(state: State, header: BlockHeader, settlement: Reveal | None, env: Env) -> State:
-    from chain.transition import process_settlement
+    from chain.settlement import process_settlement
 
     trial = state.copy()
     try:
@@ -202,8 +211,10 @@ def _after_settlement(state: State, header: BlockHeader, settlement: Reveal | No
     return trial
 
 
-def build_problem(proposal: Proposal, keys: KeyPair, now: float, env: Env) -> Block | None:
-    """The Problem block, once T_p has ended, by the in-turn committer of period 0 (or any after grace)."""
+def build_problem(proposal: Proposal, keys: KeyPair, now: float, env: Env,
+                  tuples: Sequence[TestTuple] = ()) -> Block | None:
+    """The Problem block, once T_p has ended, by the in-turn committer of period 0 (or any after grace),
+    with the extra test tuples received during T_p (``tuples``) that are valid with the content at hand."""
     params = proposal.params
     if keys.public_key not in params.committers:
         return None
@@ -211,5 +222,20 @@ def build_problem(proposal: Proposal, keys: KeyPair, now: float, env: Env) -> Bl
     in_turn = in_turn_committer(params, 0) == keys.public_key
     if now < end or (not in_turn and now < end + params.grace):
         return None
-    block, _ = build_problem_block(proposal, keys, max(int(now), end), env)
+    extra = includable_tuples(proposal, tuples, env)
+    block, _ = build_problem_block(proposal, keys, max(int(now), end), env, extra_tuples=extra)
     return block
+
+
+def includable_tuples(proposal: Proposal, tuples: Sequence[TestTuple], env: Env) -> list[TestTuple]:
+    """The pooled tuples the Problem block can carry, in order: a tuple whose DEL has not arrived
+    by the end of T_p (or that no longer fits after the others) is left out rather than stall the chain."""
+    kept: list[TestTuple] = []
+    for tup in tuples:
+        try:
+            check_extra_tuple(proposal, (proposal.first_tuple, *kept), tup, env)
+        except ChainError as exc:  # MissingContent included: the block cannot wait for it
+            log.warning("leaving test tuple %s out of the Problem block: %s", tup.z_id.hex()[:12], exc)
+            continue
+        kept.append(tup)
+    return kept

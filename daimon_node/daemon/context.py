@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from chain.crypto import KeyPair
-from chain.types import Transaction
+from chain.payloads import Transaction
 from p2p import ContentStore
 
 from daimon_node.clock import Clock

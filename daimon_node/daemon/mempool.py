@@ -25,9 +25,23 @@ from chain.limits import check_fee, fee_rank
 from chain.signing import is_valid_signature
 from chain.state import State, get_account, get_bond, get_meta, get_problem
 from chain.constants import KIND_IMPROVEMENT, ZERO_HASH
-from chain.errors import BalanceOverflow, ChainError, FeeTooLow, InvalidAnchor
-from chain.transition import check_model_claimed, check_vote_bond, process_transaction
-from chain.types import BlockHeader, PoI, Reveal, SeasonReveal, Transaction, Transfer, Vote
+from chain.errors import (
+    BalanceOverflow,
+    ChainError,
+    FeeTooLow,
+    InvalidAnchor,
+    MissingContent,
+    TupleWindowClosed,
+)
+from chain.anchor import check_model_claimed
+from chain.bonds import check_vote_bond
+from chain.txs import process_transaction
+from chain.header import BlockHeader
+from chain.payloads import Transaction, Transfer
+from chain.outcome import Env
+from chain.proofs import PoI, Reveal, SeasonReveal, Vote
+from chain.tuples import check_extra_tuple, check_tuple_window
+from chain.types import Proposal, TestTuple
 
 MAX_TXS: Final[int] = 10_000
 MAX_TXS_PER_SENDER: Final[int] = 64
@@ -60,6 +74,7 @@ class Mempool:
     votes: dict[bytes, dict[bytes, Vote]] = field(default_factory=dict)  # PoI hash -> validator -> Vote
     reveals: dict[bytes, Reveal] = field(default_factory=dict)  # PoI hash -> Reveal
     season_reveals: dict[int, SeasonReveal] = field(default_factory=dict)
+    test_tuples: list[TestTuple] = field(default_factory=list)  # extra tuples received during T_p, in order
     reasons: dict[str, int] = field(default_factory=dict)  # rejection reasons, for metrics
     last_reason: str = ""  # why the last add_* call did not accept (for RPC replies)
     last_rule: str = ""  # the chain rule (its error class) the last refusal broke, "" if none
@@ -215,6 +230,23 @@ class Mempool:
         if not is_valid_signature(reveal, self.chain_id):
             return self._reject("season_reveal_bad_signature")
         self.season_reveals[reveal.season] = reveal
+        return Verdict.ACCEPT
+
+    def add_test_tuple(self, tup: TestTuple, proposal: Proposal, *, started: bool, now: float, env: Env) -> Verdict:
+        """An extra test tuple during T_p (``chain.tuples``' rules; its DEL may still be on its way)."""
+        if tup in self.test_tuples:
+            return self._ignore("already known")
+        try:
+            check_tuple_window(proposal.params, started=started, now=now)
+        except TupleWindowClosed:
+            return self._ignore("T_p is over")  # late, not forged: nothing to penalise
+        try:
+            check_extra_tuple(proposal, (proposal.first_tuple, *self.test_tuples), tup, env)
+        except MissingContent:
+            pass  # signed by the contributor: kept; its DEL is checked once fetched (``build_problem``)
+        except ChainError as exc:
+            return self._reject_rule("tuple", exc)
+        self.test_tuples.append(tup)
         return Verdict.ACCEPT
 
     # --- upkeep -----------------------------------------------------------------------

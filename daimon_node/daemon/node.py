@@ -23,7 +23,9 @@ from chain import constants as C
 from chain.crypto import KeyPair
 from chain.errors import ChainError, CommitterEquivocation, DecodeError, MissingContent, UnknownParent
 from chain.state import is_ejected
-from chain.types import BlockHeader, Proposal, ReportEquivocation
+from chain.header import BlockHeader
+from chain.payloads import ReportEquivocation
+from chain.types import Proposal, TestTuple
 from p2p import PROBLEMS_TOPIC, ContentStore, GossipMessage, P2PConfig, P2PError, P2PNode, ValidationResult, chain_topic
 
 from daimon_node.clock import Clock, SystemClock
@@ -81,7 +83,7 @@ class Node:
         self.sandbox = Sandbox()
         self.metrics = NodeMetrics()
         self.events = EventBus()
-        self.admitter = Admitter(self.clock.now, self.events.emit, self._publish, self.metrics)
+        self.admitter = Admitter(self.clock.now, self.events.emit, self._publish, self.metrics, self._admitted)
         self.importer = BlockImporter(self.chains, self.metrics, self._react_to_import, self._on_header_held)
         self.fetcher = ContentFetcher(self.content, self.p2p, self.chains)
         self.sync = ChainSync(self.chains, self.p2p, self.importer, self.fetcher, self._on_imported,
@@ -117,6 +119,10 @@ class Node:
 
     def now(self) -> float:
         return self.clock.now()
+
+    def _admitted(self, handle: ChainHandle, message: Any) -> None:
+        if isinstance(message, TestTuple):  # its inputs and DEL go into the Problem block: fetch them now
+            self.fetcher.fetch_new_content(handle)
 
     async def _import_and_publish(self, handle: ChainHandle, block_bytes: bytes) -> None:
         """Our own sealed block: imported like any other, published only if it became ours."""

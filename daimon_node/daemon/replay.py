@@ -12,7 +12,8 @@ from pathlib import Path
 
 from chain.state import State
 from chain.store import ChainStore
-from chain.transition import BlockReceipt, process_block
+from chain.outcome import BlockReceipt
+from chain.transition import process_block
 from chain.types import Block
 from p2p import ContentStore
 

@@ -18,13 +18,15 @@ from chain.consensus import period_end, period_of, period_start
 from chain.crypto import KeyPair
 from chain.errors import ChainError, MissingContent
 from chain.state import get_account, get_bond, get_digest, get_meta, get_problem
-from chain.types import PoI, RegisterDigest, RegisterValidator, Transaction, model_claim
+from chain.payloads import RegisterDigest, RegisterValidator, Transaction
+from chain.proofs import PoI, model_claim
 from del_embed.integer import integer_del_from_bytes
 from p2p import ContentStore
 
 from daimon_node.daemon.chains import ChainHandle
 from daimon_node.daemon.committer import build_block, build_problem
 from daimon_node.daemon.context import RoleContext
+from daimon_node.daemon.holdouts import find_holdout, may_seal_now, next_to_seal, secret_holdouts
 from daimon_node.proofs.poi import Proof, model_digest, prove, verify
 from daimon_node.proofs.problem_kit import Problem, load_npy
 from daimon_node.proofs.sandbox import SandboxError
@@ -32,6 +34,7 @@ from daimon_node.proofs.sandbox import SandboxError
 log = logging.getLogger(__name__)
 
 MAX_FETCH_ATTEMPTS = 5
+RELOAD_CONTENT_S = 2.0  # during T_p the contributor rereads its problem directory this often (new tuples)
 
 
 def problem_view(handle: ChainHandle, content: ContentStore) -> Problem:
@@ -88,7 +91,7 @@ async def step_committer(ctx: RoleContext, handle: ChainHandle) -> None:
     now = ctx.now()
     try:
         if not handle.started:
-            block = build_problem(handle.proposal, ctx.keys, now, handle.env)
+            block = build_problem(handle.proposal, ctx.keys, now, handle.env, handle.mempool.test_tuples)
         else:
             block = build_block(handle.state, handle.mempool, ctx.keys, now, handle.env,
                                 lambda period: handle.store.has_signed(ctx.keys.public_key, period))
@@ -318,9 +321,11 @@ class ContributorRole:
     With a sealed holdout (issue 9) it reads the secret file (``secret_file``, by
     default ``<problem_dir>.secret.json``), gossips the signed ``SeasonReveal``
     of the current season on the proofs topic once its reveal window opens (again
-    each period until a block includes it), and after the reveal seals the next
-    season with a ``NewHoldout`` transaction from the secret file's next holdout
-    set (``problem create --seasons K``), publishing its inputs only then.
+    each period until a block includes it), and seals the secret file's next
+    holdout (``problem create --seasons K``, ``problem add-season``) with a
+    ``NewHoldout``: one season ahead while it can lock a second bond, so the next
+    season opens in the block that judges this one, else once the season is over.
+    A holdout's inputs are published only when its season opens (issue 16).
     """
 
     problem_dir: Path
@@ -328,6 +333,7 @@ class ContributorRole:
     reveal: bool = True
     revealed_period: dict[int, int] = field(default_factory=dict)  # season -> period last gossiped
     sealed_period: dict[int, int] = field(default_factory=dict)  # season -> period its NewHoldout was sent
+    last_load: float = float("-inf")  # clock time the problem directory was last read into the content store
     status: str = "serving"
 
     def secret_path(self) -> Path:
@@ -336,70 +342,75 @@ class ContributorRole:
         d = Path(self.problem_dir)
         return d.with_name(d.name + ".secret.json")
 
-    def _holdout(self, season: int):  # type: ignore[no-untyped-def]
-        from daimon_node.proofs.problem_kit import holdout_for_season, read_secret
-
-        path = self.secret_path()
-        if not path.exists():
-            return None
-        return holdout_for_season(read_secret(path), season, self.problem_dir)
-
     async def step(self, ctx: RoleContext, handle: ChainHandle) -> None:
-        """Reveal the season's holdout in its window; seal the next one after it."""
+        """Serve and reveal the open season's holdout; seal the next one from the secret file."""
+        if not handle.started and ctx.now() - self.last_load >= RELOAD_CONTENT_S:
+            self.last_load = ctx.now()  # a tuple added during T_p (problem add-tuple) brings new files
+            self.load_content(ctx.content)
         if not self.reveal or not handle.started or handle.proposal.creator != ctx.keys.public_key:
             return
-        from chain.types import NewHoldout
-
-        from daimon_node.proofs.problem_kit import season_reveal_for
-
-        state = handle.state
-        meta = get_meta(state)
-        season = meta.season
+        season = get_meta(handle.state).season
         if season is None:
             return
-        params = get_problem(state).params
-        period = period_of(params, int(ctx.now()))
+        period = period_of(get_problem(handle.state).params, int(ctx.now()))
+        held = secret_holdouts(self.secret_path(), self.problem_dir)
         if season.holdout is not None:
-            if not ctx.content.has(season.holdout.z_h_id):  # sealed by hand (problem reveal --seal): serve Z_h
-                held = self._holdout(season.index)
-                if held is not None and held.z_h_bytes is not None and held.sealed.z_h_id == season.holdout.z_h_id:
-                    ctx.content.put(held.z_h_bytes)
-                    ctx.content.pin(season.holdout.z_h_id, "sealed holdout")
-            end = season.start_period + params.season_periods
-            if not end <= period < end + params.reveal_window or self.revealed_period.get(season.index) == period:
-                return
-            held = self._holdout(season.index)
-            if held is None or held.sealed.commitment != season.holdout.commitment:
-                self.status = f"no secret opens season {season.index}'s holdout ({self.secret_path()})"
-                log.warning("contributor: %s", self.status)
-                self.revealed_period[season.index] = period
-                return
-            self.revealed_period[season.index] = period
-            reveal = season_reveal_for(held, handle.chain_id, ctx.keys)
-            self.status = f"revealed season {season.index} in period {period}"
-            log.info("contributor: %s", self.status)
-            await ctx.publish_proof(handle, reveal.encode())
+            holdout = find_holdout(held, season.holdout.commitment, season.index)
+            if holdout is not None and holdout.z_h_bytes is not None and not ctx.content.has(season.holdout.z_h_id):
+                ctx.content.put(holdout.z_h_bytes)  # its season is open: publish Z_h only now
+                ctx.content.pin(season.holdout.z_h_id, "sealed holdout")
+            await self._reveal(ctx, handle, season, period, holdout)
+        await self._seal_next(ctx, handle, season, period, held)
+
+    async def _reveal(self, ctx: RoleContext, handle: ChainHandle, season, period: int, holdout) -> None:  # type: ignore[no-untyped-def]
+        """Gossip the season's ``SeasonReveal`` once a period while its reveal window is open."""
+        from daimon_node.proofs.problem_kit import season_reveal_for
+
+        end = season.start_period + get_problem(handle.state).params.season_periods
+        if not end <= period < end + get_problem(handle.state).params.reveal_window:
             return
-        # The season is closed: seal the next one, if the secret file holds another holdout.
-        if period - self.sealed_period.get(season.index, -10) < 3:
+        if self.revealed_period.get(season.index) == period:
             return
-        held = self._holdout(season.index)
-        if held is None or held.z_h_bytes is None:
-            self.status = f"no holdout left for season {season.index}: the competition pauses"
-            self.sealed_period[season.index] = period
+        self.revealed_period[season.index] = period
+        if holdout is None:
+            self.status = f"no secret opens season {season.index}'s holdout ({self.secret_path()})"
+            log.warning("contributor: %s", self.status)
+            return
+        reveal = season_reveal_for(holdout, handle.chain_id, ctx.keys)
+        self.status = f"revealed season {season.index} in period {period}"
+        log.info("contributor: %s", self.status)
+        await ctx.publish_proof(handle, reveal.encode())
+
+    async def _seal_next(self, ctx: RoleContext, handle: ChainHandle, season, period: int, held) -> None:  # type: ignore[no-untyped-def]
+        """Seal the secret file's next holdout: when no season is open, or one season ahead."""
+        from chain.payloads import NewHoldout
+
+        state = handle.state
+        if not may_seal_now(state, get_problem(state), season, ctx.keys.address_bytes):
+            return
+        if period - self.sealed_period.get(season.index, -10) < 3:  # a tx in flight: give it 3 periods
             return
         self.sealed_period[season.index] = period
-        cid = ctx.content.put(held.z_h_bytes)
-        ctx.content.pin(cid, "sealed holdout")
-        self.status = f"sealing season {season.index} (m_h={held.sealed.m_h})"
+        holdout = next_to_seal(state, held)
+        if holdout is None:
+            if season.holdout is None:
+                self.status = f"no holdout left for season {season.index}: the competition pauses"
+            return
+        payload = NewHoldout(holdout.sealed)
+        if is_pending(handle, ctx.keys, payload):
+            return
+        self.status = f"sealing a season after {season.index} (m_h={holdout.sealed.m_h})"
         log.info("contributor: %s", self.status)
-        await ctx.submit_tx(handle, next_tx(ctx, handle, NewHoldout(held.sealed)))
+        await ctx.submit_tx(handle, next_tx(ctx, handle, payload))
 
     def load_content(self, content: ContentStore) -> list[bytes]:
         ids = []
         for path in self.problem_dir.iterdir():
             name = path.name
             if len(name) == 64 and all(c in "0123456789abcdef" for c in name):
+                if content.has(bytes.fromhex(name)):
+                    ids.append(bytes.fromhex(name))
+                    continue
                 cid = content.put(path.read_bytes())
                 content.pin(cid, "contributed problem")
                 ids.append(cid)

@@ -17,8 +17,9 @@ from pathlib import Path
 
 from chain.consensus import period_of
 from chain.crypto import address_bytes
-from chain.state import BestModel, ChainMeta, get_channel, get_meta, get_offer, get_problem
-from chain.types import OfferService, RedeemVoucher
+from chain.records import BestModel, ChainMeta
+from chain.state import get_channel, get_meta, get_offer, get_problem
+from chain.payloads import OfferService, RedeemVoucher
 
 from daimon_node.daemon.chains import ChainHandle
 from daimon_node.daemon.context import RoleContext

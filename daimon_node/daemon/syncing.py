@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import trio
 
-from chain.types import BlockHeader
+from chain.header import BlockHeader
 from p2p import ContentStore, P2PError, P2PNode
 
 from daimon_node.daemon.chains import ChainHandle, ChainManager, ImportReport, ImportVerdict, data_dir_writes

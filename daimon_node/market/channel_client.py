@@ -23,7 +23,7 @@ from typing import Callable, Final, Protocol
 import numpy as np
 
 from chain.crypto import KeyPair
-from chain.types import Voucher
+from chain.payloads import Voucher
 
 from daimon_node.market.errors import ChannelNotOpen, InferError, PaidMismatch, PriceAboveCap, StaleModel
 from daimon_node.market.vouchers import make_voucher

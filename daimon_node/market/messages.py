@@ -15,7 +15,7 @@ from typing import Final, Union
 
 import numpy as np
 
-from chain.types import Voucher
+from chain.payloads import Voucher
 
 from daimon_node.market.errors import BadInput
 

@@ -27,7 +27,7 @@ import numpy as np
 import trio
 
 from chain.crypto import address_bytes
-from chain.state import Channel
+from chain.records import Channel
 from chain.types import InputSpec, ProblemParams
 
 from daimon_node.market.errors import BadInput, InferError, NotServing, RunFailed

@@ -16,8 +16,8 @@ from typing import Final
 
 from chain.crypto import KeyPair, address_bytes
 from chain.signing import EMPTY_SIGNATURE, is_valid_signature, sign
-from chain.state import Channel
-from chain.types import Voucher
+from chain.records import Channel
+from chain.payloads import Voucher
 
 from daimon_node.market.errors import (
     ChannelExpiring,

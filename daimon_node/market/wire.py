@@ -24,7 +24,7 @@ from p2p.errors import MalformedMessage
 from p2p.reqresp import ReqRespLimits
 
 from chain.errors import DecodeError
-from chain.types import Voucher
+from chain.payloads import Voucher
 
 from daimon_node.market.messages import (
     Inference,

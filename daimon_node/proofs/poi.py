@@ -37,8 +37,8 @@ import numpy as np
 from chain.crypto import KeyPair
 from chain.labels import array_to_labels, labels_hash, masked_digest
 from chain.signing import EMPTY_SIGNATURE, is_valid_signature, sign
-from chain.transition import model_order_seed
-from chain.types import Ambiguous, PoI, Reveal, Vote
+from chain.settlement import model_order_seed
+from chain.proofs import Ambiguous, PoI, Reveal, Vote
 from del_embed.integer import PPB, distance_ppb, f_int
 
 from daimon_node.errors import DaimonError
@@ -81,7 +81,7 @@ class DigestMismatch(VerifyError):
 
 
 class OrderSeedMismatch(VerifyError):
-    """The PoI's order seed is not ``chain.transition.model_order_seed`` of its model.
+    """The PoI's order seed is not ``chain.settlement.model_order_seed`` of its model.
 
     The chain cannot check it (it never holds the model); a prover free to pick it
     after seeing the parent would choose the vote order."""

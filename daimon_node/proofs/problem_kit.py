@@ -44,7 +44,8 @@ from chain.errors import DecodeError
 from chain.labels import array_to_labels
 from chain.season import holdout_commitment
 from chain.signing import EMPTY_SIGNATURE, is_valid_signature, sign
-from chain.types import InputSpec, ProblemParams, Proposal, SealedHoldout, TestTuple
+from chain.proofs import SealedHoldout
+from chain.types import InputSpec, ProblemParams, Proposal, TestTuple
 from del_embed.integer import IntegerDEL, IntegerDELError, f_int, integer_del_from_bytes
 
 from daimon_node.proofs.problem_del import calibrate_consistency, random_projection_del, require_torch, trained_del
@@ -431,7 +432,7 @@ def holdout_for_season(secret: dict[str, Any], season: int, problem_dir: Path | 
 
 def season_reveal_for(holdout: SeasonHoldout, chain_id: bytes, keys: KeyPair):  # type: ignore[no-untyped-def]
     """The contributor's signed ``SeasonReveal`` opening ``holdout``."""
-    from chain.types import SeasonReveal
+    from chain.proofs import SeasonReveal
 
     if holdout_commitment(holdout.salt, holdout.x_h) != holdout.sealed.commitment:
         raise ProblemKitError(f"the secret file's season {holdout.season} does not open its commitment")

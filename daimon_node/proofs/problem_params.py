@@ -140,7 +140,7 @@ def check_params(params: ProblemParams, sealed: bool) -> None:
     """The chain's ``validate_params`` (and, with a sealed holdout, its season rule), as a
     ``ProblemKitError`` whose cause is the chain's typed error."""
     from chain.errors import InvalidProblem
-    from chain.transition import check_holdout_season, validate_params
+    from chain.problem_block import check_holdout_season, validate_params
 
     try:
         validate_params(params)
@@ -154,7 +154,7 @@ def check_problem(params: ProblemParams, tup: TestTuple, holdout_sizes: list[int
     the largest PoI, reveal and block of every season against the network caps (docs/protocol.md)."""
     from chain.errors import InvalidProblem
     from chain.limits import check_message_sizes
-    from chain.transition import validate_params
+    from chain.problem_block import validate_params
 
     try:
         validate_params(params)

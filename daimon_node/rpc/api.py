@@ -221,6 +221,12 @@ class RpcBackend(Protocol):
         PoI it opens (hex), or raises ``Rejected``."""
         ...
 
+    async def submit_test_tuple(self, chain: bytes, raw: bytes) -> str:
+        """Admit an encoded extra ``TestTuple`` during T_p (signed by the problem's contributor for
+        this chain; ``chain.tuples.check_extra_tuple``); returns SHA-256 of its encoding (hex) or
+        raises ``Rejected``. The committer of period 0 puts it in the Problem block."""
+        ...
+
     async def get_content(self, content_id: bytes) -> str:
         """The bytes of a content object this node holds (test inputs, holdout inputs, DEL
         artifacts, models), as 0x-hex; ``NotFound`` if it has none by that id."""
@@ -367,6 +373,7 @@ METHODS: Final[dict[str, MethodSpec]] = {
         MethodSpec("submit_vote", (_C, Param("raw", RAW))),
         MethodSpec("submit_reveal", (_C, Param("raw", RAW))),
         MethodSpec("submit_model", (_C, Param("raw", RAW), Param("prover", PUBKEY))),
+        MethodSpec("submit_test_tuple", (_C, Param("raw", RAW))),
         MethodSpec("get_content", (Param("content_id", HASH),)),
         MethodSpec("peer_count"),
         MethodSpec("peers"),

@@ -173,6 +173,9 @@ class RpcClient:
     def submit_reveal(self, chain: HexLike, raw: HexLike) -> str:
         return self.call("daimon_submitReveal", to_hex(chain), to_hex(raw))  # type: ignore[no-any-return]
 
+    def submit_test_tuple(self, chain: HexLike, raw: HexLike) -> str:
+        return self.call("daimon_submitTestTuple", to_hex(chain), to_hex(raw))  # type: ignore[no-any-return]
+
     def submit_model(self, chain: HexLike, raw: HexLike, prover: HexLike) -> str:
         return self.call("daimon_submitModel", to_hex(chain), to_hex(raw), to_hex(prover))  # type: ignore[no-any-return]
 

@@ -13,9 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from chain.constants import PPB
-from chain.state import ChainMeta, Reputation as ReputationRecord
-from chain.transition import BlockReceipt, Settlement
-from chain.types import Block, BlockHeader, ImprovementBody, PoI, ProblemBody, ProblemParams, Transaction, Vote
+from chain.records import ChainMeta, Reputation as ReputationRecord
+from chain.outcome import BlockReceipt, Settlement
+from chain.header import BlockHeader
+from chain.payloads import Transaction
+from chain.proofs import PoI, Vote
+from chain.types import Block, ImprovementBody, ProblemBody, ProblemParams
 
 from daimon_node.rpc.api import hex0x
 
@@ -98,6 +101,7 @@ def problem_on_chain(meta: ChainMeta) -> dict[str, Any]:
     if season is not None:
         out["season"] = {
             "index": season.index, "start_period": season.start_period, "sealed": season.holdout is not None,
+            "sealed_ahead": season.sealed_ahead,
             "improvements": season.improvement_count, "locked_rewards": str(sum(e.amount for e in season.locked)),
             "confirmed_error_ppb": season.confirmed_error_ppb,
             "holdout": None if season.holdout is None else {

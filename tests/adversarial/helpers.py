@@ -10,7 +10,9 @@ from chain.crypto import KeyPair
 from chain.labels import array_to_labels
 from chain.season import holdout_commitment
 from chain.state import get_meta
-from chain.types import Block, NewHoldout, SealedHoldout
+from chain.payloads import NewHoldout
+from chain.proofs import SealedHoldout
+from chain.types import Block
 
 
 def season_devnet(**kw: object) -> Devnet:

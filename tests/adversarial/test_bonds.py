@@ -17,8 +17,8 @@ from adversary import pool_of
 from chain.consensus import period_start
 from chain.errors import BondBelowMinimum
 from chain.rewards import validator_reward
-from chain.transition import vote_order_key
-from chain.types import RegisterValidator, WithdrawBond
+from chain.settlement import vote_order_key
+from chain.payloads import RegisterValidator, WithdrawBond
 from daimon_node.daemon.committer import select_anchor
 from daimon_node.daemon.mempool import Verdict
 from del_embed.integer import f_int

@@ -31,7 +31,8 @@ from chain.errors import (
 )
 from chain.state import get_account, get_meta
 from chain.store import ChainStore
-from chain.types import Block, LeaveCommitter, RegisterCommitter, Transfer
+from chain.payloads import LeaveCommitter, RegisterCommitter, Transfer
+from chain.types import Block
 from factories import apply, assert_supply, new_devnet, next_block, resign_header
 
 BOND = 5 * 10**18  # well under the devnet's genesis allocation of 100 tokens per key

@@ -14,7 +14,8 @@ from adversary import commit_from_pool, pool_of
 from chain.errors import ModelClaimTaken, ModelNotClaimed
 from chain.consensus import period_start
 from chain.state import get_digest, get_meta
-from chain.types import Anchor, model_claim
+from chain.proofs import model_claim
+from chain.types import Anchor
 from daimon_node.daemon.mempool import Verdict
 from factories import account, apply, assert_supply, digest_for, draft_block, new_devnet
 

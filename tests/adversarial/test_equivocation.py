@@ -26,7 +26,9 @@ from chain.errors import (
 from chain.signing import sign
 from chain.state import get_account, get_meta, is_ejected
 from chain.store import ChainStore
-from chain.types import Block, BlockHeader, ReportEquivocation
+from chain.header import BlockHeader
+from chain.payloads import ReportEquivocation
+from chain.types import Block
 from factories import OTHER_CHAIN, apply, assert_supply, draft_block, flip, new_devnet, next_block
 
 GRIND_TRIES = 64  # each timestamp is a fresh uniform hash: P(no lower hash in 64) = 2^-64
@@ -103,7 +105,9 @@ def _commit_improvement(d: Devnet, keys: KeyPair, labels, cheat: KeyPair) -> Non
     import hashlib
 
     from chain.labels import array_to_labels
-    from chain.types import Anchor, RegisterDigest, model_claim
+    from chain.payloads import RegisterDigest
+    from chain.proofs import model_claim
+    from chain.types import Anchor
 
     def commit(**kw):  # type: ignore[no-untyped-def]
         in_turn = d.committer_for(d.period + 1)

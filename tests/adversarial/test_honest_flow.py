@@ -8,7 +8,7 @@ from adversary import commit_from_pool, pool_of
 from chain import constants as C
 from chain.consensus import period_start
 from chain.rewards import validator_reward
-from chain.transition import vote_order_key
+from chain.settlement import vote_order_key
 from daimon_node.daemon.mempool import Verdict
 from factories import account, assert_supply, digest_for, new_devnet
 

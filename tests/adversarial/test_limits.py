@@ -23,17 +23,12 @@ from chain.builder import make_transaction
 from chain.devnet import Devnet, DevnetConfig
 from chain.errors import BalanceOverflow, MinimumFeeMissing, SizeBeyondNetworkCap, SupplyTooLarge
 from chain.limits import check_message_sizes, largest_block_bytes, largest_poi_bytes, mintable_bound
-from chain.state import Account, get_account, get_meta, get_problem, set_account
-from chain.transition import validate_params
-from chain.types import (
-    Allocation,
-    NewHoldout,
-    OfferService,
-    RedeemVoucher,
-    SealedHoldout,
-    Transfer,
-    Voucher,
-)
+from chain.records import Account
+from chain.state import get_account, get_meta, get_problem, set_account
+from chain.problem_block import validate_params
+from chain.payloads import NewHoldout, OfferService, RedeemVoucher, Transfer, Voucher
+from chain.proofs import SealedHoldout
+from chain.types import Allocation
 from daimon_node.daemon.mempool import Verdict
 from factories import accept, account, apply, assert_supply, draft_block, new_devnet, next_block
 

@@ -20,7 +20,9 @@ from chain import constants as C
 from chain.devnet import Devnet, corrupt
 from chain.errors import QuorumNotReached
 from chain.state import get_meta
-from chain.types import Anchor, RegisterDigest, model_claim
+from chain.payloads import RegisterDigest
+from chain.proofs import model_claim
+from chain.types import Anchor
 from factories import digest_for
 from helpers import open_next_season, reveal_at_window, season_devnet, try_commit, worth
 

@@ -18,8 +18,8 @@ from chain import constants as C
 from chain.builder import make_transaction
 from chain.errors import BlockTransactionsTooLarge, FeeTooLow, MinimumFeeMissing
 from chain.limits import tx_size
-from chain.types import RegisterDigest, Transfer
-from chain.transition import validate_params
+from chain.payloads import RegisterDigest, Transfer
+from chain.problem_block import validate_params
 from daimon_node.daemon.mempool import Verdict
 from factories import account, apply, assert_supply, digest_for, draft_block, new_devnet
 

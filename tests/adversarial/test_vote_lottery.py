@@ -22,8 +22,10 @@ from math import isqrt
 
 from chain.crypto import KeyPair
 from chain.devnet import Devnet, DevnetConfig, corrupt
-from chain.transition import vote_order_key
-from chain.types import Anchor, RegisterDigest, RegisterValidator, Transfer, model_claim
+from chain.settlement import vote_order_key
+from chain.payloads import RegisterDigest, RegisterValidator, Transfer
+from chain.proofs import model_claim
+from chain.types import Anchor
 from factories import accept, next_block, resign_header
 
 
@@ -79,7 +81,7 @@ def test_ten_thousand_parent_tries_buy_no_better_than_chance():
     32-byte header hashes it can produce) and keeps the one its sybil ranks best on by
     everything it can compute; the realised position uses the PoI's order seed, which
     the committer does not know (a fresh model per trial)."""
-    from chain.types import PoI
+    from chain.proofs import PoI
 
     trials, tries, voters = 50, 10_000, 5
     sybil = KeyPair.from_label("committer-sybil").public_key

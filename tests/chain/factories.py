@@ -22,20 +22,13 @@ from chain.crypto import KeyPair
 from chain.devnet import Devnet, DevnetConfig, corrupt
 from chain.labels import array_to_labels, masked_digest
 from chain.signing import EMPTY_SIGNATURE, sign
-from chain.state import Account, State, get_account, get_bond, get_meta
+from chain.records import Account
+from chain.state import State, get_account, get_bond, get_meta
 from chain.transition import process_block
-from chain.types import (
-    Anchor,
-    Block,
-    BlockHeader,
-    ImprovementBody,
-    PoI,
-    Reveal,
-    SeasonReveal,
-    Transaction,
-    Vote,
-    body_hash,
-)
+from chain.header import BlockHeader
+from chain.payloads import Transaction
+from chain.proofs import PoI, Reveal, SeasonReveal, Vote
+from chain.types import Anchor, Block, ImprovementBody, body_hash
 
 OTHER_CHAIN = hashlib.sha256(b"another chain").digest()
 
@@ -273,7 +266,8 @@ def multi_tuple_devnet(extra: int = 1, **overrides: Any) -> tuple[Devnet, list[n
     tuples = []
     for i in range(extra):
         truth = np.random.default_rng(100 + i).integers(0, d.cfg.num_classes, d.cfg.m)
-        tup = TestTuple(first.z_id, first.del_id, d.cfg.m, f_int(d.del_model, truth), d.creator.public_key,
+        z_id = hashlib.sha256(b"extra tuple inputs %d" % i).digest()  # other inputs: a tuple repeats none
+        tup = TestTuple(z_id, first.del_id, d.cfg.m, f_int(d.del_model, truth), d.creator.public_key,
                         EMPTY_SIGNATURE)
         tuples.append(sign(tup, d.creator, d.chain_id))
         truths.append(truth)
@@ -287,7 +281,7 @@ def multi_tuple_devnet(extra: int = 1, **overrides: Any) -> tuple[Devnet, list[n
 def multi_tuple_proof(d: Devnet, keys: KeyPair, label_sets: Sequence[np.ndarray], tag: str) -> Proof:
     """Register a digest and build a PoI over several tuples (one label vector each)."""
     from chain.labels import labels_hash
-    from chain.transition import model_order_seed
+    from chain.settlement import model_order_seed
     from del_embed.integer import f_int
 
     digest = digest_for(tag)

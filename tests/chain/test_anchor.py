@@ -10,7 +10,9 @@ from chain import constants as C
 from chain.devnet import corrupt
 from chain.errors import InvalidAnchor, ModelNotClaimed
 from chain.state import get_bond, get_meta
-from chain.types import Ambiguous, Anchor, RegisterValidator, Transfer, WithdrawBond
+from chain.payloads import RegisterValidator, Transfer, WithdrawBond
+from chain.proofs import Ambiguous
+from chain.types import Anchor
 from del_embed.integer import distance_ppb, f_int
 from factories import (
     OTHER_CHAIN,

@@ -15,7 +15,7 @@ from chain.crypto import KeyPair
 from chain.errors import ChannelNotExpired, InvalidTransaction, NoOpenChannel
 from chain.signing import EMPTY_SIGNATURE, sign
 from chain.state import get_channel
-from chain.types import CloseChannel, OpenChannel, RedeemVoucher, Transfer, Voucher
+from chain.payloads import CloseChannel, OpenChannel, RedeemVoucher, Transfer, Voucher
 from factories import OTHER_CHAIN, account, accept, apply, assert_supply, draft_block, flip, next_block
 
 PAUPER = KeyPair.from_label("channel-pauper")

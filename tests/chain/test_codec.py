@@ -10,8 +10,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import chain.state as state_mod
-import chain.types as types_mod
+import chain.header
+import chain.payloads
+import chain.proofs
+import chain.records
+import chain.types
 from chain.codec import (
     Amount,
     Bytes,
@@ -26,6 +29,10 @@ from chain.codec import (
     unpack_canonical,
 )
 from chain.errors import DecodeError
+from chain.payloads import PAYLOAD_TYPES, OfferService, PayloadCodec, Rate, RegisterDigest, Transaction, Transfer
+from chain.proofs import PoI, SeasonReveal
+from chain.records import Account
+from chain.types import Anchor, Block, BodyCodec, ImprovementBody, InputSpec, ProblemBody, ProblemParams, TestTuple
 from factories import fuzz_settings, make_proof
 
 
@@ -40,12 +47,12 @@ def _schema_types(module) -> list[type]:
     )
 
 
-TYPES = _schema_types(types_mod)
-RECORDS = _schema_types(state_mod)
+TYPES = [cls for module in (chain.types, chain.proofs, chain.payloads, chain.header) for cls in _schema_types(module)]
+RECORDS = _schema_types(chain.records)
 ALL_TYPES = TYPES + RECORDS
 
 # Values a field must hold beyond its codec (checked in ``__post_init__``).
-OVERRIDES = {(types_mod.Rate, "score"): st.sampled_from([-1, 1])}
+OVERRIDES = {(Rate, "score"): st.sampled_from([-1, 1])}
 
 SMALL_LIST = 3  # list lengths in generated values (limits are tested apart)
 SMALL_BYTES = 40
@@ -71,10 +78,10 @@ def strategy_for_codec(codec) -> st.SearchStrategy:
         return st.none() | strategy_for_codec(codec.inner)
     if isinstance(codec, Struct):
         return strategy_for(codec.cls)
-    if isinstance(codec, types_mod.PayloadCodec):
-        return st.one_of([strategy_for(cls) for cls in types_mod.PAYLOAD_TYPES.values()])
-    if isinstance(codec, types_mod.BodyCodec):
-        return st.one_of(strategy_for(types_mod.ProblemBody), strategy_for(types_mod.ImprovementBody))
+    if isinstance(codec, PayloadCodec):
+        return st.one_of([strategy_for(cls) for cls in PAYLOAD_TYPES.values()])
+    if isinstance(codec, BodyCodec):
+        return st.one_of(strategy_for(ProblemBody), strategy_for(ImprovementBody))
     raise AssertionError(f"no strategy for codec {codec!r}: extend the test")
 
 
@@ -193,7 +200,7 @@ def test_any_field_replaced_by_a_foreign_value_is_rejected(data):
 # ---------------------------------------------------------------------------
 # Specific hostile encodings
 # ---------------------------------------------------------------------------
-ACCOUNT = state_mod.Account
+ACCOUNT = Account
 
 
 def test_invalid_non_minimal_int():
@@ -252,28 +259,28 @@ def test_invalid_amount_is_an_int():
 
 
 def test_invalid_unknown_transaction_kind(devnet):
-    tx = devnet.tx(devnet.improver_keys[0], types_mod.Transfer(bytes(20), 1))
+    tx = devnet.tx(devnet.improver_keys[0], Transfer(bytes(20), 1))
     obj = msgpack.unpackb(tx.encode(), raw=False)
-    assert obj[3][0] == types_mod.Transfer.KIND
+    assert obj[3][0] == Transfer.KIND
     obj[3] = [99, obj[3][1]]  # invalid payload kind
     with pytest.raises(DecodeError, match="unknown transaction kind 99"):
-        types_mod.Transaction.decode(pack(obj))
+        Transaction.decode(pack(obj))
 
 
 def test_invalid_payload_fields_of_another_kind(devnet):
-    tx = devnet.tx(devnet.improver_keys[0], types_mod.Transfer(bytes(20), 1))
+    tx = devnet.tx(devnet.improver_keys[0], Transfer(bytes(20), 1))
     obj = msgpack.unpackb(tx.encode(), raw=False)
-    obj[3] = [types_mod.RegisterDigest.KIND, obj[3][1]]  # invalid: a Transfer's fields under kind 1
+    obj[3] = [RegisterDigest.KIND, obj[3][1]]  # invalid: a Transfer's fields under kind 1
     with pytest.raises(DecodeError, match="RegisterDigest"):
-        types_mod.Transaction.decode(pack(obj))
+        Transaction.decode(pack(obj))
 
 
 def test_invalid_rating_score(devnet):
-    tx = devnet.tx(devnet.improver_keys[0], types_mod.Rate(bytes(20), 1))
+    tx = devnet.tx(devnet.improver_keys[0], Rate(bytes(20), 1))
     obj = msgpack.unpackb(tx.encode(), raw=False)
     obj[3][1][1] = 2  # invalid score: only +1 or -1
     with pytest.raises(DecodeError, match="a rating is"):
-        types_mod.Transaction.decode(pack(obj))
+        Transaction.decode(pack(obj))
 
 
 def test_invalid_unknown_block_kind(devnet):
@@ -281,50 +288,50 @@ def test_invalid_unknown_block_kind(devnet):
     obj = msgpack.unpackb(block.encode(), raw=False)
     obj[1] = [7, obj[1][1]]  # invalid body kind
     with pytest.raises(DecodeError, match="unknown block kind 7"):
-        types_mod.Block.decode(pack(obj))
+        Block.decode(pack(obj))
 
 
 def test_real_blocks_round_trip(devnet):
     make_proof(devnet)
     for block in devnet.blocks:
         encoded = block.encode()
-        assert types_mod.Block.decode(encoded) == block
-        assert types_mod.Block.decode(encoded).encode() == encoded
+        assert Block.decode(encoded) == block
+        assert Block.decode(encoded).encode() == encoded
 
 
 @pytest.mark.parametrize(
     "cls, index, value, phrase",
     [
         # invalid hash: 31 bytes
-        (types_mod.RegisterDigest, 0, bytes(31), "expected 32 bytes, got 31"),
+        (RegisterDigest, 0, bytes(31), "expected 32 bytes, got 31"),
         # invalid hash: 33 bytes
-        (types_mod.RegisterDigest, 0, bytes(33), "expected 32 bytes, got 33"),
+        (RegisterDigest, 0, bytes(33), "expected 32 bytes, got 33"),
         # invalid peer id: over MAX_PEER_ID_BYTES
-        (types_mod.OfferService, 1, bytes(129), "exceed the limit of 128"),
+        (OfferService, 1, bytes(129), "exceed the limit of 128"),
         # invalid salt: over MAX_SALT_BYTES
-        (types_mod.SeasonReveal, 2, bytes(65), "exceed the limit of 64"),
+        (SeasonReveal, 2, bytes(65), "exceed the limit of 64"),
         # invalid name: over MAX_NAME_BYTES (counted in UTF-8 bytes)
-        (types_mod.ProblemParams, 0, "é" * 65, "string exceeds 128 bytes"),
+        (ProblemParams, 0, "é" * 65, "string exceeds 128 bytes"),
         # invalid dtype: over MAX_DTYPE_BYTES
-        (types_mod.InputSpec, 1, "x" * 17, "string exceeds 16 bytes"),
+        (InputSpec, 1, "x" * 17, "string exceeds 16 bytes"),
         # invalid shape: more than MAX_SHAPE_DIMS dimensions
-        (types_mod.InputSpec, 0, [1] * 9, "exceeds the limit of 8"),
+        (InputSpec, 0, [1] * 9, "exceeds the limit of 8"),
         # invalid ys: more than MAX_TUPLES embeddings
-        (types_mod.PoI, 4, [[1]] * 17, "exceeds the limit of 16"),
+        (PoI, 4, [[1]] * 17, "exceeds the limit of 16"),
         # invalid committers: more than MAX_COMMITTERS
-        (types_mod.ProblemParams, 11, [bytes(32)] * 65, "exceeds the limit of 64"),
+        (ProblemParams, 11, [bytes(32)] * 65, "exceeds the limit of 64"),
         # invalid votes: more than MAX_VOTES_PER_BLOCK
-        (types_mod.Anchor, 1, [None] * 257, "exceeds the limit of 256"),
+        (Anchor, 1, [None] * 257, "exceeds the limit of 256"),
         # invalid class count: u8 overflow
-        (types_mod.ProblemParams, 2, 256, "expected u8"),
+        (ProblemParams, 2, 256, "expected u8"),
         # invalid embedding entry: beyond i32
-        (types_mod.TestTuple, 3, [1 << 31], "TestTuple.y_t: .*out of range"),
+        (TestTuple, 3, [1 << 31], "TestTuple.y_t: .*out of range"),
         # invalid embedding entry: a float among integers
-        (types_mod.TestTuple, 3, [1, 2.0], "TestTuple.y_t: expected a list of integers"),
+        (TestTuple, 3, [1, 2.0], "TestTuple.y_t: expected a list of integers"),
         # invalid label vector: one byte over MAX_LABELS
-        (types_mod.SeasonReveal, 3, bytes(1_000_001), "exceed the limit of 1000000"),
+        (SeasonReveal, 3, bytes(1_000_001), "exceed the limit of 1000000"),
         # invalid string type: bytes where a str belongs
-        (types_mod.InputSpec, 1, b"uint8", "expected a string"),
+        (InputSpec, 1, b"uint8", "expected a string"),
     ],
 )
 @fuzz_settings(3)
@@ -353,16 +360,16 @@ def test_invalid_message_over_the_cap(monkeypatch):
 @pytest.mark.parametrize("depth", [10, 600, 2000, 100_000])
 def test_deeply_nested_arrays_raise_only_decode_error(depth):
     with pytest.raises(DecodeError):
-        types_mod.Block.decode(b"\x91" * depth + b"\x00")
+        Block.decode(b"\x91" * depth + b"\x00")
 
 
 def test_invalid_utf8_string():
     # invalid dtype: a str8 holding bytes that are not UTF-8
-    spec = types_mod.InputSpec((1,), "ab", 0, 1, 1).encode()
+    spec = InputSpec((1,), "ab", 0, 1, 1).encode()
     bad = spec.replace(b"\xa2ab", b"\xa2\xff\xfe")
     assert bad != spec
     with pytest.raises(DecodeError, match="malformed"):
-        types_mod.InputSpec.decode(bad)
+        InputSpec.decode(bad)
 
 
 def test_encoding_refuses_out_of_range_values():

@@ -15,7 +15,7 @@ from chain.locks import (
 )
 from chain.season import season_end
 from chain.state import get_meta
-from chain.types import OpenChannel, WithdrawBond
+from chain.payloads import OpenChannel, WithdrawBond
 from factories import account, accept, make_proof, new_devnet, next_block
 
 

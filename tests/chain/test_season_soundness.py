@@ -21,7 +21,9 @@ from chain.labels import array_to_labels, labels_hash
 from chain.season import holdout_commitment
 from chain.state import get_meta
 from chain.signing import EMPTY_SIGNATURE, sign
-from chain.types import Anchor, NewHoldout, RegisterValidator, SealedHoldout, SeasonReveal, Transfer
+from chain.payloads import NewHoldout, RegisterValidator, Transfer
+from chain.proofs import SealedHoldout, SeasonReveal
+from chain.types import Anchor
 from del_embed.attack import Target, attack
 from del_embed.integer import distance_ppb, error_ppb, f_int
 
@@ -139,7 +141,7 @@ def open_season_1(d: Devnet, m_h: int = 300, seed: int = 7) -> np.ndarray:
     truth1 = np.random.default_rng(seed).integers(0, 10, m_h)
     d.holdout_salt = b"season-1"
     d.holdout_truth = truth1
-    sealed = SealedHoldout(b"\x23" * 32, m_h, holdout_commitment(d.holdout_salt, array_to_labels(truth1)))
+    sealed = SealedHoldout(bytes([seed]) * 32, m_h, holdout_commitment(d.holdout_salt, array_to_labels(truth1)))  # fresh inputs per seed
     d.commit(transactions=[d.tx(d.creator, NewHoldout(sealed))])
     return truth1
 

@@ -11,9 +11,11 @@ from chain.devnet import corrupt
 from chain.errors import InvalidSettlement
 from chain.labels import array_to_labels, labels_hash
 from chain.rewards import improvement_reward, validator_reward
-from chain.state import BestModel, get_bond, get_meta, get_problem
-from chain.transition import vote_order_key
-from chain.types import Ambiguous, Transfer, WithdrawBond
+from chain.records import BestModel
+from chain.state import get_bond, get_meta, get_problem
+from chain.settlement import vote_order_key
+from chain.payloads import Transfer, WithdrawBond
+from chain.proofs import Ambiguous
 from del_embed.integer import distance_ppb, f_int
 from factories import (
     OTHER_CHAIN,

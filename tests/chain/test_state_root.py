@@ -8,16 +8,11 @@ from hypothesis import strategies as st
 
 from chain.errors import InvalidHeader
 from del_embed.integer import f_int
-from chain.state import (
-    MAX_LAYERS,
-    Account,
-    State,
-    get_account,
-    get_meta,
-    set_account,
-)
+from chain.records import Account
+from chain.state import MAX_LAYERS, State, get_account, get_meta, set_account
 from chain.transition import apply_block
-from chain.types import Anchor, Block, Transfer
+from chain.payloads import Transfer
+from chain.types import Anchor, Block
 from factories import (
     accept,
     assert_supply,

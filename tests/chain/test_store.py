@@ -116,7 +116,7 @@ def test_heavier_fork_reorgs_state(tmp_path: Path) -> None:
 
 
 def _transfer(d: Devnet, amount: int):  # type: ignore[no-untyped-def]
-    from chain.types import Transfer
+    from chain.payloads import Transfer
 
     return Transfer(d.creator.address_bytes, amount)
 

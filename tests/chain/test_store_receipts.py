@@ -15,7 +15,7 @@ from chain.receipts import decode_receipt, encode_receipt
 from chain.store import ChainStore
 from chain.store_errors import ReceiptsMissing, StoreError
 from chain.store_layout import K_VERSION, LAYOUT_VERSION, P_RECEIPT, version_bytes
-from chain.transition import memory_env
+from chain.outcome import memory_env
 from chain.types import Anchor
 
 

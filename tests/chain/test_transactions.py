@@ -10,15 +10,8 @@ from chain.builder import make_transaction
 from chain.crypto import KeyPair
 from chain.errors import BondStillUnbonding, InvalidTransaction, ModelClaimTaken, NoBondToWithdraw, ValidatorAlreadyBonded
 from chain.state import get_bond, get_digest, get_meta, get_offer, get_reputation
-from chain.types import (
-    OfferService,
-    Rate,
-    RegisterDigest,
-    RegisterValidator,
-    Transfer,
-    WithdrawBond,
-    model_claim,
-)
+from chain.payloads import OfferService, Rate, RegisterDigest, RegisterValidator, Transfer, WithdrawBond
+from chain.proofs import model_claim
 from factories import (
     OTHER_CHAIN,
     account,

@@ -190,7 +190,7 @@ def test_invalid_block_on_a_stale_state(devnet):
 
 
 def _transfer(d, amount):
-    from chain.types import Transfer
+    from chain.payloads import Transfer
 
     return Transfer(d.improver_keys[1].address_bytes, amount)
 
@@ -350,7 +350,7 @@ def test_invalid_zero_bond(name):
 
 
 def test_invalid_season_too_long_for_its_bookkeeping():
-    from chain.state import MAX_SEASON_LOCKED
+    from chain.records import MAX_SEASON_LOCKED
 
     d = _fresh(holdout_m=50)
     votes = d.params.max_votes

@@ -66,19 +66,10 @@ from chain.errors import DecodeError
 from chain.signing import EMPTY_SIGNATURE, sign
 from chain.state import State, get_problem, is_ejected
 from chain.transition import process_block
-from chain.types import (
-    BLOCK_ARRAY_PREFIX,
-    Ambiguous,
-    Anchor,
-    Block,
-    BlockHeader,
-    BodyCodec,
-    ImprovementBody,
-    PoI,
-    RegisterDigest,
-    model_claim,
-    split_block,
-)
+from chain.header import BlockHeader
+from chain.payloads import RegisterDigest
+from chain.proofs import Ambiguous, PoI, model_claim
+from chain.types import BLOCK_ARRAY_PREFIX, Anchor, Block, BodyCodec, ImprovementBody, split_block
 from daimon_node.daemon.chains import content_env
 from daimon_node.proofs.problem_kit import load_problem
 from flooder import Forger, drain, frame

@@ -17,7 +17,7 @@ import trio
 from chain import constants as C
 from chain.consensus import period_end
 from chain.devnet import Devnet, DevnetConfig, corrupt
-from chain.types import Transfer
+from chain.payloads import Transfer
 from daimon_node.clock import FakeClock
 from daimon_node.daemon.admission import VOTE, Admitter, NodeMetrics, Source
 from daimon_node.daemon.chains import ChainHandle, ChainManager, ImportReport

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 
 from chain.devnet import Devnet, DevnetConfig, corrupt
-from chain.types import Anchor, OfferService, Rate, Reveal
+from chain.payloads import OfferService, Rate
+from chain.proofs import Reveal
+from chain.types import Anchor
 
 
 def rpc_devnet() -> Devnet:

@@ -21,7 +21,7 @@ from trio_websocket import open_websocket_url
 
 from chain.consensus import period_end, period_of
 from chain.devnet import Devnet, DevnetConfig
-from chain.types import Vote
+from chain.proofs import Vote
 from daimon_node.clock import FakeClock
 from daimon_node.config import load_config
 from daimon_node.daemon.node import Node

@@ -50,7 +50,9 @@ from chain.signing import is_valid_signature
 from chain.state import State, get_account, get_meta, is_ejected
 from chain.store import P_BLOCK, ChainStore
 from chain.transition import process_block
-from chain.types import RegisterDigest, ReportEquivocation, Transfer, model_claim, split_block
+from chain.payloads import RegisterDigest, ReportEquivocation, Transfer
+from chain.proofs import model_claim
+from chain.types import split_block
 from daimon_node.daemon.chains import content_env
 from daimon_node.proofs.problem_kit import load_problem
 from daimon_node.daemon.replay import Replay, replay_chain

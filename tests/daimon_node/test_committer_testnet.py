@@ -25,7 +25,7 @@ import tomli_w
 from chain.builder import make_transaction
 from chain.consensus import in_turn_committer
 from chain.crypto import KeyPair
-from chain.types import Transfer
+from chain.payloads import Transfer
 from daimon_node.proofs.problem_kit import load_problem
 from daimon_node.harness.testnet import Testnet, prepare_testnet
 from netutil import free_base_port, try_call, wait_for

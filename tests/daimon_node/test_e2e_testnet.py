@@ -19,7 +19,7 @@ from chain.builder import make_transaction
 from chain.consensus import in_turn_committer
 from chain.crypto import address_bytes
 from chain.rewards import improvement_reward, validator_reward
-from chain.types import Transfer
+from chain.payloads import Transfer
 from daimon_node.proofs.problem_kit import load_problem
 from daimon_node.daemon.replay import replay_chain
 from daimon_node.harness.testnet import Testnet, prepare_testnet

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from chain.builder import make_transaction
-from chain.types import Transfer
+from chain.payloads import Transfer
 from daimon_node.proofs.problem_kit import load_problem
 from daimon_node.daemon.replay import replay_chain
 from daimon_node.harness.testnet import Testnet, TestnetPlan, prepare_testnet

@@ -35,7 +35,7 @@ import pytest
 import tomli_w
 
 from chain.builder import make_transaction
-from chain.types import Transfer
+from chain.payloads import Transfer
 from daimon_node.rpc.client import subscribe
 from daimon_node.proofs.problem_kit import load_problem
 from daimon_node.harness.testnet import Testnet, prepare_testnet

@@ -44,11 +44,11 @@ from chain.builder import make_transaction
 from chain.consensus import block_weight, period_of
 from chain.crypto import KeyPair
 from chain.state import get_account
-from chain.types import Transfer
+from chain.payloads import Transfer
 from daimon_node.proofs.poi import model_digest
 from daimon_node.proofs.problem_kit import load_problem
 from daimon_node.daemon.replay import replay_chain
-from daimon_node.daemon.node import SYNC_INTERVAL_S
+from daimon_node.daemon.syncing import SYNC_INTERVAL_S
 from daimon_node.harness.testnet import Testnet, TestnetPlan, prepare_testnet
 from linkproxy import Proxies
 from netutil import free_base_port, try_call, wait_for

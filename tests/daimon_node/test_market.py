@@ -16,7 +16,7 @@ import trio
 from onnx import TensorProto, helper, numpy_helper
 
 from chain.crypto import KeyPair
-from chain.state import Channel
+from chain.records import Channel
 from chain.types import InputSpec
 from daimon_node.cli.market import StaleModel, pick_offer
 from daimon_node.market.errors import InferError

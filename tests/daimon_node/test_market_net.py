@@ -18,7 +18,7 @@ from libp2p.network.stream.exceptions import StreamError
 from libp2p.peer.id import ID
 
 from chain.crypto import KeyPair
-from chain.state import Channel
+from chain.records import Channel
 from chain.types import InputSpec
 from daimon_node.market.messages import Inference, InferRequest, Quote, QuoteRequest, npy_bytes
 from daimon_node.market.service import InferService, Served

@@ -5,7 +5,8 @@ from __future__ import annotations
 from chain.consensus import period_start
 from chain.devnet import Devnet, DevnetConfig
 from chain.state import get_account
-from chain.types import Anchor, Transfer
+from chain.payloads import Transfer
+from chain.types import Anchor
 from daimon_node.daemon.mempool import Mempool, Verdict
 
 

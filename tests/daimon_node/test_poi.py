@@ -15,8 +15,10 @@ from chain.consensus import period_end
 from chain.crypto import KeyPair
 from chain.labels import array_to_labels, labels_hash, labels_to_array, masked_digest
 from chain.signing import check_signature, sign
-from chain.transition import memory_env
-from chain.types import Ambiguous, Anchor, PoI, RegisterDigest, RegisterValidator, model_claim
+from chain.outcome import memory_env
+from chain.payloads import RegisterDigest, RegisterValidator
+from chain.proofs import Ambiguous, PoI, model_claim
+from chain.types import Anchor
 from daimon_node.harness.examples import train_example
 from daimon_node.proofs.poi import (
     BadProofSignature,

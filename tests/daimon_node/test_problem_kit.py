@@ -17,8 +17,9 @@ from chain.crypto import KeyPair
 from chain.labels import array_to_labels
 from chain.season import holdout_commitment
 from chain.signing import check_signature
-from chain.transition import memory_env
-from chain.types import PoI, Proposal, Vote
+from chain.outcome import memory_env
+from chain.proofs import PoI, Vote
+from chain.types import Proposal
 from daimon_node.cli.app import app
 from daimon_node.keystore import init_data_dir
 from daimon_node.proofs.problem_errors import ProblemKitError

@@ -14,7 +14,7 @@ import trio
 
 from chain.consensus import period_end
 from chain.devnet import Devnet, DevnetConfig
-from chain.types import Transfer
+from chain.payloads import Transfer
 from daimon_node.daemon.chains import ChainManager, ImportVerdict
 from daimon_node.clock import FakeClock
 from daimon_node.config import load_config
@@ -131,7 +131,8 @@ async def test_roles_do_not_sign_again_what_a_reorg_returned_to_the_pool(tmp_pat
     """A second bond or registration would take the nonce a client of the same key chose next."""
     from types import SimpleNamespace
 
-    from chain.types import RegisterDigest, RegisterValidator, model_claim
+    from chain.payloads import RegisterDigest, RegisterValidator
+    from chain.proofs import model_claim
     from daimon_node.daemon.mempool import Mempool
     from daimon_node.daemon.roles import ImproverRole, ValidatorRole
 
@@ -165,7 +166,8 @@ async def test_improver_publishes_its_model_only_after_its_claim_is_in_a_block(t
     before its claim ``H(pk || digest)`` is in a block could be fetched and claimed first by a copier."""
     from types import SimpleNamespace
 
-    from chain.types import RegisterDigest, model_claim
+    from chain.payloads import RegisterDigest
+    from chain.proofs import model_claim
     from daimon_node.daemon.mempool import Mempool
     from daimon_node.daemon.roles import ImproverRole
 
@@ -204,7 +206,7 @@ async def test_validator_role_lets_its_operator_unbond_and_withdraw(tmp_path: Pa
     with the unbonding bond nor bond again once the bond is withdrawn (it would lock it at once)."""
     from types import SimpleNamespace
 
-    from chain.types import WithdrawBond
+    from chain.payloads import WithdrawBond
     from daimon_node.daemon.mempool import Mempool
     from daimon_node.daemon.roles import ValidatorRole
 

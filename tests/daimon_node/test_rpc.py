@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from chain.devnet import Devnet, DevnetConfig
-from chain.types import RegisterValidator
+from chain.payloads import RegisterValidator
 from daimon_node.daemon.backend import NodeBackend
 from daimon_node.rpc import errors as E
 from daimon_node.rpc.api import METHODS, RpcBackend, rpc_method_name

@@ -15,7 +15,7 @@ import chain.transition as transition_module
 from chain.devnet import Devnet, DevnetConfig, corrupt
 from chain.store import ChainStore
 from chain.store_layout import K_VERSION, P_RECEIPT
-from chain.types import Transfer
+from chain.payloads import Transfer
 from daimon_node.daemon.backend import NodeBackend
 from daimon_node.daemon.replay import replay_chain
 from daimon_node.harness.devnet_node import devnet_backend, open_node

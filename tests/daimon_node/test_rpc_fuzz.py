@@ -33,7 +33,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chain.builder import make_transaction
-from chain.types import Transfer
+from chain.payloads import Transfer
 from daimon_node.rpc.api import METHODS, Hex, MethodSpec, UInt, hex0x
 from daimon_node.rpc.dispatcher import WS_ONLY
 from daimon_node.rpc.errors import (

@@ -23,7 +23,7 @@ from trio_websocket import ConnectionClosed, open_websocket_url
 from chain.consensus import period_end
 from chain.devnet import corrupt
 from chain.crypto import sha256
-from chain.types import Transfer
+from chain.payloads import Transfer
 from chain.state import get_meta
 from daimon_node.daemon.backend import NodeBackend
 from daimon_node.rpc.api import NodeInfo
