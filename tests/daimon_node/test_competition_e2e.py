@@ -14,8 +14,9 @@ after its expiry. At the end the chain is replayed and every account's holdings 
 the problem's parameters and the receipts: rewards from the reward formula, fees from the blocks,
 bonds and deposits from the rules.
 
-Season 1's holdout is sealed by the contributor role from the secret file (``--seasons 2``);
-``seal_season_one`` is the one place to change to seal it while the network runs instead.
+The problem is created with one sealed holdout (season 0). Season 1's is sealed while the network
+runs: the contributor runs ``problem add-season`` with new data (digits the problem never saw, as a
+second PNG folder), and its node's contributor role reveals season 0 and rolls into season 1 on its own.
 """
 
 from __future__ import annotations
@@ -68,13 +69,21 @@ STEPS = (20, 100)  # season 0's model, season 1's (see the module docstring)
 QUORUM_PPB = C.PPB // 2 + 1
 
 
-def write_digit_pngs(folder: Path) -> None:
-    """The README's image folder: digits as 8x8 grayscale PNGs, one subfolder per class."""
+# Every NEW_DATA_EVERY-th digit is kept out of the problem: it is the new data season 1 is sealed from
+# (about 450 items, all of them holdout; the chain refuses inputs it has sealed before).
+NEW_DATA_EVERY = 4
+
+
+def write_digit_pngs(folder: Path, new_data: bool = False) -> None:
+    """The README's image folder: digits as 8x8 grayscale PNGs, one subfolder per class; the problem's
+    share of them, or (``new_data``) the rest, for ``problem add-season``."""
     from PIL import Image
     from sklearn.datasets import load_digits
 
     digits = load_digits()
     for i, (img, label) in enumerate(zip(digits.images, digits.target)):
+        if (i % NEW_DATA_EVERY == NEW_DATA_EVERY - 1) != new_data:
+            continue
         sub = folder / str(label)
         sub.mkdir(parents=True, exist_ok=True)
         Image.fromarray((img * 255 // 16).astype("uint8")).save(sub / f"{i}.png")
@@ -161,10 +170,15 @@ class Competition:
         self.register(steps, model)
 
 
-def seal_season_one(comp: Competition) -> None:
-    """Wait for season 1's sealed holdout. The problem pre-split two holdout sets (``--seasons 2``);
-    the contributor role reveals season 0 in its window and seals season 1 from the secret file
-    (bound: the season's end is period 5, the reveal window 2 periods, sealing one more)."""
+def seal_season_one(comp: Competition, new_data: Path) -> None:
+    """The contributor seals season 1 from new data while season 0 runs (``problem add-season``, signed
+    with node 0's key, the problem's creator); then wait until season 1 is open and sealed (bound:
+    season 0 ends at period 5, its reveal window is 2 periods, the queued holdout opens in the block
+    that judges it, one period more)."""
+    added = cli_json("problem", "add-season", "--problem", str(comp.plan.problem_dir), "--data", str(new_data),
+                     "--key-dir", str(comp.plan.directory / "node0"), "--rpc", f"http://127.0.0.1:{comp.plan.rpc_ports[0]}",
+                     "--wait")
+    assert added["m_h"] > 0, added
     season = wait_for("season 1 sealed", lambda: (s := comp.season()) is not None and s["index"] == 1 and s["sealed"]
                       and s, (SEASON_PERIODS + REVEAL_WINDOW + 3) * T_B + T_P)
     # The improver's node must hold the new Z_h to prove on it: it fetches it over p2p (a period is plenty).
@@ -202,14 +216,15 @@ def user_channel(comp: Competition) -> dict[str, Any]:
 
 def test_pytorch_improver_vests_two_seasons_and_every_balance_adds_up(tmp_path: Path) -> None:
     pytest.importorskip("torch", reason="the page trains with PyTorch: the 'train' extra")
-    images, work = tmp_path / "my-images", tmp_path / "improver-work"
+    images, work, new_images = tmp_path / "my-images", tmp_path / "improver-work", tmp_path / "new-images"
     write_digit_pngs(images)
+    write_digit_pngs(new_images, new_data=True)
     work.mkdir()
     (work / "train_cnn.py").write_text(doc_block("train_cnn.py"))  # "Save this as train_cnn.py"
     improver_dir, user_dir = tmp_path / "improver", tmp_path / "user"
     improver, user = init_data_dir(improver_dir), init_data_dir(user_dir)
     plan = prepare_testnet(tmp_path / "net", 4, t_p=T_P, t_b=T_B, grace=GRACE, base_port=free_base_port(4),
-                           start_delay=START_DELAY, data=images, holdout_fraction=0.2, seasons=2,
+                           start_delay=START_DELAY, data=images, holdout_fraction=0.2, seasons=1,
                            season_periods=SEASON_PERIODS, reveal_window=REVEAL_WINDOW, unbonding_periods=UNBONDING,
                            extra_accounts=(improver.address_bytes, user.address_bytes), quorum_ppb=QUORUM_PPB)
     problem = load_problem(plan.problem_dir)
@@ -227,7 +242,7 @@ def test_pytorch_improver_vests_two_seasons_and_every_balance_adds_up(tmp_path: 
             comp.register(STEPS[0], "cnn-a.onnx")
             first = comp.submit(STEPS[0], "cnn-a.onnx")
             next_model.result()
-            seal_season_one(comp)
+            seal_season_one(comp, new_images)
             second = comp.submit(STEPS[1], "cnn-b.onnx")
             withdrawn, closed = leaving.result(), channel.result()
         assert withdrawn["amount"] == str(problem.params.validator_bond) and closed["refund"] == str(DEPOSIT)
