@@ -120,3 +120,24 @@ async def race(path: Path, heavy: HeavyChain, *, on_loop: bool) -> RaceFigures:
     assert handle.store.head == handle.store.canonical_hash(heavy.devnet.blocks[-1].header.height)
     manager.close()
     return out
+
+
+async def idle_delays(path: Path, heavy: HeavyChain, seconds: float) -> list[float]:
+    """The same probe for ``seconds`` with no import running: what this machine's own scheduling
+    (other processes, the collector) costs a vote right now, to tell it apart from the import's."""
+    manager, handle = manager_before(path, heavy)
+
+    async def publish(topic: str, data: bytes) -> None:
+        return None
+
+    admitter = Admitter(lambda: heavy.now, lambda *event: None, publish, NodeMetrics())
+    out, done = RaceFigures(), trio.Event()
+    async with trio.open_nursery() as nursery:
+        async def stop_later() -> None:
+            await trio.sleep(seconds)
+            done.set()
+
+        nursery.start_soon(stop_later)
+        await _probe(admitter, handle, heavy.vote, done, out)
+    manager.close()
+    return out.delays_s
