@@ -34,6 +34,7 @@ from daimon_node.proofs.sandbox import SandboxError
 log = logging.getLogger(__name__)
 
 MAX_FETCH_ATTEMPTS = 5
+KEPT_PROOFS = 8  # an improver's published proofs it can still reveal (one per period)
 RELOAD_CONTENT_S = 2.0  # during T_p the contributor rereads its problem directory this often (new tuples)
 
 
@@ -199,6 +200,9 @@ class ImproverRole:
     register_sent_period: int = -10
     proof: Proof | None = None
     proof_period: int = -1
+    # Every proof published for the current model, by PoI hash: the block anchoring an earlier one
+    # may land after the role proved again (a late block, a reorg), and that one must be revealed too.
+    published: dict[bytes, Proof] = field(default_factory=dict)
     revealed: set[bytes] = field(default_factory=set)
     status: str = "idle"
     results: list[str] = field(default_factory=list)
@@ -282,7 +286,11 @@ class ImproverRole:
         self.proof = proof
         self.proof_period = period
         self.status = f"proved for period {period}"
-        await ctx.publish_proof(handle, proof.poi.encode())
+        admission = await ctx.publish_proof(handle, proof.poi.encode())
+        if admission.accepted:
+            self.published[proof.poi.hash] = proof
+            while len(self.published) > KEPT_PROOFS:  # anchors come within a period or two: the oldest go
+                del self.published[next(iter(self.published))]
 
     def _resume_reorged_out(self, handle: ChainHandle) -> None:
         """Go back to the first model whose settling block a reorg took off the chain."""
@@ -299,16 +307,18 @@ class ImproverRole:
 
     async def _reveal_if_anchored(self, ctx: RoleContext, handle: ChainHandle) -> None:
         pending = get_meta(handle.state).pending
-        if self.proof is None or pending is None or pending.anchor.poi.hash != self.proof.poi.hash:
-            return
-        if self.proof.poi.hash in self.revealed:
+        proof = None if pending is None else self.published.get(pending.anchor.poi.hash)
+        if proof is None or proof.poi.hash in self.revealed:
             return
         params = get_problem(handle.state).params
         if period_of(params, int(ctx.now())) != pending.period + 1:
             return
-        self.revealed.add(self.proof.poi.hash)
+        admission = await ctx.publish_proof(handle, proof.reveal.encode())
+        if not admission.accepted:  # not published either: try again next tick, within the period
+            log.warning("reveal of PoI %s not admitted: %s", proof.poi.hash.hex()[:12], admission.reason)
+            return
+        self.revealed.add(proof.poi.hash)
         self.status = "revealed"
-        await ctx.publish_proof(handle, self.proof.reveal.encode())
 
 
 # ---------------------------------------------------------------------------

@@ -309,7 +309,7 @@ def test_adversarial_peer_gains_nothing_on_a_live_testnet(tmp_path: Path) -> Non
     anchored = [r.anchored for r in receipts if r.anchored is not None]
     settlements = [r.settlement for r in receipts if r.settlement is not None]
     assert anchored and [s.poi_hash for s in settlements] == anchored[: len(settlements)]
-    assert all(s.outcome == "settled" for s in settlements), settlements
+    assert all(s.outcome == "settled" for s in settlements), [(s.outcome, s.reason, s.improver.hex()[:12], [k.address[:12] for k in plan.keys]) for s in settlements]
     assert get_meta(longest.state).pending is None
     assert get_meta(longest.state).provisional.owner == plan.keys[2].address_bytes
     for keys in [*plan.keys[1:], sender]:

@@ -235,3 +235,41 @@ async def test_validator_role_lets_its_operator_unbond_and_withdraw(tmp_path: Pa
     clock["now"] = period_end(d.params, d.period) + 1
     await role.step(ctx, handle)  # type: ignore[arg-type]
     assert sent == [], "the role bonded again right after its operator withdrew"
+
+
+@pytest.mark.trio
+async def test_improver_reveals_an_earlier_proof_whose_anchor_came_late(monkeypatch: pytest.MonkeyPatch,
+                                                                         tmp_path: Path) -> None:
+    """The block anchoring the period-k proof may land after the role proved again for k + 1 (a late
+    block, a reorg onto a branch that anchored the older one): the anchored one is revealed, or the
+    honest improver's anchor is voided as not revealed (seen on the adversarial testnet)."""
+    from types import SimpleNamespace
+
+    from daimon_node.daemon import roles
+    from daimon_node.daemon.admission import Admission
+    from p2p import ValidationResult
+
+    def proof(tag: bytes) -> SimpleNamespace:
+        return SimpleNamespace(poi=SimpleNamespace(hash=tag * 32, encode=lambda: b"poi" + tag),
+                               reveal=SimpleNamespace(encode=lambda: b"reveal" + tag))
+
+    earlier, later = proof(b"\x01"), proof(b"\x02")
+    params = SimpleNamespace(t0=0, t_p=10, t_b=10)
+    pending = SimpleNamespace(anchor=SimpleNamespace(poi=earlier.poi), period=3)
+    monkeypatch.setattr(roles, "get_meta", lambda state: SimpleNamespace(pending=pending))
+    monkeypatch.setattr(roles, "get_problem", lambda state: SimpleNamespace(params=params))
+    monkeypatch.setattr(roles, "period_of", lambda params, now: 4)  # the period after the anchor
+    published: list[bytes] = []
+
+    async def publish_proof(handle: object, data: bytes) -> Admission:
+        published.append(data)
+        return Admission(ValidationResult.ACCEPT)
+
+    role = roles.ImproverRole([tmp_path / "model.onnx"])
+    role.published = {earlier.poi.hash: earlier, later.poi.hash: later}
+    role.proof = later  # proved again before the anchor of the earlier proof arrived
+    ctx = SimpleNamespace(now=lambda: 45.0, publish_proof=publish_proof)
+    await role._reveal_if_anchored(ctx, SimpleNamespace(state=None))  # type: ignore[arg-type]
+    assert published == [b"reveal\x01"]
+    await role._reveal_if_anchored(ctx, SimpleNamespace(state=None))  # type: ignore[arg-type]
+    assert published == [b"reveal\x01"]  # once
