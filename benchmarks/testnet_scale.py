@@ -10,8 +10,13 @@ nodes report that head (or a later head all of them share). CPU% (process + its
 sandbox children, from the end of T_p to the end) and RSS (peak) are read per node with psutil.
 Every testnet is stopped (SIGTERM to all nodes at once, SIGKILL after 30 s) in ``finally``.
 
-    python benchmarks/testnet_scale.py            # N = 4 8 12 16
+    python benchmarks/testnet_scale.py            # N = 4 8 12 16, one bootstrap address each
     python benchmarks/testnet_scale.py --sizes 4 16 --periods 4
+    python benchmarks/testnet_scale.py --sizes 16 --bootstrap 3 --no-dht   # the pre-DHT layout
+
+Node i is given the address of the node before it only (``--bootstrap 1``): a line that the
+Kademlia DHT must turn into a mesh. "min peers" is the fewest connections, "min gossip" the
+fewest peers on the chain's blocks topic, both read at the end.
 
 Node logs stay in benchmarks/out/testnet_scale/n<N>/node<i>/node.log.
 Needs psutil (``pip install psutil``); the target is N = 16 (issue 7).
@@ -27,6 +32,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +41,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psutil  # noqa: E402
+import tomli_w  # noqa: E402
 
 from daimon_node.rpc.client import RpcClient  # noqa: E402
 from daimon_node.errors import DaimonError  # noqa: E402
@@ -54,7 +61,8 @@ def poll(port: int, chain_hex: str) -> dict[str, Any]:
         return {"down": str(exc)[:60]}
     for c in info.get("chains", []):
         if c["chain"] == chain_hex:
-            return {"height": int(c["height"]), "head": c["head"], "peers": int(info.get("peers", 0))}
+            return {"height": int(c["height"]), "head": c["head"], "peers": int(info.get("peers", 0)),
+                    "gossip": int(c.get("gossip_peers", 0))}
     return {"height": -1, "head": "", "peers": int(info.get("peers", 0))}
 
 
@@ -103,6 +111,8 @@ class Result:
     height_min: int
     height_max: int
     peers_min: int
+    gossip_min: int
+    peers_mean: float
     cpu_mean: float
     cpu_max: float
     rss_mean_mib: float
@@ -148,7 +158,8 @@ def stop_all(net: Testnet, timeout: float = 30.0) -> None:
     net.stop()  # nothing left; kept so any node started later is stopped too
 
 
-def run_one(n: int, *, t_p: int, t_b: int, grace: int, periods: int, base_port: int, start_delay: int | None) -> Result:
+def run_one(n: int, *, t_p: int, t_b: int, grace: int, periods: int, base_port: int, start_delay: int | None,
+            bootstrap: int, dht: bool) -> Result:
     directory = OUT / f"n{n}"
     shutil.rmtree(directory, ignore_errors=True)
     base = pick_base_port(n, base_port)
@@ -157,7 +168,12 @@ def run_one(n: int, *, t_p: int, t_b: int, grace: int, periods: int, base_port: 
         # onnxruntime/libp2p take a while on 2 loaded cores: every node must be up and meshed
         # before T_p ends, or each committer seals its own Problem block.
         start_delay = 40 + 5 * n
-    plan = prepare_testnet(directory, n, t_p=t_p, t_b=t_b, grace=grace, base_port=base, start_delay=start_delay)
+    plan = prepare_testnet(directory, n, t_p=t_p, t_b=t_b, grace=grace, base_port=base, start_delay=start_delay,
+                           bootstrap_peers=bootstrap)
+    for path in plan.configs:
+        cfg = tomllib.loads(path.read_text())
+        cfg["p2p"]["dht"] = dht
+        path.write_text(tomli_w.dumps(cfg))
     chain_hex = "0x" + plan.chain_id.hex()
     problem_t0 = float(load_problem(plan.problem_dir).params.t0)  # period 0 (T_p) starts here
     net = Testnet(plan)
@@ -236,6 +252,7 @@ def run_one(n: int, *, t_p: int, t_b: int, grace: int, periods: int, base_port: 
     rivals = sum(1 for hs in by_height.values() if len(hs) > 1)
     heights = [v.get("height", -1) for v in views if "down" not in v] or [-1]
     peers = [v.get("peers", 0) for v in views if "down" not in v] or [0]
+    gossip = [v.get("gossip", 0) for v in views if "down" not in v] or [0]
     cpus = [u.cpu_percent for u in usage] or [0.0]
     rss = [u.rss_peak / 2**20 for u in usage] or [0.0]
     return Result(
@@ -243,6 +260,7 @@ def run_one(n: int, *, t_p: int, t_b: int, grace: int, periods: int, base_port: 
         blocks=len(judged),
         agree_max_s=max(waits) if waits else None, agree_mean_s=sum(waits) / len(waits) if waits else None,
         height_min=min(heights), height_max=max(heights), peers_min=min(peers),
+        gossip_min=min(gossip), peers_mean=sum(peers) / len(peers),
         cpu_mean=sum(cpus) / len(cpus), cpu_max=max(cpus), rss_mean_mib=sum(rss) / len(rss), rss_max_mib=max(rss),
         load=(load_start, load_end), notes=notes,
         up_s=None if up_wall is None else up_wall - started_wall,
@@ -267,18 +285,22 @@ def main() -> None:
     ap.add_argument("--periods", type=int, default=5, help="competition periods to watch after the Problem block")
     ap.add_argument("--base-port", type=int, default=52000)
     ap.add_argument("--start-delay", type=int, default=None, help="seconds to the problem's t0 (default 40 + 5 N)")
+    ap.add_argument("--bootstrap", type=int, default=1, help="bootstrap addresses per node (the nodes before it)")
+    ap.add_argument("--no-dht", action="store_true", help="turn the Kademlia DHT off (p2p.dht = false)")
     ap.add_argument("--stop-on-fail", action="store_true", help="skip larger N once one N fails")
     args = ap.parse_args()
 
     cores = psutil.cpu_count(logical=True)
     print(f"testnet_scale: sizes {args.sizes}, T_p {args.t_p} s, T_b {args.t_b} s, grace {args.grace} s, "
-          f"{args.periods} periods after the Problem block; {cores} CPUs, "
+          f"{args.periods} periods after the Problem block; {args.bootstrap} bootstrap address(es) per node, "
+          f"DHT {'off' if args.no_dht else 'on'}; {cores} CPUs, "
           f"load avg {os.getloadavg()[0]:.2f} at start; logs in {OUT}/n<N>/node<i>/node.log", flush=True)
     results: list[Result] = []
     signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM too runs the finally that stops the nodes
     for n in args.sizes:
         r = run_one(n, t_p=args.t_p, t_b=args.t_b, grace=args.grace, periods=args.periods,
-                    base_port=args.base_port, start_delay=args.start_delay)
+                    base_port=args.base_port, start_delay=args.start_delay, bootstrap=args.bootstrap,
+                    dht=not args.no_dht)
         results.append(r)
         print(f"  N={n}: agreed={'yes' if r.agreed else 'no'} blocks={r.blocks} "
               f"height {r.height_min}..{r.height_max} load {r.load[0]:.1f}->{r.load[1]:.1f} "
@@ -287,11 +309,11 @@ def main() -> None:
             break
 
     header = ("N", "agreed", "blocks", "forks", "up s", "up before T_p end s", "agree max s", "agree mean s",
-              "height", "min peers",
+              "height", "min peers", "mean peers", "min gossip",
               "CPU% mean", "CPU% max", "RSS MiB mean", "RSS MiB max", "load 1m")
     rows = [(str(r.n), "yes" if r.agreed else "no", str(r.blocks), str(r.rivals), fmt(r.up_s), fmt(r.up_margin_s),
              fmt(r.agree_max_s), fmt(r.agree_mean_s),
-             f"{r.height_min}..{r.height_max}", str(r.peers_min), fmt(r.cpu_mean), fmt(r.cpu_max),
+             f"{r.height_min}..{r.height_max}", str(r.peers_min), fmt(r.peers_mean), str(r.gossip_min), fmt(r.cpu_mean), fmt(r.cpu_max),
              fmt(r.rss_mean_mib, ".0f"), fmt(r.rss_max_mib, ".0f"), f"{r.load[0]:.1f}->{r.load[1]:.1f}")
             for r in results]
     widths = [max(len(h), *(len(row[k]) for row in rows)) for k, h in enumerate(header)]

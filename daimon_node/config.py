@@ -25,8 +25,11 @@ class NodeSection:
 @dataclass
 class P2PSection:
     listen: str = "/ip4/127.0.0.1/tcp/0"  # libp2p listen multiaddr
-    bootstrap: list[str] = field(default_factory=list)  # peers' multiaddrs with /p2p/<id>; give 3+
+    bootstrap: list[str] = field(default_factory=list)  # peers' multiaddrs with /p2p/<id>; one is enough with the DHT
     announce: list[str] = field(default_factory=list)  # what peers learn instead of `listen` (NAT, port map, proxy)
+    dht: bool = True  # Kademlia DHT: peers beyond the bootstrap list, content holders by provider records
+    mdns: bool = False  # find peers on the LAN by multicast DNS (every interface)
+    target_peers: int = 8  # dial discovered peers while fewer are connected
 
 
 @dataclass

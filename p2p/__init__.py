@@ -39,6 +39,7 @@ from p2p.errors import (
     SyncError,
     UnsupportedLibp2p,
 )
+from p2p.discovery import DiscoveryConfig
 from p2p.host import peer_id_from_seed
 from p2p.node import P2PConfig, P2PNode
 from p2p.reqresp import Codec, ReqRespLimits, ReqRespService
@@ -52,7 +53,7 @@ __all__ = [
     "INetwork", "MessageTooLarge", "NoPeers", "NotSubscribed", "P2PConfig", "P2PError", "P2PNode",
     "PROBLEMS_TOPIC", "PeerBanned", "PeerStats", "ProblemListing", "ProblemProvider", "ProblemsError",
     "ProtocolViolation", "RequestTimeout", "SyncError", "MalformedMessage", "RequestFailed", "UnsupportedLibp2p",
-    "Codec", "ReqRespLimits", "ReqRespService",
+    "Codec", "DiscoveryConfig", "ReqRespLimits", "ReqRespService",
     "SyncHead", "SyncProvider", "ValidationResult", "Validator", "chain_topic", "chain_topics",
     "content_id", "peer_id_from_seed", "topic_kind",
 ]

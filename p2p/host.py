@@ -129,6 +129,7 @@ class HostService:
         book: PeerBook,
         *,
         announce: Sequence[str] = (),
+        mdns: bool = False,
         dial_timeout_s: float = 10.0,
         maintain_interval_s: float = 1.0,
     ) -> None:
@@ -142,7 +143,8 @@ class HostService:
         # replaces the listen address there (NAT, port mapping, a proxy in front).
         announced = [parse_listen_addr(a) for a in announce] or None
         key_pair = key_pair_from_seed(seed)
-        self.host: IHost = new_host(key_pair=key_pair, announce_addrs=announced, **upgrade_options(key_pair))
+        self.host: IHost = new_host(key_pair=key_pair, announce_addrs=announced, enable_mDNS=mdns,
+                                    **upgrade_options(key_pair))
         cache_host_addrs(self.host)
         self.peer_id = self.host.get_id().to_base58()
         self._to_close_send, self._to_close_recv = trio.open_memory_channel[ID](256)

@@ -25,7 +25,8 @@ import trio
 
 from p2p.abc import Handler, INetwork, PeerStats, ProblemListing, ProblemProvider, SyncHead, SyncProvider, Validator
 from p2p.content import ContentService
-from p2p.errors import DialError
+from p2p.discovery import DiscoveryConfig, DiscoveryService
+from p2p.errors import ContentNotFound, DialError, PeerBanned
 from p2p.gossip import GossipService
 from p2p.host import HostService
 from p2p import libp2p_patches
@@ -48,6 +49,7 @@ class P2PConfig:
     listen_addr: str = "/ip4/127.0.0.1/tcp/0"
     bootstrap: Sequence[str] = ()  # multiaddrs ending in /p2p/<peer id>; give 3+ (no hub)
     announce: Sequence[str] = ()  # addresses peers learn instead of listen_addr (NAT, port mapping, proxy)
+    discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)  # DHT, mDNS, peers to keep
     topic_caps: dict[str, int] = field(default_factory=dict)  # overrides of topics.DEFAULT_TOPIC_CAPS
     content_max_total_bytes: int | None = None
     # misbehaviour
@@ -93,7 +95,7 @@ class P2PNode(INetwork):
         self.store = store or ContentStore(config.content_dir, config.content_max_total_bytes)
         self.hosting = HostService(
             config.seed, config.listen_addr, config.bootstrap, self.book, announce=config.announce,
-            dial_timeout_s=config.dial_timeout_s, maintain_interval_s=config.maintain_interval_s,
+            mdns=config.discovery.mdns, dial_timeout_s=config.dial_timeout_s, maintain_interval_s=config.maintain_interval_s,
         )
         host = self.hosting.host
         self.gossip = GossipService(
@@ -117,6 +119,7 @@ class P2PNode(INetwork):
             host, self.book, self.store, open_timeout_s=config.request_timeout_s,
             stall_timeout_s=config.content_stall_timeout_s, on_ban=self._on_ban,
         )
+        self.discovery = DiscoveryService(host, self.book, self.store, self.hosting.dial, config.discovery)
         self._reqresp: dict[str, ReqRespService[Any, Any]] = {}
         self._bans: trio.MemorySendChannel[str] | None = None
         self.bans_total = 0  # bans decided since start (threshold or operator), for metrics
@@ -134,6 +137,7 @@ class P2PNode(INetwork):
             async with trio.open_nursery() as nursery:
                 await nursery.start(self.gossip.run)
                 nursery.start_soon(self.hosting.run_maintenance)
+                await nursery.start(self.discovery.run)
                 nursery.start_soon(self._enforce_bans, ban_recv)
                 task_status.started()
                 await trio.sleep_forever()
@@ -196,7 +200,26 @@ class P2PNode(INetwork):
     # -- content ------------------------------------------------------------
     async def fetch_content(self, content_id: bytes, max_bytes: int,
                             peers: Sequence[str] | None = None) -> Path:
-        return await self.content.fetch(content_id, max_bytes, peers)
+        """Fetch from ``peers`` (default: the connected ones); if none of the connected peers has
+        it, from the holders the DHT's provider records name, dialled first."""
+        try:
+            return await self.content.fetch(content_id, max_bytes, peers)
+        except ContentNotFound:
+            if peers is not None:
+                raise
+        holders = await self._dial_providers(content_id)
+        if not holders:
+            raise ContentNotFound(f"no connected peer has {content_id.hex()} and the DHT names no reachable holder")
+        return await self.content.fetch(content_id, max_bytes, holders)
+
+    async def _dial_providers(self, content_id: bytes) -> list[str]:
+        holders: list[str] = []
+        for info in await self.discovery.find_providers(content_id):
+            try:
+                holders.append(await self.hosting.dial(info))
+            except (DialError, PeerBanned) as exc:
+                log.info("content holder %s unreachable: %s", info.peer_id.to_base58(), exc)
+        return holders
 
     async def content_size_at(self, peer: str, content_id: bytes) -> int | None:
         """Ask one peer whether it has ``content_id`` (its size) or not (None)."""

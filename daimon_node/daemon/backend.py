@@ -260,10 +260,10 @@ class NodeBackend:
         ]
 
     async def node_info(self) -> NodeInfo:
-        chains = [{"chain": hex0x(h.chain_id), "height": h.store.height, "head": hex0x(h.store.head)}
-                  for h in self.api.chain_list()]
+        chains = [{"chain": hex0x(h.chain_id), "height": h.store.height, "head": hex0x(h.store.head),
+                   "gossip_peers": self.api.gossip_peers(h.chain_id)} for h in self.api.chain_list()]
         return NodeInfo(version=VERSION, peer_id=self.api.peer_id(), peers=self.api.peer_count(),
-                        healthy=True, chains=chains)  # type: ignore[typeddict-item]
+                        healthy=True, chains=chains, discovery=self.api.discovery())  # type: ignore[typeddict-item]
 
     async def get_offers(self, chain: bytes) -> list[Offer]:
         state = self._started(chain).state

@@ -26,7 +26,7 @@ from chain.state import is_ejected
 from chain.header import BlockHeader
 from chain.payloads import ReportEquivocation
 from chain.types import Proposal, TestTuple
-from p2p import PROBLEMS_TOPIC, ContentStore, GossipMessage, P2PConfig, P2PError, P2PNode, ValidationResult, chain_topic
+from p2p import PROBLEMS_TOPIC, ContentStore, DiscoveryConfig, GossipMessage, P2PConfig, P2PError, P2PNode, ValidationResult, chain_topic
 
 from daimon_node.clock import Clock, SystemClock
 from daimon_node.config import NodeConfig
@@ -104,6 +104,8 @@ class Node:
                       listen_addr=config.p2p.listen, bootstrap=tuple(config.p2p.bootstrap),
                       sync_max_item_bytes=C.MAX_BLOCK_MESSAGE_BYTES,
                       announce=tuple(config.p2p.announce),
+                      discovery=DiscoveryConfig(dht=config.p2p.dht, mdns=config.p2p.mdns,
+                                                target_peers=config.p2p.target_peers),
                       problems_max_proposal_bytes=C.MAX_PROBLEM_MESSAGE_BYTES),
             sync_provider=self.chains, store=self.content, problem_provider=self.problems)
 

@@ -14,12 +14,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from p2p import ContentStore, P2PNode, PeerStats
+from p2p import ContentStore, P2PNode, PeerStats, chain_topic
 
 from daimon_node.daemon.admission import Admission, Admitter, MessageKind, NodeMetrics, Source
 from daimon_node.daemon.chains import ChainHandle, ChainManager
 from daimon_node.daemon.problems import ProblemDirectory
-from daimon_node.rpc.api import ProblemSummary
+from daimon_node.rpc.api import Discovery, ProblemSummary
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,10 @@ class NodeAPI(Protocol):
     def peer_count(self) -> int: ...
 
     def bans_total(self) -> int: ...
+
+    def discovery(self) -> Discovery: ...
+
+    def gossip_peers(self, chain_id: bytes) -> int: ...
 
     def sync_status(self) -> dict[bytes, tuple[int, int]]: ...
 
@@ -127,6 +131,17 @@ class NodeServices:
 
     def bans_total(self) -> int:
         return self.p2p.bans_total
+
+    def gossip_peers(self, chain_id: bytes) -> int:
+        return len(self.p2p.topic_peers(chain_topic(chain_id, "blocks")))
+
+    def discovery(self) -> Discovery:
+        service = self.p2p.discovery
+        counts = service.counts
+        return Discovery(dht=service.dht is not None, mdns=service.config.mdns,
+                         routing_table=service.routing_table_size(), provided=counts.provided,
+                         provider_lookups=counts.provider_lookups, dials=counts.dials,
+                         dial_failures=counts.dial_failures, mdns_found=counts.mdns_found)
 
     def sync_status(self) -> dict[bytes, tuple[int, int]]:
         return dict(self.sync_targets)

@@ -180,7 +180,7 @@ def _layout(directory: Path, nodes: int, base_port: int, hosts: list[str] | None
 
 
 def _write_node_configs(layout: NetworkLayout, keys: list[KeyPair], models: dict[str, Path],
-                        problem_dir: Path, proposal: bytes, chain_id: bytes) -> list[Path]:
+                        problem_dir: Path, proposal: bytes, chain_id: bytes, bootstrap_peers: int = 3) -> list[Path]:
     """One TOML config per node, and the proposal in every node's data dir."""
     from p2p import peer_id_from_seed
 
@@ -188,9 +188,9 @@ def _write_node_configs(layout: NetworkLayout, keys: list[KeyPair], models: dict
     addrs = [f"/ip4/{ip}/tcp/{p}/p2p/{peer_id_from_seed(k.seed)}" for ip, p, k in zip(layout.ips, layout.p2p_ports, keys)]
     configs = []
     for i in range(len(keys)):
-        # Dial the (up to) three nodes started before: links are two-way, so every node ends
-        # with several peers, and no pair dials each other at once (a simultaneous open).
-        peers = [addrs[j] for j in range(max(0, i - 3), i)]
+        # Dial the (up to) ``bootstrap_peers`` nodes started before: links are two-way, so every
+        # node ends with several peers, and no pair dials each other at once (a simultaneous open).
+        peers = [addrs[j] for j in range(max(0, i - bootstrap_peers), i)]
         roles = _roles(i, len(keys), {name: Path(layout.where(p)) for name, p in models.items()})
         if i == 0:
             roles["contributor"] = {"enabled": True, "problem_dir": layout.where(problem_dir)}
@@ -244,6 +244,7 @@ def prepare_testnet(
     committer_miss_limit: int = 0,
     data: Path | None = None,
     quorum_ppb: int | None = None,
+    bootstrap_peers: int = 3,
 ) -> TestnetPlan:
     """Write keys, a genesis problem, example models and configs for ``nodes`` nodes.
 
@@ -255,6 +256,8 @@ def prepare_testnet(
     genesis funds as the nodes' keys: a test's own sender, whose nonces no node role shares.
     ``data`` (anything ``problem create --data`` reads) replaces the bundled digits; the
     example models are then not trained and no node's improver role has a model.
+    Node i is given the addresses of the ``bootstrap_peers`` nodes before it (1 makes a line
+    that only the DHT turns into a mesh).
     """
     from daimon_node.proofs.datasets import load_data
     from daimon_node.proofs.splits import load_dataset
@@ -274,7 +277,8 @@ def prepare_testnet(
         raise TestnetError("the problem's training split differs from the one the example models used")
     layout = _layout(directory, nodes, base_port, hosts, mount, rpc_port)
     chain_id = created.problem.chain_id
-    configs = _write_node_configs(layout, keys, models, created.directory, created.problem.proposal.encode(), chain_id)
+    configs = _write_node_configs(layout, keys, models, created.directory, created.problem.proposal.encode(), chain_id,
+                                  bootstrap_peers)
     _write_summary(layout, nodes, chain_id, hosts)
     return TestnetPlan(directory, configs, keys, created.directory, chain_id, layout.rpc_ports, layout.p2p_ports, models)
 

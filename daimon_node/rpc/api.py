@@ -114,6 +114,20 @@ class ChainHead(TypedDict):
     chain: str
     height: int
     head: str
+    gossip_peers: int  # peers subscribed to the chain's blocks topic
+
+
+class Discovery(TypedDict):
+    """How the node finds peers and content holders (p2p/discovery.py), counted since start."""
+
+    dht: bool
+    mdns: bool
+    routing_table: int  # peers in the DHT routing table
+    provided: int  # content ids announced as provider records
+    provider_lookups: int  # fetches that asked the DHT for holders
+    dials: int  # dials of peers the DHT or mDNS found
+    dial_failures: int
+    mdns_found: int
 
 
 class NodeInfo(TypedDict):
@@ -124,6 +138,7 @@ class NodeInfo(TypedDict):
     peers: int
     healthy: bool  # False makes /health answer 503
     chains: list[ChainHead]
+    discovery: NotRequired[Discovery]
     reason: NotRequired[str]  # why unhealthy, shown by /health
 
 

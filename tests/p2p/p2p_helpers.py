@@ -9,9 +9,12 @@ from typing import Any
 
 import trio
 
-from p2p import GossipMessage, P2PConfig, P2PNode, SyncProvider
+from p2p import DiscoveryConfig, GossipMessage, P2PConfig, P2PNode, SyncProvider
 
 CHAIN_ID = bytes(range(32))
+# These tests build exact topologies (a line, a judge between two peers); the DHT would add
+# links of its own, so it is off unless a test asks for it (test_p2p_discovery.py does).
+NO_DHT = DiscoveryConfig(dht=False)
 
 
 def seed(i: int) -> bytes:
@@ -45,7 +48,8 @@ class Inbox:
 async def running_nodes(
     tmp_path: Path, n: int, providers: list[SyncProvider | None] | None = None, **cfg: Any
 ) -> AsyncIterator[list[P2PNode]]:
-    """Start ``n`` nodes in this process; cancel them all on exit."""
+    """Start ``n`` nodes in this process (without the DHT unless ``discovery`` says); cancel them all on exit."""
+    cfg.setdefault("discovery", NO_DHT)
     nodes = [
         P2PNode(
             P2PConfig(seed=seed(i), content_dir=tmp_path / f"node{i}", **cfg),

@@ -10,7 +10,7 @@ import trio
 
 from p2p import ConfigError, P2PConfig, P2PNode, peer_id_from_seed
 
-from p2p_helpers import seed, wait_until
+from p2p_helpers import NO_DHT, seed, wait_until
 
 
 def free_port() -> int:
@@ -37,9 +37,10 @@ def test_bad_addresses_are_config_errors(tmp_path: Path) -> None:
 async def test_bootstrap_redial_with_backoff_until_peer_appears(tmp_path: Path) -> None:
     port = free_port()
     a_addr = f"/ip4/127.0.0.1/tcp/{port}/p2p/{peer_id_from_seed(seed(0))}"
-    fast = dict(backoff_base_s=0.2, backoff_max_s=1.0, maintain_interval_s=0.1, dial_timeout_s=3.0)
+    fast = dict(backoff_base_s=0.2, backoff_max_s=1.0, maintain_interval_s=0.1, dial_timeout_s=3.0, discovery=NO_DHT)
     b = P2PNode(P2PConfig(seed=seed(1), content_dir=tmp_path / "b", bootstrap=[a_addr], **fast))
-    a = P2PNode(P2PConfig(seed=seed(0), content_dir=tmp_path / "a", listen_addr=f"/ip4/127.0.0.1/tcp/{port}"))
+    a = P2PNode(P2PConfig(seed=seed(0), content_dir=tmp_path / "a", listen_addr=f"/ip4/127.0.0.1/tcp/{port}",
+                          discovery=NO_DHT))
     async with trio.open_nursery() as nursery:
         with trio.fail_after(20):
             await nursery.start(b.run)
@@ -66,9 +67,9 @@ async def test_bootstrap_peer_redialled_at_its_configured_address(tmp_path: Path
 
     port, unreachable = free_port(), free_port()
     a_id = peer_id_from_seed(seed(0))
-    fast = dict(backoff_base_s=0.2, backoff_max_s=1.0, maintain_interval_s=0.1, dial_timeout_s=3.0)
+    fast = dict(backoff_base_s=0.2, backoff_max_s=1.0, maintain_interval_s=0.1, dial_timeout_s=3.0, discovery=NO_DHT)
     a = P2PNode(P2PConfig(seed=seed(0), content_dir=tmp_path / "a", listen_addr=f"/ip4/127.0.0.1/tcp/{port}",
-                          announce=[f"/ip4/127.0.0.1/tcp/{unreachable}"]))
+                          announce=[f"/ip4/127.0.0.1/tcp/{unreachable}"], discovery=NO_DHT))
     b = P2PNode(P2PConfig(seed=seed(1), content_dir=tmp_path / "b",
                           bootstrap=[f"/ip4/127.0.0.1/tcp/{port}/p2p/{a_id}"], **fast))
 
