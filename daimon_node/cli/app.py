@@ -64,7 +64,7 @@ register_season_commands(problem_app)
 app.add_typer(problem_app, name="problem")
 from daimon_node.cli.embedding import app as del_app  # noqa: E402
 app.add_typer(del_app, name="del")
-from daimon_node.cli.chain import rate, tx_app  # noqa: E402
+from daimon_node.cli.transfer import rate, tx_app  # noqa: E402
 from daimon_node.cli.status import status  # noqa: E402
 
 app.command()(status)

@@ -11,7 +11,6 @@ a refusal is the node's typed answer, printed as one line.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Optional
 
 import typer
@@ -19,22 +18,15 @@ import typer
 from daimon_node.cli.chain import (
     ChainCommandError,
     ChainOption,
-    FeeOption,
     JsonOption,
-    KeyDirOption,
     RpcOption,
-    TimeoutOption,
-    WaitOption,
     connect,
     echo_json,
-    format_tokens,
     hex0x,
-    report_sent,
     resolve_chain,
-    tx_session,
     rpc_errors_as_one_line,
-    send_transaction,
 )
+from daimon_node.cli.txcommand import TxOptions, open_tx, tx_command
 from daimon_node.rpc.client import RpcClient
 
 app = typer.Typer(help="Join or leave a problem's bonded committer set.", no_args_is_help=True)
@@ -49,51 +41,39 @@ def own_record(view: dict[str, Any], public_key: bytes) -> dict[str, Any] | None
 
 
 @app.command("register")
-@rpc_errors_as_one_line
-def register_cmd(chain: Optional[str] = ChainOption, fee: Optional[str] = FeeOption, key_dir: Path = KeyDirOption,
-                 rpc: str = RpcOption, wait: bool = WaitOption, timeout: float = TimeoutOption,
-                 as_json: bool = JsonOption) -> None:
+@tx_command
+def register_cmd(opts: TxOptions) -> None:
     """Lock the committer bond; this key takes turns committer_delay periods after inclusion."""
     from chain.payloads import RegisterCommitter
 
-    with tx_session(rpc, chain, fee, key_dir) as (client, chain_id, params, fee_units, keys):
-        bond = int(params["committer_bond"])
+    with open_tx(opts) as tx:
+        bond = int(tx.params["committer_bond"])
         if bond == 0:
-            raise ChainCommandError(f"chain {chain_id.hex()[:16]} has a fixed committer list (no committer bond)")
-        balance = client.get_balance(chain_id, keys.address_bytes)["spendable"]
-        if balance < bond + fee_units:
-            decimals, symbol = int(params["decimals"]), params["token_symbol"]
-            raise ChainCommandError(f"{keys.address} holds {format_tokens(balance, decimals)} {symbol} spendable, "
-                                    f"below bond + fee = {format_tokens(bond + fee_units, decimals)} {symbol}")
-        sent = send_transaction(client, chain_id, key_dir, RegisterCommitter(), fee_units, wait=wait,
-                                timeout=timeout, params=params)
-    joins = None if sent.included is None else sent.included["period"] + int(params["committer_delay"])
-    report_sent(sent, as_json, {"chain": hex0x(chain_id), "type": "register_committer", "bond": str(bond),
-                                "fee": str(fee_units), "joins_period": joins})
-    if joins is not None and not as_json:
+            raise ChainCommandError(f"chain {tx.chain_id.hex()[:16]} has a fixed committer list (no committer bond)")
+        tx.check_can_pay(bond + tx.fee, "bond + fee")
+        sent = tx.send(RegisterCommitter())
+        joins = None if sent.included is None else sent.included["period"] + int(tx.params["committer_delay"])
+        tx.report(sent, "register_committer", bond=str(bond), joins_period=joins)
+    if joins is not None and not opts.as_json:
         typer.echo(f"takes turns from period {joins}")
 
 
 @app.command("leave")
-@rpc_errors_as_one_line
-def leave_cmd(chain: Optional[str] = ChainOption, fee: Optional[str] = FeeOption, key_dir: Path = KeyDirOption,
-              rpc: str = RpcOption, wait: bool = WaitOption, timeout: float = TimeoutOption,
-              as_json: bool = JsonOption) -> None:
+@tx_command
+def leave_cmd(opts: TxOptions) -> None:
     """Leave the rotation committer_delay periods after inclusion; run again committer_delay periods
     after leaving to get the bond back."""
     from chain.payloads import LeaveCommitter
 
-    with tx_session(rpc, chain, fee, key_dir) as (client, chain_id, params, fee_units, keys):
-        record = own_record(get_committers(client, chain_id), keys.public_key)
+    with open_tx(opts) as tx:
+        record = own_record(get_committers(tx.client, tx.chain_id), tx.keys.public_key)
         if record is None:
-            raise ChainCommandError(f"{keys.address} is not a committer of chain {chain_id.hex()[:16]}")
+            raise ChainCommandError(f"{tx.keys.address} is not a committer of chain {tx.chain_id.hex()[:16]}")
         action = "leave" if record["until"] == 0 else "claim_bond"
-        sent = send_transaction(client, chain_id, key_dir, LeaveCommitter(), fee_units, wait=wait,
-                                timeout=timeout, params=params)
-    report_sent(sent, as_json, {"chain": hex0x(chain_id), "type": "leave_committer", "action": action,
-                                "fee": str(fee_units)})
-    if sent.included is not None and not as_json and action == "leave":
-        delay = int(params["committer_delay"])
+        sent = tx.send(LeaveCommitter())
+        tx.report(sent, "leave_committer", action=action)
+        delay = int(tx.params["committer_delay"])
+    if sent.included is not None and not opts.as_json and action == "leave":
         left = sent.included["period"] + delay
         typer.echo(f"out of the rotation from period {left}; the bond can be claimed from period {left + delay}")
 

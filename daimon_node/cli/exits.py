@@ -12,31 +12,14 @@ problem's minimum fee unless ``--fee`` says otherwise.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
 from chain.errors import BondStillUnbonding, ChannelNotExpired, NoBondToWithdraw, NoOpenChannel, ValidatorAlreadyBonded
 
-from daimon_node.cli.chain import (
-    ChainOption,
-    ChainCommandError,
-    FeeOption,
-    JsonOption,
-    KeyDirOption,
-    RpcOption,
-    TimeoutOption,
-    WaitOption,
-    format_tokens,
-    hex0x,
-    parse_address,
-    parse_amount,
-    report_sent,
-    tx_session,
-    rpc_errors_as_one_line,
-    send_transaction,
-)
+from daimon_node.cli.chain import ChainCommandError, hex0x, parse_address, parse_amount
+from daimon_node.cli.txcommand import TxOptions, open_tx, tx_command
 from daimon_node.rpc.client import RpcClient
 
 validator_app = typer.Typer(help="Bond as a validator, unbond, and withdraw the bond.", no_args_is_help=True)
@@ -68,112 +51,72 @@ def fetch_channel(client: RpcClient, chain: bytes, payer: bytes, runner: bytes) 
     return Channel(int(info["deposit"]), int(info["redeemed"]), int(info["expires_period"]), int(info["epoch"]))
 
 
-def check_can_pay(client: RpcClient, chain: bytes, address: bytes, cost: int, what: str, params: dict[str, Any]) -> None:
-    spendable = int(client.get_balance(chain, address)["spendable"])
-    if spendable < cost:
-        decimals, symbol = int(params["decimals"]), params["token_symbol"]
-        raise ChainCommandError(f"0x{address.hex()} holds {format_tokens(spendable, decimals)} {symbol} spendable, "
-                                f"below {what} = {format_tokens(cost, decimals)} {symbol}")
-
-
 # --- validator ------------------------------------------------------------------------------
 @validator_app.command("bond")
-@rpc_errors_as_one_line
-def bond_cmd(
-    chain: Optional[str] = ChainOption,
-    fee: Optional[str] = FeeOption,
-    key_dir: Path = KeyDirOption,
-    rpc: str = RpcOption,
-    wait: bool = WaitOption,
-    timeout: float = TimeoutOption,
-    as_json: bool = JsonOption,
-) -> None:
+@tx_command
+def bond_cmd(opts: TxOptions) -> None:
     """Lock the problem's validator bond (RegisterValidator); votes count from the next block on."""
     from chain.bonds import check_may_bond
     from chain.payloads import RegisterValidator
 
-    with tx_session(rpc, chain, fee, key_dir) as (client, chain_id, params, fee_units, keys):
-        bond = fetch_bond(client, chain_id, keys.public_key)
+    with open_tx(opts) as tx:
+        bond = fetch_bond(tx.client, tx.chain_id, tx.keys.public_key)
         try:
-            check_may_bond(keys.public_key, bond)
+            check_may_bond(tx.keys.public_key, bond)
         except ValidatorAlreadyBonded:
             state = "active" if bond.unbond_period == 0 else f"unbonding until period {bond.unbond_period}"
-            raise ChainCommandError(f"key {keys.public_key.hex()[:16]} already has a bond ({state})") from None
-        amount = int(params["validator_bond"])
-        check_can_pay(client, chain_id, keys.address_bytes, amount + fee_units, "bond + fee", params)
-        sent = send_transaction(client, chain_id, key_dir, RegisterValidator(), fee_units, wait=wait,
-                                timeout=timeout, params=params)
-    report_sent(sent, as_json, {"chain": hex0x(chain_id), "type": "register_validator", "bond": str(amount),
-                                "fee": str(fee_units)})
+            raise ChainCommandError(f"key {tx.keys.public_key.hex()[:16]} already has a bond ({state})") from None
+        amount = int(tx.params["validator_bond"])
+        tx.check_can_pay(amount + tx.fee, "bond + fee")
+        tx.report(tx.send(RegisterValidator()), "register_validator", bond=str(amount))
 
 
 @validator_app.command("unbond")
-@rpc_errors_as_one_line
-def unbond_cmd(
-    chain: Optional[str] = ChainOption,
-    fee: Optional[str] = FeeOption,
-    key_dir: Path = KeyDirOption,
-    rpc: str = RpcOption,
-    wait: bool = WaitOption,
-    timeout: float = TimeoutOption,
-    as_json: bool = JsonOption,
-) -> None:
+@tx_command
+def unbond_cmd(opts: TxOptions) -> None:
     """Start unbonding (the first WithdrawBond): the bond stops voting now and can be withdrawn the
     problem's unbonding periods after the period of the block that includes it."""
     from chain.payloads import WithdrawBond
 
-    with tx_session(rpc, chain, fee, key_dir) as (client, chain_id, params, fee_units, keys):
-        bond = fetch_bond(client, chain_id, keys.public_key)
+    with open_tx(opts) as tx:
+        bond = fetch_bond(tx.client, tx.chain_id, tx.keys.public_key)
         if bond is None:
-            raise ChainCommandError(f"nothing to unbond: key {keys.public_key.hex()[:16]} has no bond on this chain")
+            raise ChainCommandError(f"nothing to unbond: key {tx.keys.public_key.hex()[:16]} has no bond on this chain")
         if bond.unbond_period != 0:
             raise ChainCommandError(f"already unbonding until period {bond.unbond_period}; "
                                     "'daimon-node validator withdraw' from then")
-        check_can_pay(client, chain_id, keys.address_bytes, fee_units, "the fee", params)
-        sent = send_transaction(client, chain_id, key_dir, WithdrawBond(), fee_units, wait=wait, timeout=timeout,
-                                params=params)
-        after = fetch_bond(client, chain_id, keys.public_key) if sent.included else None
-    until = after.unbond_period if after is not None else None
-    report_sent(sent, as_json, {"chain": hex0x(chain_id), "type": "unbond", "bond": str(bond.amount),
-                                "fee": str(fee_units), "withdrawable_from": until})
-    if not as_json and until is not None:
+        tx.check_can_pay(tx.fee, "the fee")
+        sent = tx.send(WithdrawBond())
+        after = fetch_bond(tx.client, tx.chain_id, tx.keys.public_key) if sent.included else None
+        until = after.unbond_period if after is not None else None
+        tx.report(sent, "unbond", bond=str(bond.amount), withdrawable_from=until)
+    if not opts.as_json and until is not None:
         typer.echo(f"unbonding: 'daimon-node validator withdraw' returns the bond from period {until}")
 
 
 @validator_app.command("withdraw")
-@rpc_errors_as_one_line
-def withdraw_cmd(
-    chain: Optional[str] = ChainOption,
-    fee: Optional[str] = FeeOption,
-    key_dir: Path = KeyDirOption,
-    rpc: str = RpcOption,
-    wait: bool = WaitOption,
-    timeout: float = TimeoutOption,
-    as_json: bool = JsonOption,
-) -> None:
+@tx_command
+def withdraw_cmd(opts: TxOptions) -> None:
     """Take back an unbonded bond (the WithdrawBond after unbonding ends); it becomes spendable."""
     from chain.bonds import check_withdraw_bond
     from chain.payloads import WithdrawBond
 
-    with tx_session(rpc, chain, fee, key_dir) as (client, chain_id, params, fee_units, keys):
-        bond = fetch_bond(client, chain_id, keys.public_key)
-        period = current_period(client, chain_id)
+    with open_tx(opts) as tx:
+        bond = fetch_bond(tx.client, tx.chain_id, tx.keys.public_key)
+        period = current_period(tx.client, tx.chain_id)
         try:
-            check_withdraw_bond(keys.public_key, bond, period)
+            check_withdraw_bond(tx.keys.public_key, bond, period)
         except NoBondToWithdraw:
-            raise ChainCommandError(f"nothing to withdraw: key {keys.public_key.hex()[:16]} has no bond on this "
+            raise ChainCommandError(f"nothing to withdraw: key {tx.keys.public_key.hex()[:16]} has no bond on this "
                                     "chain") from None
         except BondStillUnbonding as exc:
             raise ChainCommandError(f"still unbonding until period {exc.until_period} (now period {exc.period})") \
                 from None
         if bond.unbond_period == 0:
             raise ChainCommandError("the bond is active: 'daimon-node validator unbond' first, then withdraw "
-                                    f"{params['unbonding_periods']} periods later")
-        check_can_pay(client, chain_id, keys.address_bytes, fee_units, "the fee", params)
-        sent = send_transaction(client, chain_id, key_dir, WithdrawBond(), fee_units, wait=wait, timeout=timeout,
-                                params=params)
-    report_sent(sent, as_json, {"chain": hex0x(chain_id), "type": "withdraw_bond", "amount": str(bond.amount),
-                                "fee": str(fee_units)})
+                                    f"{tx.params['unbonding_periods']} periods later")
+        tx.check_can_pay(tx.fee, "the fee")
+        tx.report(tx.send(WithdrawBond()), "withdraw_bond", amount=str(bond.amount))
 
 
 # --- channels -------------------------------------------------------------------------------
@@ -181,19 +124,13 @@ RunnerOption = typer.Option(..., "--runner", help="The runner's address (40 hex 
 
 
 @channel_app.command("open")
-@rpc_errors_as_one_line
+@tx_command
 def channel_open_cmd(
+    opts: TxOptions,
     runner: str = RunnerOption,
     amount: str = typer.Option(..., "--amount", help="Deposit in base units (with --tokens: a decimal token amount)."),
     periods: int = typer.Option(100, "--periods", help="The channel can be closed this many periods from now on."),
     tokens: bool = typer.Option(False, "--tokens", help="--amount is a decimal token amount."),
-    chain: Optional[str] = ChainOption,
-    fee: Optional[str] = FeeOption,
-    key_dir: Path = KeyDirOption,
-    rpc: str = RpcOption,
-    wait: bool = WaitOption,
-    timeout: float = TimeoutOption,
-    as_json: bool = JsonOption,
 ) -> None:
     """Lock a deposit for one runner (OpenChannel), or top up an open channel (the later expiry holds)."""
     from chain.payloads import OpenChannel
@@ -201,53 +138,40 @@ def channel_open_cmd(
     runner_addr = parse_address(runner, "--runner")
     if periods < 1:
         raise ChainCommandError(f"--periods {periods} must be at least 1")
-    with tx_session(rpc, chain, fee, key_dir) as (client, chain_id, params, fee_units, keys):
-        if runner_addr == keys.address_bytes:
+    with open_tx(opts) as tx:
+        if runner_addr == tx.keys.address_bytes:
             raise ChainCommandError("a channel to yourself pays nobody")
-        units = parse_amount(amount, tokens=tokens, decimals=int(params["decimals"]), what="--amount")
+        units = parse_amount(amount, tokens=tokens, decimals=int(tx.params["decimals"]), what="--amount")
         if units == 0:
             raise ChainCommandError("--amount must be positive")
-        check_can_pay(client, chain_id, keys.address_bytes, units + fee_units, "deposit + fee", params)
-        expires = current_period(client, chain_id) + periods
-        sent = send_transaction(client, chain_id, key_dir, OpenChannel(runner_addr, units, expires), fee_units,
-                                wait=wait, timeout=timeout, params=params)
-    report_sent(sent, as_json, {"chain": hex0x(chain_id), "type": "open_channel", "runner": hex0x(runner_addr),
-                                "deposit": str(units), "expires_period": expires, "fee": str(fee_units)})
+        tx.check_can_pay(units + tx.fee, "deposit + fee")
+        expires = current_period(tx.client, tx.chain_id) + periods
+        tx.report(tx.send(OpenChannel(runner_addr, units, expires)), "open_channel", runner=hex0x(runner_addr),
+                  deposit=str(units), expires_period=expires)
 
 
 @channel_app.command("close")
-@rpc_errors_as_one_line
-def channel_close_cmd(
-    runner: str = RunnerOption,
-    chain: Optional[str] = ChainOption,
-    fee: Optional[str] = FeeOption,
-    key_dir: Path = KeyDirOption,
-    rpc: str = RpcOption,
-    wait: bool = WaitOption,
-    timeout: float = TimeoutOption,
-    as_json: bool = JsonOption,
-) -> None:
+@tx_command
+def channel_close_cmd(opts: TxOptions, runner: str = RunnerOption) -> None:
     """Close an expired channel (CloseChannel): what the runner has not redeemed comes back spendable."""
     from chain.channels import check_close_channel
     from chain.payloads import CloseChannel
 
     runner_addr = parse_address(runner, "--runner")
-    with tx_session(rpc, chain, fee, key_dir) as (client, chain_id, params, fee_units, keys):
-        channel = fetch_channel(client, chain_id, keys.address_bytes, runner_addr)
-        period = current_period(client, chain_id)
+    with open_tx(opts) as tx:
+        channel = fetch_channel(tx.client, tx.chain_id, tx.keys.address_bytes, runner_addr)
+        period = current_period(tx.client, tx.chain_id)
         try:
             check_close_channel(runner_addr, channel, period)
         except NoOpenChannel:
-            raise ChainCommandError(f"no open channel from 0x{keys.address_bytes.hex()} to {hex0x(runner_addr)}") \
-                from None
+            raise ChainCommandError(f"no open channel from 0x{tx.keys.address_bytes.hex()} to "
+                                    f"{hex0x(runner_addr)}") from None
         except ChannelNotExpired as exc:
             raise ChainCommandError(f"channel not expired until period {exc.expires_period} (now period "
                                     f"{exc.period}); the runner may still redeem vouchers until then") from None
-        check_can_pay(client, chain_id, keys.address_bytes, fee_units, "the fee", params)
-        sent = send_transaction(client, chain_id, key_dir, CloseChannel(runner_addr), fee_units, wait=wait,
-                                timeout=timeout, params=params)
-    report_sent(sent, as_json, {"chain": hex0x(chain_id), "type": "close_channel", "runner": hex0x(runner_addr),
-                                "refund": str(channel.deposit - channel.redeemed), "fee": str(fee_units)})
+        tx.check_can_pay(tx.fee, "the fee")
+        tx.report(tx.send(CloseChannel(runner_addr)), "close_channel", runner=hex0x(runner_addr),
+                  refund=str(channel.deposit - channel.redeemed))
 
 
 __all__ = ["validator_app", "channel_app"]

@@ -15,6 +15,7 @@ from typing import Any, Optional
 import typer
 
 from daimon_node.errors import DaimonError
+from daimon_node.cli.txcommand import TxOptions, open_tx, tx_command
 
 app = typer.Typer(help="Train example models, prove a model's improvement, verify a proof.", no_args_is_help=True)
 
@@ -178,42 +179,23 @@ ChainOption = typer.Option(None, "--chain", "-c", help="Problem chain id (64 hex
 
 
 @app.command("register")
-def register_cmd(
-    model: Path = typer.Argument(..., help="ONNX model file."),
-    chain: Optional[str] = ChainOption,
-    key_dir: Path = KeyDirOption,
-    fee: Optional[str] = typer.Option(None, "--fee", help="Fee in base units (default: the problem's minimum)."),
-    rpc: str = RpcOption,
-    wait: bool = typer.Option(False, "--wait", help="Wait until a block includes the registration."),
-    timeout: float = typer.Option(0.0, "--timeout", help="Seconds --wait waits at most (0: three periods plus grace)."),
-    as_json: bool = JsonOption,
-) -> None:
+@tx_command
+def register_cmd(opts: TxOptions, model: Path = typer.Argument(..., help="ONNX model file.")) -> None:
     """Claim a model on a chain (a RegisterDigest tx of ``H(your key || digest)``, so a copy of the tx
     claims it for you, not for the copier); its PoI may follow once a block holds it."""
     from chain.payloads import RegisterDigest
     from chain.proofs import model_claim
 
-    from daimon_node.cli.chain import connect, hex0x, parse_amount, report_sent, resolve_chain, resolve_fee, send_transaction
-    from daimon_node.keystore import load_key
     from daimon_node.proofs.poi import model_digest
 
     data = read_file(model, "model")
     digest = model_digest(data)
-    if fee is not None:
-        parse_amount(fee, tokens=False, decimals=0, what="--fee")
-    claim = model_claim(load_key(key_dir).public_key, digest)
-    with connect(rpc) as client:
-        chain_id = resolve_chain(client, chain)
-        params = client.get_problem(chain_id)["params"]
-        fee_units = resolve_fee(client, chain_id, fee, params)
-        if len(data) > int(params["max_model_bytes"]):
-            raise ModelCommandError(f"{model} has {len(data)} bytes; the problem allows {params['max_model_bytes']}")
-        sent = send_transaction(client, chain_id, key_dir, RegisterDigest(claim), fee_units,
-                                wait=wait, timeout=timeout, params=params)
-    report_sent(sent, as_json, {"chain": hex0x(chain_id), "type": "register_digest", "model_digest": digest.hex(),
-                                "claim": claim.hex(),
-                                "fee": str(fee_units)})
-    if not as_json:
+    with open_tx(opts) as tx:
+        if len(data) > int(tx.params["max_model_bytes"]):
+            raise ModelCommandError(f"{model} has {len(data)} bytes; the problem allows {tx.params['max_model_bytes']}")
+        claim = model_claim(tx.keys.public_key, digest)
+        tx.report(tx.send(RegisterDigest(claim)), "register_digest", model_digest=digest.hex(), claim=claim.hex())
+    if not opts.as_json:
         typer.echo(f"model digest {digest.hex()}")
 
 

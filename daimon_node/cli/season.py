@@ -15,6 +15,7 @@ directory): it serves the new tuple's inputs and DEL, and reveals the new season
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -38,7 +39,7 @@ from daimon_node.cli.chain import (
     rpc_errors_as_one_line,
     send_transaction,
 )
-from daimon_node.cli.exits import check_can_pay
+from daimon_node.cli.txcommand import check_can_pay, option_group
 
 ProblemDirOption = typer.Option(..., "--problem", help="The problem directory (made by 'problem create').")
 SecretOption = typer.Option(None, "--secret", help="The contributor's secret file (default: PROBLEM.secret.json).")
@@ -55,14 +56,33 @@ class SeasonCommandError(ChainCommandError):
     """``add-season`` or ``add-tuple`` cannot go on; the message says why in one line."""
 
 
-def load_new_data(data: Optional[Path], images: Optional[Path], labels: Optional[Path], label_column: Optional[str],
-                  image_size: Optional[str], grayscale: Optional[bool]) -> Any:
+@dataclass(frozen=True)
+class NewData:
+    """Where the new data of a season or a tuple is (the options both commands take)."""
+
+    data: Optional[Path]
+    images: Optional[Path]
+    labels: Optional[Path]
+    label_column: Optional[str]
+    image_size: Optional[str]
+    grayscale: Optional[bool]
+
+
+new_data_options = option_group(NewData, "new", (
+    ("data", Optional[Path], DataOption), ("images", Optional[Path], ImagesOption),
+    ("labels", Optional[Path], LabelsOption), ("label_column", Optional[str], LabelColumnOption),
+    ("image_size", Optional[str], ImageSizeOption), ("grayscale", Optional[bool], GrayscaleOption),
+))
+
+
+def load_new_data(new: NewData) -> Any:
     """The new data, read by ``problem create``'s loaders; never the bundled set (it overlaps the problem's)."""
     from daimon_node.proofs.datasets import DataOptions, parse_image_size, select_dataset
 
-    if data is None and images is None:
+    if new.data is None and new.images is None:
         raise SeasonCommandError("give the new data with --data PATH (or --images FILE --labels FILE)")
-    return select_dataset(None, data, images, labels, DataOptions(label_column, parse_image_size(image_size), grayscale))
+    return select_dataset(None, new.data, new.images, new.labels,
+                          DataOptions(new.label_column, parse_image_size(new.image_size), new.grayscale))
 
 
 def contributor_context(problem_dir: Path, secret: Optional[Path], key_dir: Path) -> tuple[Any, Path, Any]:
@@ -100,14 +120,10 @@ def check_may_add_season(summary: dict[str, Any]) -> dict[str, Any]:
     return season  # type: ignore[no-any-return]
 
 
+@new_data_options
 def add_season_cmd(
+    new: NewData,
     problem: Path = ProblemDirOption,
-    data: Optional[Path] = DataOption,
-    images: Optional[Path] = ImagesOption,
-    labels: Optional[Path] = LabelsOption,
-    label_column: Optional[str] = LabelColumnOption,
-    image_size: Optional[str] = ImageSizeOption,
-    grayscale: Optional[bool] = GrayscaleOption,
     secret: Optional[Path] = SecretOption,
     key_dir: Path = KeyDirOption,
     fee: Optional[str] = FeeOption,
@@ -122,7 +138,7 @@ def add_season_cmd(
     from daimon_node.proofs.season_kit import seal_holdout
 
     p, secret_path, keys = contributor_context(problem, secret, key_dir)
-    ds = load_new_data(data, images, labels, label_column, image_size, grayscale)
+    ds = load_new_data(new)
     chain = p.chain_id
     with connect(rpc) as client:
         summary = client.get_problem(chain)
@@ -139,14 +155,10 @@ def add_season_cmd(
                                 "bond": str(params["contributor_bond"])})
 
 
+@new_data_options
 def add_tuple_cmd(
+    new: NewData,
     problem: Path = ProblemDirOption,
-    data: Optional[Path] = DataOption,
-    images: Optional[Path] = ImagesOption,
-    labels: Optional[Path] = LabelsOption,
-    label_column: Optional[str] = LabelColumnOption,
-    image_size: Optional[str] = ImageSizeOption,
-    grayscale: Optional[bool] = GrayscaleOption,
     secret: Optional[Path] = SecretOption,
     key_dir: Path = KeyDirOption,
     rpc: str = RpcOption,
@@ -162,7 +174,7 @@ def add_tuple_cmd(
     from daimon_node.proofs.season_kit import make_tuple
 
     p, secret_path, keys = contributor_context(problem, secret, key_dir)
-    ds = load_new_data(data, images, labels, label_column, image_size, grayscale)
+    ds = load_new_data(new)
     chain = p.chain_id
     with connect(rpc) as client:
         try:

@@ -57,6 +57,8 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, NoReturn, Sequence
@@ -411,13 +413,11 @@ class Sandbox:
         return out
 
     # pipe I/O with deadlines ------------------------------------------------------------------
-    def _exchange(self, data: bytes, deadline: float, max_blob: int) -> tuple[dict[str, Any], list[bytes]]:
-        """Send ``data`` (if any) and read the worker's reply, from a thread."""
-        assert self._pipe is not None
+    @contextmanager
+    def _pipe_failures(self) -> Iterator[None]:
+        """A pipe failure as the sandbox's typed error (the worker killed or reaped first)."""
         try:
-            if data:
-                self._pipe.send(data, deadline)
-            return self._pipe.read_message(deadline, max_blob)
+            yield
         except PipeTimeout:
             self._timeout()
         except PipeClosed:
@@ -426,22 +426,24 @@ class Sandbox:
             self._stop(graceful=False)
             raise SandboxUnavailable(str(exc)) from None
 
+    def _exchange(self, data: bytes, deadline: float, max_blob: int) -> tuple[dict[str, Any], list[bytes]]:
+        """Send ``data`` (if any) and read the worker's reply, from a thread."""
+        assert self._pipe is not None
+        with self._pipe_failures():
+            if data:
+                self._pipe.send(data, deadline)
+            return self._pipe.read_message(deadline, max_blob)
+
     async def _aexchange(self, data: bytes, deadline: float, max_blob: int) -> tuple[dict[str, Any], list[bytes]]:
         """``_exchange`` from a trio task; cancelled half-way, the worker is killed."""
         assert self._pipe is not None
         answered = False
         try:
-            await self._pipe.asend(data, deadline)
-            reply = await self._pipe.aread_message(deadline, max_blob)
+            with self._pipe_failures():
+                await self._pipe.asend(data, deadline)
+                reply = await self._pipe.aread_message(deadline, max_blob)
             answered = True
             return reply
-        except PipeTimeout:
-            self._timeout()
-        except PipeClosed:
-            self._died()
-        except PipeProtocolError as exc:
-            self._stop(graceful=False)
-            raise SandboxUnavailable(str(exc)) from None
         finally:
             if not answered:
                 self._stop(graceful=False)
