@@ -76,7 +76,8 @@ def option_group(group: Callable[..., Any], param: str,
 
         @functools.wraps(fn)
         def command(**kwargs: Any) -> None:
-            fn(**kwargs, **{param: group(**{name: kwargs.pop(name) for name, _, _ in options})})
+            values = group(**{name: kwargs.pop(name) for name, _, _ in options})
+            fn(**kwargs, **{param: values})
 
         command.__signature__ = inspect.Signature(own + shared)  # type: ignore[attr-defined]
         return command
