@@ -8,6 +8,7 @@ these to frames; the paying user's ``channel_client`` uses them without libp2p.
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 from dataclasses import dataclass
@@ -66,8 +67,16 @@ def call_cost(price_per_item: int, items: int) -> int:
 
 
 def npy_bytes(arr: np.ndarray) -> bytes:
+    """``arr`` as ``.npy`` bytes (what ``np.save`` writes), with the header of each shape and
+    dtype built once: a paid call encodes its inputs and its scores in the same shapes every time."""
+    arr = np.ascontiguousarray(arr)
+    return b"".join((_npy_header(arr.shape, arr.dtype.str), memoryview(arr).cast("B")))
+
+
+@functools.lru_cache(maxsize=256)
+def _npy_header(shape: tuple[int, ...], dtype: str) -> bytes:
     buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
+    np.lib.format.write_array_header_1_0(buf, {"descr": dtype, "fortran_order": False, "shape": shape})
     return buf.getvalue()
 
 
@@ -75,7 +84,29 @@ def parse_npy(data: bytes) -> np.ndarray:
     """A numeric array from ``.npy`` bytes anyone sent: the header is parsed, its shape checked
     against the bytes that follow, and the array viewed in place (no allocation a header
     could inflate, no pickles)."""
-    buf = io.BytesIO(data)
+    start = _npy_data_offset(data)
+    shape, fortran, dtype = _parse_npy_header(bytes(data[:start]))
+    count = math.prod(shape)
+    if count * dtype.itemsize != len(data) - start:
+        raise BadInput(f"{len(data) - start} bytes of data do not hold {dtype}{list(shape)}")
+    return np.frombuffer(data, dtype, count, start).reshape(shape, order="F" if fortran else "C")
+
+
+def _npy_data_offset(data: bytes) -> int:
+    """Where the array's bytes start: magic, version, header length, header."""
+    if len(data) < 10 or data[:6] != b"\x93NUMPY":
+        raise BadInput("not an .npy array: no magic string")
+    if data[6] == 1:
+        return 10 + int.from_bytes(data[8:10], "little")
+    if data[6] in (2, 3) and len(data) >= 12:
+        return 12 + int.from_bytes(data[8:12], "little")
+    raise BadInput(f"not an .npy array: version {data[6]}")
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_npy_header(head: bytes) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """numpy's own parse (a ``literal_eval``), done once per distinct header."""
+    buf = io.BytesIO(head)
     try:
         version = np.lib.format.read_magic(buf)
         read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
@@ -84,7 +115,4 @@ def parse_npy(data: bytes) -> np.ndarray:
         raise BadInput(f"not an .npy array: {exc}") from None
     if dtype.kind not in "fiu" or dtype.hasobject:
         raise BadInput(f"dtype {dtype} is not numeric")
-    count = math.prod(shape)
-    if count * dtype.itemsize != len(data) - buf.tell():
-        raise BadInput(f"{len(data) - buf.tell()} bytes of data do not hold {dtype}{list(shape)}")
-    return np.frombuffer(data, dtype, count, buf.tell()).reshape(shape, order="F" if fortran else "C")
+    return shape, fortran, dtype
