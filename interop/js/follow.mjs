@@ -113,7 +113,7 @@ async function follow (args, summary, signal) {
     await until(() => node.services.pubsub.getMeshPeers(topic).includes(peerId), signal)
     summary.subscribed_after_s = summary.elapsed()
     const remote = await node.peerStore.get(connection.remotePeer) // what identify told us
-    summary.node_protocols = remote.protocols.filter((p) => p.startsWith('/daimon/') || p.startsWith('/meshsub/'))
+    summary.node_protocols = remote.protocols.filter((p) => p.startsWith('/daimon/') || p.startsWith('/meshsub/') || p.startsWith('/ipfs/kad/'))
     progress('subscribed', { topic, peer: peerId, connection: connection.remoteAddr.toString(),
       encryption: connection.encryption, multiplexer: connection.multiplexer, protocols: summary.node_protocols })
 
