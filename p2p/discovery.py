@@ -101,7 +101,6 @@ class DiscoveryService:
         self._found: deque[PeerInfo] = deque(maxlen=MAX_DISCOVERED)  # appended from zeroconf's thread
         self._provided: set[bytes] = set()
         self._dialing: set[str] = set()
-        self._refresh_now = trio.Event()
         self._self_id = host.get_id()
         if config.mdns:
             peerDiscovery.register_peer_discovered_handler(self._on_mdns_peer)
@@ -140,12 +139,10 @@ class DiscoveryService:
             now = trio.current_time()
             due = now - last >= self.config.refresh_interval_s
             lagging = self._unrouted() > 0 and now - last >= self.config.first_refresh_s * 4
-            if connected and (due or lagging or self._refresh_now.is_set()):
-                self._refresh_now = trio.Event()
+            if connected and (due or lagging):
                 last = now
                 await self.refresh()
-            with trio.move_on_after(self.config.first_refresh_s):
-                await self._refresh_now.wait()
+            await trio.sleep(self.config.first_refresh_s)
 
     def _unrouted(self) -> int:
         """Connected peers that serve the DHT (by identify) but are not in the table yet."""

@@ -39,6 +39,8 @@ from p2p.sync import SyncService
 
 log = logging.getLogger(__name__)
 
+MAX_PROVIDER_DIALS = 8  # holders of one content id dialled when no connected peer has it
+
 
 @dataclass
 class P2PConfig:
@@ -213,12 +215,20 @@ class P2PNode(INetwork):
         return await self.content.fetch(content_id, max_bytes, holders)
 
     async def _dial_providers(self, content_id: bytes) -> list[str]:
+        """Dial up to ``MAX_PROVIDER_DIALS`` of the holders the DHT names, at once: a record's
+        addresses are whatever its announcer wrote, so a dead one costs one dial timeout, not a
+        timeout per record."""
         holders: list[str] = []
-        for info in await self.discovery.find_providers(content_id):
+
+        async def dial(info: Any) -> None:
             try:
                 holders.append(await self.hosting.dial(info))
             except (DialError, PeerBanned) as exc:
                 log.info("content holder %s unreachable: %s", info.peer_id.to_base58(), exc)
+
+        async with trio.open_nursery() as nursery:
+            for info in (await self.discovery.find_providers(content_id))[:MAX_PROVIDER_DIALS]:
+                nursery.start_soon(dial, info)
         return holders
 
     async def content_size_at(self, peer: str, content_id: bytes) -> int | None:

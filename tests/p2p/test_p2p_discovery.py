@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from p2p import P2PConfig, P2PNode
+from p2p import P2PConfig, P2PNode, content_id
 from p2p.discovery import DiscoveryConfig
 
 from p2p_helpers import Inbox, link, running_nodes, seed, wait_until
@@ -84,3 +84,38 @@ async def test_mdns_peers_on_loopback_connect(tmp_path: Path, monkeypatch: pytes
             await wait_until(lambda: all(node.peer_count() == 1 for node in nodes), poll_s=0.1)
         assert nodes[0].discovery.counts.mdns_found >= 1
         nursery.cancel_scope.cancel()
+
+
+async def test_a_provider_record_of_a_liar_costs_the_liar_not_the_seeker(tmp_path: Path) -> None:
+    """Attack: a peer announces a content id it serves wrong bytes for. The seeker that finds it
+    by its provider record rejects the bytes (hash), penalises it, keeps nothing, and fetches
+    the object from an honest holder once one announces it. (Bad bytes ban at once at the default
+    threshold, so the liar's next record is skipped too.)"""
+    from p2p import ContentHashMismatch
+    from p2p.peers import WEIGHT_BAD_CONTENT
+
+    quiet = DiscoveryConfig(target_peers=0, provide_interval_s=0.2)
+    async with running_nodes(tmp_path, 4, discovery=quiet) as nodes:
+        honest, liar, middle, seeker = nodes
+        for node in (honest, liar, seeker):
+            await link(node, middle)
+        data = b"the real model " * 500
+        cid = content_id(data)
+        liar.store.path(cid).write_bytes(b"x" * len(data))  # same id, other bytes: the store serves what it holds
+        with trio.fail_after(20):
+            await wait_until(lambda: cid in liar.discovery._provided, poll_s=0.1)
+        for other in (liar, honest):
+            if other.peer_id in seeker.connected_peers():
+                await seeker.hosting.disconnect(other.peer_id)
+        with pytest.raises(ContentHashMismatch), trio.fail_after(30):
+            await seeker.fetch_content(cid, 1 << 20)
+        assert not seeker.store.has(cid)
+        assert WEIGHT_BAD_CONTENT >= seeker.book.ban_threshold and seeker.book.is_banned(liar.peer_id)
+        with trio.fail_after(10):  # the ban's disconnect runs in the node's ban task
+            await wait_until(lambda: liar.peer_id not in seeker.connected_peers(), poll_s=0.05)
+        honest.store.put(data)
+        with trio.fail_after(20):
+            await wait_until(lambda: cid in honest.discovery._provided, poll_s=0.1)
+        with trio.fail_after(30):
+            path = await seeker.fetch_content(cid, 1 << 20)
+        assert path.read_bytes() == data
