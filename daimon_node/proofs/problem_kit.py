@@ -159,6 +159,7 @@ def create_problem(
     to the secret file's ``holdouts`` list (see ``holdout_for_season``).
     """
     opts = opts or ProblemOptions()
+    check_del_kind(opts)  # before the data is read: a learned DEL without torch is refused at once
     ds = load_dataset(dataset) if isinstance(dataset, str) else dataset
     split = split_dataset(ds, test_fraction=test_fraction, holdout_fraction=holdout_fraction, seed=opts.seed)
     check_before_building(opts, ds, creator, split, seasons)
@@ -198,12 +199,16 @@ def create_problem(
     return CreatedProblem(problem, out_dir, secret, split)
 
 
-def check_before_building(opts: ProblemOptions, ds: Dataset, creator: KeyPair, split: Split, seasons: int) -> None:
-    """Everything that can be refused before the DEL is built (which may take minutes)."""
+def check_del_kind(opts: ProblemOptions) -> None:
+    """A DEL this machine can build: a known kind, and torch for the learned one."""
     if opts.del_kind not in DEL_KINDS:
         raise UnknownDELKind(opts.del_kind)
     if opts.del_kind == "learned":
         require_torch()
+
+
+def check_before_building(opts: ProblemOptions, ds: Dataset, creator: KeyPair, split: Split, seasons: int) -> None:
+    """Everything else that can be refused before the DEL is built (which may take minutes)."""
     if seasons < 1:
         raise ProblemKitError(f"seasons must be at least 1, not {seasons}")
     if split.holdout_y is not None and len(split.holdout_y) < seasons:
