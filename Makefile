@@ -22,7 +22,7 @@ devnet: $(STAMP)
 
 # Four workers on two cores: the multi-process testnet tests mostly wait on their periods
 # (the load average stays near 1 with two workers), so four side by side take about 7.5
-# minutes instead of 12; every bound in a timed test compares against the same run.
+# minutes instead of 12.
 test: $(STAMP)
 	$(PY) -m pytest -q -x -p no:cacheprovider -n 4
 

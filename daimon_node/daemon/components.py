@@ -1,9 +1,10 @@
 """The node's components: each says from the config whether it is on, and builds itself.
 
 Trinity-style: a ``ComponentSpec`` has a ``name``, ``is_enabled(config)`` and
-``from_config(config, ctx)``; what it builds has ``async step(ctx, handle)`` (called on every
-followed chain each tick) and ``close()``, and may have ``async run(ctx)`` (started once in the
-node's nursery). The node steps whatever is enabled, in order, with no knowledge of any role.
+``from_config(config, ctx)``; what it builds (one component, or a tuple of them sharing a role)
+has ``async step(ctx, handle)`` (called on every followed chain each tick) and ``close()``, and
+may have ``async run(ctx)`` (started once in the node's nursery). The node steps each enabled
+component in a task of its own, with no knowledge of any role.
 Components beyond the built-in ones are named in the config by import path
 (``node.components = ["package.module:SPEC"]``): that is how a test harness adds its
 lookup-table cheater without the daemon importing it.
@@ -23,7 +24,7 @@ from p2p import PROBLEMS_TOPIC
 from daimon_node.config import NodeConfig
 from daimon_node.daemon.chains import ChainHandle, decode_proposal
 from daimon_node.daemon.context import RoleContext
-from daimon_node.daemon.roles import ContributorRole, ImproverRole, ValidatorRole, step_committer
+from daimon_node.daemon.roles import ContributorRole, ImproverReveal, ImproverRole, ValidatorRole, step_committer
 from daimon_node.errors import ConfigError
 
 PROPOSAL_REPUBLISH_S = 5.0  # a contributor regossips its proposal so late joiners learn the problem
@@ -42,7 +43,7 @@ class Component(Protocol):
 class ComponentSpec:
     name: str
     is_enabled: Callable[[NodeConfig], bool]
-    from_config: Callable[[NodeConfig, RoleContext], Component]
+    from_config: Callable[[NodeConfig, RoleContext], "Component | tuple[Component, ...]"]
 
 
 @dataclass
@@ -97,6 +98,15 @@ def contributor(config: NodeConfig, ctx: RoleContext) -> Component:
     return ContributorComponent(role)
 
 
+def improver(config: NodeConfig, ctx: RoleContext) -> tuple[Component, ...]:
+    """Proving and revealing as two components of one role: each runs in its own task, so a
+    reveal due now never waits for a PROVE of the next model."""
+    section = config.roles.improver
+    role = ImproverRole([Path(p) for p in section.models])
+    return RoleComponent("improver", role, section.chain), RoleComponent("improver-reveal", ImproverReveal(role),
+                                                                          section.chain)
+
+
 def runner(config: NodeConfig, ctx: RoleContext) -> Component:
     """A model runner (issue 8, docs/market.md): serves ``/daimon/infer/1`` besides its role."""
     from daimon_node.daemon.runner import RunnerRole
@@ -114,9 +124,7 @@ BUILTIN: tuple[ComponentSpec, ...] = (
                   lambda c, ctx: RoleComponent("committer", CommitterRole())),
     ComponentSpec("validator", lambda c: c.roles.validator.enabled,
                   lambda c, ctx: RoleComponent("validator", ValidatorRole())),
-    ComponentSpec("improver", lambda c: c.roles.improver.enabled,
-                  lambda c, ctx: RoleComponent("improver", ImproverRole([Path(p) for p in c.roles.improver.models]),
-                                               c.roles.improver.chain)),
+    ComponentSpec("improver", lambda c: c.roles.improver.enabled, improver),
     ComponentSpec("runner", lambda c: c.roles.runner.enabled, runner),
 )
 
@@ -136,4 +144,9 @@ def load_spec(path: str) -> ComponentSpec:
 def build_components(config: NodeConfig, ctx: RoleContext) -> list[Component]:
     """The enabled components, built-in ones first, then those the config names."""
     specs = [*BUILTIN, *(load_spec(p) for p in config.node.components)]
-    return [spec.from_config(config, ctx) for spec in specs if spec.is_enabled(config)]
+    built: list[Component] = []
+    for spec in specs:
+        if spec.is_enabled(config):
+            made = spec.from_config(config, ctx)
+            built.extend(made if isinstance(made, tuple) else (made,))
+    return built

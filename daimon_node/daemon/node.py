@@ -329,24 +329,33 @@ class Node:
 
     # --- the tick ----------------------------------------------------------------------
     async def _tick_loop(self) -> None:
-        last_rejudge = 0.0
+        async with trio.open_nursery() as nursery:
+            for component in self.components:
+                nursery.start_soon(self._component_loop, component)
+            last_rejudge = 0.0
+            while True:
+                if time.monotonic() - last_rejudge > REJUDGE_INTERVAL_S:
+                    last_rejudge = time.monotonic()
+                    await self.p2p.rejudge()
+                    for fn in self.periodic:
+                        fn()
+                await trio.sleep(TICK_S)
+
+    async def _component_loop(self, component: Component) -> None:
+        """One component's steps, in a task of its own: a validator's VERIFY or an improver's PROVE
+        (seconds under load) must not hold up the committer's seal or an improver's reveal, which
+        have until the period's end (under load in one shared loop they missed it)."""
         while True:
             for handle in list(self.chains.chains.values()):
-                await self._step_components(handle)
-            if time.monotonic() - last_rejudge > REJUDGE_INTERVAL_S:
-                last_rejudge = time.monotonic()
-                await self.p2p.rejudge()
-                for fn in self.periodic:
-                    fn()
+                await self._step_component(component, handle)
             await trio.sleep(TICK_S)
 
-    async def _step_components(self, handle: ChainHandle) -> None:
-        """Every enabled component on one chain; a component's failure is logged, the node runs on."""
-        for component in self.components:
-            try:
-                with data_dir_writes():  # roles store models and holdouts as content
-                    await component.step(self.context, handle)
-            except StorageFailure:
-                raise
-            except Exception:
-                log.exception("%s step failed on %s", component.name, handle.chain_id.hex()[:12])
+    async def _step_component(self, component: Component, handle: ChainHandle) -> None:
+        """A component's failure is logged, the node runs on; a full disk stops the node."""
+        try:
+            with data_dir_writes():  # roles store models and holdouts as content
+                await component.step(self.context, handle)
+        except StorageFailure:
+            raise
+        except Exception:
+            log.exception("%s step failed on %s", component.name, handle.chain_id.hex()[:12])

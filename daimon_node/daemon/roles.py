@@ -306,6 +306,8 @@ class ImproverRole:
         log.info("improver: the settlement of %s was reorged out; proving it again", self.models[first].name)
 
     async def _reveal_if_anchored(self, ctx: RoleContext, handle: ChainHandle) -> None:
+        """Reveal our anchored proof in the period after its anchor. The node also runs this on
+        its own (``ImproverReveal``), so a reveal never waits behind a PROVE of this role."""
         pending = get_meta(handle.state).pending
         proof = None if pending is None else self.published.get(pending.anchor.poi.hash)
         if proof is None or proof.poi.hash in self.revealed:
@@ -313,12 +315,24 @@ class ImproverRole:
         params = get_problem(handle.state).params
         if period_of(params, int(ctx.now())) != pending.period + 1:
             return
+        self.revealed.add(proof.poi.hash)  # taken before the await: the other caller must not send it too
         admission = await ctx.publish_proof(handle, proof.reveal.encode())
         if not admission.accepted:  # not published either: try again next tick, within the period
+            self.revealed.discard(proof.poi.hash)
             log.warning("reveal of PoI %s not admitted: %s", proof.poi.hash.hex()[:12], admission.reason)
             return
-        self.revealed.add(proof.poi.hash)
         self.status = "revealed"
+
+
+@dataclass
+class ImproverReveal:
+    """An improver's reveals, stepped in a task apart from its proving (see ``_reveal_if_anchored``)."""
+
+    improver: ImproverRole
+
+    async def step(self, ctx: RoleContext, handle: ChainHandle) -> None:
+        if handle.started:
+            await self.improver._reveal_if_anchored(ctx, handle)
 
 
 # ---------------------------------------------------------------------------

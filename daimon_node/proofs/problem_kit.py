@@ -148,7 +148,6 @@ def create_problem(
     seasons: int = 1,
 ) -> CreatedProblem:
     """Split, build the DEL, sign tuple and proposal, and write the problem directory.
-
     ``secret_path`` (default ``<out_dir>.secret.json``, beside, not inside, the
     published directory) receives ``x_t``, ``x_h`` and the salt with mode 0600.
 

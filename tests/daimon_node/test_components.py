@@ -57,3 +57,48 @@ def test_the_cheater_is_a_component_named_by_import_path(tmp_path: Path) -> None
 def test_a_bad_component_path_is_a_config_error(path: str) -> None:
     with pytest.raises(ConfigError):
         load_spec(path)
+
+
+@pytest.mark.trio
+async def test_a_slow_component_does_not_hold_up_the_others() -> None:
+    """A PROVE or VERIFY takes seconds under load; in one shared loop it held up the committer's
+    seal and the improver's reveal past their period (an honest proof voided as not revealed).
+    Each component now steps in its own task."""
+    from types import SimpleNamespace
+
+    import trio
+
+    from daimon_node.daemon.node import TICK_S, Node
+
+    class Slow:
+        name = "slow"
+
+        async def step(self, ctx: object, handle: object) -> None:
+            await trio.sleep_forever()  # a PROVE that never ends
+
+    class Quick:
+        name = "quick"
+        steps = 0
+
+        async def step(self, ctx: object, handle: object) -> None:
+            self.steps += 1
+
+    quick = Quick()
+    fake = SimpleNamespace(chains=SimpleNamespace(chains={b"c": object()}), context=None, components=[Slow(), quick],
+                           periodic=[], p2p=SimpleNamespace(rejudge=lambda: trio.sleep(0)))
+    fake._component_loop = lambda c: Node._component_loop(fake, c)  # type: ignore[arg-type]
+    fake._step_component = lambda c, h: Node._step_component(fake, c, h)  # type: ignore[arg-type]
+    with trio.move_on_after(8 * TICK_S):
+        await Node._tick_loop(fake)  # type: ignore[arg-type]
+    assert quick.steps >= 4  # about one step a tick while the slow one never returns
+
+
+def test_the_improver_is_two_components_sharing_one_role(tmp_path: Path) -> None:
+    from daimon_node.daemon.components import build_components
+    from daimon_node.daemon.roles import ImproverReveal
+
+    cfg = load_config(None, {"roles.improver.enabled": True, "roles.validator.enabled": False,
+                             "roles.committer.enabled": False})
+    built = {c.name: c for c in build_components(cfg, None)}  # type: ignore[arg-type]
+    assert isinstance(built["improver-reveal"].role, ImproverReveal)  # type: ignore[attr-defined]
+    assert built["improver-reveal"].role.improver is built["improver"].role  # type: ignore[attr-defined]
