@@ -131,15 +131,24 @@ class DiscoveryService:
 
     # -- routing table ------------------------------------------------------
     async def _refresh_loop(self) -> None:
-        """Refresh once peers are connected, when the table lags the connections, and on a timer."""
+        """Refresh once peers are connected, when the table lags the connections, and on a timer.
+
+        A peer the table cannot take (its bucket is full) would lag for ever: the gap between
+        refreshes for lag doubles each time, up to the timer's, and resets once nothing lags."""
         assert self.dht is not None
         last = float("-inf")
+        lag_gap = 4 * self.config.first_refresh_s
         while True:
             connected = bool(self.host.get_connected_peers())
             now = trio.current_time()
+            unrouted = self._unrouted()
+            if not unrouted:
+                lag_gap = 4 * self.config.first_refresh_s
             due = now - last >= self.config.refresh_interval_s
-            lagging = self._unrouted() > 0 and now - last >= self.config.first_refresh_s * 4
+            lagging = unrouted > 0 and now - last >= lag_gap
             if connected and (due or lagging):
+                if lagging:
+                    lag_gap = min(2 * lag_gap, self.config.refresh_interval_s)
                 last = now
                 await self.refresh()
             await trio.sleep(self.config.first_refresh_s)

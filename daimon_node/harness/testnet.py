@@ -87,14 +87,27 @@ def check_ports_free(ports: list[int], host: str = "127.0.0.1") -> None:
                 raise PortInUse(host, port) from None
 
 
+def ephemeral_port_range() -> tuple[int, int]:
+    """The ports the kernel hands out for outgoing connections (Linux; its default elsewhere)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_base_port(nodes: int = 4, host: str = "127.0.0.1", tries: int = 100) -> int:
     """A random base port whose whole block (``local_testnet_ports``) is free now.
 
     Random, so two testnets started at once (or two test runs) do not race for the same
     ports; a port taken between this check and a node's start is caught by ``Testnet.check``.
+    Below the kernel's ephemeral range: a node started late (a joiner) found its port taken by
+    some process's outgoing connection, and with the DHT every node makes many.
     """
+    low = ephemeral_port_range()[0]
+    top = low - 200 if low >= 12000 else 60000
     for _ in range(tries):
-        base = random.randrange(20000, 60000, 200)
+        base = random.randrange(10000 if top < 60000 else 20000, top, 200)
         try:
             check_ports_free(local_testnet_ports(base, nodes), host)
         except PortInUse:
