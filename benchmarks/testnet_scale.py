@@ -283,7 +283,8 @@ def main() -> None:
     ap.add_argument("--t-b", type=int, default=8)
     ap.add_argument("--grace", type=int, default=4)
     ap.add_argument("--periods", type=int, default=5, help="competition periods to watch after the Problem block")
-    ap.add_argument("--base-port", type=int, default=52000)
+    ap.add_argument("--base-port", type=int, default=12000,
+                    help="first port tried (below the kernel's ephemeral range, which outgoing connections take)")
     ap.add_argument("--start-delay", type=int, default=None, help="seconds to the problem's t0 (default 40 + 5 N)")
     ap.add_argument("--bootstrap", type=int, default=1, help="bootstrap addresses per node (the nodes before it)")
     ap.add_argument("--no-dht", action="store_true", help="turn the Kademlia DHT off (p2p.dht = false)")
