@@ -26,7 +26,8 @@ from chain.state import is_ejected
 from chain.header import BlockHeader
 from chain.payloads import ReportEquivocation
 from chain.types import Proposal, TestTuple
-from p2p import PROBLEMS_TOPIC, ContentStore, DiscoveryConfig, GossipMessage, P2PConfig, P2PError, P2PNode, ValidationResult, chain_topic
+from p2p import (PROBLEMS_TOPIC, ContentStore, DiscoveryConfig, GossipMessage, P2PConfig, P2PError, P2PNode,
+                 ValidationResult, chain_topic)
 
 from daimon_node.clock import Clock, SystemClock
 from daimon_node.config import NodeConfig
